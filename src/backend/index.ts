@@ -1,0 +1,3 @@
+export { tf } from './tf.js';
+export * from './init.js';
+export { registerWasmKernels } from './wasmKernels.js';

@@ -1,0 +1,148 @@
+/**
+ * Choosing and starting the compute backend.
+ *
+ * Auto order: `tensorflow` (the optional `@tensorflow/tfjs-node-gpu`, CUDA 11.2 / cuDNN 8.1)
+ * → `webgpu` (Dawn through the `webgpu` package, only when an adapter exists) → `wasm` → `cpu`.
+ *
+ * @example
+ * const choice = await initBackend({ prefer: 'auto' });
+ * console.log(choice.name, choice.skipped); // 'wasm', [{ name: 'tensorflow', reason: '…' }, …]
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { tf } from './tf.js';
+import { registerWasmKernels } from './wasmKernels.js';
+
+export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+export type BackendPreference = 'auto' | BackendName;
+
+export interface BackendSkip { name: BackendName; reason: string }
+export interface BackendChoice {
+  name: BackendName;
+  /** Backends tried before the chosen one, and why each was passed over. */
+  skipped: BackendSkip[];
+  /** Free-form facts about the chosen backend (adapter, threads, SIMD). */
+  info: Record<string, unknown>;
+}
+
+export interface InitBackendOptions { prefer?: BackendPreference; wasmThreads?: number }
+
+const require = createRequire(import.meta.url);
+
+function errText(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  return m.split('\n')[0].slice(0, 300);
+}
+
+type Attempt = { ok: true; info: Record<string, unknown> } | { ok: false; reason: string };
+
+async function tryTensorflow(): Promise<Attempt> {
+  try {
+    await import('@tensorflow/tfjs-node-gpu' as string);
+  } catch (e) {
+    return { ok: false, reason: `@tensorflow/tfjs-node-gpu did not load (optional; needs CUDA 11.2, cuDNN 8.1 and network at install): ${errText(e)}` };
+  }
+  if (!(await tf.setBackend('tensorflow'))) return { ok: false, reason: 'tfjs-node-gpu loaded but the tensorflow backend failed to start' };
+  return { ok: true, info: {} };
+}
+
+let webgpuExitHook = false;
+
+/** Looks for a WebGPU adapter through Dawn; never throws. */
+export async function probeWebGPU(): Promise<{ adapter: Record<string, unknown> | null; reason?: string; gpu?: unknown; globals?: Record<string, unknown> }> {
+  try {
+    const mod = (await import('webgpu' as string)) as { create(flags: string[]): { requestAdapter(o?: object): Promise<unknown> }; globals: Record<string, unknown> };
+    const gpu = mod.create([]);
+    const adapter = (await gpu.requestAdapter({ powerPreference: 'high-performance' })) as
+      | { info?: Record<string, unknown>; features?: Set<string> } | null;
+    if (!adapter) return { adapter: null, reason: 'Dawn found no GPU adapter (no Vulkan/Metal/D3D12 device)' };
+    const info = adapter.info ? { ...adapter.info } : {};
+    return { adapter: info, gpu, globals: mod.globals };
+  } catch (e) {
+    return { adapter: null, reason: `the webgpu package did not load: ${errText(e)}` };
+  }
+}
+
+async function tryWebGPU(): Promise<Attempt> {
+  const probe = await probeWebGPU();
+  if (!probe.adapter) return { ok: false, reason: probe.reason ?? 'no adapter' };
+  const g = globalThis as unknown as Record<string, unknown>;
+  Object.assign(g, probe.globals);
+  g.navigator = { gpu: probe.gpu, userAgent: 'node' };
+  if (!webgpuExitHook) {
+    webgpuExitHook = true;
+    // Dawn keeps the event loop alive while navigator.gpu is reachable.
+    process.once('beforeExit', () => { delete g.navigator; });
+  }
+  try {
+    await import('@tensorflow/tfjs-backend-webgpu');
+    if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the webgpu backend failed to start on the adapter' };
+  } catch (e) {
+    return { ok: false, reason: `the webgpu backend failed: ${errText(e)}` };
+  }
+  return { ok: true, info: { adapter: probe.adapter } };
+}
+
+async function tryWasm(threads?: number): Promise<Attempt> {
+  try {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm');
+    const dir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
+    wasm.setWasmPaths(dir + path.sep);
+    if (threads) wasm.setThreadsCount(threads);
+    registerWasmKernels();
+    if (!(await tf.setBackend('wasm'))) return { ok: false, reason: 'the wasm backend failed to start' };
+    return {
+      ok: true,
+      info: {
+        simd: await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'),
+        multithread: await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT'),
+        threads: wasm.getThreadsCount(),
+      },
+    };
+  } catch (e) {
+    return { ok: false, reason: `the wasm backend failed: ${errText(e)}` };
+  }
+}
+
+async function tryCpu(): Promise<Attempt> {
+  return (await tf.setBackend('cpu')) ? { ok: true, info: {} } : { ok: false, reason: 'cpu backend failed' };
+}
+
+function attempt(name: BackendName, opts: InitBackendOptions): Promise<Attempt> {
+  switch (name) {
+    case 'tensorflow': return tryTensorflow();
+    case 'webgpu': return tryWebGPU();
+    case 'wasm': return tryWasm(opts.wasmThreads);
+    case 'cpu': return tryCpu();
+  }
+}
+
+/**
+ * Starts the preferred backend, or the first available one in the auto order.
+ * A named backend that cannot start is an error (no silent fallback).
+ */
+export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendChoice> {
+  const prefer = opts.prefer ?? 'auto';
+  if (prefer !== 'auto' && !(BACKEND_NAMES as readonly string[]).includes(prefer)) {
+    throw new Error(`initBackend: unknown backend '${String(prefer)}'; choose one of auto, ${BACKEND_NAMES.join(', ')}`);
+  }
+  const order: BackendName[] = prefer === 'auto' ? [...BACKEND_NAMES] : [prefer];
+  const skipped: BackendSkip[] = [];
+  for (const name of order) {
+    const r = await attempt(name, opts);
+    if (r.ok) {
+      await tf.ready();
+      return { name, skipped, info: r.info };
+    }
+    skipped.push({ name, reason: r.reason });
+  }
+  throw new Error(`initBackend: no backend could start (${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})`);
+}
+
+/** Parses a `--backend` value, with an error that lists the choices. */
+export function parseBackendPreference(value: string | undefined, argName = '--backend'): BackendPreference {
+  const v = value ?? 'auto';
+  if (v === 'auto' || (BACKEND_NAMES as readonly string[]).includes(v)) return v as BackendPreference;
+  throw new Error(`${argName}: unknown backend '${v}'; choose one of auto, ${BACKEND_NAMES.join(', ')}`);
+}

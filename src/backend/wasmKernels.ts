@@ -1,0 +1,101 @@
+/**
+ * Gradient kernels that `@tensorflow/tfjs-backend-wasm` 4.x does not ship, written in JS
+ * over the backend's heap. `UnsortedSegmentSum` is the gradient of every `gather` (so of
+ * every embedding lookup); `Conv2DBackpropFilter` is the filter gradient of `conv2d`.
+ * Both are checked against the cpu backend in test/backend.test.ts.
+ */
+import { tf } from './tf.js';
+
+type TypedArray = Float32Array | Int32Array | Uint8Array;
+
+interface WasmLike {
+  readSync(dataId: object): unknown;
+  makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number, values?: TypedArray): tf.TensorInfo;
+}
+
+function read(backend: WasmLike, t: tf.TensorInfo): Float32Array | Int32Array {
+  return backend.readSync(t.dataId) as Float32Array | Int32Array;
+}
+
+function unsortedSegmentSum({ inputs, backend, attrs }: {
+  inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap;
+}): tf.TensorInfo {
+  const b = backend as WasmLike;
+  const x = inputs.x as tf.TensorInfo;
+  const ids = inputs.segmentIds as tf.TensorInfo;
+  const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+  const idsShape = ids.shape;
+  const idCount = idsShape.reduce((a, c) => a * c, 1);
+  const inner = x.shape.slice(idsShape.length).reduce((a, c) => a * c, 1);
+  const xv = read(b, x);
+  const iv = read(b, ids);
+  const out = x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
+  for (let r = 0; r < idCount; r++) {
+    const s = iv[r];
+    if (s < 0 || s >= numSegments) continue; // TF drops out-of-range ids
+    const src = r * inner;
+    const dst = s * inner;
+    for (let k = 0; k < inner; k++) out[dst + k] += xv[src + k];
+  }
+  return b.makeOutput([numSegments, ...x.shape.slice(idsShape.length)], x.dtype, undefined, out);
+}
+
+function conv2DBackpropFilter({ inputs, backend, attrs }: {
+  inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap;
+}): tf.TensorInfo {
+  const b = backend as WasmLike;
+  const x = inputs.x as tf.TensorInfo;
+  const dy = inputs.dy as tf.TensorInfo;
+  const a = attrs as unknown as {
+    strides: [number, number] | number; pad: 'valid' | 'same' | number;
+    dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    filterShape: [number, number, number, number];
+  };
+  if (a.dataFormat === 'NCHW') throw new Error('vlmargin wasm Conv2DBackpropFilter: only NHWC is supported');
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number], a.filterShape, a.strides, 1, a.pad, a.dimRoundingMode, false, 'channelsLast');
+  const { strideHeight, strideWidth, filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels,
+    outHeight, outWidth, outChannels } = info;
+  const padTop = info.padInfo.top;
+  const padLeft = info.padInfo.left;
+  const xv = read(b, x);
+  const dyv = read(b, dy);
+  const dw = new Float32Array(filterHeight * filterWidth * inChannels * outChannels);
+  for (let n = 0; n < batchSize; n++) {
+    for (let yR = 0; yR < outHeight; yR++) {
+      for (let yC = 0; yC < outWidth; yC++) {
+        const dyBase = ((n * outHeight + yR) * outWidth + yC) * outChannels;
+        for (let wR = 0; wR < filterHeight; wR++) {
+          const xR = yR * strideHeight - padTop + wR;
+          if (xR < 0 || xR >= inHeight) continue;
+          for (let wC = 0; wC < filterWidth; wC++) {
+            const xC = yC * strideWidth - padLeft + wC;
+            if (xC < 0 || xC >= inWidth) continue;
+            const xBase = ((n * inHeight + xR) * inWidth + xC) * inChannels;
+            const wBase = (wR * filterWidth + wC) * inChannels * outChannels;
+            for (let d1 = 0; d1 < inChannels; d1++) {
+              const xval = xv[xBase + d1];
+              const o = wBase + d1 * outChannels;
+              for (let d2 = 0; d2 < outChannels; d2++) dw[o + d2] += xval * dyv[dyBase + d2];
+            }
+          }
+        }
+      }
+    }
+  }
+  return b.makeOutput([...a.filterShape], x.dtype, undefined, dw);
+}
+
+let registered = false;
+
+/** Registers the missing kernels for the `wasm` backend (idempotent). */
+export function registerWasmKernels(): void {
+  if (registered) return;
+  registered = true;
+  if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
+    tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as tf.KernelFunc });
+  }
+  if (!tf.getKernel('Conv2DBackpropFilter', 'wasm')) {
+    tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter as tf.KernelFunc });
+  }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+/** The `vlmargin` command. Each sub-command lives in its own file and registers itself here. */
+import { Command } from 'commander';
+import { register as doctor } from './doctor.js';
+
+const program = new Command();
+program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
+for (const register of [doctor]) register(program);
+
+program.parseAsync(process.argv).then(
+  () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },
+  (e: unknown) => { console.error(`vlmargin: ${(e as Error).message}`); process.exit(1); },
+);

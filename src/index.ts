@@ -1,0 +1,2 @@
+/** vlmargin: the public API. */
+export * from './backend/index.js';
