@@ -1,0 +1,32 @@
+/**
+ * One video-text item as every reader (native JSONL, MSR-VTT, WebVid, CSV) returns it.
+ * `video` is an absolute path after resolution; `captions` has at least one entry.
+ */
+export interface ManifestEntry {
+  id: string;
+  video: string;
+  captions: string[];
+  start?: number;
+  end?: number;
+  concepts?: string[];
+  split?: string;
+  /** Analysis only (synthetic corpora): the pair is known to be misaligned. Training never reads it. */
+  noisy?: boolean;
+}
+
+/** A line or item a reader could not use, kept so a run can report what it skipped and why. */
+export interface ItemError {
+  source: string;
+  line?: number;
+  id?: string;
+  reason: string;
+}
+
+export interface Manifest {
+  /** The manifest file (or folder) the entries came from. */
+  path: string;
+  /** The folder relative video paths resolve against. */
+  root: string;
+  entries: ManifestEntry[];
+  errors: ItemError[];
+}
