@@ -1,3 +1,4 @@
 export { tf } from './tf.js';
 export * from './init.js';
 export { registerWasmKernels } from './wasmKernels.js';
+export * as ops from './safeOps.js';

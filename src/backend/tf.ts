@@ -9,6 +9,22 @@ import '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 
+// Comparisons are piecewise constant, so their gradient is zero. tfjs registers none, and
+// a second-order pass that meets one on the path from the inputs (a max's arg-max mask,
+// a clamp's condition) throws. TensorFlow treats them as non-differentiable; so do we.
+for (const kernelName of ['Equal', 'NotEqual', 'Greater', 'Less', 'LessEqual']) {
+  if (!tf.getGradient(kernelName)) {
+    tf.registerGradient({
+      kernelName,
+      inputsToSave: ['a', 'b'],
+      gradFunc: (_dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => ({
+        a: () => tf.zerosLike(saved[0]),
+        b: () => tf.zerosLike(saved[1]),
+      }),
+    });
+  }
+}
+
 export { tf };
 export type Tensor = tf.Tensor;
 export type Scalar = tf.Scalar;
