@@ -106,7 +106,10 @@ async function tryWasm(threads?: number): Promise<Attempt> {
 }
 
 async function tryCpu(): Promise<Attempt> {
-  return (await tf.setBackend('cpu')) ? { ok: true, info: {} } : { ok: false, reason: 'cpu backend failed' };
+  if (!(await tf.setBackend('cpu'))) return { ok: false, reason: 'cpu backend failed' };
+  // The cpu backend prints a "install tfjs-node" banner on first use; doctor already says it.
+  (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
+  return { ok: true, info: {} };
 }
 
 function attempt(name: BackendName, opts: InitBackendOptions): Promise<Attempt> {

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { tf } from '../src/backend/tf.js';
+import { initBackend, parseBackendPreference } from '../src/backend/init.js';
+import { seededUniform, relErr } from './helpers/fd.js';
+
+/** Runs `f` on the cpu backend, returns its values, and restores the previous backend. */
+async function onCpu(f: () => tf.Tensor): Promise<Float32Array> {
+  const prev = tf.getBackend();
+  await initBackend({ prefer: 'cpu' });
+  const out = tf.tidy(f).dataSync() as Float32Array;
+  await tf.setBackend(prev);
+  return Float32Array.from(out);
+}
+
+describe('backend selection', () => {
+  it('an unknown backend name is an error that lists the choices', async () => {
+    await assert.rejects(() => initBackend({ prefer: 'cuda' as never }), /unknown backend 'cuda'; choose one of auto, tensorflow, webgpu, wasm, cpu/);
+    assert.throws(() => parseBackendPreference('gpu'), /--backend: unknown backend 'gpu'/);
+    assert.equal(parseBackendPreference(undefined), 'auto');
+  });
+
+  it('auto picks a working backend and says why the earlier ones were passed over', async () => {
+    const prev = tf.getBackend();
+    const choice = await initBackend({ prefer: 'auto' });
+    const order = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+    assert.deepEqual(choice.skipped.map((s) => s.name), order.slice(0, order.indexOf(choice.name)));
+    for (const s of choice.skipped) assert.ok(s.reason.length > 10, `reason for ${s.name}: ${s.reason}`);
+    await initBackend({ prefer: prev as 'wasm' });
+  });
+});
+
+describe('wasm gradient kernels', function () {
+  before(function () {
+    if (tf.getBackend() !== 'wasm') this.skip();
+  });
+
+  it('UnsortedSegmentSum (the gradient of gather) matches the cpu backend and a hand count', async () => {
+    const x = seededUniform(5 * 3, 7);
+    const ids = [2, 0, 2, -1, 1];
+    const expected = await onCpu(() => tf.unsortedSegmentSum(tf.tensor2d(x, [5, 3]), tf.tensor1d(ids, 'int32'), 4));
+    const got = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor2d(x, [5, 3]), tf.tensor1d(ids, 'int32'), 4).dataSync());
+    assert.ok(relErr(got, expected, 1e-6) < 1e-6);
+    const g = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, tf.tensor1d([0, 1, 1, 3], 'int32'))))(tf.ones([4, 2])).dataSync());
+    assert.deepEqual(Array.from(g), [1, 1, 2, 2, 0, 0, 1, 1]);
+  });
+
+  for (const [stride, pad] of [[1, 'same'], [2, 'valid'], [2, 'same']] as const) {
+    it(`Conv2DBackpropFilter matches the cpu backend (stride ${stride}, ${pad})`, async () => {
+      const xv = seededUniform(2 * 7 * 6 * 3, 1);
+      const wv = seededUniform(3 * 3 * 3 * 4, 2);
+      const outH = pad === 'same' ? Math.ceil(7 / stride) : Math.floor((7 - 3) / stride) + 1;
+      const outW = pad === 'same' ? Math.ceil(6 / stride) : Math.floor((6 - 3) / stride) + 1;
+      const rv = seededUniform(2 * outH * outW * 4, 3);
+      const f = () => tf.grad((w: tf.Tensor) => tf.sum(tf.mul(
+        tf.conv2d(tf.tensor4d(xv, [2, 7, 6, 3]), w as tf.Tensor4D, stride, pad), tf.tensor4d(rv, [2, outH, outW, 4]))))(tf.tensor4d(wv, [3, 3, 3, 4]));
+      const expected = await onCpu(f);
+      const got = tf.tidy(f).dataSync();
+      assert.ok(relErr(got, expected, 1e-6) < 1e-5, `wasm ${got.slice(0, 4)} vs cpu ${expected.slice(0, 4)}`);
+    });
+  }
+});
