@@ -1,0 +1,217 @@
+/**
+ * Training metrics: one JSON line per logged step, appended and flushed as it is written,
+ * and a progress bar (ETA, samples/s) on a terminal.
+ *
+ * Each line: { step, loss, lr, logitScale?, samplesPerSec?, dataWaitMs?, ...extra,
+ * memory: { numTensors, numBytes, rssMB }, time }. JSON has no NaN/Infinity, so non-finite
+ * numbers are written as null.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import { tf } from '../backend/tf.js';
+
+/** What the trainer reports for one step; any further fields are written as given. */
+export interface MetricsRecord {
+  /** Optimizer steps completed (the optimizer's stepCount after this update). */
+  step: number;
+  loss: number;
+  lr: number;
+  /** The learnable log scale (s = e^logitScale), not s itself. */
+  logitScale?: number;
+  samplesPerSec?: number;
+  /** Time this step waited for its batch. */
+  dataWaitMs?: number;
+  [extra: string]: unknown;
+}
+
+/** A writable text stream; `isTTY`/`columns` as on process.stderr. */
+export interface LogStream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export interface MetricsLoggerOptions {
+  /** No progress bar and no periodic status lines (log() messages still print). Default false. */
+  quiet?: boolean;
+  /** Where the bar, status lines and messages go. Default process.stderr. */
+  stream?: LogStream;
+  /** Off a terminal: print a one-line status every this many steps. Default 50. */
+  printEvery?: number;
+}
+
+const RESERVED = ['memory', 'time'];
+
+/**
+ * Appends metrics to a JSONL file and shows progress.
+ *
+ * @example
+ * const logger = new MetricsLogger('runs/a/metrics.jsonl');
+ * logger.start(totalSteps, resumedStep);
+ * logger.write({ step, loss, lr, logitScale, samplesPerSec, dataWaitMs });
+ * logger.log('saved checkpoint step-1000');
+ * logger.close();
+ */
+export class MetricsLogger {
+  readonly path: string;
+  private fd: number | null;
+  private readonly quiet: boolean;
+  private readonly stream: LogStream;
+  private readonly printEvery: number;
+  private multiBar: cliProgress.MultiBar | null = null;
+  private bar: cliProgress.SingleBar | null = null;
+  private totalSteps: number | null = null;
+  private startStep = 0;
+  private startTime = 0;
+
+  constructor(file: string, opts: MetricsLoggerOptions = {}) {
+    if (typeof file !== 'string' || file.length === 0) throw new Error(`MetricsLogger: 'path' must be a non-empty file path`);
+    const { quiet = false, stream = process.stderr, printEvery = 50 } = opts;
+    if (!stream || typeof stream.write !== 'function') throw new Error(`MetricsLogger: 'stream' must have a write(string) method`);
+    if (!Number.isInteger(printEvery) || printEvery < 1) throw new Error(`MetricsLogger: 'printEvery' must be an integer ≥ 1, got ${printEvery}`);
+    this.path = file;
+    this.quiet = quiet;
+    this.stream = stream;
+    this.printEvery = printEvery;
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      this.fd = fs.openSync(file, 'a');
+      // A run killed mid-write leaves a partial last line; start ours on a fresh line so
+      // every new record stays parseable (readers skip the one broken line).
+      const size = fs.fstatSync(this.fd).size;
+      if (size > 0 && lastByte(file, size) !== 0x0a) fs.writeSync(this.fd, '\n');
+    } catch (err) {
+      throw new Error(`MetricsLogger: cannot open '${file}' for appending: ${(err as Error).message}`);
+    }
+  }
+
+  /** Starts the progress display for a run of `totalSteps`, resumed at `startStep`. */
+  start(totalSteps: number, startStep = 0): void {
+    if (!Number.isInteger(totalSteps) || totalSteps < 1) throw new Error(`MetricsLogger.start: 'totalSteps' must be an integer ≥ 1, got ${totalSteps}`);
+    if (!Number.isInteger(startStep) || startStep < 0 || startStep > totalSteps) {
+      throw new Error(`MetricsLogger.start: 'startStep' must be an integer in [0, totalSteps=${totalSteps}], got ${startStep}`);
+    }
+    this.stopBar();
+    this.totalSteps = totalSteps;
+    this.startStep = startStep;
+    this.startTime = Date.now();
+    if (this.quiet || this.stream.isTTY !== true) return;
+    // MultiBar rather than SingleBar: its log() prints above the bar, and it does not restore
+    // a saved cursor position on stop (which would jump back over lines logged meanwhile).
+    this.multiBar = new cliProgress.MultiBar({
+      stream: this.stream as NodeJS.WritableStream,
+      format: ' {bar} {percentage}% | step {value}/{total} | ETA {eta_formatted} | {sps} samples/s | loss {loss} | lr {lr}',
+      barsize: 24,
+      etaBuffer: 50,
+      forceRedraw: true,
+      hideCursor: false,
+      linewrap: true,
+    });
+    this.bar = this.multiBar.create(totalSteps, startStep, { sps: '-', loss: '-', lr: '-' });
+  }
+
+  /** Appends one JSON line (flushed to the file before returning) and updates the display. */
+  write(record: MetricsRecord): void {
+    if (this.fd === null) throw new Error(`MetricsLogger.write: '${this.path}' is closed`);
+    checkRecord(record);
+    const mem = tf.memory();
+    const { step, loss, lr, logitScale, samplesPerSec, dataWaitMs, ...extra } = record;
+    const line = {
+      step, loss, lr, logitScale, samplesPerSec, dataWaitMs,
+      ...extra,
+      memory: {
+        numTensors: mem.numTensors,
+        numBytes: mem.numBytes,
+        rssMB: Math.round(process.memoryUsage().rss / 2 ** 20 * 10) / 10,
+      },
+      time: new Date().toISOString(),
+    };
+    fs.writeSync(this.fd, JSON.stringify(line) + '\n');
+    this.show(record);
+  }
+
+  /** Prints a message on its own line, above the bar when one is shown. */
+  log(msg: string): void {
+    const text = String(msg);
+    if (this.multiBar) {
+      this.multiBar.log(text + '\n');
+      this.multiBar.update(); // flush now rather than at the next redraw tick
+    } else {
+      this.stream.write(text + '\n');
+    }
+  }
+
+  /** Stops the bar and closes the file; safe to call twice. */
+  close(): void {
+    this.stopBar();
+    if (this.fd !== null) {
+      fs.closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  private show(r: MetricsRecord): void {
+    if (this.quiet) return;
+    const sps = r.samplesPerSec !== undefined && Number.isFinite(r.samplesPerSec) ? r.samplesPerSec.toFixed(1) : '-';
+    const loss = Number.isFinite(r.loss) ? r.loss.toFixed(4) : String(r.loss);
+    const lr = r.lr.toExponential(2);
+    if (this.bar) {
+      this.bar.update(r.step, { sps, loss, lr });
+      return;
+    }
+    const done = r.step - this.startStep;
+    const last = this.totalSteps !== null && r.step >= this.totalSteps;
+    if (done % this.printEvery !== 0 && !last) return;
+    let head = `step ${r.step}`;
+    let eta = '';
+    if (this.totalSteps !== null) {
+      head += `/${this.totalSteps} (${(100 * r.step / this.totalSteps).toFixed(1)}%)`;
+      if (done > 0) eta = ` | ETA ${formatDuration((Date.now() - this.startTime) / done * Math.max(0, this.totalSteps - r.step))}`;
+    }
+    this.stream.write(`${head} | loss ${loss} | lr ${lr} | ${sps} samples/s${eta}\n`);
+  }
+
+  private stopBar(): void {
+    if (this.multiBar) this.multiBar.stop();
+    this.multiBar = null;
+    this.bar = null;
+  }
+}
+
+function lastByte(file: string, size: number): number {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(1);
+    fs.readSync(fd, buf, 0, 1, size - 1);
+    return buf[0];
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function checkRecord(r: unknown): asserts r is MetricsRecord {
+  if (r === null || typeof r !== 'object') throw new Error('MetricsLogger.write: record must be an object { step, loss, lr, ... }');
+  const rec = r as Record<string, unknown>;
+  if (!Number.isInteger(rec.step) || (rec.step as number) < 0) throw new Error(`MetricsLogger.write: 'step' must be an integer ≥ 0, got ${String(rec.step)}`);
+  for (const key of ['loss', 'lr']) {
+    if (typeof rec[key] !== 'number') throw new Error(`MetricsLogger.write: '${key}' must be a number, got ${typeof rec[key]}`);
+  }
+  for (const key of ['logitScale', 'samplesPerSec', 'dataWaitMs']) {
+    if (rec[key] !== undefined && typeof rec[key] !== 'number') throw new Error(`MetricsLogger.write: '${key}' must be a number when given, got ${typeof rec[key]}`);
+  }
+  for (const key of RESERVED) {
+    if (key in rec) throw new Error(`MetricsLogger.write: '${key}' is filled in by the logger; rename that field`);
+  }
+}
+
+/** 3725000 ms → "1h02m05s". */
+function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  if (h > 0) return `${h}h${String(m).padStart(2, '0')}m${String(sec).padStart(2, '0')}s`;
+  if (m > 0) return `${m}m${String(sec).padStart(2, '0')}s`;
+  return `${sec}s`;
+}

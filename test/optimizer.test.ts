@@ -1,0 +1,471 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { tf } from '../src/backend/tf.js';
+import { AdamW, SGD, clipParamGroups, excludedFromDecay, type GroupFn, type NamedGradients } from '../src/train/optimizer.js';
+import { cosineWithWarmup } from '../src/train/schedule.js';
+import { GradAccumulator, NonFiniteGuard, allFinite, clampLogitScale, clipByGlobalNorm, globalNorm } from '../src/train/gradients.js';
+import { MetricsLogger, type LogStream } from '../src/train/logger.js';
+
+function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < expected.length; i++) {
+    assert.ok(Math.abs(actual[i] - expected[i]) <= tol, `${what}[${i}]: got ${actual[i]}, expected ${expected[i]} (tol ${tol})`);
+  }
+}
+
+function disposeAll(x: Record<string, tf.Tensor>): void {
+  for (const t of Object.values(x)) t.dispose();
+}
+
+/**
+ * Plain float64 AdamW written from the paper's Algorithm 2 (with PyTorch's lr-scaled decay):
+ * independent of src/train/optimizer.ts. `coupled` puts the decay into the gradient instead
+ * (Adam + L2), to show the test tells the two apart.
+ */
+function referenceAdamW(
+  init: Record<string, number[]>,
+  gradOf: (p: Record<string, number[]>) => Record<string, number[]>,
+  lrs: number[],
+  group: Record<string, { lrScale: number; wd: number }>,
+  b1: number, b2: number, eps: number, coupled = false,
+): Record<string, number[]> {
+  const p: Record<string, number[]> = {};
+  const m: Record<string, number[]> = {};
+  const v: Record<string, number[]> = {};
+  for (const k of Object.keys(init)) { p[k] = [...init[k]]; m[k] = init[k].map(() => 0); v[k] = init[k].map(() => 0); }
+  lrs.forEach((lr, i) => {
+    const t = i + 1;
+    const g = gradOf(p);
+    for (const k of Object.keys(p)) {
+      const eta = lr * group[k].lrScale;
+      for (let j = 0; j < p[k].length; j++) {
+        let gj = g[k][j];
+        if (coupled) gj += group[k].wd * p[k][j];
+        else p[k][j] -= eta * group[k].wd * p[k][j];
+        m[k][j] = b1 * m[k][j] + (1 - b1) * gj;
+        v[k][j] = b2 * v[k][j] + (1 - b2) * gj * gj;
+        const mh = m[k][j] / (1 - b1 ** t);
+        const vh = v[k][j] / (1 - b2 ** t);
+        p[k][j] -= eta * mh / (Math.sqrt(vh) + eps);
+      }
+    }
+  });
+  return p;
+}
+
+// Loss Σ_k Σ_j c_kj (p_kj − a_kj)² + (p_w0 · p_b0): its gradient in plain JS.
+const coef: Record<string, number[]> = { w: [0.5, 2, 1, 3], b: [1, 0.25], logit_scale: [4] };
+const target: Record<string, number[]> = { w: [1, -1, 0.5, 2], b: [-0.5, 1], logit_scale: [2] };
+function quadGrad(p: Record<string, number[]>): Record<string, number[]> {
+  const g: Record<string, number[]> = {};
+  for (const k of Object.keys(p)) g[k] = p[k].map((x, j) => 2 * coef[k][j] * (x - target[k][j]));
+  g.w[0] += p.b[0];
+  g.b[0] += p.w[0];
+  return g;
+}
+
+const init: Record<string, number[]> = { w: [0.3, -0.2, 0.8, 1.5], b: [0.1, -0.4], logit_scale: [Math.log(10)] };
+const shapes: Record<string, number[]> = { w: [2, 2], b: [2], logit_scale: [] };
+
+function makeParams(values: Record<string, number[]> = init): Record<string, tf.Variable> {
+  const out: Record<string, tf.Variable> = {};
+  for (const k of Object.keys(values)) out[k] = tf.variable(tf.tensor(values[k], shapes[k]));
+  return out;
+}
+
+function readParams(params: Record<string, tf.Variable>): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const [k, v] of Object.entries(params)) out[k] = Array.from(v.dataSync());
+  return out;
+}
+
+function gradTensors(params: Record<string, tf.Variable>): NamedGradients {
+  const g = quadGrad(readParams(params));
+  const out: NamedGradients = {};
+  for (const k of Object.keys(g)) out[k] = tf.tensor(g[k], shapes[k]);
+  return out;
+}
+
+describe('AdamW', () => {
+  // w decays at the default 0.1; b is in a no-decay group; logit_scale has its own rate and decay.
+  const groups: GroupFn = (name) => (name === 'b' ? { weightDecay: 0 } : name === 'logit_scale' ? { lrScale: 0.5, weightDecay: 0.3 } : undefined);
+  const refGroups = { w: { lrScale: 1, wd: 0.1 }, b: { lrScale: 1, wd: 0 }, logit_scale: { lrScale: 0.5, wd: 0.3 } };
+  const lrs = [0.05, 0.1, 0.08, 0.06, 0.04];
+
+  it('matches a float64 reference over 5 steps with groups and decoupled decay', () => {
+    const params = makeParams();
+    const opt = new AdamW(params, { betas: [0.9, 0.98], eps: 1e-6, weightDecay: 0.1, groups });
+    for (const lr of lrs) {
+      const g = gradTensors(params);
+      opt.step(g, lr);
+      disposeAll(g);
+    }
+    assert.equal(opt.stepCount, 5);
+    const got = readParams(params);
+    const want = referenceAdamW(init, quadGrad, lrs, refGroups, 0.9, 0.98, 1e-6);
+    const coupled = referenceAdamW(init, quadGrad, lrs, refGroups, 0.9, 0.98, 1e-6, true);
+    let gap = 0;
+    for (const k of Object.keys(want)) {
+      close(got[k], want[k], 2e-5, k);
+      gap = Math.max(gap, ...want[k].map((x, j) => Math.abs(x - coupled[k][j])));
+    }
+    assert.ok(gap > 1e-3, `decoupled and coupled references should differ visibly, max gap ${gap}`);
+    opt.dispose();
+    Object.values(params).forEach((p) => p.dispose());
+  });
+
+  it('with a zero gradient only decays: p ← p·(1 − lr·wd), exactly', () => {
+    const params = { w: tf.variable(tf.tensor2d([[2, -4]])), bias: tf.variable(tf.tensor1d([3])) };
+    const opt = new AdamW(params, { weightDecay: 0.2, groups: clipParamGroups() });
+    const g = { w: tf.zeros([1, 2]), bias: tf.zeros([1]) };
+    opt.step(g, 0.1);
+    close(params.w.dataSync(), [2 * 0.98, -4 * 0.98], 1e-6, 'w');
+    close(params.bias.dataSync(), [3], 0, 'bias (no decay)');
+    disposeAll(g);
+    opt.dispose();
+    disposeAll(params);
+  });
+
+  it('first step moves by lr·g/(|g|+ε) (bias correction)', () => {
+    const params = { s: tf.variable(tf.scalar(1)) };
+    const opt = new AdamW(params, { weightDecay: 0 });
+    const g = { s: tf.scalar(0.5) };
+    opt.step(g, 0.1);
+    close(params.s.dataSync(), [1 - 0.1 * 0.5 / (0.5 + 1e-6)], 1e-7, 's');
+    g.s.dispose();
+    opt.dispose();
+    params.s.dispose();
+  });
+
+  it('leaves a parameter with no gradient untouched', () => {
+    const params = makeParams();
+    const opt = new AdamW(params, { weightDecay: 0.5 });
+    const g = { w: tf.ones([2, 2]) };
+    opt.step(g, 0.1);
+    assert.deepEqual(readParams(params).b, Array.from(Float32Array.from(init.b)));
+    g.w.dispose();
+    opt.dispose();
+    disposeAll(params);
+  });
+
+  it('state()/loadState() resume gives the same trajectory as an uninterrupted run', () => {
+    const a = makeParams();
+    const optA = new AdamW(a, { weightDecay: 0.1, groups });
+    for (const lr of lrs.slice(0, 3)) { const g = gradTensors(a); optA.step(g, lr); disposeAll(g); }
+    const b = makeParams(readParams(a));
+    const optB = new AdamW(b, { weightDecay: 0.1, groups });
+    optB.loadState(optA.state(), optA.stepCount);
+    assert.equal(optB.stepCount, 3);
+    for (const lr of lrs.slice(3)) {
+      const ga = gradTensors(a); optA.step(ga, lr); disposeAll(ga);
+      const gb = gradTensors(b); optB.step(gb, lr); disposeAll(gb);
+    }
+    const want = referenceAdamW(init, quadGrad, lrs, refGroups, 0.9, 0.98, 1e-6);
+    for (const k of Object.keys(want)) close(readParams(b)[k], want[k], 2e-5, `resumed ${k}`);
+    optA.dispose(); optB.dispose(); disposeAll(a); disposeAll(b);
+  });
+
+  it('loadState refuses missing, extra and misshapen entries and changes nothing', () => {
+    const params = makeParams();
+    const opt = new AdamW(params);
+    const good = { ...opt.state() };
+    const bad1 = { ...good }; delete bad1['v.b'];
+    assert.throws(() => opt.loadState(bad1, 1), /missing 'v\.b'/);
+    const wrong = tf.zeros([3]);
+    assert.throws(() => opt.loadState({ ...good, 'm.b': wrong }, 1), /'m\.b' has shape \[3\]/);
+    assert.throws(() => opt.loadState({ ...good, 'm.extra': wrong }, 1), /no parameter.*m\.extra/);
+    assert.throws(() => opt.loadState(good, -1), /'step' must be an integer/);
+    assert.equal(opt.stepCount, 0);
+    wrong.dispose();
+    opt.dispose();
+    disposeAll(params);
+  });
+
+  it('rejects bad arguments with the argument named', () => {
+    const params = makeParams();
+    assert.throws(() => new AdamW(params, { betas: [0.9, 1] }), /'betas'/);
+    assert.throws(() => new AdamW(params, { eps: 0 }), /'eps'/);
+    assert.throws(() => new AdamW({}), /'params' is empty/);
+    const opt = new AdamW(params);
+    const g = { nope: tf.zeros([1]) };
+    assert.throws(() => opt.step(g, 0.1), /'nope' names no parameter/);
+    const g2 = { w: tf.zeros([4]) };
+    assert.throws(() => opt.step(g2, 0.1), /grads\['w'\] has shape \[4\], parameter has \[2,2\]/);
+    assert.throws(() => opt.step({}, NaN), /learning rate/);
+    disposeAll(g); disposeAll(g2); opt.dispose(); disposeAll(params);
+  });
+
+  it('keeps tf.memory().numTensors flat across 20 steps', () => {
+    const params = makeParams();
+    const opt = new AdamW(params, { groups: clipParamGroups({ w: 0.5 }) });
+    const loss = (): tf.Scalar => tf.add(tf.sum(tf.square(params.w)), tf.sum(tf.mul(params.b, params.logit_scale))) as tf.Scalar;
+    const counts: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      tf.tidy(() => {
+        const { grads } = tf.variableGrads(loss, Object.values(params));
+        const named: NamedGradients = {};
+        for (const [name, p] of Object.entries(params)) named[name] = grads[p.name];
+        opt.step(named, 0.01);
+      });
+      clampLogitScale(params.logit_scale);
+      counts.push(tf.memory().numTensors);
+    }
+    assert.equal(counts[19], counts[0], `numTensors grew: ${counts.join(',')}`);
+    opt.dispose();
+    disposeAll(params);
+  });
+});
+
+describe('parameter groups', () => {
+  it('excludes gains, biases, norms and the logit scale from decay, not matrices', () => {
+    assert.equal(excludedFromDecay('text.ln_final.weight', [512]), true);
+    assert.equal(excludedFromDecay('video.blocks.0.attn.qkv.bias', [2304]), true);
+    assert.equal(excludedFromDecay('logit_scale', []), true);
+    assert.equal(excludedFromDecay('video.blocks.0.norm1.weight', [8, 8]), true);
+    assert.equal(excludedFromDecay('video.blocks.0.attn.qkv.weight', [768, 2304]), false);
+    assert.equal(excludedFromDecay('text.positional_embedding', [77, 512]), false);
+    assert.equal(excludedFromDecay('video.proj.weight', [768, 512]), false);
+  });
+
+  it('clipParamGroups takes the longest matching prefix', () => {
+    const g = clipParamGroups({ 'video.': 0.1, 'video.proj': 2 });
+    assert.deepEqual(g('video.blocks.0.mlp.fc1.weight', [4, 4]), { lrScale: 0.1 });
+    assert.deepEqual(g('video.proj.weight', [4, 4]), { lrScale: 2 });
+    assert.deepEqual(g('logit_scale', []), { lrScale: 1, weightDecay: 0 });
+    assert.throws(() => clipParamGroups({ x: -1 }), /prefix 'x'/);
+  });
+});
+
+describe('SGD', () => {
+  it('momentum 0.9 on a constant gradient: 1 → 0.9 → 0.71 → 0.439 (hand)', () => {
+    const params = { p: tf.variable(tf.scalar(1)) };
+    const opt = new SGD(params, { lr: 0.1, momentum: 0.9 });
+    const g = { p: tf.scalar(1) };
+    const seen: number[] = [];
+    for (let i = 0; i < 3; i++) { opt.step(g); seen.push(params.p.dataSync()[0]); }
+    close(seen, [0.9, 0.71, 0.439], 1e-6, 'p');
+    const resumed = { p: tf.variable(tf.scalar(0.439)) };
+    const opt2 = new SGD(resumed, { lr: 0.1, momentum: 0.9 });
+    opt2.loadState(opt.state(), 3);
+    opt2.step(g); // b = 0.9·2.71 + 1 = 3.439
+    close(resumed.p.dataSync(), [0.439 - 0.3439], 1e-6, 'resumed p');
+    g.p.dispose(); opt.dispose(); opt2.dispose(); params.p.dispose(); resumed.p.dispose();
+  });
+
+  it('plain SGD with coupled L2: p ← p − lr(g + λp)', () => {
+    const params = { w: tf.variable(tf.tensor1d([2, -1])) };
+    const opt = new SGD(params, { weightDecay: 0.5 });
+    const g = { w: tf.tensor1d([1, 1]) };
+    opt.step(g, 0.1);
+    close(params.w.dataSync(), [2 - 0.1 * (1 + 1), -1 - 0.1 * (1 - 0.5)], 1e-6, 'w');
+    assert.deepEqual(opt.state(), {});
+    g.w.dispose(); opt.dispose(); params.w.dispose();
+  });
+});
+
+describe('cosineWithWarmup', () => {
+  const lr = cosineWithWarmup({ baseLr: 1e-3, warmupSteps: 10, totalSteps: 110, minLr: 1e-5 });
+  it('warms up linearly from baseLr/W to baseLr', () => {
+    close([lr(0), lr(4), lr(9)], [1e-4, 5e-4, 1e-3], 1e-15, 'warmup');
+  });
+  it('follows the half cosine to minLr and stays there', () => {
+    const mid = 1e-5 + 0.5 * (1e-3 - 1e-5); // cos(π/2) = 0
+    const quarter = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + Math.SQRT1_2); // cos(π/4)
+    close([lr(10), lr(35), lr(60), lr(110), lr(500)], [1e-3, quarter, mid, 1e-5, 1e-5], 1e-15, 'cosine');
+  });
+  it('without warmup starts at baseLr; checks its arguments', () => {
+    assert.equal(cosineWithWarmup({ baseLr: 0.1, warmupSteps: 0, totalSteps: 4 })(0), 0.1);
+    close([cosineWithWarmup({ baseLr: 0.1, warmupSteps: 0, totalSteps: 4 })(2)], [0.05], 1e-15, 'half');
+    assert.throws(() => cosineWithWarmup({ baseLr: 1, warmupSteps: 5, totalSteps: 4 }), /'warmupSteps'/);
+    assert.throws(() => cosineWithWarmup({ baseLr: 1, warmupSteps: 0, totalSteps: 4, minLr: 2 }), /'minLr'/);
+    assert.throws(() => lr(-1), /'step'/);
+  });
+});
+
+describe('gradient utilities', () => {
+  it('clipByGlobalNorm: (3,4),(12) has norm 13 and halves at maxNorm 6.5', () => {
+    const before = tf.memory().numTensors;
+    const g = { a: tf.tensor1d([3, 4]), b: tf.tensor2d([[12]]) };
+    const n = globalNorm(g);
+    close(n.dataSync(), [13], 1e-5, 'globalNorm');
+    n.dispose();
+    const clipped = clipByGlobalNorm(g, 6.5);
+    close([clipped.norm], [13], 1e-5, 'norm');
+    close(clipped.grads.a.dataSync(), [1.5, 2], 1e-6, 'a');
+    close(clipped.grads.b.dataSync(), [6], 1e-6, 'b');
+    const kept = clipByGlobalNorm(g, 20);
+    close(kept.grads.a.dataSync(), [3, 4], 0, 'unclipped a');
+    disposeAll(kept.grads);
+    close(g.a.dataSync(), [3, 4], 0, 'input survives disposing the output');
+    disposeAll(clipped.grads);
+    disposeAll(g);
+    assert.equal(tf.memory().numTensors, before);
+    assert.throws(() => clipByGlobalNorm({}, 0), /'maxNorm'/);
+  });
+
+  it('allFinite reads NaN and ±Inf anywhere, and huge finite values as finite', () => {
+    const before = tf.memory().numTensors;
+    const ok = { a: tf.tensor1d([1, 2]), b: tf.tensor1d([3e38, -3e38]) };
+    assert.equal(allFinite(ok), true);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const g = { ...ok, c: tf.tensor2d([[0, bad]]) };
+      assert.equal(allFinite(g), false, `with ${bad}`);
+      g.c.dispose();
+    }
+    disposeAll(ok);
+    assert.equal(tf.memory().numTensors, before);
+  });
+
+  it('GradAccumulator mean over unequal micro-batches equals the full-batch gradient of a linear model (hand)', () => {
+    // Model y = w·x + c, loss = mean over samples of ½(y − t)². Full-batch gradient by hand:
+    // ∂w = mean((wx+c−t)·x), ∂c = mean(wx+c−t).
+    const xs = [1, 2, -1, 0.5, 3, -2];
+    const ts = [2, 3, 0, 1, 5, -1];
+    const w0 = 0.7; const c0 = -0.3;
+    const r = xs.map((x, i) => w0 * x + c0 - ts[i]);
+    const dw = r.reduce((s, ri, i) => s + ri * xs[i], 0) / xs.length;
+    const dc = r.reduce((s, ri) => s + ri, 0) / xs.length;
+
+    const w = tf.variable(tf.scalar(w0)); const c = tf.variable(tf.scalar(c0));
+    const acc = new GradAccumulator(3);
+    const before = tf.memory().numTensors;
+    for (const [lo, hi] of [[0, 2], [2, 5], [5, 6]]) {
+      tf.tidy(() => {
+        const x = tf.tensor1d(xs.slice(lo, hi)); const t = tf.tensor1d(ts.slice(lo, hi));
+        const f = (): tf.Scalar => tf.mean(tf.mul(0.5, tf.square(tf.sub(tf.add(tf.mul(w, x), c), t)))) as tf.Scalar;
+        const { grads } = tf.variableGrads(f, [w, c]);
+        acc.add({ w: grads[w.name], c: grads[c.name] }, hi - lo);
+      });
+    }
+    assert.equal(acc.ready, true);
+    const extra = { w: tf.scalar(0), c: tf.scalar(0) };
+    assert.throws(() => acc.add(extra), /already holds k=3/);
+    disposeAll(extra);
+    const mean = acc.mean();
+    close(mean.w.dataSync(), [dw], 1e-6, 'dw');
+    close(mean.c.dataSync(), [dc], 1e-6, 'dc');
+    assert.equal(acc.added, 0);
+    disposeAll(mean);
+    assert.equal(tf.memory().numTensors, before);
+    w.dispose(); c.dispose();
+  });
+
+  it('GradAccumulator refuses mismatched names and shapes, and reset frees its sums', () => {
+    const acc = new GradAccumulator(2);
+    const a = { w: tf.ones([2]) };
+    const before = tf.memory().numTensors;
+    acc.add(a);
+    const b = { v: tf.ones([2]) };
+    assert.throws(() => acc.add(b), /missing: \[w\], extra: \[v\]/);
+    const c = { w: tf.ones([3]) };
+    assert.throws(() => acc.add(c), /shape \[3\]/);
+    acc.reset();
+    disposeAll(b); disposeAll(c);
+    assert.equal(tf.memory().numTensors, before);
+    assert.throws(() => acc.mean(), /nothing was added/);
+    disposeAll(a);
+  });
+
+  it('clampLogitScale clips to [0, ln 200]', () => {
+    const s = tf.variable(tf.scalar(6));
+    clampLogitScale(s);
+    close(s.dataSync(), [Math.log(200)], 1e-6, 'upper');
+    s.assign(tf.scalar(-1));
+    clampLogitScale(s);
+    close(s.dataSync(), [0], 0, 'lower');
+    s.assign(tf.scalar(Math.log(100)));
+    clampLogitScale(s);
+    close(s.dataSync(), [Math.log(100)], 1e-6, 'inside');
+    s.dispose();
+  });
+
+  it('NonFiniteGuard skips, counts, resets on ok and stops after K in a row', () => {
+    const guard = new NonFiniteGuard({ maxConsecutive: 3 });
+    const seq: [number, boolean][] = [[1, true], [NaN, true], [2, true], [1, false], [Infinity, true], [0.5, true]];
+    assert.deepEqual(seq.map(([l, f]) => guard.check(l, f)), ['ok', 'skip', 'ok', 'skip', 'skip', 'ok']);
+    assert.equal(guard.total, 3);
+    assert.equal(guard.consecutive, 0);
+    assert.equal(guard.check(NaN, false), 'skip');
+    assert.equal(guard.check(NaN, true), 'skip');
+    assert.throws(() => guard.check(1, false, 41), /stopped after 3 non-finite steps in a row at step 41: /);
+    assert.equal(guard.total, 6);
+    const byCount = new NonFiniteGuard({ maxConsecutive: 1 });
+    assert.throws(() => byCount.check(NaN, true), /in a row at step 0/);
+  });
+});
+
+describe('MetricsLogger', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vlmargin-logger-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function capture(isTTY: boolean): LogStream & { text: string } {
+    return { isTTY, columns: 120, text: '', write(s: string) { this.text += s; return true; } };
+  }
+
+  it('appends one valid JSON line per write with the fields, after a partial line left by a crash', () => {
+    const file = path.join(dir, 'sub', 'metrics.jsonl');
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, '{"step":1,"loss":2}\n{"step":2,"lo');
+    const out = capture(false);
+    const logger = new MetricsLogger(file, { stream: out, printEvery: 2 });
+    logger.start(10, 2);
+    const held = tf.ones([5]);
+    for (let step = 3; step <= 5; step++) {
+      logger.write({ step, loss: 1 / step, lr: 1e-4 * step, logitScale: Math.log(100), samplesPerSec: 250, dataWaitMs: 3.5, gradNorm: NaN });
+    }
+    logger.log('checkpoint saved');
+    logger.close();
+    logger.close();
+    const lines = fs.readFileSync(file, 'utf8').split('\n');
+    assert.equal(lines[lines.length - 1], '', 'file ends with a newline');
+    assert.deepEqual(JSON.parse(lines[0]), { step: 1, loss: 2 });
+    assert.equal(lines[1], '{"step":2,"lo');
+    const recs = lines.slice(2, -1).map((l) => JSON.parse(l));
+    assert.deepEqual(recs.map((r) => r.step), [3, 4, 5]);
+    const r = recs[1];
+    assert.equal(r.loss, 0.25);
+    assert.equal(r.lr, 4e-4);
+    assert.equal(r.logitScale, Math.log(100));
+    assert.equal(r.samplesPerSec, 250);
+    assert.equal(r.dataWaitMs, 3.5);
+    assert.equal(r.gradNorm, null, 'NaN becomes null');
+    assert.ok(Number.isInteger(r.memory.numTensors) && r.memory.numTensors >= 1, 'numTensors');
+    assert.ok(r.memory.numBytes >= 20, 'numBytes counts the 5-float tensor held');
+    assert.ok(r.memory.rssMB > 1, 'rssMB');
+    assert.ok(!Number.isNaN(Date.parse(r.time)));
+    held.dispose();
+    // Off a terminal: a status line at steps 4 (2 after the start at 2), not at 3 or 5.
+    assert.match(out.text, /^step 4\/10 \(40\.0%\) \| loss 0\.2500 \| lr 4\.00e-4 \| 250\.0 samples\/s \| ETA \d+s\ncheckpoint saved\n$/);
+  });
+
+  it('draws a bar on a terminal and prints log() messages above it; quiet shows nothing', () => {
+    const tty = capture(true);
+    const logger = new MetricsLogger(path.join(dir, 'tty.jsonl'), { stream: tty });
+    logger.start(100);
+    logger.write({ step: 1, loss: 3.5, lr: 1e-3, samplesPerSec: 12 });
+    logger.log('hello there');
+    logger.close();
+    const at = tty.text.indexOf('hello there\n');
+    assert.ok(at >= 0, 'message printed');
+    assert.match(tty.text.slice(at), /step 1\/100 .*12\.0 samples\/s \| loss 3\.5000/, 'bar redrawn after the message');
+
+    const silent = capture(true);
+    const q = new MetricsLogger(path.join(dir, 'quiet.jsonl'), { stream: silent, quiet: true });
+    q.start(10);
+    q.write({ step: 1, loss: 1, lr: 1 });
+    q.close();
+    assert.equal(silent.text, '');
+  });
+
+  it('rejects bad records with the field named', () => {
+    const logger = new MetricsLogger(path.join(dir, 'bad.jsonl'), { quiet: true });
+    assert.throws(() => logger.write({ step: 1.5, loss: 1, lr: 1 }), /'step'/);
+    assert.throws(() => logger.write({ step: 1, loss: '1' as unknown as number, lr: 1 }), /'loss'/);
+    assert.throws(() => logger.write({ step: 1, loss: 1, lr: 1, memory: 3 }), /'memory' is filled in by the logger/);
+    logger.close();
+    assert.throws(() => logger.write({ step: 1, loss: 1, lr: 1 }), /closed/);
+    assert.throws(() => new MetricsLogger(path.join(dir, 'bad.jsonl', 'x.jsonl')), /cannot open/);
+  });
+});
