@@ -129,6 +129,7 @@ describe('checkpoint', () => {
     await assert.rejects(saveCheckpoint(ckDir, { ...data, state: { step: -1 } }, { overwrite: true }), /state.step must be a non-negative integer/);
     await assert.rejects(saveCheckpoint(ckDir, { ...data, state: { step: 1, sha256: 'x' } }, { overwrite: true }), /state.sha256 is reserved/);
     await assert.rejects(saveCheckpoint(ckDir, { ...data, params: {} }, { overwrite: true }), /params is empty/);
+    await assert.rejects(saveCheckpoint(ckDir, { ...data, config: { n: 1n } }, { overwrite: true }), /config is not JSON-serialisable/);
     disposeData(data);
   });
 

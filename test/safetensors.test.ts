@@ -181,6 +181,8 @@ describe('safetensors', () => {
     t.dispose();
     await assert.rejects(writeSafetensors(file, { t }), /tensor 't' is a disposed tf tensor/);
     await assert.rejects(writeSafetensors(file, {}, { n: 1 as unknown as string }), /metadata value for 'n' must be a string/);
+    const inMissing = path.join(dir, 'no-such-dir', 'x.safetensors');
+    await assert.rejects(writeSafetensors(inMissing, {}), (e: Error) => e.message.startsWith(`writeSafetensors ${inMissing}: cannot write`));
     assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('w.safetensors') || n.startsWith('.w.safetensors')), []);
   });
 

@@ -135,6 +135,17 @@ function checkState(state: unknown): CheckpointState {
   return s;
 }
 
+function toJson(what: string, value: unknown, indent?: number): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value, null, indent);
+  } catch (e) {
+    throw new Error(`saveCheckpoint: ${what} is not JSON-serialisable (${(e as Error).message})`);
+  }
+  if (text === undefined) throw new Error(`saveCheckpoint: ${what} must be a JSON value, got ${typeof value}`);
+  return text;
+}
+
 /**
  * Saves a checkpoint folder atomically: everything is written and fsync'ed under a
  * temporary name beside `dir`, then renamed to `dir`. Refuses non-finite weights (in
@@ -151,10 +162,8 @@ export async function saveCheckpoint(
   if (typeof dir !== 'string' || dir === '') throw new Error('saveCheckpoint: dir must be a non-empty path string');
   if (typeof data !== 'object' || data === null) throw new Error('saveCheckpoint: data must be {config, params, optimizer?, state}');
   const state = checkState(data.state);
-  const configText = JSON.stringify(data.config, null, 2);
-  if (configText === undefined) throw new Error('saveCheckpoint: config must be a JSON value (got undefined or a function)');
-  const stateBody = JSON.stringify(state);
-  if (stateBody === undefined) throw new Error('saveCheckpoint: state must be JSON-serialisable');
+  const configText = toJson('config', data.config, 2);
+  const stateBody = toJson('state', state);
   const params = checkTensors('params', data.params);
   if (params.size === 0) throw new Error('saveCheckpoint: params is empty; nothing to save');
   const optimizer = data.optimizer === undefined ? undefined : checkTensors('optimizer', data.optimizer);

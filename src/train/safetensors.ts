@@ -298,7 +298,7 @@ export async function writeSafetensors(
     await rename(tmp, file);
   } catch (e) {
     await rm(tmp, { force: true });
-    throw e;
+    throw new Error(`writeSafetensors ${file}: cannot write (${(e as Error).message})`);
   }
   return { bytes: total, sha256: hash.digest('hex') };
 }
