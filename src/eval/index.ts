@@ -1,0 +1,4 @@
+/** Evaluation metrics: retrieval, verification, classification. */
+export * from './retrieval.js';
+export * from './verification.js';
+export * from './classification.js';
