@@ -1,3 +1,4 @@
 /** vlmargin: the public API. */
 export * from './backend/index.js';
 export * from './train/index.js';
+export * from './eval/index.js';
