@@ -1,4 +1,5 @@
 /** vlmargin: the public API. */
 export * from './backend/index.js';
 export * from './train/index.js';
+export * from './text/index.js';
 export * from './eval/index.js';

@@ -2,10 +2,11 @@
 /** The `vlmargin` command. Each sub-command lives in its own file and registers itself here. */
 import { Command } from 'commander';
 import { register as doctor } from './doctor.js';
+import { register as tokenizer } from './tokenizer.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
-for (const register of [doctor]) register(program);
+for (const register of [doctor, tokenizer]) register(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },
