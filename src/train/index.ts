@@ -1,3 +1,7 @@
-/** Training: checkpoints and the safetensors format (optimizer, schedules and trainer join here). */
+/** Training: optimizers, schedules, gradient utilities, logging, checkpoints and the safetensors format. */
 export * from './safetensors.js';
 export * from './checkpoint.js';
+export * from './optimizer.js';
+export * from './schedule.js';
+export * from './gradients.js';
+export * from './logger.js';
