@@ -148,10 +148,18 @@ function runFfmpeg(file: string, seek: number, readFor: number, filter: string, 
       if (err) { settled = true; clearTimeout(timer); reject(err); return; }
       if (exited && drained) { settled = true; clearTimeout(timer); resolve({ bytes: Buffer.concat(chunks), stderr }); }
     };
+    let started = false;
+    let timedOut = false;
     const timer = setTimeout(() => {
-      cmd.kill('SIGKILL');
+      timedOut = true;
+      // fluent-ffmpeg spawns after its own async checks; a kill before that is done on 'start'.
+      if (started) cmd.kill('SIGKILL');
       finish(new VideoFileError(file, `ffmpeg did not finish within ${timeoutMs} ms and was killed`));
     }, timeoutMs);
+    cmd.on('start', () => {
+      started = true;
+      if (timedOut) cmd.kill('SIGKILL');
+    });
     cmd.on('stderr', (line: string) => { stderr.push(line); });
     cmd.on('error', (err: Error) => {
       finish(new VideoFileError(file, `ffmpeg failed: ${lastErrorLine(stderr.join('\n') || err.message)}`));
