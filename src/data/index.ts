@@ -1,0 +1,17 @@
+/** Manifests, dataset readers, the synthetic corpus and meta sets. */
+export type { ItemError, Manifest, ManifestEntry } from './types.js';
+export { readManifest, writeManifest, resolveInsideRoot, type ReadManifestOptions, type WriteManifestOptions } from './manifest.js';
+export {
+  CsvParser, readCsvRecords, readMsrvtt, readMsrvtt1kA, readWebvid, readCsvManifest,
+  type CsvRecord, type MsrvttOptions, type WebvidOptions, type CsvManifestOptions,
+} from './readers.js';
+export {
+  generateSynthCorpus, planSynthCorpus, synthManifestEntries, encodeClip, captionFor, conceptsOf, longTailCounts,
+  SynthParamsSchema, SYNTH_GENERATOR_VERSION, COLORS as SYNTH_COLORS, OBJECT_SIZES, DIRECTIONS, SPEEDS,
+  type SynthParams, type SynthOptions, type SynthResult, type SynthPlan, type SynthClip, type SynthCounts, type Attributes,
+} from './synth.js';
+export { drawFrame, drawClip, drawBackground, SHAPES, type ClipSpec, type Shape } from './synthDraw.js';
+export {
+  drawMetaSet, readMetaSet, loadDefaultMetaSet, drawRecipePath, DEFAULT_META_SET_DIR,
+  type MetaSetOptions, type MetaSetDraw, type ReadMetaSetOptions,
+} from './metaSet.js';

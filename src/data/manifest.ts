@@ -1,0 +1,204 @@
+/**
+ * The native manifest: one JSON object per line,
+ * `{"id","video","caption"|"captions","start"?,"end"?,"concepts"?,"split"?,"noisy"?}`.
+ * Relative video paths resolve against the manifest's folder; a path that leaves that folder is
+ * refused unless the caller allows it, so a manifest from elsewhere cannot point the pipeline at
+ * arbitrary files. A bad line is reported with its file and line number and skipped.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { ItemError, Manifest, ManifestEntry } from './types.js';
+
+export interface ReadManifestOptions {
+  /** Accept video paths that resolve outside `root` (default false: such items are refused). */
+  allowOutsideRoot?: boolean;
+  /** Keep only entries whose `split` equals this. */
+  split?: string;
+  /** Folder relative video paths resolve against (default: the manifest's own folder). */
+  root?: string;
+}
+
+/**
+ * Resolves `video` against `root` and refuses it when it leaves `root` (lexically: `..` or an
+ * absolute path elsewhere). Returns the absolute path, or a reason string.
+ *
+ * @example resolveInsideRoot('/data/set', 'clips/a.mp4', false) // '/data/set/clips/a.mp4'
+ */
+export function resolveInsideRoot(root: string, video: string, allowOutsideRoot: boolean): { path: string } | { reason: string } {
+  const abs = path.resolve(root, video);
+  const rel = path.relative(root, abs);
+  const outside = rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel);
+  if (outside && !allowOutsideRoot) {
+    return { reason: `video path "${video}" resolves outside the manifest root ${root}; pass allowOutsideRoot (--allow-outside-root) to accept it` };
+  }
+  return { path: abs };
+}
+
+function describeType(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return `a ${typeof v}`;
+}
+
+/** Validates one parsed line; returns the entry (video still as written) or the reason it is unusable. */
+function checkLine(obj: unknown): { entry: ManifestEntry } | { reason: string; id?: string } {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return { reason: `expected a JSON object, got ${describeType(obj)}` };
+  const o = obj as Record<string, unknown>;
+  if (typeof o.id !== 'string' || o.id === '') return { reason: `"id" must be a non-empty string, got ${describeType(o.id)}` };
+  const id = o.id;
+  const bad = (reason: string) => ({ reason, id });
+  if (typeof o.video !== 'string' || o.video === '') return bad(`"video" must be a non-empty string, got ${describeType(o.video)}`);
+  let captions: string[];
+  if (o.caption !== undefined && o.captions !== undefined) return bad('give "caption" or "captions", not both');
+  if (o.caption !== undefined) {
+    if (typeof o.caption !== 'string' || o.caption.trim() === '') return bad(`"caption" must be a non-empty string, got ${describeType(o.caption)}`);
+    captions = [o.caption];
+  } else if (o.captions !== undefined) {
+    if (!Array.isArray(o.captions) || o.captions.length === 0) return bad('"captions" must be a non-empty array of strings');
+    if (!o.captions.every((c) => typeof c === 'string' && c.trim() !== '')) return bad('"captions" must hold only non-empty strings');
+    captions = o.captions as string[];
+  } else {
+    return bad('missing "caption" (or "captions")');
+  }
+  const entry: ManifestEntry = { id, video: o.video, captions };
+  for (const k of ['start', 'end'] as const) {
+    const v = o[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) return bad(`"${k}" must be a finite number of seconds >= 0, got ${JSON.stringify(v)}`);
+    entry[k] = v;
+  }
+  if (entry.start !== undefined && entry.end !== undefined && entry.end <= entry.start) {
+    return bad(`"end" (${entry.end}) must be after "start" (${entry.start})`);
+  }
+  if (o.concepts !== undefined) {
+    if (!Array.isArray(o.concepts) || !o.concepts.every((c) => typeof c === 'string' && c !== '')) return bad('"concepts" must be an array of non-empty strings');
+    entry.concepts = o.concepts as string[];
+  }
+  if (o.split !== undefined) {
+    if (typeof o.split !== 'string' || o.split === '') return bad(`"split" must be a non-empty string, got ${describeType(o.split)}`);
+    entry.split = o.split;
+  }
+  if (o.noisy !== undefined) {
+    if (typeof o.noisy !== 'boolean') return bad(`"noisy" must be true or false, got ${describeType(o.noisy)}`);
+    entry.noisy = o.noisy;
+  }
+  return { entry };
+}
+
+/**
+ * Reads a native JSONL manifest. Bad lines (invalid JSON, missing or mistyped fields, duplicate
+ * ids, paths escaping the root) become `errors` with file and line; a missing or unreadable file
+ * throws an error naming it.
+ *
+ * @example
+ * const m = await readManifest('data/synth/manifest.jsonl', { split: 'train' });
+ * for (const e of m.errors) console.warn(`${e.source}:${e.line}: ${e.reason}`);
+ */
+export async function readManifest(file: string, options: ReadManifestOptions = {}): Promise<Manifest> {
+  if (typeof file !== 'string' || file === '') throw new Error('readManifest: "file" must be a path to a .jsonl manifest');
+  const source = path.resolve(file);
+  const root = path.resolve(options.root ?? path.dirname(source));
+  try {
+    const s = await stat(source);
+    if (!s.isFile()) throw new Error('not a regular file');
+  } catch (e) {
+    throw new Error(`readManifest: cannot read manifest ${source}: ${(e as Error).message}`);
+  }
+  const entries: ManifestEntry[] = [];
+  const errors: ItemError[] = [];
+  const firstLineOf = new Map<string, number>();
+  const stream = createReadStream(source, { encoding: 'utf8' });
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
+  let line = 0;
+  try {
+    for await (const raw of lines) {
+      line += 1;
+      const text = (line === 1 ? raw.replace(/^\uFEFF/, '') : raw).trim();
+      if (text === '') continue;
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch (e) {
+        errors.push({ source, line, reason: `invalid JSON: ${(e as Error).message}` });
+        continue;
+      }
+      const checked = checkLine(parsed);
+      if ('reason' in checked) {
+        errors.push({ source, line, id: checked.id, reason: checked.reason });
+        continue;
+      }
+      const { entry } = checked;
+      const seen = firstLineOf.get(entry.id);
+      if (seen !== undefined) {
+        errors.push({ source, line, id: entry.id, reason: `duplicate id "${entry.id}" (first on line ${seen})` });
+        continue;
+      }
+      firstLineOf.set(entry.id, line);
+      const resolved = resolveInsideRoot(root, entry.video, options.allowOutsideRoot ?? false);
+      if ('reason' in resolved) {
+        errors.push({ source, line, id: entry.id, reason: resolved.reason });
+        continue;
+      }
+      entry.video = resolved.path;
+      if (options.split !== undefined && entry.split !== options.split) continue;
+      entries.push(entry);
+    }
+  } catch (e) {
+    throw new Error(`readManifest: failed while reading ${source} (after line ${line}): ${(e as Error).message}`);
+  }
+  return { path: source, root, entries, errors };
+}
+
+/** One entry as a JSON line, keys in a fixed order so the same entries always give the same bytes. */
+function entryLine(e: ManifestEntry, folder: string): string {
+  const rel = path.relative(folder, e.video);
+  const inside = rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
+  const o: Record<string, unknown> = { id: e.id, video: inside ? rel.split(path.sep).join('/') : e.video };
+  if (e.captions.length === 1) o.caption = e.captions[0];
+  else o.captions = e.captions;
+  if (e.start !== undefined) o.start = e.start;
+  if (e.end !== undefined) o.end = e.end;
+  if (e.concepts !== undefined) o.concepts = e.concepts;
+  if (e.split !== undefined) o.split = e.split;
+  if (e.noisy !== undefined) o.noisy = e.noisy;
+  return JSON.stringify(o);
+}
+
+export interface WriteManifestOptions {
+  /**
+   * Folder video paths are written relative to (default: the manifest's folder). Another folder
+   * makes an overlay manifest, read back with `readManifest(file, { root })`.
+   */
+  root?: string;
+}
+
+/**
+ * Writes entries as a native JSONL manifest (via a temporary file and a rename). Videos inside
+ * the root (by default the manifest's folder) are written relative to it with `/`; others keep
+ * their absolute path (reading those back needs `allowOutsideRoot`). Relative `video` values are
+ * taken relative to the current directory.
+ *
+ * @example await writeManifest('out/manifest.jsonl', [{ id: 'a', video: '/abs/out/clips/a.mp4', captions: ['a red circle'] }]);
+ */
+export async function writeManifest(file: string, entries: readonly ManifestEntry[], options: WriteManifestOptions = {}): Promise<void> {
+  if (typeof file !== 'string' || file === '') throw new Error('writeManifest: "file" must be a path');
+  if (!Array.isArray(entries)) throw new Error('writeManifest: "entries" must be an array of ManifestEntry');
+  const target = path.resolve(file);
+  const folder = path.resolve(options.root ?? path.dirname(target));
+  const seen = new Set<string>();
+  const lines: string[] = [];
+  entries.forEach((e, i) => {
+    if (typeof e.id !== 'string' || e.id === '') throw new Error(`writeManifest: entries[${i}].id must be a non-empty string`);
+    if (seen.has(e.id)) throw new Error(`writeManifest: duplicate id "${e.id}" at entries[${i}]`);
+    seen.add(e.id);
+    if (typeof e.video !== 'string' || e.video === '') throw new Error(`writeManifest: entries[${i}] ("${e.id}") has no video path`);
+    if (!Array.isArray(e.captions) || e.captions.length === 0) throw new Error(`writeManifest: entries[${i}] ("${e.id}") needs at least one caption`);
+    lines.push(entryLine({ ...e, video: path.resolve(e.video) }, folder));
+  });
+  await mkdir(path.dirname(target), { recursive: true });
+  const tmp = `${target}.tmp-${process.pid}`;
+  await writeFile(tmp, lines.length ? `${lines.join('\n')}\n` : '');
+  await rename(tmp, target);
+}
