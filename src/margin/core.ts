@@ -1,0 +1,262 @@
+/**
+ * The margin core: everything the margin losses share.
+ *
+ * Input checks, normalisation, cosines, angles (with the cosine clamped to [−1+ε, 1−ε]
+ * before acos), target masks, scaling, per-row margins and the detach flag live here. A loss
+ * family states only its margin as a {@link MarginSpec}: the new cosine of the target entry
+ * (and, rarely, of the other entries). The core turns it into
+ *
+ *   logits_j = s · (cos θ_j + Δ_j),   Δ = (new cosine − cos θ) on the entries the spec touches,
+ *
+ * where Δ is passed through `stopGradient` when `detachMargin` is set: the forward pass has
+ * the margin, the backward pass is plain normalised softmax ("characteristic gradient
+ * detachment", SphereFace-R; also what InsightFace's ArcFace does).
+ *
+ * Everything here is second-order safe (the bilevel meta-learner differentiates the losses
+ * twice): only the ops of `backend/safeOps` and tfjs builtins whose gradients use their
+ * inputs. Clamping is `minimum(maximum(·))` because `clipByValue`'s gradient calls
+ * `logicalAnd`, which has no gradient of its own; data-dependent masks go through
+ * {@link piecewiseConstant} instead of `where` for the same reason.
+ */
+import { tf } from '../backend/tf.js';
+import { acos, logSumExp, stopGradient } from '../backend/safeOps.js';
+
+type T = tf.Tensor;
+
+/** ε of the clamp cos θ ∈ [−1+ε, 1−ε] before acos (acos' = −1/√(1−c²) ≈ −707 at the edge). */
+export const COS_EPS = 1e-6;
+
+/** A scale (or any per-loss coefficient) given as a number, a scalar tensor or one value per row [B]. */
+export type RowScale = number | tf.Tensor;
+
+// ---------------------------------------------------------------------------------------
+// Checks. Each names the function and the argument, and says what was expected.
+
+export function checkTensor(x: unknown, fn: string, arg: string): asserts x is T {
+  if (!(x instanceof tf.Tensor)) {
+    throw new Error(`${fn}: '${arg}' must be a tf.Tensor, got ${x === null ? 'null' : typeof x}`);
+  }
+}
+
+/** A float matrix [rows, cols]; `rows`/`cols` pin a size when given. */
+export function checkMatrix(x: unknown, fn: string, arg: string, rows?: number, cols?: number): asserts x is tf.Tensor2D {
+  checkTensor(x, fn, arg);
+  const want = `[${rows ?? 'N'}, ${cols ?? 'D'}]`;
+  if (x.rank !== 2) throw new Error(`${fn}: '${arg}' must be a matrix ${want}, got shape [${x.shape}]`);
+  if ((rows !== undefined && x.shape[0] !== rows) || (cols !== undefined && x.shape[1] !== cols)) {
+    throw new Error(`${fn}: '${arg}' must have shape ${want}, got [${x.shape}]`);
+  }
+  if (x.dtype !== 'float32') throw new Error(`${fn}: '${arg}' must be float32, got ${x.dtype}`);
+}
+
+/** A float vector of length n. */
+export function checkVector(x: unknown, fn: string, arg: string, n: number): asserts x is tf.Tensor1D {
+  checkTensor(x, fn, arg);
+  if (x.rank !== 1 || x.shape[0] !== n) throw new Error(`${fn}: '${arg}' must have shape [${n}], got [${x.shape}]`);
+  if (x.dtype !== 'float32') throw new Error(`${fn}: '${arg}' must be float32, got ${x.dtype}`);
+}
+
+/**
+ * Every entry finite. One reduction and one read: x·0 is NaN exactly where x is ±∞ or NaN,
+ * and a NaN anywhere makes the sum NaN. The offending index is looked up only on failure.
+ */
+export function checkFinite(x: T, fn: string, arg: string): void {
+  const bad = tf.tidy(() => !Number.isFinite(tf.sum(tf.mul(x, 0)).dataSync()[0]));
+  if (!bad) return;
+  const v = x.dataSync();
+  let i = 0;
+  while (i < v.length && Number.isFinite(v[i])) i++;
+  const cols = x.rank === 2 ? x.shape[1] as number : 0;
+  const where = cols ? `[${Math.floor(i / cols)}, ${i % cols}]` : `[${i}]`;
+  throw new Error(`${fn}: '${arg}' must be finite, found ${v[i]} at ${where}`);
+}
+
+/** int32 labels [n] with every value in [0, numClasses). */
+export function checkLabels(labels: unknown, fn: string, n: number, numClasses: number, arg = 'labels'): asserts labels is tf.Tensor1D {
+  checkTensor(labels, fn, arg);
+  if (labels.rank !== 1 || labels.shape[0] !== n) {
+    throw new Error(`${fn}: '${arg}' must have shape [${n}] (one label per row), got [${labels.shape}]`);
+  }
+  if (labels.dtype !== 'int32') throw new Error(`${fn}: '${arg}' must be int32, got ${labels.dtype}`);
+  const v = labels.dataSync();
+  for (let i = 0; i < v.length; i++) {
+    if (v[i] < 0 || v[i] >= numClasses) {
+      throw new Error(`${fn}: '${arg}'[${i}] = ${v[i]} is out of range; labels must be in [0, ${numClasses})`);
+    }
+  }
+}
+
+/** A finite number, optionally within [lo, hi]. */
+export function checkNumber(x: unknown, fn: string, arg: string, lo = -Infinity, hi = Infinity): asserts x is number {
+  if (typeof x !== 'number' || !Number.isFinite(x) || x < lo || x > hi) {
+    throw new Error(`${fn}: '${arg}' must be a finite number in [${lo}, ${hi}], got ${String(x)}`);
+  }
+}
+
+/** A number, a scalar tensor, or (when `rows` is given) a float tensor [rows]. */
+export function checkRowScale(x: unknown, fn: string, arg: string, rows?: number): asserts x is RowScale {
+  if (typeof x === 'number') {
+    checkNumber(x, fn, arg);
+    return;
+  }
+  checkTensor(x, fn, arg);
+  if (x.dtype !== 'float32') throw new Error(`${fn}: '${arg}' must be float32, got ${x.dtype}`);
+  const scalar = x.size === 1 && x.rank <= 1;
+  const perRow = rows !== undefined && x.rank === 1 && x.shape[0] === rows;
+  if (!scalar && !perRow) {
+    throw new Error(`${fn}: '${arg}' must be a number, a scalar tensor${rows !== undefined ? ` or a tensor [${rows}]` : ''}, got shape [${x.shape}]`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Geometry.
+
+/** cos clamped to [−1+ε, 1−ε], so acos and its derivative stay finite. */
+export function clampCos(c: T): T {
+  return tf.minimum(tf.maximum(c, -1 + COS_EPS), 1 - COS_EPS);
+}
+
+/** θ = acos(clamp(cos θ)). */
+export function angleOf(c: T): T {
+  return acos(clampCos(c));
+}
+
+/** Row L2 norms √(Σx² + ε) [B] (tf.norm's gradient is not second-order safe). */
+export function rowNorm(x: T): T {
+  return tf.sqrt(tf.add(tf.sum(tf.square(x), 1), 1e-12));
+}
+
+/** Cosines between the rows of x [B,d] and of w [C,d]: x̂ ŵᵀ [B,C]. */
+export function cosineMatrix(x: T, w: T, l2: (t: T) => T): T {
+  return tf.matMul(l2(x), l2(w), false, true);
+}
+
+/**
+ * A function of x that is constant almost everywhere (a mask, a piece index): its value is
+ * computed off the gradient tape and its gradient is zero, so neither the first nor the
+ * second backward pass meets ops without gradients (comparisons, logical ops, floor, mod).
+ */
+export function piecewiseConstant(inputs: T[], f: (...xs: T[]) => T): T {
+  const op = tf.customGrad((...args: unknown[]) => {
+    const xs = args.slice(0, inputs.length) as T[];
+    return { value: f(...xs), gradFunc: () => xs.map((x) => tf.zerosLike(x)) };
+  });
+  return (op as (...xs: T[]) => T)(...inputs);
+}
+
+/** 1 where x > threshold, else 0 (float), gradient-free. */
+export function indicator(x: T, threshold: number | T): T {
+  const thr = typeof threshold === 'number' ? tf.scalar(threshold) : threshold;
+  return piecewiseConstant([x, thr], (a, b) => tf.cast(tf.greater(a, b), 'float32'));
+}
+
+/** The scale as a tensor that broadcasts against [B, C]: a scalar, or [B, 1] for per-row scales. */
+export function scaleColumn(scale: RowScale): T {
+  if (typeof scale === 'number') return tf.scalar(scale);
+  return scale.rank === 1 && scale.size > 1 ? tf.expandDims(scale, 1) : tf.reshape(scale, []);
+}
+
+/** The same scale shaped to multiply a per-row vector [B]. */
+function scaleRow(scale: RowScale): T {
+  if (typeof scale === 'number') return tf.scalar(scale);
+  return scale.rank === 1 && scale.size > 1 ? scale : tf.reshape(scale, []);
+}
+
+// ---------------------------------------------------------------------------------------
+// The margin hook and its application.
+
+/** What a loss family states about its margin. Each hook returns a new cosine. */
+export interface MarginSpec {
+  /**
+   * New cosine of each row's target entry. `cos` [B] is the target cosine, `theta()` its
+   * clamped angle (computed only if asked), `labels` [B] the target classes.
+   */
+  target?: (cos: T, theta: () => T, labels: T) => T;
+  /**
+   * New cosine of every non-target entry [B, C]. Costs a C-wide pass (and a C-wide acos if
+   * it asks for θ); only SphereFace-R v2 needs it.
+   */
+  others?: (cos: T, theta: () => T) => T;
+}
+
+export interface ApplyMarginOptions {
+  /** s: a number, a scalar tensor (learnable), or one value per row [B] (‖x‖ for SphereFace). */
+  scale: RowScale;
+  /** Forward with the margin, backward as if there were none. */
+  detachMargin?: boolean;
+}
+
+/**
+ * logits = s·(cos + Δ) for one target class per row, and the target logit itself [B] (the
+ * cross-entropy needs it and taking it from the logits again would cost another C-wide pass).
+ * No argument checks: the public wrappers check and then call this.
+ */
+export function applyMargin(cosine: T, labels: T, spec: MarginSpec, opts: ApplyMarginOptions): { logits: T; targetLogit: T } {
+  return tf.tidy(() => {
+    const numClasses = cosine.shape[1] as number;
+    const oneHot = tf.oneHot(labels as tf.Tensor1D, numClasses, 1, 0, 'float32');
+    const cosY = tf.sum(tf.mul(cosine, oneHot), 1);
+    const detach = (d: T): T => (opts.detachMargin ? stopGradient(d) : d);
+
+    let adjusted = cosine;
+    let targetCos = cosY;
+    if (spec.target) {
+      const dy = detach(tf.sub(spec.target(cosY, () => angleOf(cosY), labels), cosY));
+      adjusted = tf.add(adjusted, tf.mul(oneHot, tf.expandDims(dy, 1)));
+      targetCos = tf.add(cosY, dy);
+    }
+    if (spec.others) {
+      const newOthers = spec.others(cosine, () => angleOf(cosine));
+      adjusted = tf.add(adjusted, tf.mul(tf.sub(1, oneHot), detach(tf.sub(newOthers, cosine))));
+    }
+    return {
+      logits: tf.mul(adjusted, scaleColumn(opts.scale)),
+      targetLogit: tf.mul(targetCos, scaleRow(opts.scale)),
+    };
+  });
+}
+
+/**
+ * logits = s·(cos + Δ) where Δ is applied on every entry of a 0/1 `mask` [B, C] (several
+ * positives per row: SAM with several captions per video). The spec's `target` hook is used
+ * elementwise on the whole matrix.
+ */
+export function applyMaskedMargin(cosine: T, mask: T, spec: MarginSpec, opts: ApplyMarginOptions): T {
+  return tf.tidy(() => {
+    if (!spec.target) return tf.mul(cosine, scaleColumn(opts.scale));
+    const d = tf.sub(spec.target(cosine, () => angleOf(cosine), mask), cosine);
+    const delta = tf.mul(mask, opts.detachMargin ? stopGradient(d) : d);
+    return tf.mul(tf.add(cosine, delta), scaleColumn(opts.scale));
+  });
+}
+
+/** Softmax cross-entropy from the logits and the target logit: logSumExp(logits) − logit_y, along `axis`. */
+export function targetCrossEntropy(logits: T, targetLogit: T, axis = 1): T {
+  return tf.tidy(() => tf.sub(logSumExp(logits, axis), targetLogit));
+}
+
+/**
+ * Cross-entropy with several positives (0/1 `mask`, at least one per row along `axis`):
+ *   ℓ = −log Σ_{j∈P} e^{z_j} + log Σ_j e^{z_j},
+ * i.e. minus the log of the total softmax probability of the positives. With one positive it
+ * is the ordinary cross-entropy.
+ */
+export function multiPositiveCrossEntropy(logits: T, mask: T, axis = 1): T {
+  return tf.tidy(() => {
+    // Non-positives sit at −1e30: exp underflows to exactly 0 and the gradient there is 0.
+    const masked = tf.add(tf.mul(logits, mask), tf.mul(tf.sub(1, mask), -1e30));
+    return tf.sub(logSumExp(logits, axis), logSumExp(masked, axis));
+  });
+}
+
+/** mean(ℓ), or Σ wᵢℓᵢ when per-sample weights are given (the meta-learner normalises them). */
+export function reduceLoss(perSample: T, weights?: T): T {
+  return weights ? tf.sum(tf.mul(perSample, weights)) : tf.mean(perSample);
+}
+
+/** Checks optional per-sample weights [B]. */
+export function checkWeights(weights: unknown, fn: string, n: number, arg = 'weights'): void {
+  if (weights === undefined) return;
+  checkVector(weights, fn, arg, n);
+  checkFinite(weights, fn, arg);
+}

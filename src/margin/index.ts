@@ -1,0 +1,19 @@
+/** The margin core and every margin loss (DESIGN.md §5). */
+export { COS_EPS, type RowScale, type MarginSpec, applyMargin, applyMaskedMargin, targetCrossEntropy, multiPositiveCrossEntropy } from './core.js';
+export { samContrastiveLoss, samMargin, type SamOptions } from './sam.js';
+export { marginLogits, combinedMargin, type MarginLogitsOptions } from './combined.js';
+export { sphereFaceLogits, sphereFaceLambda, sphereFaceMargin, type SphereFaceOptions } from './sphereface.js';
+export {
+  sphereFaceRLogits, sphereFaceRLoss, sphereFaceRMargin,
+  type SphereFaceROptions, type SphereFaceRLossOptions, type FeatureNormalization, type SphereFaceRVersion,
+} from './sphereFaceR.js';
+export { sphereFace2Loss, sphereFace2InitBias, type SphereFace2Options, type SphereFace2LossOptions } from './sphereFace2.js';
+export { kappaMargins, KappaMemory, type KappaOptions, type KappaMemoryOptions } from './kappaface.js';
+export { camriLogits, type CamriOptions } from './camri.js';
+export { virtualSoftmaxLoss } from './virtualSoftmax.js';
+export { interClassRegularizer } from './regularizer.js';
+export { angularMargins, flipProbability } from './fairness.js';
+export {
+  MarginHead, MARGIN_HEAD_NAMES, marginHeadConfigSchema,
+  type MarginHeadName, type MarginHeadConfig, type MarginHeadSettings, type MarginHeadLossOptions,
+} from './head.js';
