@@ -1,0 +1,197 @@
+/**
+ * Hugging Face CLIP weights (`CLIPModel` safetensors, e.g. openai/clip-vit-base-patch16)
+ * onto the dual encoder's parameter names and layouts.
+ *
+ * Layout changes: PyTorch linear weights are [out, in] and ours [in, out] (transpose);
+ * q_proj, k_proj, v_proj are concatenated into one `attn.qkv` [D, 3D]; the patch conv
+ * weight [D, 3, p, p] becomes the matmul weight [p·p·3, D] whose rows follow our patch
+ * vector order (row in patch, column in patch, channel). `*.position_ids` buffers that
+ * older checkpoints carry are ignored. The temporal transformer has no CLIP counterpart:
+ * `clipUncoveredParams(cfg)` lists what keeps its fresh initialisation.
+ *
+ * CLIP checkpoints differ in their MLP activation (OpenAI: quick_gelu; LAION: gelu): set
+ * `cfg.activation` from the checkpoint's config.json `hidden_act`.
+ */
+import type { DualEncoderConfig } from './configs.js';
+import { dualEncoderSpecs } from './dualEncoder.js';
+import { shapeSize, type HostTensor } from './params.js';
+
+/** One tensor as read from a file: float values (F16/BF16 converted to float32 first). */
+export interface ClipSourceTensor {
+  shape: number[];
+  data: Float32Array | Float64Array | number[];
+  dtype?: string;
+}
+
+export type ClipSource = Record<string, ClipSourceTensor> | ReadonlyMap<string, ClipSourceTensor>;
+
+type Convert = (src: Float32Array[], hfShapes: number[][]) => Float32Array;
+
+interface Rule {
+  ours: string;
+  oursShape: number[];
+  hf: string[];
+  hfShapes: number[][];
+  convert: Convert;
+}
+
+// A copy, so the mapped weights never alias the caller's arrays.
+const copy: Convert = ([a]) => a.slice();
+
+/** [out, in] → [in, out]. */
+const transpose2d: Convert = ([a], [[rows, cols]]) => {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+};
+
+/** q, k, v weights [D, D] each ([out, in]) → [D, 3D] ([in, out], q | k | v). */
+const qkvWeight: Convert = (parts, [[d]]) => {
+  const out = new Float32Array(3 * d * d);
+  parts.forEach((a, s) => {
+    for (let o = 0; o < d; o++) for (let i = 0; i < d; i++) out[i * 3 * d + s * d + o] = a[o * d + i];
+  });
+  return out;
+};
+
+const qkvBias: Convert = (parts) => {
+  const d = parts[0].length;
+  const out = new Float32Array(3 * d);
+  parts.forEach((a, s) => out.set(a, s * d));
+  return out;
+};
+
+/** conv [D, C, p, p] → [p·p·C, D], row (ky·p + kx)·C + c. */
+const patchWeight: Convert = ([a], [[d, c, p]]) => {
+  const out = new Float32Array(a.length);
+  for (let o = 0; o < d; o++) {
+    for (let ch = 0; ch < c; ch++) {
+      for (let ky = 0; ky < p; ky++) {
+        for (let kx = 0; kx < p; kx++) out[((ky * p + kx) * c + ch) * d + o] = a[((o * c + ch) * p + ky) * p + kx];
+      }
+    }
+  }
+  return out;
+};
+
+function rules(cfg: DualEncoderConfig): Rule[] {
+  const shapes = new Map(dualEncoderSpecs(cfg).map((s) => [s.name, s.shape]));
+  const out: Rule[] = [];
+  const add = (ours: string, hf: string[], hfShapes: number[][], convert: Convert) => {
+    const oursShape = shapes.get(ours);
+    if (!oursShape) throw new Error(`clipMapping: internal: no parameter '${ours}' in the dual encoder`);
+    out.push({ ours, oursShape, hf, hfShapes, convert });
+  };
+  const same = (ours: string, hf: string) => add(ours, [hf], [shapes.get(ours)!], copy);
+  const lin = (ours: string, hf: string, bias = true) => {
+    const [din, dout] = shapes.get(`${ours}.weight`)!;
+    add(`${ours}.weight`, [`${hf}.weight`], [[dout, din]], transpose2d);
+    if (bias) same(`${ours}.bias`, `${hf}.bias`);
+  };
+  const norm = (ours: string, hf: string) => { same(`${ours}.weight`, `${hf}.weight`); same(`${ours}.bias`, `${hf}.bias`); };
+  const blocks = (ours: string, hf: string, layers: number, width: number) => {
+    for (let i = 0; i < layers; i++) {
+      const o = `${ours}.${i}`;
+      const h = `${hf}.${i}`;
+      const qkv = ['q', 'k', 'v'].map((n) => `${h}.self_attn.${n}_proj`);
+      add(`${o}.attn.qkv.weight`, qkv.map((n) => `${n}.weight`), [[width, width], [width, width], [width, width]], qkvWeight);
+      add(`${o}.attn.qkv.bias`, qkv.map((n) => `${n}.bias`), [[width], [width], [width]], qkvBias);
+      lin(`${o}.attn.out`, `${h}.self_attn.out_proj`);
+      norm(`${o}.ln_1`, `${h}.layer_norm1`);
+      norm(`${o}.ln_2`, `${h}.layer_norm2`);
+      lin(`${o}.mlp.fc1`, `${h}.mlp.fc1`);
+      lin(`${o}.mlp.fc2`, `${h}.mlp.fc2`);
+    }
+  };
+  const v = cfg.vision;
+  const t = cfg.text;
+  same('video.class_embedding', 'vision_model.embeddings.class_embedding');
+  add('video.patch_embed.weight', ['vision_model.embeddings.patch_embedding.weight'], [[v.width, 3, v.patchSize, v.patchSize]], patchWeight);
+  same('video.pos_embed', 'vision_model.embeddings.position_embedding.weight');
+  norm('video.ln_pre', 'vision_model.pre_layrnorm'); // sic: HF's spelling
+  blocks('video.blocks', 'vision_model.encoder.layers', v.layers, v.width);
+  norm('video.ln_post', 'vision_model.post_layernorm');
+  lin('video.proj', 'visual_projection', false);
+  same('text.token_embed.weight', 'text_model.embeddings.token_embedding.weight');
+  same('text.pos_embed', 'text_model.embeddings.position_embedding.weight');
+  blocks('text.blocks', 'text_model.encoder.layers', t.layers, t.width);
+  norm('text.ln_final', 'text_model.final_layer_norm');
+  lin('text.proj', 'text_projection', false);
+  same('logit_scale', 'logit_scale');
+  return out;
+}
+
+/** The Hugging Face names a CLIP checkpoint for `cfg` must hold, with their shapes. */
+export function clipTensorShapes(cfg: DualEncoderConfig): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const r of rules(cfg)) r.hf.forEach((n, i) => { out[n] = r.hfShapes[i]; });
+  return out;
+}
+
+/** Our parameters that CLIP has no weights for (the temporal transformer); they keep their initialisation. */
+export function clipUncoveredParams(cfg: DualEncoderConfig): string[] {
+  const covered = new Set(rules(cfg).map((r) => r.ours));
+  return dualEncoderSpecs(cfg).map((s) => s.name).filter((n) => !covered.has(n));
+}
+
+function isIgnoredBuffer(name: string): boolean {
+  return name.endsWith('.position_ids');
+}
+
+/**
+ * Maps Hugging Face CLIP tensors onto our names and layouts. Every problem (a missing
+ * name, an unexpected one, a wrong shape, a non-float dtype) is collected and reported in
+ * one error that names each tensor. Ours not in CLIP: see `clipUncoveredParams`.
+ *
+ * @param source name → {shape, data} (a record or a Map, e.g. `readSafetensors(f).tensors`
+ *   after converting F16/BF16 data to float32)
+ * @param cfg the dual-encoder config the weights are for (`getConfig('base')` for ViT-B/16)
+ * @example
+ * const mapped = mapClipWeights(hfTensors, getConfig('base'));
+ * store.assign(mapped);
+ */
+export function mapClipWeights(source: ClipSource, cfg: DualEncoderConfig, sourceName = 'CLIP weights'): Record<string, HostTensor> {
+  if (source === null || typeof source !== 'object') throw new Error(`mapClipWeights: 'source' must be a record or Map of name → {shape, data}`);
+  if (!cfg.text.causal || cfg.text.pooling !== 'eos') {
+    throw new Error(`mapClipWeights: CLIP's text encoder is causal with EOS pooling; cfg.text has causal=${cfg.text.causal}, pooling=${cfg.text.pooling}`);
+  }
+  const entries = source instanceof Map ? [...source.entries()] : Object.entries(source);
+  const byName = new Map<string, ClipSourceTensor>(entries.filter(([n]) => !isIgnoredBuffer(n)));
+  const rs = rules(cfg);
+  const expected = new Set(rs.flatMap((r) => r.hf));
+  const problems: string[] = [];
+  for (const r of rs) {
+    r.hf.forEach((name, i) => {
+      const t = byName.get(name);
+      const want = r.hfShapes[i];
+      if (!t) { problems.push(`missing '${name}' [${want}] (for ${r.ours})`); return; }
+      if (!Array.isArray(t.shape) || t.shape.length !== want.length || t.shape.some((d, k) => d !== want[k])) {
+        problems.push(`'${name}' has shape [${t.shape}], expected [${want}] for config '${cfg.name}' (${r.ours})`);
+        return;
+      }
+      if (t.dtype !== undefined && t.dtype !== 'F32' && t.dtype !== 'F64') {
+        problems.push(`'${name}' has dtype ${t.dtype}; convert it to float32 first (f16ToF32 / bf16ToF32)`);
+        return;
+      }
+      const isFloatData = t.data instanceof Float32Array || t.data instanceof Float64Array || Array.isArray(t.data);
+      if (!isFloatData || t.data.length !== shapeSize(want)) {
+        problems.push(`'${name}' data must be ${shapeSize(want)} float values, got ${isFloatData ? t.data.length : (t.data as object)?.constructor?.name ?? typeof t.data}`);
+      }
+    });
+  }
+  for (const name of byName.keys()) if (!expected.has(name)) problems.push(`unexpected '${name}' (not part of a CLIP model for config '${cfg.name}')`);
+  if (problems.length) {
+    const shown = problems.slice(0, 40);
+    const more = problems.length > shown.length ? `\n  … and ${problems.length - shown.length} more` : '';
+    throw new Error(`mapClipWeights (${sourceName}): ${problems.length} problem(s):\n  ${shown.join('\n  ')}${more}`);
+  }
+  const out: Record<string, HostTensor> = {};
+  for (const r of rs) {
+    const parts = r.hf.map((n) => {
+      const d = byName.get(n)!.data;
+      return d instanceof Float32Array ? d : Float32Array.from(d);
+    });
+    out[r.ours] = { shape: [...r.oursShape], data: r.convert(parts, r.hfShapes) };
+  }
+  return out;
+}
