@@ -3,3 +3,4 @@ export * from './backend/index.js';
 export * from './train/index.js';
 export * from './text/index.js';
 export * from './eval/index.js';
+export * from './nn/index.js';
