@@ -1,0 +1,268 @@
+/**
+ * BatchLoader: batches of normalised frames and token ids from a frame cache, with seeded
+ * shuffling, one seeded caption per video per epoch, one batch of prefetch, and a position
+ * that can be saved as JSON and resumed exactly.
+ */
+import { tf } from '../backend/tf.js';
+import { createRng } from '../video/rng.js';
+import { CLIP_MEAN, CLIP_STD, normalizeFrames } from '../video/transforms.js';
+import type { FrameCache } from './frameCache.js';
+
+/**
+ * Tokenised captions, one row per caption: row c belongs to video `videoIds[c]` and its
+ * tokens are `ids[c·maxLen … (c+1)·maxLen)`, with `mask` 1 on real tokens, 0 on padding.
+ */
+export interface CaptionTable {
+  videoIds: string[];
+  ids: Int32Array;
+  mask: Int32Array;
+  maxLen: number;
+}
+
+/** Turns captions into padded token rows, flat [n, maxLen] (e.g. a transformers.js tokenizer). */
+export type CaptionEncoder = (captions: string[]) => { ids: Int32Array; mask: Int32Array };
+
+/**
+ * Builds a caption table from entries with captions and an encoder.
+ *
+ * @example
+ * const table = encodeCaptions(manifest.entries, (c) => tok.encode(c, 32));
+ * table.videoIds.length // total number of captions
+ */
+export function encodeCaptions(entries: { id: string; captions: string[] }[], encode: CaptionEncoder): CaptionTable {
+  if (!Array.isArray(entries)) throw new Error('encodeCaptions: entries must be an array of { id, captions }');
+  if (typeof encode !== 'function') throw new Error('encodeCaptions: encode must be a function (captions) => { ids, mask }');
+  const videoIds: string[] = [];
+  const texts: string[] = [];
+  for (const e of entries) {
+    if (!e || typeof e.id !== 'string' || !Array.isArray(e.captions)) throw new Error(`encodeCaptions: bad entry ${JSON.stringify(e)}: expected { id, captions[] }`);
+    for (const c of e.captions) { videoIds.push(e.id); texts.push(c); }
+  }
+  if (texts.length === 0) throw new Error('encodeCaptions: no captions in entries');
+  const { ids, mask } = encode(texts);
+  if (!(ids instanceof Int32Array) || !(mask instanceof Int32Array) || ids.length !== mask.length || ids.length % texts.length !== 0) {
+    throw new Error(`encodeCaptions: encode must return Int32Array ids and mask of equal length n·maxLen for n=${texts.length} captions`);
+  }
+  return { videoIds, ids, mask, maxLen: ids.length / texts.length };
+}
+
+/** The exact position of a loader; `new BatchLoader(…, { resumeFrom })` continues from it. */
+export interface LoaderState {
+  epoch: number;
+  /** Batches already handed out in this epoch. */
+  position: number;
+  /** PRNG state at the start of this epoch (it decides the epoch's order and captions). */
+  rngState: number;
+  batchSize: number;
+}
+
+export interface BatchLoaderOptions {
+  batchSize: number;
+  /** Seed of the shuffles and caption choices (default 0). */
+  seed?: number;
+  /** Shuffle the video order every epoch (default true). */
+  shuffle?: boolean;
+  /** Drop the last incomplete batch of an epoch (default true: contrastive losses want full batches). */
+  dropLast?: boolean;
+  /** Read the next batch while the current one is used (default true). */
+  prefetch?: boolean;
+  /** Only these videos (e.g. one split); default every cached video that has a caption. */
+  videoIds?: string[];
+  /** Continue exactly from a saved `state()`. */
+  resumeFrom?: LoaderState;
+  mean?: readonly number[];
+  std?: readonly number[];
+  /** Hand frames out as a tf.Tensor5D (the caller disposes it) instead of a Float32Array. */
+  asTensor?: boolean;
+}
+
+export interface Batch<F> {
+  /** Normalised frames [B, T, S, S, 3]. */
+  frames: F;
+  framesShape: [number, number, number, number, number];
+  /** Token ids and mask, flat [B, L]. */
+  ids: Int32Array;
+  mask: Int32Array;
+  textShape: [number, number];
+  /** Row of each sample's caption in the caption table (stable across epochs). */
+  index: number[];
+  videoId: string[];
+  epoch: number;
+  /** 0-based batch number within the epoch. */
+  step: number;
+}
+
+interface EpochPlan {
+  order: number[];
+  captionRow: number[];
+  nextState: number;
+}
+
+interface RawBatch {
+  frames: Float32Array;
+  ids: Int32Array;
+  mask: Int32Array;
+  index: number[];
+  videoId: string[];
+}
+
+/**
+ * Batches from a frame cache and a caption table. Every epoch visits each video once with
+ * one of its captions; both the order and the captions come from a seeded PRNG whose state
+ * at the epoch start is part of `state()`, so a resumed loader gives the same batches.
+ *
+ * Disposal: with `asTensor: true`, `batch.frames` is a new tensor owned by the caller, who
+ * must `tf.dispose` it; tensors are made only when a batch is handed out, so a prefetched
+ * batch never holds one. Without it no tensors are made.
+ *
+ * @example
+ * const loader = new BatchLoader(cache, table, { batchSize: 32, seed: 1 });
+ * const b = await loader.next(); // b.frames: Float32Array [32,8,224,224,3], b.ids: Int32Array [32, L]
+ * const saved = loader.state();   // JSON; new BatchLoader(cache, table, { batchSize: 32, resumeFrom: saved })
+ */
+export class BatchLoader<T extends boolean = false> {
+  readonly batchSize: number;
+  readonly batchesPerEpoch: number;
+  /** Videos the loader draws from, in canonical (first caption) order. */
+  readonly videos: string[];
+  /** Videos with captions that the cache lacks (failed to decode, or not built yet). */
+  readonly missing: string[];
+  private readonly cache: FrameCache;
+  private readonly table: CaptionTable;
+  private readonly rowsOf: number[][];
+  private readonly opts: BatchLoaderOptions;
+  private epoch: number;
+  private position: number;
+  private rngState: number;
+  private plan: EpochPlan;
+  private pending: { epoch: number; position: number; batch: Promise<RawBatch> } | null = null;
+  private busy = false;
+
+  constructor(cache: FrameCache, captions: CaptionTable, opts: BatchLoaderOptions & { asTensor?: T }) {
+    if (!cache || typeof cache.get !== 'function') throw new Error('BatchLoader: cache must be an opened frame cache (openFrameCache)');
+    checkTable(captions);
+    if (!opts || !Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new Error(`BatchLoader: batchSize must be a positive integer, got ${opts?.batchSize}`);
+    this.cache = cache;
+    this.table = captions;
+    this.opts = opts;
+    this.batchSize = opts.batchSize;
+    const allowed = opts.videoIds ? new Set(opts.videoIds) : null;
+    const rows = new Map<string, number[]>();
+    captions.videoIds.forEach((v, r) => {
+      if (allowed && !allowed.has(v)) return;
+      const list = rows.get(v);
+      if (list) list.push(r); else rows.set(v, [r]);
+    });
+    this.videos = [...rows.keys()].filter((v) => cache.has(v));
+    this.missing = [...rows.keys()].filter((v) => !cache.has(v));
+    this.rowsOf = this.videos.map((v) => rows.get(v)!);
+    const n = this.videos.length;
+    const dropLast = opts.dropLast ?? true;
+    this.batchesPerEpoch = dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+    if (this.batchesPerEpoch === 0) {
+      throw new Error(`BatchLoader: ${n} cached videos with captions make no ${dropLast ? 'full ' : ''}batch of ${this.batchSize}` +
+        (this.missing.length ? ` (${this.missing.length} captioned videos are not in the cache ${cache.dir})` : ''));
+    }
+    const r = opts.resumeFrom;
+    if (r) {
+      const ok = Number.isInteger(r.epoch) && r.epoch >= 0 && Number.isInteger(r.position) && r.position >= 0 &&
+        r.position < this.batchesPerEpoch && Number.isInteger(r.rngState) && r.rngState >= 0 && r.rngState <= 0xffffffff;
+      if (!ok) throw new Error(`BatchLoader: resumeFrom ${JSON.stringify(r)} is not a valid state for ${this.batchesPerEpoch} batches per epoch`);
+      if (r.batchSize !== this.batchSize) throw new Error(`BatchLoader: resumeFrom was saved with batchSize ${r.batchSize}, this loader has ${this.batchSize}`);
+      this.epoch = r.epoch;
+      this.position = r.position;
+      this.rngState = r.rngState;
+    } else {
+      this.epoch = 0;
+      this.position = 0;
+      this.rngState = createRng(opts.seed ?? 0).state();
+    }
+    this.plan = this.makePlan(this.rngState);
+  }
+
+  /** Where the loader stands: the next `next()` returns batch `position` of `epoch`. JSON-safe. */
+  state(): LoaderState {
+    return { epoch: this.epoch, position: this.position, rngState: this.rngState, batchSize: this.batchSize };
+  }
+
+  /** The next batch; epochs roll over without end. Do not call again before it resolves. */
+  async next(): Promise<Batch<T extends true ? tf.Tensor5D : Float32Array>> {
+    if (this.busy) throw new Error('BatchLoader.next: called again before the previous call resolved');
+    this.busy = true;
+    try {
+      const { epoch, position } = this;
+      const raw = this.pending && this.pending.epoch === epoch && this.pending.position === position
+        ? await this.pending.batch
+        : await this.load(position);
+      this.pending = null;
+      this.position++;
+      if (this.position === this.batchesPerEpoch) {
+        this.epoch++;
+        this.position = 0;
+        this.rngState = this.plan.nextState;
+        this.plan = this.makePlan(this.rngState);
+      }
+      if (this.opts.prefetch ?? true) {
+        const batch = this.load(this.position);
+        // A failed prefetch is reported by the next() that awaits it, not as an unhandled rejection.
+        batch.catch(() => undefined);
+        this.pending = { epoch: this.epoch, position: this.position, batch };
+      }
+      const B = raw.index.length;
+      const framesShape: Batch<unknown>['framesShape'] = [B, this.cache.frames, this.cache.size, this.cache.size, 3];
+      const frames = this.opts.asTensor ? tf.tensor5d(raw.frames, framesShape, 'float32') : raw.frames;
+      return {
+        frames: frames as T extends true ? tf.Tensor5D : Float32Array,
+        framesShape, ids: raw.ids, mask: raw.mask, textShape: [B, this.table.maxLen],
+        index: raw.index, videoId: raw.videoId, epoch, step: position,
+      };
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** The batches left in the current epoch. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Batch<T extends true ? tf.Tensor5D : Float32Array>> {
+    const epoch = this.epoch;
+    while (this.epoch === epoch) yield await this.next();
+  }
+
+  private makePlan(state: number): EpochPlan {
+    const rng = createRng({ state });
+    const order = this.videos.map((_, i) => i);
+    if (this.opts.shuffle ?? true) rng.shuffle(order);
+    const captionRow = order.map((v) => this.rowsOf[v][rng.int(this.rowsOf[v].length)]);
+    return { order, captionRow, nextState: rng.state() };
+  }
+
+  private async load(position: number): Promise<RawBatch> {
+    const from = position * this.batchSize;
+    const to = Math.min(from + this.batchSize, this.videos.length);
+    const picks = this.plan.order.slice(from, to);
+    const rows = this.plan.captionRow.slice(from, to);
+    const clipLen = this.cache.frames * this.cache.size * this.cache.size * 3;
+    const frames = new Float32Array(picks.length * clipLen);
+    const clips = await Promise.all(picks.map((v) => this.cache.get(this.videos[v])));
+    const mean = this.opts.mean ?? CLIP_MEAN;
+    const std = this.opts.std ?? CLIP_STD;
+    clips.forEach((c, i) => normalizeFrames(c.data, { mean, std, out: frames.subarray(i * clipLen, (i + 1) * clipLen) }));
+    const L = this.table.maxLen;
+    const ids = new Int32Array(picks.length * L);
+    const mask = new Int32Array(picks.length * L);
+    rows.forEach((r, i) => {
+      ids.set(this.table.ids.subarray(r * L, (r + 1) * L), i * L);
+      mask.set(this.table.mask.subarray(r * L, (r + 1) * L), i * L);
+    });
+    return { frames, ids, mask, index: rows, videoId: picks.map((v) => this.videos[v]) };
+  }
+}
+
+function checkTable(t: CaptionTable): void {
+  if (!t || !Array.isArray(t.videoIds) || !(t.ids instanceof Int32Array) || !(t.mask instanceof Int32Array)) {
+    throw new Error('BatchLoader: captions must be a CaptionTable { videoIds, ids: Int32Array, mask: Int32Array, maxLen } (see encodeCaptions)');
+  }
+  const n = t.videoIds.length;
+  if (!Number.isInteger(t.maxLen) || t.maxLen < 1 || t.ids.length !== n * t.maxLen || t.mask.length !== n * t.maxLen) {
+    throw new Error(`BatchLoader: caption table has ${n} rows and maxLen ${t.maxLen}, so ids and mask need ${n * t.maxLen} entries (got ${t.ids.length}, ${t.mask.length})`);
+  }
+}

@@ -1,0 +1,280 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { tf } from '../src/backend/tf.js';
+import { buildFrameCache, openFrameCache, type FrameCache } from '../src/data/frameCache.js';
+import { BatchLoader, encodeCaptions, type CaptionTable } from '../src/data/loader.js';
+import type { ManifestEntry } from '../src/data/types.js';
+import { CLIP_MEAN, CLIP_STD } from '../src/video/transforms.js';
+import { countFfmpegCalls, makeClip } from './video.test.js';
+
+/** Known colours of the generated clips, RGB 0–255. */
+const COLOURS: Record<string, [number, number, number]> = {
+  red: [255, 0, 0], lime: [0, 255, 0], blue: [0, 0, 255], yellow: [255, 255, 0], white: [255, 255, 255], magenta: [255, 0, 255],
+};
+const NAMES = Object.keys(COLOURS);
+
+function closeTo(rgb: ArrayLike<number>, want: [number, number, number], tol = 20): boolean {
+  return Math.abs(rgb[0] - want[0]) <= tol && Math.abs(rgb[1] - want[1]) <= tol && Math.abs(rgb[2] - want[2]) <= tol;
+}
+
+/** Which clip files appear in the logged ffmpeg decode commands, and how often. */
+function decodesPerClip(lines: string[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const l of lines) {
+    const hit = NAMES.find((n) => l.includes(`/${n}.mp4`));
+    if (hit) m.set(hit, (m.get(hit) ?? 0) + 1);
+  }
+  return m;
+}
+
+describe('frame cache', function () {
+  this.timeout(60000);
+  let dir: string;
+  let entries: ManifestEntry[];
+  let bad: ManifestEntry[];
+
+  before(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'vlm-cache-'));
+    entries = NAMES.map((n) => ({
+      id: n, video: makeClip(path.join(dir, `${n}.mp4`), `color=c=${n}:s=32x24:r=5:d=2`), captions: [`a ${n} clip`],
+    }));
+    const empty = path.join(dir, 'empty.mp4');
+    writeFileSync(empty, '');
+    bad = [
+      { id: 'gone', video: path.join(dir, 'gone.mp4'), captions: ['missing'] },
+      { id: 'empty', video: empty, captions: ['empty'] },
+    ];
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('decodes a manifest into shards, records failures, and reads clips back by id', async () => {
+    const out = path.join(dir, 'c1');
+    const progress: number[] = [];
+    const s = await buildFrameCache([...entries.slice(0, 3), ...bad, ...entries.slice(3)], {
+      out, frames: 4, size: 16, shardSize: 2, concurrency: 2, onProgress: (p) => progress.push(p.done),
+    });
+    assert.equal(s.decoded, 6);
+    assert.equal(s.reused, 0);
+    assert.deepEqual(s.skipped.map((e) => e.id).sort(), ['empty', 'gone']);
+    assert.match(s.skipped.find((e) => e.id === 'gone')!.reason, /file not found/);
+    assert.equal(s.shards, 4); // 8 items, 2 per shard
+    assert.deepEqual(progress, [1, 2, 3, 4, 5, 6, 7, 8]);
+    const cache = await openFrameCache(out);
+    assert.deepEqual([...cache.ids].sort(), [...NAMES].sort());
+    assert.equal(cache.errors.length, 2);
+    for (const n of NAMES) {
+      const clip = await cache.get(n);
+      assert.deepEqual(clip.shape, [4, 16, 16, 3]);
+      assert.deepEqual(clip.timestamps, [0.25, 0.75, 1.25, 1.75]);
+      for (const t of [0, 3]) {
+        const px = clip.data.subarray((t * 256 + 8 * 16 + 8) * 3, (t * 256 + 8 * 16 + 8) * 3 + 3);
+        assert.ok(closeTo(px, COLOURS[n]), `${n} frame ${t}: ${[...px]}`);
+      }
+    }
+    await assert.rejects(cache.get('gone'), /no clip with id "gone"/);
+    await assert.rejects(buildFrameCache(entries, { out, frames: 4, size: 32, shardSize: 2 }), /was built with .*"size":16.*choose another --out/);
+  });
+
+  it('resumes after a half-written shard: keeps committed shards, drops leftovers, decodes nothing twice', async () => {
+    const out = path.join(dir, 'c2');
+    const first = await buildFrameCache(entries.slice(0, 4), { out, frames: 4, size: 16, shardSize: 2 });
+    assert.equal(first.decoded, 4);
+    // What a crash leaves: a temp file being written, a .bin renamed without its .json, and a
+    // .json whose .bin never arrived.
+    writeFileSync(path.join(out, 'shard-00006.bin.tmp-424242'), Buffer.alloc(1000, 7));
+    writeFileSync(path.join(out, 'shard-00007.bin'), Buffer.alloc(4 * 16 * 16 * 3, 9));
+    writeFileSync(path.join(out, 'shard-00008.json'), JSON.stringify({ format: 'vlmargin-frame-cache-shard', version: 1, clipBytes: 3072, bytes: 3072, items: [{ id: 'white', offset: 0 }], errors: [] }));
+    const spy = countFfmpegCalls(dir);
+    let s;
+    try {
+      s = await buildFrameCache([...entries, ...bad], { out, frames: 4, size: 16, shardSize: 2 });
+    } finally {
+      spy.restore();
+    }
+    const per = decodesPerClip(spy.calls());
+    assert.deepEqual([...per.entries()].sort(), [['magenta', 1], ['white', 1]]);
+    assert.equal(s.reused, 4);
+    assert.equal(s.decoded, 2);
+    assert.equal(s.skipped.length, 2);
+    const left = readdirSync(out);
+    assert.ok(!left.some((f) => f.includes('.tmp-') || f === 'shard-00007.bin' || f === 'shard-00008.json'), left.join(' '));
+    const cache = await openFrameCache(out);
+    assert.deepEqual([...cache.ids].sort(), [...NAMES].sort());
+    const white = await cache.get('white');
+    assert.ok(closeTo(white.data.subarray(0, 3), COLOURS.white));
+    // A third run has nothing to do.
+    const spy2 = countFfmpegCalls(dir);
+    try {
+      const again = await buildFrameCache([...entries, ...bad], { out, frames: 4, size: 16, shardSize: 2 });
+      assert.equal(again.decoded, 0);
+      assert.equal(again.reused, 8);
+    } finally {
+      spy2.restore();
+    }
+    assert.equal(spy2.calls().length, 0);
+  });
+
+  it('survives kill -9 mid-run: committed clips are decoded exactly once across both runs', async () => {
+    const out = path.join(dir, 'c3');
+    const spy = countFfmpegCalls(dir);
+    spy.restore(); // the child gets the wrapper through FFMPEG_PATH; this process runs normally
+    const wrapper = path.join(dir, 'ffmpeg-wrapper.sh');
+    const moduleUrl = new URL('../src/data/frameCache.js', import.meta.url).href;
+    const script = `
+      const { buildFrameCache } = await import(${JSON.stringify(moduleUrl)});
+      const { existsSync } = await import('node:fs');
+      const entries = JSON.parse(process.env.ENTRIES);
+      await buildFrameCache(entries, { out: ${JSON.stringify(out)}, frames: 4, size: 16, shardSize: 1, concurrency: 1,
+        onProgress: (p) => {
+          // Die once two shards are committed, with more work in flight.
+          if (p.done === 3) setInterval(() => { if (existsSync(${JSON.stringify(path.join(out, 'shard-00001.json'))})) process.kill(process.pid, 'SIGKILL'); }, 1);
+        } });
+      console.log('finished without being killed');`;
+    const code = await new Promise<number | string | null>((resolve) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        env: { ...process.env, FFMPEG_PATH: wrapper, ENTRIES: JSON.stringify(entries) }, stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      child.on('exit', (c, sig) => resolve(sig ?? c));
+    });
+    assert.equal(code, 'SIGKILL');
+    const committed = readdirSync(out).filter((f) => /^shard-\d+\.json$/.test(f))
+      .flatMap((f) => (JSON.parse(readFileSync(path.join(out, f), 'utf8')) as { items: { id: string }[] }).items.map((it) => it.id));
+    assert.ok(committed.length >= 2 && committed.length < 6, `clips committed before the kill: ${committed.join(',')}`);
+    const byChild = decodesPerClip(spy.calls());
+    const spy2 = countFfmpegCalls(dir);
+    let s;
+    try {
+      s = await buildFrameCache(entries, { out, frames: 4, size: 16, shardSize: 1, concurrency: 1 });
+    } finally {
+      spy2.restore();
+    }
+    const byResume = decodesPerClip(spy2.calls());
+    assert.equal(s.reused, committed.length);
+    assert.equal(s.decoded, 6 - committed.length);
+    for (const n of NAMES) {
+      if (committed.includes(n)) {
+        assert.equal(byChild.get(n), 1, `${n}: decoded once before the kill`);
+        assert.equal(byResume.get(n), undefined, `${n}: not decoded again`);
+      } else {
+        assert.equal(byResume.get(n), 1, `${n}: decoded once by the resumed run`);
+      }
+    }
+    const cache = await openFrameCache(out);
+    assert.deepEqual([...cache.ids].sort(), [...NAMES].sort());
+    for (const n of NAMES) assert.ok(closeTo((await cache.get(n)).data.subarray(0, 3), COLOURS[n]), n);
+    assert.ok(!readdirSync(out).some((f) => f.includes('.tmp-')));
+  });
+
+  describe('BatchLoader', () => {
+    let cache: FrameCache;
+    let table: CaptionTable;
+    const L = 4;
+    // A toy tokenizer: [length, first char, last char, 0] with mask over the first three.
+    const encodeOne = (c: string): number[] => [c.length, c.charCodeAt(0), c.charCodeAt(c.length - 1), 0];
+    const captionsOf: Record<string, string[]> = {
+      red: ['r1', 'r2', 'r3'], lime: ['l1'], blue: ['b1', 'b2'], yellow: ['y1'], white: ['w1', 'w2'], magenta: ['m1'],
+    };
+
+    before(async () => {
+      const out = path.join(dir, 'c4');
+      await buildFrameCache(entries, { out, frames: 2, size: 8, shardSize: 4 });
+      cache = await openFrameCache(out);
+      const withCaptions = NAMES.map((id) => ({ id, captions: captionsOf[id] }));
+      table = encodeCaptions([...withCaptions, { id: 'not-cached', captions: ['x'] }], (cs) => ({
+        ids: Int32Array.from(cs.flatMap(encodeOne)),
+        mask: Int32Array.from(cs.flatMap(() => [1, 1, 1, 0])),
+      }));
+    });
+
+    it('an epoch visits every video once with one of its captions, frames normalised', async () => {
+      const loader = new BatchLoader(cache, table, { batchSize: 4, seed: 3, dropLast: false });
+      assert.deepEqual(loader.missing, ['not-cached']);
+      assert.equal(loader.batchesPerEpoch, 2);
+      const seen: string[] = [];
+      for await (const b of loader) {
+        const B = b.videoId.length;
+        assert.deepEqual(b.framesShape, [B, 2, 8, 8, 3]);
+        assert.equal(b.frames.length, B * 2 * 8 * 8 * 3);
+        assert.deepEqual(b.textShape, [B, L]);
+        for (let i = 0; i < B; i++) {
+          const v = b.videoId[i];
+          seen.push(v);
+          assert.equal(table.videoIds[b.index[i]], v);
+          const caption = captionsOf[v][b.index[i] - table.videoIds.indexOf(v)];
+          assert.deepEqual([...b.ids.subarray(i * L, (i + 1) * L)], encodeOne(caption));
+          assert.deepEqual([...b.mask.subarray(i * L, (i + 1) * L)], [1, 1, 1, 0]);
+          const px = b.frames.subarray(i * 384 + 36 * 3, i * 384 + 36 * 3 + 3);
+          const want = COLOURS[v].map((c, k) => (c / 255 - CLIP_MEAN[k]) / CLIP_STD[k]);
+          want.forEach((w, k) => assert.ok(Math.abs(px[k] - w) < 0.3, `${v} channel ${k}: ${px[k]} vs ${w}`));
+        }
+      }
+      assert.deepEqual(seen.sort(), [...NAMES].sort());
+      assert.deepEqual(loader.state().epoch, 1);
+    });
+
+    it('is seeded: same seed same batches, other seed other order; captions vary across epochs', async () => {
+      const run = async (seed: number, n: number): Promise<string[]> => {
+        const l = new BatchLoader(cache, table, { batchSize: 3, seed });
+        const out: string[] = [];
+        for (let i = 0; i < n; i++) { const b = await l.next(); out.push(`${b.epoch}:${b.videoId.join(',')}:${b.index.join(',')}`); }
+        return out;
+      };
+      const a = await run(1, 6);
+      assert.deepEqual(await run(1, 6), a);
+      assert.notDeepEqual(await run(2, 6), a);
+      const l = new BatchLoader(cache, table, { batchSize: 6, seed: 9 });
+      const redRows = new Set<number>();
+      for (let e = 0; e < 30; e++) {
+        const b = await l.next();
+        redRows.add(b.index[b.videoId.indexOf('red')]);
+      }
+      assert.equal(redRows.size, 3, 'each of red\'s three captions is picked in some epoch');
+    });
+
+    it('resumes from a saved state with exactly the same next batches, across an epoch boundary', async () => {
+      const a = new BatchLoader(cache, table, { batchSize: 4, seed: 5 }); // 1 batch per epoch (6 videos, drop last)
+      const b2 = new BatchLoader(cache, table, { batchSize: 2, seed: 5 }); // 3 batches per epoch
+      for (const loader of [a, b2]) {
+        for (let i = 0; i < 4; i++) await loader.next();
+        const saved = JSON.parse(JSON.stringify(loader.state()));
+        const want = [await loader.next(), await loader.next(), await loader.next()];
+        const resumed = new BatchLoader(cache, table, { batchSize: loader.batchSize, seed: 999, resumeFrom: saved, prefetch: false });
+        for (const w of want) {
+          const g = await resumed.next();
+          assert.deepEqual(g.videoId, w.videoId);
+          assert.deepEqual(g.index, w.index);
+          assert.deepEqual([g.epoch, g.step], [w.epoch, w.step]);
+          assert.deepEqual(g.ids, w.ids);
+          assert.deepEqual(g.frames, w.frames);
+        }
+        assert.deepEqual(resumed.state(), loader.state());
+      }
+      assert.throws(() => new BatchLoader(cache, table, { batchSize: 3, resumeFrom: { ...a.state() } }), /saved with batchSize 4/);
+    });
+
+    it('hands out tensors on request and leaks none when the caller disposes them', async () => {
+      const loader = new BatchLoader(cache, table, { batchSize: 2, seed: 1, asTensor: true });
+      const b0 = await loader.next();
+      tf.dispose(b0.frames);
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 7; i++) {
+        const b = await loader.next();
+        assert.deepEqual(b.frames.shape, [2, 2, 8, 8, 3]);
+        const mean = tf.tidy(() => tf.mean(b.frames).dataSync()[0]);
+        assert.ok(Number.isFinite(mean));
+        tf.dispose(b.frames);
+        assert.equal(tf.memory().numTensors, before);
+      }
+    });
+
+    it('refuses bad arguments with clear messages', () => {
+      assert.throws(() => new BatchLoader(cache, table, { batchSize: 0 }), /batchSize must be a positive integer/);
+      assert.throws(() => new BatchLoader(cache, table, { batchSize: 7 }), /6 cached videos with captions make no full batch of 7/);
+      assert.throws(() => new BatchLoader(cache, { ...table, maxLen: 5 }, { batchSize: 2 }), /need \d+ entries/);
+      assert.throws(() => new BatchLoader(cache, table, { batchSize: 2, resumeFrom: { epoch: 0, position: 3, rngState: 1, batchSize: 2 } }), /not a valid state/);
+    });
+  });
+});
