@@ -3,10 +3,11 @@
 import { Command } from 'commander';
 import { register as doctor } from './doctor.js';
 import { register as tokenizer } from './tokenizer.js';
+import { register as frames } from './frames.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
-for (const register of [doctor, tokenizer]) register(program);
+for (const register of [doctor, tokenizer, frames]) register(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },
