@@ -4,3 +4,4 @@ export * from './train/index.js';
 export * from './text/index.js';
 export * from './eval/index.js';
 export * from './nn/index.js';
+export * from './video/index.js';
