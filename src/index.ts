@@ -5,3 +5,4 @@ export * from './text/index.js';
 export * from './eval/index.js';
 export * from './nn/index.js';
 export * from './video/index.js';
+export * from './data/index.js';
