@@ -1,0 +1,137 @@
+/**
+ * The pretraining config: one zod schema, validated once at the edge. Unknown keys and bad
+ * values are errors that name the key (`train.batchSize: expected an integer ≥ 2`).
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+const synthData = z.object({
+  kind: z.literal('synth'),
+  /** Folder of the generated corpus, frame caches and tokenizer (relative to the working directory). */
+  dir: z.string().default('data/synth-default'),
+  videos: z.number().int().min(18).optional(),
+  noise: z.number().min(0).max(1).optional(),
+  imbalance: z.number().min(1).optional(),
+  seed: z.number().int().min(0).optional(),
+  size: z.number().int().min(16).optional(),
+  frames: z.number().int().min(2).optional(),
+  fps: z.number().positive().optional(),
+}).strict();
+
+const manifestData = z.object({
+  kind: z.literal('manifest'),
+  /** Native JSONL manifest with `split` on every entry. */
+  manifest: z.string(),
+  /** Folder for the frame cache and built tokenizer (default: beside the manifest). */
+  dir: z.string().optional(),
+  trainSplit: z.string().default('train'),
+  testSplit: z.string().default('test'),
+  metaSplit: z.string().default('meta'),
+  allowOutsideRoot: z.boolean().default(false),
+}).strict();
+
+const msrvttData = z.object({
+  kind: z.literal('msrvtt'),
+  /** `MSRVTT_data.json`. */
+  annotations: z.string(),
+  /** Folder with `<video_id>.mp4`. */
+  videoDir: z.string(),
+  /** Optional 1k-A test CSV (`key,vid_key,video_id,sentence`); without it the JSON's test split is used. */
+  testCsv: z.string().optional(),
+  dir: z.string().default('data/msrvtt'),
+  allowOutsideRoot: z.boolean().default(false),
+}).strict();
+
+export const PretrainConfigSchema = z.object({
+  name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('default'),
+  seed: z.number().int().min(0).default(1),
+  backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
+  data: z.discriminatedUnion('kind', [synthData, manifestData, msrvttData]),
+  frames: z.object({
+    count: z.number().int().min(1).max(64).default(4),
+    size: z.number().int().min(8).max(512).default(32),
+    strategy: z.enum(['uniform', 'random', 'fps', 'head', 'tail']).default('uniform'),
+    concurrency: z.number().int().min(1).max(64).default(2),
+  }).strict().default({ count: 4, size: 32, strategy: 'uniform', concurrency: 2 }),
+  tokenizer: z.object({
+    /** An existing Hugging Face tokenizer folder; without it one is built from the training captions. */
+    dir: z.string().optional(),
+    vocabSize: z.number().int().min(32).max(100000).default(1000),
+    kind: z.enum(['wordpiece', 'bpe']).default('wordpiece'),
+    maxLen: z.number().int().min(4).max(512).default(24),
+  }).strict().default({ vocabSize: 1000, kind: 'wordpiece', maxLen: 24 }),
+  model: z.object({
+    preset: z.enum(['tiny', 'small', 'base']).default('tiny'),
+    temporalPooling: z.enum(['mean', 'transformer']).default('mean'),
+  }).strict().default({ preset: 'tiny', temporalPooling: 'mean' }),
+  loss: z.object({
+    /** μ of the subtractive angular margin, in radians; 0 is symmetric InfoNCE. */
+    marginRad: z.number().min(0).max(Math.PI / 2).default(0.1),
+    detachMargin: z.boolean().default(false),
+  }).strict().default({ marginRad: 0.1, detachMargin: false }),
+  train: z.object({
+    epochs: z.number().int().min(1).default(10),
+    /** Overrides epochs when set. */
+    steps: z.number().int().min(1).optional(),
+    batchSize: z.number().int().min(2).default(32),
+    lr: z.number().positive().max(1).default(2e-3),
+    /** Learning-rate factor of the encoders relative to the heads (projections, logit scale). */
+    encoderLrScale: z.number().positive().max(10).default(1),
+    minLr: z.number().min(0).default(0),
+    warmupSteps: z.number().int().min(0).default(20),
+    weightDecay: z.number().min(0).default(0.05),
+    clipNorm: z.number().min(0).default(1),
+    accumSteps: z.number().int().min(1).default(1),
+    evalEvery: z.number().int().min(0).default(0),
+    checkpointEvery: z.number().int().min(0).default(50),
+    keepCheckpoints: z.number().int().min(1).default(3),
+    maxNonFinite: z.number().int().min(1).default(5),
+  }).strict().default({
+    epochs: 10, batchSize: 32, lr: 2e-3, encoderLrScale: 1, minLr: 0, warmupSteps: 20, weightDecay: 0.05,
+    clipNorm: 1, accumSteps: 1, evalEvery: 0, checkpointEvery: 50, keepCheckpoints: 3, maxNonFinite: 5,
+  }),
+  eval: z.object({
+    batchSize: z.number().int().min(1).default(64),
+  }).strict().default({ batchSize: 64 }),
+}).strict();
+
+export type PretrainConfig = z.infer<typeof PretrainConfigSchema>;
+
+/** Folder of the shipped configs (pipelines/configs, also when run from dist/). */
+export const CONFIG_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'pipelines', 'configs');
+
+/** Formats zod issues as `path: message` lines. */
+export function formatIssues(error: z.ZodError, source: string): string {
+  const lines = error.issues.map((i) => {
+    const where = i.path.length ? i.path.join('.') : '(top level)';
+    return `  ${where}: ${i.message}`;
+  });
+  return `${source}: invalid config\n${lines.join('\n')}`;
+}
+
+/** Validates a config object; the error names every bad key. */
+export function parsePretrainConfig(raw: unknown, source = 'config'): PretrainConfig {
+  const r = PretrainConfigSchema.safeParse(raw);
+  if (!r.success) throw new Error(formatIssues(r.error, source));
+  return r.data;
+}
+
+/** Reads a config file: a path, or the name of a shipped config (`default`, `msrvtt`, …). */
+export async function loadPretrainConfig(nameOrPath: string): Promise<PretrainConfig> {
+  const file = /[\\/]|\.json$/.test(nameOrPath) ? path.resolve(nameOrPath) : path.join(CONFIG_DIR, `${nameOrPath}.json`);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new Error(`--config: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a JSON file or one of the names in ${CONFIG_DIR}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  return parsePretrainConfig(raw, file);
+}

@@ -1,0 +1,326 @@
+/**
+ * The pretraining pipeline: data → tokenizer → frame cache → dual encoder trained with the
+ * subtractive angular margin contrastive loss → retrieval on the test split → eval.json.
+ *
+ *   npm run pretrain                                   # the default config on the built-in synthetic corpus
+ *   node dist/pipelines/pretrain.js --config C [--data DIR] [--out runs/NAME] [--backend B] [--resume]
+ *
+ * Everything a run writes lives in `runs/NAME/`: checkpoints/, metrics.jsonl, eval.json.
+ */
+import { access, mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { tf } from '../src/backend/tf.js';
+import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
+import { buildFrameCache, openFrameCache, type FrameCache } from '../src/data/frameCache.js';
+import { BatchLoader, encodeCaptions, type CaptionTable, type LoaderState } from '../src/data/loader.js';
+import { readManifest } from '../src/data/manifest.js';
+import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
+import { generateSynthCorpus } from '../src/data/synth.js';
+import type { ManifestEntry } from '../src/data/types.js';
+import { retrievalMetricsBoth, type RetrievalMetrics } from '../src/eval/retrieval.js';
+import { samContrastiveLoss } from '../src/margin/sam.js';
+import { getConfig, type DualEncoderConfig } from '../src/nn/configs.js';
+import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
+import { valueAndGradsOf, type ParamStore, type Params } from '../src/nn/params.js';
+import { buildTokenizer } from '../src/text/buildTokenizer.js';
+import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
+import { loadLatestCheckpoint } from '../src/train/checkpoint.js';
+import { MetricsLogger } from '../src/train/logger.js';
+import { AdamW } from '../src/train/optimizer.js';
+import { cosineWithWarmup } from '../src/train/schedule.js';
+import { runTraining } from '../src/train/trainer.js';
+import { normalizeFrames } from '../src/video/transforms.js';
+import { loadPretrainConfig, parsePretrainConfig, type PretrainConfig } from './config.js';
+
+export interface PretrainOptions {
+  /** Run folder (default runs/<config name>). */
+  out?: string;
+  /** Overrides the data folder of the config. */
+  dataDir?: string;
+  backend?: string;
+  resume?: boolean;
+  quiet?: boolean;
+  /** Stop after this many steps (tests, smoke runs); the schedule still spans the full run. */
+  stopAfter?: number;
+}
+
+export interface EvalReport {
+  t2v: RetrievalMetrics;
+  v2t: RetrievalMetrics;
+  /** R@1 of a random ranking, in percent (100 / number of test videos). */
+  chanceR1: number;
+  testVideos: number;
+  testCaptions: number;
+}
+
+export interface PretrainResult {
+  runDir: string;
+  eval: EvalReport;
+  backend: string;
+  steps: number;
+  stopped: 'done' | 'signal';
+  wallSeconds: number;
+}
+
+interface Splits { train: ManifestEntry[]; test: ManifestEntry[]; dataDir: string; skipped: { source: string; reason: string }[] }
+
+async function exists(p: string): Promise<boolean> {
+  try { await access(p); return true; } catch { return false; }
+}
+
+async function loadData(cfg: PretrainConfig, dataDirOverride: string | undefined, log: (m: string) => void): Promise<Splits> {
+  const d = cfg.data;
+  if (d.kind === 'synth') {
+    const dir = path.resolve(dataDirOverride ?? d.dir);
+    const { kind: _kind, dir: _dir, ...params } = d;
+    const r = await generateSynthCorpus({ out: dir, ...params });
+    log(r.reused ? `synthetic corpus reused: ${dir}` : `synthetic corpus written: ${dir} (${r.clipsWritten} clips, ${r.seconds.toFixed(1)} s)`);
+    const m = await readManifest(r.manifestPath);
+    return { train: m.entries.filter((e) => e.split === 'train'), test: m.entries.filter((e) => e.split === 'test'), dataDir: dir, skipped: m.errors };
+  }
+  if (d.kind === 'manifest') {
+    const m = await readManifest(d.manifest, { allowOutsideRoot: d.allowOutsideRoot });
+    const dir = path.resolve(dataDirOverride ?? d.dir ?? path.join(path.dirname(d.manifest), '.vlmargin'));
+    const train = m.entries.filter((e) => e.split === d.trainSplit);
+    const test = m.entries.filter((e) => e.split === d.testSplit);
+    if (!train.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.trainSplit}' (data.trainSplit)`);
+    if (!test.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.testSplit}' (data.testSplit)`);
+    return { train, test, dataDir: dir, skipped: m.errors };
+  }
+  const train = await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'train', allowOutsideRoot: d.allowOutsideRoot });
+  const test = d.testCsv
+    ? await readMsrvtt1kA(d.testCsv, { videoDir: d.videoDir, allowOutsideRoot: d.allowOutsideRoot })
+    : await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'test', allowOutsideRoot: d.allowOutsideRoot });
+  return { train: train.entries, test: test.entries, dataDir: path.resolve(dataDirOverride ?? d.dir), skipped: [...train.errors, ...test.errors] };
+}
+
+async function prepareTokenizer(cfg: PretrainConfig, splits: Splits, log: (m: string) => void): Promise<Tokenizer> {
+  if (cfg.tokenizer.dir) return loadTokenizer(path.resolve(cfg.tokenizer.dir));
+  const dir = path.join(splits.dataDir, `tokenizer-${cfg.tokenizer.kind}-${cfg.tokenizer.vocabSize}`);
+  if (!(await exists(path.join(dir, 'tokenizer.json')))) {
+    // Built from training captions only, so test captions never shape the vocabulary.
+    const r = await buildTokenizer(splits.train.flatMap((e) => e.captions), { out: dir, vocabSize: cfg.tokenizer.vocabSize, kind: cfg.tokenizer.kind });
+    log(`tokenizer built: ${dir} (${r.vocabSize} tokens from ${r.words} words)`);
+  }
+  return loadTokenizer(dir);
+}
+
+async function prepareFrames(cfg: PretrainConfig, splits: Splits, quiet: boolean, log: (m: string) => void): Promise<FrameCache> {
+  const f = cfg.frames;
+  const dir = path.join(splits.dataDir, `frames-${f.count}x${f.size}-${f.strategy}-s${cfg.seed}`);
+  let last = 0;
+  const summary = await buildFrameCache([...splits.train, ...splits.test], {
+    out: dir, frames: f.count, size: f.size, strategy: f.strategy, seed: cfg.seed, concurrency: f.concurrency,
+    onProgress: (p) => {
+      if (quiet || p.todo === 0) return;
+      const now = performance.now();
+      if (now - last > 2000 || p.done === p.todo) { last = now; process.stderr.write(`\rframes: ${p.done}/${p.todo} decoded`); }
+    },
+  });
+  if (!quiet && summary.decoded > 0) process.stderr.write('\n');
+  log(`frame cache ${dir}: ${summary.decoded} decoded, ${summary.reused} reused, ${summary.skipped.length} skipped`);
+  for (const e of summary.skipped.slice(0, 10)) log(`  skipped ${e.id ?? e.source}: ${e.reason}`);
+  return openFrameCache(dir);
+}
+
+function modelConfig(cfg: PretrainConfig, tok: Tokenizer): DualEncoderConfig {
+  return getConfig(cfg.model.preset, {
+    vision: { imageSize: cfg.frames.size },
+    text: { vocabSize: tok.vocabSize, contextLength: cfg.tokenizer.maxLen },
+    temporal: { pooling: cfg.model.temporalPooling, maxFrames: Math.max(cfg.frames.count, 1) },
+  });
+}
+
+/** Embeds the test split once and ranks captions against videos (t2v) and back (v2t). */
+export async function evaluateRetrieval(
+  params: Params, modelCfg: DualEncoderConfig, cache: FrameCache, test: ManifestEntry[], tok: Tokenizer, maxLen: number, batchSize: number,
+): Promise<EvalReport> {
+  const videos = test.filter((e) => cache.has(e.id));
+  if (videos.length < 2) throw new Error(`evaluateRetrieval: only ${videos.length} test videos are in the frame cache; need at least 2`);
+  const table: CaptionTable = encodeCaptions(videos, (c) => tok.encode(c, maxLen));
+  const videoIndex = new Map(videos.map((v, i) => [v.id, i]));
+  const queryToVideo = Int32Array.from(table.videoIds, (id) => videoIndex.get(id)!);
+  const d = modelCfg.embedDim;
+  const videoEmb = new Float32Array(videos.length * d);
+  for (let s = 0; s < videos.length; s += batchSize) {
+    const chunk = videos.slice(s, s + batchSize);
+    const clips = await Promise.all(chunk.map((v) => cache.get(v.id)));
+    const [T, S] = clips[0].shape;
+    const buf = new Float32Array(chunk.length * T * S * S * 3);
+    clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * T * S * S * 3, (i + 1) * T * S * S * 3) }));
+    const emb = tf.tidy(() => {
+      const v = encodeVideo(params, tf.tensor(buf, [chunk.length, T, S, S, 3]), modelCfg);
+      return tf.div(v, tf.sqrt(tf.sum(tf.square(v), 1, true)));
+    });
+    videoEmb.set(emb.dataSync(), s * d);
+    emb.dispose();
+  }
+  const nq = table.videoIds.length;
+  const textEmb = new Float32Array(nq * d);
+  for (let s = 0; s < nq; s += batchSize) {
+    const n = Math.min(batchSize, nq - s);
+    const emb = tf.tidy(() => {
+      const ids = tf.tensor2d(table.ids.subarray(s * maxLen, (s + n) * maxLen), [n, maxLen], 'int32');
+      const mask = tf.tensor2d(table.mask.subarray(s * maxLen, (s + n) * maxLen), [n, maxLen], 'int32');
+      const t = encodeText(params, ids, mask, modelCfg);
+      return tf.div(t, tf.sqrt(tf.sum(tf.square(t), 1, true)));
+    });
+    textEmb.set(emb.dataSync(), s * d);
+    emb.dispose();
+  }
+  const sim = tf.tidy(() => tf.matMul(tf.tensor2d(textEmb, [nq, d]), tf.tensor2d(videoEmb, [videos.length, d]), false, true));
+  const simData = sim.dataSync() as Float32Array;
+  sim.dispose();
+  const { t2v, v2t } = retrievalMetricsBoth({ data: simData, rows: nq, cols: videos.length }, { queryToVideo });
+  return { t2v, v2t, chanceR1: 100 / videos.length, testVideos: videos.length, testCaptions: nq };
+}
+
+function optimizerFor(store: ParamStore, cfg: PretrainConfig): AdamW {
+  return new AdamW(store.snapshot() as Record<string, tf.Variable>, {
+    lr: cfg.train.lr,
+    weightDecay: cfg.train.weightDecay,
+    groups: (name) => {
+      const g = paramGroup(name);
+      return { lrScale: g.group === 'head' ? 1 : cfg.train.encoderLrScale, weightDecay: g.decay ? cfg.train.weightDecay : 0 };
+    },
+  });
+}
+
+/** Runs (or resumes) one pretraining job and returns its test-split retrieval figures. */
+export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {}): Promise<PretrainResult> {
+  const t0 = performance.now();
+  const runDir = path.resolve(opts.out ?? path.join('runs', cfg.name));
+  await mkdir(runDir, { recursive: true });
+  const log = (m: string) => { if (!opts.quiet) console.error(m); };
+  const backend: BackendChoice = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
+  log(`backend: ${backend.name}${backend.skipped.length ? ` (passed over: ${backend.skipped.map((s) => s.name).join(', ')})` : ''}`);
+
+  const splits = await loadData(cfg, opts.dataDir, log);
+  if (splits.skipped.length) log(`${splits.skipped.length} manifest items skipped (first: ${splits.skipped[0].source}: ${splits.skipped[0].reason})`);
+  const tok = await prepareTokenizer(cfg, splits, log);
+  const cache = await prepareFrames(cfg, splits, !!opts.quiet, log);
+  const modelCfg = modelConfig(cfg, tok);
+  const maxLen = cfg.tokenizer.maxLen;
+
+  const trainEntries = splits.train.filter((e) => cache.has(e.id));
+  if (trainEntries.length < cfg.train.batchSize) {
+    throw new Error(`train split has ${trainEntries.length} decodable videos, fewer than train.batchSize ${cfg.train.batchSize}`);
+  }
+  const table = encodeCaptions(trainEntries, (c) => tok.encode(c, maxLen));
+
+  const store = initDualEncoder(modelCfg, cfg.seed);
+  const optimizer = optimizerFor(store, cfg);
+  let resumeFrom: LoaderState | undefined;
+  let startStep = 0;
+  if (opts.resume) {
+    const ck = await loadLatestCheckpoint(runDir, { onWarning: (w) => log(`warning: ${w}`) });
+    if (ck) {
+      store.assign(ck.params, { requireAll: true });
+      if (ck.optimizer) optimizer.loadState(ck.optimizer, Number(ck.state.optimizerStep ?? ck.step));
+      tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
+      resumeFrom = ck.state.dataPosition as LoaderState;
+      startStep = ck.step;
+      log(`resumed from ${ck.dir} (step ${ck.step})`);
+    } else {
+      log(`--resume: no checkpoint in ${runDir}; starting from scratch`);
+    }
+  }
+  const loader = new BatchLoader(cache, table, {
+    batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), resumeFrom,
+  });
+  const totalSteps = cfg.train.steps ?? cfg.train.epochs * loader.batchesPerEpoch;
+  const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps, minLr: cfg.train.minLr });
+  const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet });
+  const params = store.snapshot();
+  log(`model ${modelCfg.name}: ${store.count().toLocaleString('en-US')} parameters; ${trainEntries.length} train videos, ${loader.batchesPerEpoch} steps/epoch, ${totalSteps} steps`);
+
+  const stopAt = Math.min(totalSteps, opts.stopAfter ?? totalSteps);
+  const training = await runTraining({
+    runDir, params: params as Record<string, tf.Variable>, optimizer, schedule,
+    totalSteps: stopAt, startStep,
+    accumSteps: cfg.train.accumSteps, clipNorm: cfg.train.clipNorm,
+    evalEvery: cfg.train.evalEvery, checkpointEvery: cfg.train.checkpointEvery, keepCheckpoints: cfg.train.keepCheckpoints,
+    maxNonFinite: cfg.train.maxNonFinite,
+    config: { pretrain: cfg, model: modelCfg, tokenizer: tok.dir },
+    logger, logitScaleName: 'logit_scale',
+  }, {
+    computeGrads: async () => {
+      const w0 = performance.now();
+      const batch = await loader.next();
+      const dataWaitMs = performance.now() - w0;
+      const [B, T, S] = batch.framesShape;
+      const frames = tf.tensor(batch.frames as Float32Array, batch.framesShape);
+      const ids = tf.tensor2d(batch.ids, batch.textShape, 'int32');
+      const mask = tf.tensor2d(batch.mask, batch.textShape, 'int32');
+      const { value, grads } = valueAndGradsOf((p) => {
+        const v = encodeVideo(p, frames, modelCfg);
+        const t = encodeText(p, ids, mask, modelCfg);
+        return samContrastiveLoss(v, t, { marginRad: cfg.loss.marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin }).loss as tf.Scalar;
+      }, params);
+      const loss = value.dataSync()[0];
+      tf.dispose([value, frames, ids, mask]);
+      void T; void S;
+      return { loss, grads, samples: B, dataWaitMs };
+    },
+    dataState: () => loader.state(),
+    evaluate: async () => {
+      const r = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize);
+      return { t2vR1: r.t2v.R1, v2tR1: r.v2t.R1, t2vR5: r.t2v.R5 };
+    },
+  });
+
+  const evalReport = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize);
+  const wallSeconds = (performance.now() - t0) / 1000;
+  await writeFile(path.join(runDir, 'eval.json'), JSON.stringify({
+    split: 'test', ...evalReport, steps: training.step, stopped: training.stopped, skippedSteps: training.skippedSteps,
+    backend: backend.name, wallSeconds, config: cfg, model: modelCfg,
+  }, null, 2) + '\n');
+  store.dispose();
+  optimizer.dispose();
+  return { runDir, eval: evalReport, backend: backend.name, steps: training.step, stopped: training.stopped, wallSeconds };
+}
+
+/** The retrieval table printed at the end of a run. */
+export function formatEvalTable(r: EvalReport): string {
+  const row = (name: string, m: RetrievalMetrics) =>
+    `| ${name} | ${m.R1.toFixed(1)} | ${m.R5.toFixed(1)} | ${m.R10.toFixed(1)} | ${m.MdR.toFixed(1)} | ${m.MnR.toFixed(1)} |`;
+  return [
+    `test split: ${r.testVideos} videos, ${r.testCaptions} captions; chance R@1 = ${r.chanceR1.toFixed(2)}%`,
+    '| direction | R@1 | R@5 | R@10 | MdR | MnR |',
+    '| --- | --- | --- | --- | --- | --- |',
+    row('text→video', r.t2v),
+    row('video→text', r.v2t),
+  ].join('\n');
+}
+
+export async function main(argv = process.argv.slice(2)): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string', default: 'default' },
+      data: { type: 'string' },
+      out: { type: 'string' },
+      backend: { type: 'string' },
+      resume: { type: 'boolean', default: false },
+      quiet: { type: 'boolean', default: false },
+      'stop-after': { type: 'string' },
+    },
+  });
+  const cfg = await loadPretrainConfig(values.config!);
+  let stopAfter: number | undefined;
+  if (values['stop-after'] !== undefined) {
+    stopAfter = Number(values['stop-after']);
+    if (!Number.isInteger(stopAfter) || stopAfter < 1) throw new Error(`--stop-after must be a positive integer, got ${values['stop-after']}`);
+  }
+  const r = await runPretrain(cfg, { out: values.out, dataDir: values.data, backend: values.backend, resume: values.resume, quiet: values.quiet, stopAfter });
+  console.log(formatEvalTable(r.eval));
+  console.log(`run: ${r.runDir} (${r.steps} steps on ${r.backend}, ${r.wallSeconds.toFixed(0)} s${r.stopped === 'signal' ? ', stopped by a signal: --resume continues' : ''})`);
+}
+
+export { parsePretrainConfig };
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().then(() => process.exit(0), (e: unknown) => { console.error(`pretrain: ${(e as Error).message}`); process.exit(1); });
+}

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadPretrainConfig, parsePretrainConfig } from '../pipelines/config.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const script = path.join(root, 'dist', 'pipelines', 'pretrain.js');
+
+function run(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; err: string }> } {
+  const child = spawn(process.execPath, [script, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d) => { err += d; });
+  child.stdout!.on('data', (d) => { err += d; });
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; err: string }>((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal, err }));
+  });
+  return { child, done };
+}
+
+describe('pretrain config', () => {
+  it('the shipped default config validates', async () => {
+    const cfg = await loadPretrainConfig('default');
+    assert.equal(cfg.data.kind, 'synth');
+    assert.equal(cfg.model.preset, 'tiny');
+  });
+
+  it('unknown keys and bad values are errors that name the key', () => {
+    assert.throws(() => parsePretrainConfig({ data: { kind: 'synth' }, train: { batchSise: 4 } }, 'c.json'), /c\.json: invalid config[\s\S]*train.*batchSise/);
+    assert.throws(() => parsePretrainConfig({ data: { kind: 'synth' }, train: { batchSize: 1 } }, 'c.json'), /train\.batchSize/);
+    assert.throws(() => parsePretrainConfig({ data: { kind: 'synth' }, loss: { marginRad: -0.1 } }, 'c.json'), /loss\.marginRad/);
+    assert.throws(() => parsePretrainConfig({ data: { kind: 'webm' } }, 'c.json'), /data/);
+  });
+
+  it('a missing config file is an error that names it', async () => {
+    await assert.rejects(() => loadPretrainConfig('/nonexistent/x.json'), /--config: cannot read \/nonexistent\/x\.json/);
+  });
+});
+
+describe('pretrain pipeline end to end', function () {
+  this.timeout(300000);
+  let tmp: string;
+  let configPath: string;
+
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-pretrain-'));
+    configPath = path.join(tmp, 'small.json');
+    await writeFile(configPath, JSON.stringify({
+      name: 'small', seed: 3, backend: 'wasm',
+      data: { kind: 'synth', dir: path.join(tmp, 'data'), videos: 40, noise: 0.2, imbalance: 4, seed: 5, size: 32, frames: 8 },
+      frames: { count: 2, size: 32 },
+      tokenizer: { vocabSize: 200, maxLen: 16 },
+      train: { steps: 24, batchSize: 8, lr: 0.002, warmupSteps: 2, checkpointEvery: 4, keepCheckpoints: 2 },
+      eval: { batchSize: 16 },
+    }));
+  });
+
+  it('runs, writes eval.json, and a kill -9 then --resume ends bit-identical to an uninterrupted run', async () => {
+    const outA = path.join(tmp, 'runA');
+    const a = await run(['--config', configPath, '--out', outA, '--quiet']).done;
+    assert.equal(a.code, 0, a.err);
+    const evalA = JSON.parse(await readFile(path.join(outA, 'eval.json'), 'utf8'));
+    for (const dir of ['t2v', 'v2t']) for (const k of ['R1', 'R5', 'R10', 'MdR', 'MnR']) assert.equal(typeof evalA[dir][k], 'number', `${dir}.${k}`);
+    assert.equal(evalA.steps, 24);
+    assert.equal(evalA.backend, 'wasm');
+    assert.ok(evalA.wallSeconds > 0);
+    const lines = (await readFile(path.join(outA, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(lines.length, 24);
+    for (const l of lines) {
+      assert.ok(Number.isFinite(l.loss) && l.loss > 0, `loss ${l.loss} at step ${l.step}`);
+      for (const k of ['lr', 'logitScale', 'samplesPerSec', 'dataWaitMs', 'memory']) assert.ok(k in l, k);
+    }
+    const tensorsFlat = lines.slice(2).every((l) => l.memory.numTensors === lines[1].memory.numTensors);
+    assert.ok(tensorsFlat, `numTensors per step: ${lines.map((l) => l.memory.numTensors)}`);
+
+    const outB = path.join(tmp, 'runB');
+    const b = run(['--config', configPath, '--out', outB, '--quiet']);
+    const ckDir = path.join(outB, 'checkpoints');
+    let killedAfter = '';
+    while (!killedAfter) {
+      await new Promise((r) => setTimeout(r, 25));
+      const names = existsSync(ckDir) ? (await readdir(ckDir)).filter((n) => /^step-\d+$/.test(n)) : [];
+      if (names.some((n) => n >= 'step-000008')) { b.child.kill('SIGKILL'); killedAfter = names.sort().at(-1)!; }
+      if (b.child.exitCode !== null) break;
+    }
+    const killed = await b.done;
+    assert.equal(killed.signal, 'SIGKILL', `the run ended before it could be killed: ${killed.err}`);
+    assert.ok(!existsSync(path.join(outB, 'eval.json')));
+    const resumed = await run(['--config', configPath, '--out', outB, '--resume', '--quiet']).done;
+    assert.equal(resumed.code, 0, resumed.err);
+    const finalA = await readFile(path.join(outA, 'checkpoints', 'step-000024', 'model.safetensors'));
+    const finalB = await readFile(path.join(outB, 'checkpoints', 'step-000024', 'model.safetensors'));
+    assert.ok(finalA.equals(finalB), `weights after kill at ${killedAfter} + resume differ from the uninterrupted run`);
+    const evalB = JSON.parse(await readFile(path.join(outB, 'eval.json'), 'utf8'));
+    assert.deepEqual(evalB.t2v, evalA.t2v);
+  });
+});
