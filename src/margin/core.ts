@@ -150,6 +150,14 @@ export function indicator(x: T, threshold: number | T): T {
   return piecewiseConstant([x, thr], (a, b) => tf.cast(tf.greater(a, b), 'float32'));
 }
 
+/**
+ * One-hot rows as float32. Built as int32 and cast: tfjs-backend-wasm 4.22's OneHot kernel
+ * returns all zeros when asked for float32 directly.
+ */
+export function oneHotFloat(labels: T, depth: number): T {
+  return tf.cast(tf.oneHot(labels as tf.Tensor1D, depth), 'float32');
+}
+
 /** The scale as a tensor that broadcasts against [B, C]: a scalar, or [B, 1] for per-row scales. */
 export function scaleColumn(scale: RowScale): T {
   if (typeof scale === 'number') return tf.scalar(scale);
@@ -194,7 +202,7 @@ export interface ApplyMarginOptions {
 export function applyMargin(cosine: T, labels: T, spec: MarginSpec, opts: ApplyMarginOptions): { logits: T; targetLogit: T } {
   return tf.tidy(() => {
     const numClasses = cosine.shape[1] as number;
-    const oneHot = tf.oneHot(labels as tf.Tensor1D, numClasses, 1, 0, 'float32');
+    const oneHot = oneHotFloat(labels, numClasses);
     const cosY = tf.sum(tf.mul(cosine, oneHot), 1);
     const detach = (d: T): T => (opts.detachMargin ? stopGradient(d) : d);
 

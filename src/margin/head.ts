@@ -9,7 +9,7 @@ import { tf } from '../backend/tf.js';
 import { l2Normalize } from '../backend/safeOps.js';
 import {
   applyMargin, checkFinite, checkLabels, checkMatrix, checkTensor, checkWeights, reduceLoss, rowNorm, targetCrossEntropy,
-  type MarginSpec, type RowScale,
+  oneHotFloat, type MarginSpec, type RowScale,
 } from './core.js';
 import { combinedMargin } from './combined.js';
 import { camriRowMargins } from './camri.js';
@@ -190,7 +190,7 @@ export class MarginHead {
     switch (s.name) {
       case 'softmax': {
         const logits = tf.matMul(x, W, false, true);
-        const target = tf.sum(tf.mul(logits, tf.oneHot(labels as tf.Tensor1D, s.numClasses, 1, 0, 'float32')), 1);
+        const target = tf.sum(tf.mul(logits, oneHotFloat(labels, s.numClasses)), 1);
         return targetCrossEntropy(logits, target);
       }
       case 'normface':

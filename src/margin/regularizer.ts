@@ -5,7 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { l2Normalize } from '../backend/safeOps.js';
-import { checkFinite, checkMatrix, piecewiseConstant } from './core.js';
+import { checkFinite, checkMatrix, piecewiseConstant, oneHotFloat } from './core.js';
 
 type T = tf.Tensor;
 
@@ -21,7 +21,7 @@ function nearestOtherRow(wHat: T, blockRows: number): T {
       const rows = Math.min(blockRows, C - start);
       const block = tf.matMul(tf.slice(wHat, [start, 0], [rows, -1]), wHat, false, true);
       // Push each row's own column below any cosine (≥ −1).
-      const self = tf.oneHot(tf.range(start, start + rows, 1, 'int32'), C, 3, 0, 'float32');
+      const self = tf.mul(oneHotFloat(tf.range(start, start + rows, 1, 'int32'), C), 3);
       parts.push(tf.argMax(tf.sub(block, self), 1));
     }
     return tf.cast(tf.concat(parts), 'float32');

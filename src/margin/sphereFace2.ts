@@ -7,7 +7,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { powInt, softplus, stopGradient } from '../backend/safeOps.js';
-import { checkNumber, checkRowScale, checkWeights, reduceLoss, type RowScale } from './core.js';
+import { checkNumber, checkRowScale, checkWeights, reduceLoss, type RowScale, oneHotFloat } from './core.js';
 import { checkCosineAndLabels } from './combined.js';
 
 type T = tf.Tensor;
@@ -87,7 +87,7 @@ export function sphereFace2PerSample(cosine: T, labels: T, o: Required<SphereFac
     };
     // Every class first as a negative (one C-wide g and softplus), then the target swapped
     // from its negative to its positive term on [B] only.
-    const oneHot = tf.oneHot(labels as tf.Tensor1D, cosine.shape[1] as number, 1, 0, 'float32');
+    const oneHot = oneHotFloat(labels, cosine.shape[1] as number);
     const cosY = tf.sum(tf.mul(cosine, oneHot), 1);
     const allNeg = tf.sum(softplus(z(cosine, m)), 1);
     const negs = tf.sub(allNeg, softplus(z(cosY, m)));

@@ -5,7 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { exp, stopGradient } from '../backend/safeOps.js';
-import { checkFinite, checkLabels, checkMatrix, checkWeights, reduceLoss, rowNorm } from './core.js';
+import { checkFinite, checkLabels, checkMatrix, checkWeights, reduceLoss, rowNorm, oneHotFloat } from './core.js';
 
 type T = tf.Tensor;
 
@@ -35,7 +35,7 @@ export function virtualSoftmaxLoss(embeddings: T, weights: T, labels: T, opts: {
 export function virtualSoftmaxPerSample(embeddings: T, weights: T, labels: T): T {
   return tf.tidy(() => {
     const logits = tf.matMul(embeddings, weights, false, true);
-    const oneHot = tf.oneHot(labels as tf.Tensor1D, weights.shape[0], 1, 0, 'float32');
+    const oneHot = oneHotFloat(labels, weights.shape[0]);
     const target = tf.sum(tf.mul(logits, oneHot), 1);
     const virtual = tf.mul(rowNorm(tf.gather(weights, labels)), rowNorm(embeddings));
     // logSumExp over the C logits and the virtual one without concatenating a [B, C+1] copy;
