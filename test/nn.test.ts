@@ -1,0 +1,468 @@
+import assert from 'node:assert/strict';
+import { tf } from '../src/backend/tf.js';
+import * as ops from '../src/backend/safeOps.js';
+import {
+  ParamStore, initialValues, valueAndGradsOf, type Params,
+} from '../src/nn/params.js';
+import { layerNorm, linear, matMul, patchify } from '../src/nn/layers.js';
+import { attentionBias, multiHeadAttention } from '../src/nn/attention.js';
+import {
+  countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,
+} from '../src/nn/dualEncoder.js';
+import { getConfig, validateConfig, type DualEncoderConfig } from '../src/nn/configs.js';
+import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
+
+/** A model small enough for finite differences in float32. */
+const micro: DualEncoderConfig = getConfig('tiny', {
+  name: 'micro',
+  vision: { imageSize: 8, patchSize: 4, width: 8, layers: 1, heads: 2 },
+  text: { vocabSize: 20, contextLength: 6, width: 8, layers: 1, heads: 2 },
+  temporal: { pooling: 'transformer', maxFrames: 3, layers: 1, heads: 2 },
+  embedDim: 8,
+});
+
+function textBatch(lengths: number[], L: number, vocab: number, seed: number): { ids: tf.Tensor2D; mask: tf.Tensor2D } {
+  const u = seededUniform(lengths.length * L, seed, 0, 1);
+  const ids = new Int32Array(lengths.length * L);
+  const mask = new Float32Array(lengths.length * L);
+  lengths.forEach((len, b) => {
+    for (let i = 0; i < len; i++) { ids[b * L + i] = 1 + Math.floor(u[b * L + i] * (vocab - 1)); mask[b * L + i] = 1; }
+  });
+  return { ids: tf.tensor2d(ids, [lengths.length, L], 'int32'), mask: tf.tensor2d(mask, [lengths.length, L]) };
+}
+
+function framesBatch(b: number, t: number, size: number, seed: number): tf.Tensor {
+  return tf.tensor(seededUniform(b * t * size * size * 3, seed, -1.5, 1.5), [b, t, size, size, 3]);
+}
+
+/** Symmetric InfoNCE with the learnable scale: touches every parameter of the model. */
+function clipLoss(p: Params, cfg: DualEncoderConfig, frames: tf.Tensor, ids: tf.Tensor, mask: tf.Tensor): tf.Scalar {
+  const v = ops.l2Normalize(encodeVideo(p, frames, cfg), 1);
+  const t = ops.l2Normalize(encodeText(p, ids, mask, cfg), 1);
+  const logits = tf.mul(tf.matMul(v, t, false, true), ops.exp(p.logit_scale));
+  const labels = tf.range(0, frames.shape[0], 1, 'int32');
+  return tf.mean(tf.add(ops.softmaxCrossEntropy(logits, labels), ops.softmaxCrossEntropy(tf.transpose(logits), labels))) as tf.Scalar;
+}
+
+function close(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void {
+  const e = relErr(a, b);
+  assert.ok(e < tol, `${what}: relative error ${e} ≥ ${tol}`);
+}
+
+// ---- plain-JS references (float64, loops) ----
+
+function refLayerNorm(row: number[], g: ArrayLike<number>, b: ArrayLike<number>, eps: number): number[] {
+  const mu = row.reduce((a, v) => a + v, 0) / row.length;
+  const varr = row.reduce((a, v) => a + (v - mu) ** 2, 0) / row.length;
+  return row.map((v, i) => (v - mu) / Math.sqrt(varr + eps) * g[i] + b[i]);
+}
+
+/** y = x·W + b with W [in, out] row-major. */
+function refLinear(x: number[], W: ArrayLike<number>, b: ArrayLike<number> | null, dout: number): number[] {
+  const out = new Array<number>(dout).fill(0);
+  for (let o = 0; o < dout; o++) {
+    let s = b ? b[o] : 0;
+    for (let i = 0; i < x.length; i++) s += x[i] * W[i * dout + o];
+    out[o] = s;
+  }
+  return out;
+}
+
+/** Self-attention of one sequence by loops; `allowed(i, j)` says whether query i may see key j. */
+function refAttention(x: number[][], w: { qkvW: ArrayLike<number>; qkvB: ArrayLike<number>; outW: ArrayLike<number>; outB: ArrayLike<number> },
+  heads: number, allowed: (i: number, j: number) => boolean): number[][] {
+  const L = x.length; const D = x[0].length; const dh = D / heads;
+  const qkv = x.map((row) => refLinear(row, w.qkvW, w.qkvB, 3 * D));
+  const ctx = x.map(() => new Array<number>(D).fill(0));
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < L; i++) {
+      const scores: number[] = [];
+      for (let j = 0; j < L; j++) {
+        let s = 0;
+        for (let c = 0; c < dh; c++) s += qkv[i][h * dh + c] * qkv[j][D + h * dh + c];
+        scores.push(allowed(i, j) ? s / Math.sqrt(dh) : -Infinity);
+      }
+      const m = Math.max(...scores);
+      const e = scores.map((s) => (s === -Infinity ? 0 : Math.exp(s - m)));
+      const z = e.reduce((a, v) => a + v, 0);
+      for (let j = 0; j < L; j++) for (let c = 0; c < dh; c++) ctx[i][h * dh + c] += e[j] / z * qkv[j][2 * D + h * dh + c];
+    }
+  }
+  return ctx.map((row) => refLinear(row, w.outW, w.outB, D));
+}
+
+describe('nn: parameter store', () => {
+  it('same seed gives the same weights, another seed others; init schemes have the right statistics', () => {
+    const specs = [
+      { name: 'a', shape: [200, 50], init: { kind: 'normal' as const, std: 0.5 } },
+      { name: 'b', shape: [100, 40], init: { kind: 'truncNormal' as const, std: 2 } },
+      { name: 'c', shape: [30, 70], init: { kind: 'xavier' as const } },
+      { name: 'd', shape: [5], init: { kind: 'ones' as const } },
+      { name: 'e', shape: [], init: { kind: 'constant' as const, value: 4.5 } },
+    ];
+    const s1 = new ParamStore(7).addAll(specs);
+    const s2 = new ParamStore(7).addAll([...specs].reverse());
+    const s3 = new ParamStore(8).addAll(specs);
+    for (const n of ['a', 'b', 'c']) {
+      assert.deepEqual(s1.get(n).dataSync(), s2.get(n).dataSync(), `${n}: same seed, any order, same values`);
+      assert.notDeepEqual(s1.get(n).dataSync(), s3.get(n).dataSync(), `${n}: other seed, other values`);
+    }
+    const a = Array.from(s1.get("a").dataSync());
+    const mean = a.reduce((x, v) => x + v, 0) / a.length;
+    const sd = Math.sqrt(a.reduce((x, v) => x + (v - mean) ** 2, 0) / a.length);
+    assert.ok(Math.abs(mean) < 0.02 && Math.abs(sd - 0.5) < 0.02, `normal(0.5): mean ${mean}, sd ${sd}`);
+    const b = Array.from(s1.get("b").dataSync());
+    assert.ok(b.every((v) => Math.abs(v) <= 4), 'trunc normal stays within 2 std');
+    // Var of N(0,1) truncated to ±2 is 1 − 4φ(2)/(2Φ(2) − 1) ≈ 0.7737.
+    const sdB = Math.sqrt(b.reduce((x, v) => x + v * v, 0) / b.length);
+    assert.ok(Math.abs(sdB - 2 * Math.sqrt(0.7737)) < 0.05, `trunc normal sd ${sdB}`);
+    const c = Array.from(s1.get("c").dataSync());
+    const bound = Math.sqrt(6 / 100);
+    assert.ok(c.every((v) => Math.abs(v) <= bound) && Math.max(...c.map(Math.abs)) > 0.95 * bound, 'xavier uniform bound √(6/(30+70))');
+    assert.deepEqual(Array.from(s1.get('d').dataSync()), [1, 1, 1, 1, 1]);
+    assert.equal(s1.get('e').dataSync()[0], 4.5);
+    assert.deepEqual(s1.get('e').shape, []);
+    assert.equal(s1.count(), 10000 + 4000 + 2100 + 5 + 1);
+    assert.deepEqual(initialValues(specs[0], 7), s1.get('a').dataSync());
+    for (const s of [s1, s2, s3]) s.dispose();
+  });
+
+  it('snapshot holds the variables; assign checks names and shapes; counts by prefix', () => {
+    const s = new ParamStore(1).addAll([
+      { name: 'enc.w', shape: [2, 3], init: { kind: 'zeros' } },
+      { name: 'enc.b', shape: [3], init: { kind: 'zeros' } },
+      { name: 'head.w', shape: [3, 1], init: { kind: 'zeros' } },
+    ]);
+    assert.equal(s.snapshot()['enc.w'], s.get('enc.w'));
+    assert.deepEqual(s.countByPrefix(1), { enc: 9, head: 3 });
+    assert.equal(s.count('enc.'), 9);
+    s.assign({ 'enc.b': tf.tensor1d([1, 2, 3]) });
+    assert.deepEqual(Array.from(s.get('enc.b').dataSync()), [1, 2, 3]);
+    s.assign({ 'head.w': { shape: [3, 1], data: Float32Array.from([4, 5, 6]) } });
+    assert.deepEqual(Array.from(s.get('head.w').dataSync()), [4, 5, 6]);
+    assert.throws(() => s.assign({ 'enc.w': tf.zeros([3, 2]), nope: tf.zeros([1]) }), /'enc.w' has shape \[3,2\], expected \[2,3\][\s\S]*unknown parameter 'nope'/);
+    assert.throws(() => s.assign({ 'enc.b': tf.zeros([3]) }, { requireAll: true }), /missing parameter 'enc.w'[\s\S]*missing parameter 'head.w'/);
+    assert.throws(() => s.add({ name: 'enc.b', shape: [3], init: { kind: 'zeros' } }), /already exists/);
+    assert.throws(() => s.add({ name: 'x', shape: [0], init: { kind: 'zeros' } }), /'x' shape must be positive integers/);
+    assert.throws(() => s.get('missing'), /no parameter 'missing'/);
+    const before = tf.memory().numTensors;
+    s.dispose();
+    assert.equal(tf.memory().numTensors, before - 3);
+  });
+});
+
+describe('nn: layers against plain-JS references', () => {
+  it('linear and layer norm match loops', () => {
+    const x = seededUniform(3 * 5, 1, -2, 2);
+    const W = seededUniform(5 * 4, 2); const b = seededUniform(4, 3);
+    const g = seededUniform(5, 4, 0.5, 1.5); const be = seededUniform(5, 5);
+    const p: Params = { 'l.weight': tf.tensor2d(W, [5, 4]), 'l.bias': tf.tensor1d(b), 'n.weight': tf.tensor1d(g), 'n.bias': tf.tensor1d(be) };
+    const xt = tf.tensor3d(x, [1, 3, 5]);
+    const y = linear(p, 'l', xt);
+    const n = layerNorm(p, 'n', xt, 1e-5);
+    assert.deepEqual(y.shape, [1, 3, 4]);
+    const rows = [0, 1, 2].map((r) => Array.from(x.slice(r * 5, r * 5 + 5)));
+    close(y.dataSync(), rows.flatMap((r) => refLinear(r, W, b, 4)), 1e-5, 'linear');
+    close(n.dataSync(), rows.flatMap((r) => refLayerNorm(r, g, be, 1e-5)), 1e-5, 'layerNorm');
+    tf.dispose([...Object.values(p), xt, y, n]);
+  });
+
+  it('matMul: value, gradient and Hessian-vector product against finite differences (rank 2 and batched)', () => tf.tidy(() => {
+    for (const [sa, sb] of [[[3, 4], [4, 2]], [[2, 3, 4], [2, 4, 3]]]) {
+      const a = tf.tensor(seededUniform(sa.reduce((x, y) => x * y), 11), sa);
+      const b = tf.tensor(seededUniform(sb.reduce((x, y) => x * y), 12), sb);
+      const ref = tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
+      close(matMul(a, b).dataSync(), ref.dataSync(), 1e-6, 'matMul value');
+      const w = tf.tensor(seededUniform(ref.size, 13), ref.shape);
+      // Quadratic in a (and in b through the product), so the Hessian is not zero.
+      const f = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMul(t, b)), w));
+      const g = tf.tidy(() => tf.grad(f)(a).dataSync());
+      close(g, fdGrad(f, a, 1e-2), 1e-2, 'matMul gradient');
+      const fb = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMul(a, t)), w));
+      close(tf.tidy(() => tf.grad(fb)(b).dataSync()), fdGrad(fb, b, 1e-2), 1e-2, 'matMul gradient wrt b');
+      const v = tf.tensor(seededUniform(a.size, 14), a.shape);
+      const h = hvpBothWays(f, a, v, 1e-2);
+      close(h.auto, h.fd, 2e-2, 'matMul HVP');
+      tf.dispose([a, b, ref, w, v]);
+    }
+    assert.throws(() => matMul(tf.zeros([2, 3]), tf.zeros([2, 3])), /do not multiply/);
+  }));
+
+  it('patchify orders patches row-major and each patch as (row, column, channel)', () => tf.tidy(() => {
+    const N = 2; const H = 8; const W = 12; const C = 3; const p = 4;
+    const img = seededUniform(N * H * W * C, 21);
+    const out = patchify(tf.tensor4d(img, [N, H, W, C]), p);
+    assert.deepEqual(out.shape, [N, (H / p) * (W / p), p * p * C]);
+    const o = out.dataSync();
+    const gw = W / p;
+    let worst = 0;
+    for (let n = 0; n < N; n++) for (let gy = 0; gy < H / p; gy++) for (let gx = 0; gx < gw; gx++) {
+      for (let ky = 0; ky < p; ky++) for (let kx = 0; kx < p; kx++) for (let c = 0; c < C; c++) {
+        const got = o[((n * (H / p) * gw + gy * gw + gx) * p * p + ky * p + kx) * C + c];
+        const want = img[((n * H + gy * p + ky) * W + gx * p + kx) * C + c];
+        worst = Math.max(worst, Math.abs(got - want));
+      }
+    }
+    assert.equal(worst, 0);
+    assert.throws(() => patchify(tf.zeros([1, 10, 10, 3]), 4), /'patch' 4 must divide/);
+    out.dispose();
+  }));
+
+  it('multi-head attention with key padding and causal masks matches a loop reference', () => tf.tidy(() => {
+    const B = 2; const L = 5; const D = 8; const H = 2;
+    const w = { qkvW: seededUniform(D * 3 * D, 31), qkvB: seededUniform(3 * D, 32), outW: seededUniform(D * D, 33), outB: seededUniform(D, 34) };
+    const p: Params = {
+      'a.qkv.weight': tf.tensor2d(w.qkvW, [D, 3 * D]), 'a.qkv.bias': tf.tensor1d(w.qkvB),
+      'a.out.weight': tf.tensor2d(w.outW, [D, D]), 'a.out.bias': tf.tensor1d(w.outB),
+    };
+    const x = seededUniform(B * L * D, 35);
+    const mask = [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]];
+    const xt = tf.tensor3d(x, [B, L, D]);
+    const kp = tf.tensor2d(mask);
+    for (const causal of [false, true]) {
+      const bias = attentionBias(B, L, { keyPadding: kp, causal });
+      const y = multiHeadAttention(p, 'a', xt, H, bias);
+      const want: number[] = [];
+      for (let b = 0; b < B; b++) {
+        const rows = Array.from({ length: L }, (_, i) => Array.from(x.slice((b * L + i) * D, (b * L + i + 1) * D)));
+        want.push(...refAttention(rows, w, H, (i, j) => mask[b][j] === 1 && (!causal || j <= i)).flat());
+      }
+      close(y.dataSync(), want, 1e-4, `attention causal=${causal}`);
+      tf.dispose([y, bias!]);
+    }
+    const none = multiHeadAttention(p, 'a', xt, H, attentionBias(B, L, {}));
+    const wantNone: number[] = [];
+    for (let b = 0; b < B; b++) {
+      const rows = Array.from({ length: L }, (_, i) => Array.from(x.slice((b * L + i) * D, (b * L + i + 1) * D)));
+      wantNone.push(...refAttention(rows, w, H, () => true).flat());
+    }
+    close(none.dataSync(), wantNone, 1e-4, 'attention without mask');
+    assert.throws(() => multiHeadAttention(p, 'a', xt, 3), /'heads' 3 must divide the width 8/);
+    tf.dispose([...Object.values(p), xt, kp, none]);
+  }));
+
+  it('a masked key gets zero weight: changing padded tokens, or later tokens under the causal mask, changes nothing else', () => tf.tidy(() => {
+    const B = 1; const L = 6; const D = 8;
+    const p: Params = {
+      'a.qkv.weight': tf.tensor2d(seededUniform(D * 3 * D, 41), [D, 3 * D]), 'a.qkv.bias': tf.tensor1d(seededUniform(3 * D, 42)),
+      'a.out.weight': tf.tensor2d(seededUniform(D * D, 43), [D, D]), 'a.out.bias': tf.tensor1d(seededUniform(D, 44)),
+    };
+    const x1 = seededUniform(L * D, 45);
+    const x2 = Float32Array.from(x1);
+    for (let i = 4 * D; i < L * D; i++) x2[i] += 5; // tokens 4 and 5 change
+    const run = (x: Float32Array, mask: tf.Tensor | undefined, causal: boolean) => tf.tidy(() =>
+      multiHeadAttention(p, 'a', tf.tensor3d(x, [B, L, D]), 2, attentionBias(B, L, { keyPadding: mask, causal })).dataSync());
+    const kp = tf.tensor2d([[1, 1, 1, 1, 0, 0]]);
+    const a = run(x1, kp, false); const b = run(x2, kp, false);
+    assert.deepEqual(a.slice(0, 4 * D), b.slice(0, 4 * D), 'padding: real positions are unchanged');
+    const c = run(x1, undefined, true); const d = run(x2, undefined, true);
+    assert.deepEqual(c.slice(0, 4 * D), d.slice(0, 4 * D), 'causal: earlier positions are unchanged');
+    const e = run(x1, undefined, false); const f = run(x2, undefined, false);
+    assert.ok(relErr(e.slice(0, 4 * D), f.slice(0, 4 * D)) > 1e-3, 'without a mask the change does reach them');
+    tf.dispose([...Object.values(p), kp]);
+  }));
+});
+
+describe('nn: dual encoder', () => {
+  it('tiny encoders give [B, E]; text pooling reads the last real token, so padding never matters', () => tf.tidy(() => {
+    const cfg = getConfig('tiny');
+    const store = initDualEncoder(cfg, 3);
+    const p = store.snapshot();
+    const frames = framesBatch(2, 3, 32, 51);
+    const v = encodeVideo(p, frames, cfg);
+    assert.deepEqual(v.shape, [2, 64]);
+    const { ids, mask } = textBatch([4, 7], 9, cfg.text.vocabSize, 52);
+    const t = encodeText(p, ids, mask, cfg);
+    assert.deepEqual(t.shape, [2, 64]);
+    // Row 0 alone and unpadded, at length 4, must give the same embedding.
+    const ids0 = tf.slice(ids, [0, 0], [1, 4]);
+    const alone = encodeText(p, ids0, tf.ones([1, 4]), cfg);
+    close(alone.dataSync(), t.dataSync().slice(0, 64), 1e-5, 'padded vs unpadded row');
+    // Garbage in padded positions changes nothing.
+    const idsArr = ids.arraySync(); idsArr[0][6] = 17; idsArr[0][8] = 999;
+    const t2 = encodeText(p, tf.tensor2d(idsArr, undefined, 'int32'), mask, cfg);
+    assert.deepEqual(t2.dataSync(), t.dataSync());
+    // The video embedding does depend on every frame (mean pooling over time).
+    const frames2 = tf.concat([tf.slice(frames, [0, 0, 0, 0, 0], [2, 2, 32, 32, 3]), tf.zeros([2, 1, 32, 32, 3])], 1);
+    assert.ok(relErr(encodeVideo(p, frames2, cfg).dataSync(), v.dataSync()) > 1e-3);
+    store.dispose();
+  }));
+
+  it('temporal transformer pooling and CLS pooling run, with their own parameters', () => tf.tidy(() => {
+    const cfg = getConfig('tiny', { temporal: { pooling: 'transformer' }, text: { causal: false, pooling: 'cls' } });
+    const store = initDualEncoder(cfg, 4);
+    assert.ok(store.has('video.temporal.pos_embed') && store.has('video.temporal.blocks.0.attn.qkv.weight'));
+    const p = store.snapshot();
+    assert.deepEqual(encodeVideo(p, framesBatch(3, 2, 32, 53), cfg).shape, [3, 64]);
+    const { ids, mask } = textBatch([3, 5], 5, cfg.text.vocabSize, 54);
+    const t = encodeText(p, ids, mask, cfg);
+    // Bidirectional with CLS: row 0's padded tail is masked out as keys, so its ids do not matter.
+    const idsArr = ids.arraySync(); idsArr[0][4] = 5;
+    assert.deepEqual(encodeText(p, tf.tensor2d(idsArr, undefined, 'int32'), mask, cfg).dataSync(), t.dataSync());
+    assert.throws(() => encodeVideo(p, framesBatch(1, 9, 32, 55), cfg), /9 frames per clip, more than temporal.maxFrames 8/);
+    store.dispose();
+  }));
+
+  it('the forward takes plain tensors θ′ = θ − α·g and agrees with variables holding the same values', () => {
+    const cfg = getConfig('tiny');
+    const store = initDualEncoder(cfg, 5);
+    const frames = framesBatch(4, 2, 32, 61);
+    const { ids, mask } = textBatch([3, 6, 2, 8], 8, cfg.text.vocabSize, 62);
+    const theta = store.snapshot();
+    const { value, grads } = valueAndGradsOf((p) => clipLoss(p, cfg, frames, ids, mask), theta);
+    const thetaPrime: Params = {};
+    for (const n of store.names()) thetaPrime[n] = tf.sub(theta[n], tf.mul(grads[n], 0.1));
+    assert.ok(!(thetaPrime['text.proj.weight'] instanceof tf.Variable));
+    const other = initDualEncoder(cfg, 99);
+    other.assign(thetaPrime, { requireAll: true });
+    const vPlain = encodeVideo(thetaPrime, frames, cfg).dataSync();
+    const vVar = encodeVideo(other.snapshot(), frames, cfg).dataSync();
+    assert.deepEqual(vPlain, vVar);
+    assert.deepEqual(encodeText(thetaPrime, ids, mask, cfg).dataSync(), encodeText(other.snapshot(), ids, mask, cfg).dataSync());
+    // And the step lowers the loss (the gradient points the right way).
+    const after = clipLoss(thetaPrime, cfg, frames, ids, mask).dataSync()[0];
+    assert.ok(after < value.dataSync()[0], `loss ${value.dataSync()[0]} → ${after}`);
+    tf.dispose([value, ...Object.values(grads), ...Object.values(thetaPrime), frames, ids, mask]);
+    store.dispose(); other.dispose();
+  });
+
+  it('gradients wrt every parameter (temporal transformer included) are finite and non-zero', () => {
+    const cfg = getConfig('tiny', { temporal: { pooling: 'transformer' } });
+    const store = initDualEncoder(cfg, 6);
+    const frames = framesBatch(4, 3, 32, 71);
+    const { ids, mask } = textBatch([3, 6, 2, 8], 8, cfg.text.vocabSize, 72);
+    tf.tidy(() => {
+      const { grads } = valueAndGradsOf((p) => clipLoss(p, cfg, frames, ids, mask), store.snapshot());
+      assert.equal(Object.keys(grads).length, store.names().length);
+      for (const [n, g] of Object.entries(grads)) {
+        const d = g.dataSync();
+        assert.ok(d.every(Number.isFinite), `${n}: non-finite gradient`);
+        assert.ok(d.some((x) => Math.abs(x) > 0), `${n}: all-zero gradient`);
+      }
+    });
+    tf.dispose([frames, ids, mask]);
+    store.dispose();
+  });
+
+  it('second order: Hessian-vector products through the whole text and video encoders match finite differences', () => {
+    const store = initDualEncoder(micro, 8);
+    const p0 = store.snapshot();
+    const frames = framesBatch(2, 2, 8, 81);
+    const { ids, mask } = textBatch([4, 6], 6, micro.text.vocabSize, 82);
+    const target = tf.tensor2d(seededUniform(2 * 8, 83), [2, 8]);
+    const cases: { name: string; loss: (p: Params) => tf.Tensor }[] = [
+      // The first block's norm sits before attention, softmax, MLP, EOS pooling and the projection.
+      { name: 'text.blocks.0.ln_1.weight', loss: (p) => encodeText(p, ids, mask, micro) },
+      { name: 'text.token_embed.weight', loss: (p) => encodeText(p, ids, mask, micro) },
+      { name: 'video.patch_embed.weight', loss: (p) => encodeVideo(p, frames, micro) },
+      { name: 'video.temporal.blocks.0.attn.qkv.weight', loss: (p) => encodeVideo(p, frames, micro) },
+    ];
+    for (const c of cases) {
+      const x0 = p0[c.name];
+      const f = (x: tf.Tensor) => tf.sum(tf.mul(ops.l2Normalize(c.loss({ ...p0, [c.name]: x }), 1), target));
+      // Steps relative to the parameter's scale: embeddings start at std 0.01–0.02, where an
+      // absolute step of 0.01 would be far outside the quadratic regime of the difference.
+      const rms = Math.sqrt(tf.tidy(() => tf.mean(tf.square(x0)).dataSync()[0]));
+      const v = tf.tensor(seededUniform(x0.size, 84).map((u) => u * rms), x0.shape);
+      const { auto, fd } = hvpBothWays(f, x0, v, 1e-2);
+      assert.ok(Math.max(...Array.from(fd, Math.abs)) > 1e-3, `${c.name}: the Hessian is not trivially zero`);
+      close(auto, fd, 1e-2, `HVP wrt ${c.name}`);
+      v.dispose();
+    }
+    tf.dispose([frames, ids, mask, target]);
+    store.dispose();
+  });
+
+  it('bilevel: the hypergradient of a meta loss through one virtual SGD step of the micro model matches finite differences', () => {
+    const store = initDualEncoder(micro, 9);
+    const theta = store.snapshot();
+    const names = store.names();
+    const frames = framesBatch(3, 2, 8, 91);
+    const { ids, mask } = textBatch([3, 6, 4], 6, micro.text.vocabSize, 92);
+    const mFrames = framesBatch(3, 2, 8, 93);
+    const m = textBatch([5, 2, 6], 6, micro.text.vocabSize, 94);
+    const alpha = 0.1;
+    const perSample = (p: Params, fr: tf.Tensor, ii: tf.Tensor, mm: tf.Tensor) => {
+      const v = ops.l2Normalize(encodeVideo(p, fr, micro), 1);
+      const t = ops.l2Normalize(encodeText(p, ii, mm, micro), 1);
+      const logits = tf.mul(tf.matMul(v, t, false, true), ops.exp(p.logit_scale));
+      return ops.softmaxCrossEntropy(logits, tf.range(0, fr.shape[0], 1, 'int32'));
+    };
+    const metaLoss = (eps: tf.Tensor) => {
+      const { grads } = valueAndGradsOf((p) => tf.sum(tf.mul(perSample(p, frames, ids, mask), eps)) as tf.Scalar, theta, names);
+      const prime: Params = {};
+      for (const n of names) prime[n] = tf.sub(theta[n], tf.mul(grads[n], alpha));
+      return tf.mean(perSample(prime, mFrames, m.ids, m.mask));
+    };
+    const eps0 = tf.tensor1d([0.5, 0.3, 0.2]);
+    const before = tf.memory().numTensors;
+    const hyper = tf.tidy(() => tf.grad(metaLoss)(eps0).dataSync());
+    assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
+    const fd = fdGrad(metaLoss, eps0, 5e-3);
+    assert.ok(Math.max(...Array.from(fd, Math.abs)) > 1e-3, 'the hypergradient is not trivially zero');
+    close(hyper, fd, 1e-2, "hypergradient");
+    tf.dispose([frames, ids, mask, mFrames, m.ids, m.mask, eps0]);
+    store.dispose();
+  });
+
+  it('numTensors stays flat across 5 forward+backward steps', () => {
+    const cfg = getConfig('tiny', { temporal: { pooling: 'transformer' } });
+    const store = initDualEncoder(cfg, 10);
+    const frames = framesBatch(4, 2, 32, 101);
+    const { ids, mask } = textBatch([3, 6, 2, 8], 8, cfg.text.vocabSize, 102);
+    const counts: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      tf.tidy(() => {
+        const { grads } = valueAndGradsOf((p) => clipLoss(p, cfg, frames, ids, mask), store.snapshot());
+        for (const n of store.names()) store.get(n).assign(tf.sub(store.get(n), tf.mul(grads[n], 1e-3)));
+      });
+      counts.push(tf.memory().numTensors);
+    }
+    assert.ok(counts.every((c) => c === counts[0]), `numTensors per step: ${counts}`);
+    tf.dispose([frames, ids, mask]);
+    store.dispose();
+  });
+
+  it('base has CLIP ViT-B/16\'s parameter count (formula by hand, and the published 149,620,737), computed without allocating', () => {
+    const before = tf.memory().numTensors;
+    const base = getConfig('base');
+    const block = (d: number) => 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d);
+    const vision = 16 * 16 * 3 * 768 + 768 + (1 + 14 * 14) * 768 + 2 * 768 + 12 * block(768) + 2 * 768 + 768 * 512;
+    const text = 49408 * 512 + 77 * 512 + 12 * block(512) + 2 * 512 + 512 * 512;
+    assert.equal(countDualEncoderParams(base), vision + text + 1);
+    assert.equal(countDualEncoderParams(base), 149_620_737);
+    assert.equal(countDualEncoderParams(base, 'video.'), vision);
+    const withTemporal = getConfig('base', { temporal: { pooling: 'transformer', layers: 4, maxFrames: 12 } });
+    assert.equal(countDualEncoderParams(withTemporal) - 149_620_737, 12 * 768 + 4 * block(768));
+    assert.equal(tf.memory().numTensors, before);
+    assert.deepEqual(dualEncoderSpecs(base).find((s) => s.name === 'video.patch_embed.weight')?.shape, [768, 768]);
+  });
+
+  it('parameter groups: heads, temporal, encoder; no decay on biases, norms, logit scale, class embedding', () => {
+    assert.deepEqual(paramGroup('video.proj.weight'), { group: 'head', decay: true });
+    assert.deepEqual(paramGroup('logit_scale'), { group: 'head', decay: false });
+    assert.deepEqual(paramGroup('text.blocks.3.ln_1.weight'), { group: 'encoder', decay: false });
+    assert.deepEqual(paramGroup('text.blocks.3.mlp.fc1.bias'), { group: 'encoder', decay: false });
+    assert.deepEqual(paramGroup('text.blocks.3.mlp.fc1.weight'), { group: 'encoder', decay: true });
+    assert.deepEqual(paramGroup('video.temporal.blocks.0.attn.qkv.weight'), { group: 'temporal', decay: true });
+    assert.deepEqual(paramGroup('video.class_embedding'), { group: 'encoder', decay: false });
+    const names = dualEncoderSpecs(getConfig('tiny')).map((s) => s.name);
+    assert.deepEqual(names.filter((n) => paramGroup(n).group === 'head').sort(), ['logit_scale', 'text.proj.weight', 'video.proj.weight']);
+  });
+
+  it('rejects bad configs and inputs with the argument named', () => tf.tidy(() => {
+    assert.throws(() => getConfig('tiny', { vision: { patchSize: 5 } }), /vision.patchSize: patchSize 5 must divide imageSize 32/);
+    assert.throws(() => validateConfig({ ...getConfig('tiny'), embedDim: 0 }, 'x.json'), /invalid dual-encoder config \(x.json\):\n {2}embedDim/);
+    const cfg = getConfig('tiny');
+    const store = initDualEncoder(cfg, 0);
+    const p = store.snapshot();
+    assert.throws(() => encodeVideo(p, tf.zeros([1, 2, 16, 16, 3]), cfg), /'frames' must be \[B, T, 32, 32, 3\]/);
+    assert.throws(() => encodeText(p, tf.zeros([1, 4]), tf.ones([1, 4]), cfg), /'ids' must be an int32/);
+    assert.throws(() => encodeText(p, tf.tensor2d([[1, 1000]], undefined, 'int32'), tf.ones([1, 2]), cfg), /holds 1000 at flat index 1, outside the vocabulary \[0, 1000\)/);
+    assert.throws(() => encodeText(p, tf.zeros([1, 17], 'int32'), tf.ones([1, 17]), cfg), /length 17, more than text.contextLength 16/);
+    assert.throws(() => encodeText(p, tf.zeros([1, 4], 'int32'), tf.ones([1, 3]), cfg), /'mask' must be \[1, 4\]/);
+    const { 'text.proj.weight': _drop, ...rest } = p;
+    assert.throws(() => encodeText(rest, tf.zeros([1, 4], 'int32'), tf.ones([1, 4]), cfg), /missing parameter 'text.proj.weight'/);
+    store.dispose();
+  }));
+});
