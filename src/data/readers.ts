@@ -121,7 +121,11 @@ export class CsvParser {
   }
 }
 
-/** Streams a CSV file's records. A missing or unreadable file throws an error naming it. */
+/**
+ * Streams a CSV file's records. A missing or unreadable file throws an error naming it.
+ *
+ * @example for await (const r of readCsvRecords('pairs.csv')) if ('fields' in r) console.log(r.line, r.fields);
+ */
 export async function* readCsvRecords(file: string, delimiter = ','): AsyncGenerator<CsvRecord> {
   const parser = new CsvParser(delimiter);
   const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 });

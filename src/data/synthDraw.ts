@@ -65,7 +65,11 @@ function pixelHash(x: number, y: number, seed: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
-/** The clip's background as an RGB24 frame: base colour, a gentle vertical gradient and ±6 texture. */
+/**
+ * The clip's background as an RGB24 frame: base colour, a gentle vertical gradient and ±6 texture.
+ *
+ * @example const bg = drawBackground(spec); bg.length === spec.size * spec.size * 3
+ */
 export function drawBackground(spec: ClipSpec): Uint8Array {
   const { size } = spec;
   const out = new Uint8Array(size * size * 3);
@@ -121,7 +125,11 @@ export function drawFrame(spec: ClipSpec, t: number, background: Uint8Array = dr
   return out;
 }
 
-/** All frames of a clip, concatenated: the rawvideo stream ffmpeg reads. */
+/**
+ * All frames of a clip, concatenated: the rawvideo stream ffmpeg reads.
+ *
+ * @example const raw = drawClip(spec); // frame t is raw.subarray(t*size*size*3, (t+1)*size*size*3)
+ */
 export function drawClip(spec: ClipSpec): Uint8Array {
   if (!Number.isInteger(spec.size) || spec.size < 8 || spec.size % 2 !== 0) throw new Error(`drawClip: size must be an even integer >= 8, got ${spec.size}`);
   if (!Number.isInteger(spec.frames) || spec.frames < 2) throw new Error(`drawClip: frames must be an integer >= 2, got ${spec.frames}`);
