@@ -1,0 +1,283 @@
+/**
+ * MarginHead (every loss by name) and KappaFace's margins and memory, against float64 hand
+ * calculations and finite differences.
+ */
+import assert from 'node:assert/strict';
+import { tf } from '../src/backend/tf.js';
+import { KappaMemory, MARGIN_HEAD_NAMES, MarginHead, kappaMargins, type MarginHeadConfig, type MarginHeadName } from '../src/margin/index.js';
+import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
+
+type Mat = number[][];
+
+const lse = (a: number[]): number => {
+  const m = Math.max(...a);
+  return m + Math.log(a.reduce((s, v) => s + Math.exp(v - m), 0));
+};
+const norm = (v: number[]): number => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+const unit = (v: number[]): number[] => v.map((x) => x / norm(v));
+const dot = (a: number[], b: number[]): number => a.reduce((s, x, i) => s + x * b[i], 0);
+const seeded = (rows: number, cols: number, seed: number, lo = -1, hi = 1): Mat => {
+  const v = seededUniform(rows * cols, seed, lo, hi);
+  return Array.from({ length: rows }, (_, i) => Array.from(v.slice(i * cols, (i + 1) * cols)));
+};
+const mean = (a: number[]): number => a.reduce((s, v) => s + v, 0) / a.length;
+const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void => {
+  const e = relErr(a, b);
+  assert.ok(e < tol, `${what}: rel. error ${e.toExponential(2)} ≥ ${tol}\n got ${Array.from(a).map((v) => v.toFixed(5))}\n want ${Array.from(b).map((v) => v.toFixed(5))}`);
+};
+const acosC = (c: number): number => Math.acos(Math.min(Math.max(c, -1 + 1e-6), 1 - 1e-6));
+/** ArcFace target with InsightFace's fallback. */
+const arc = (c: number, m: number): number => (acosC(c) + m > Math.PI ? c - m * Math.sin(m) : Math.cos(acosC(c) + m));
+
+const B = 4;
+const C = 5;
+const D = 6;
+const Y = [1, 4, 0, 1];
+
+/** Head options small enough in scale that float32 finite differences stay accurate. */
+function fdConfig(name: MarginHeadName): MarginHeadConfig {
+  const base = { numClasses: C, dim: D, seed: 7 };
+  switch (name) {
+    case 'softmax': case 'virtual-softmax': return { name, ...base };
+    case 'sphereface': return { name, ...base };
+    case 'sphereface-r': return { name, ...base, scale: 4, detachMargin: false };
+    case 'sphereface2': return { name, ...base, r: 6 };
+    case 'kappaface': return { name, ...base, scale: 4, numSamples: 10 };
+    case 'camri': return { name, ...base, scale: 4, importantClass: 1 };
+    default: return { name, ...base, scale: 4 };
+  }
+}
+
+describe('margin: MarginHead', () => {
+  it('every head by name: gradients wrt embeddings and W match finite differences', () => {
+    const x = tf.tensor2d(seeded(B, D, 501));
+    const y = tf.tensor1d(Y, 'int32');
+    for (const name of MARGIN_HEAD_NAMES) {
+      const head = new MarginHead(fdConfig(name));
+      head.step = 100; // SphereFace: λ = max(5, 1000/13) ≈ 77, past the first iterations
+      const w = tf.clone(head.weight);
+      const fx = (t: tf.Tensor) => head.loss(t, y, { weight: w }).loss;
+      const fw = (t: tf.Tensor) => head.loss(x, y, { weight: t }).loss;
+      const lossValue = fx(x).dataSync()[0];
+      assert.ok(Number.isFinite(lossValue) && lossValue > 0, `${name}: loss ${lossValue}`);
+      close(tf.grad(fx)(x).dataSync(), fdGrad(fx, x, 1e-3), 2e-2, `${name} d/dx`);
+      close(tf.grad(fw)(w).dataSync(), fdGrad(fw, w, 1e-3), 2e-2, `${name} d/dW`);
+      if (head.bias) {
+        const fb = (t: tf.Tensor) => head.loss(x, y, { bias: t }).loss;
+        const b = tf.clone(head.bias);
+        close(tf.grad(fb)(b).dataSync(), fdGrad(fb, b, 1e-3), 2e-2, `${name} d/db`);
+      }
+      head.dispose();
+    }
+  });
+
+  it('defaults follow the papers (DESIGN.md §5 table)', () => {
+    const make = (name: MarginHeadName, extra: object = {}) => new MarginHead({ name, numClasses: C, dim: D, ...extra } as MarginHeadConfig).settings as Record<string, unknown>;
+    const expect: [MarginHeadName, Record<string, unknown>, object?][] = [
+      ['normface', { scale: 64 }],
+      ['arcface', { scale: 64, m1: 1, m2: 0.5, m3: 0 }],
+      ['cosface', { scale: 64, m3: 0.35 }],
+      ['am-softmax', { scale: 30, m3: 0.2 }],
+      ['aam-softmax', { scale: 30, m2: 0.2 }],
+      ['sphereface', { m: 4, lambdaBase: 1000, lambdaGamma: 0.12, lambdaMin: 5 }],
+      ['sphereface-r', { scale: 30, m: 1.5, featureNormalization: 'hard', version: 'v1', detachMargin: true }],
+      ['sphereface2', { lambda: 0.7, r: 40, m: 0.4, t: 3 }],
+      ['kappaface', { scale: 64, m0: 0.8, T: 0.4, gamma: 0.7 }, { numSamples: 3 }],
+    ];
+    for (const [name, want, extra] of expect) {
+      const got = make(name, extra);
+      for (const [k, v] of Object.entries(want)) assert.equal(got[k], v, `${name}.${k}`);
+    }
+  });
+
+  it('ArcFace with its defaults (s = 64, m = 0.5) matches the hand calculation, with W passed explicitly too', () => {
+    const X = seeded(B, D, 511);
+    const head = new MarginHead({ name: 'arcface', numClasses: C, dim: D, seed: 3 });
+    const ref = (W: Mat) => X.map((x, i) => {
+      const cos = W.map((w) => dot(unit(x), unit(w)));
+      return lse(cos.map((c, j) => 64 * (j === Y[i] ? arc(c, 0.5) : c))) - 64 * arc(cos[Y[i]], 0.5);
+    });
+    const x = tf.tensor2d(X);
+    const y = tf.tensor1d(Y, 'int32');
+    const own = head.loss(x, y);
+    close(own.perSample.dataSync(), ref(head.weight.arraySync() as Mat), 1e-4, 'variable W');
+    assert.ok(Math.abs(own.loss.dataSync()[0] - mean(ref(head.weight.arraySync() as Mat))) < 1e-3);
+    const W2 = seeded(C, D, 512);
+    close(head.loss(x, y, { weight: tf.tensor2d(W2) }).perSample.dataSync(), ref(W2), 1e-4, 'explicit W');
+    // Evaluation logits are margin-free: s·cos θ.
+    const logits = head.logits(x, { weight: tf.tensor2d(W2) }).arraySync() as Mat;
+    close(logits.flat(), X.flatMap((xx) => W2.map((w) => 64 * dot(unit(xx), unit(w)))), 1e-5, 'eval logits');
+    head.dispose();
+  });
+
+  it('sample weights, the inter-class regulariser, and softmax eval logits', () => {
+    const X = seeded(B, D, 521);
+    const x = tf.tensor2d(X);
+    const y = tf.tensor1d(Y, 'int32');
+    const head = new MarginHead({ name: 'cosface', numClasses: C, dim: D, seed: 5, scale: 10, interClassLambda: 0.3 });
+    const W = head.weight.arraySync() as Mat;
+    const per = X.map((xx, i) => {
+      const cos = W.map((w) => dot(unit(xx), unit(w)));
+      return lse(cos.map((c, j) => 10 * (j === Y[i] ? c - 0.35 : c))) - 10 * (cos[Y[i]] - 0.35);
+    });
+    const Wn = W.map(unit);
+    const R = mean(Wn.map((a, i) => Math.max(...Wn.filter((_, j) => j !== i).map((b) => dot(a, b)))));
+    const sw = [0.4, 0.1, 0.2, 0.3];
+    const { loss, perSample } = head.loss(x, y, { sampleWeights: tf.tensor1d(sw) });
+    close(perSample.dataSync(), per, 1e-4, 'perSample excludes R');
+    assert.ok(Math.abs(loss.dataSync()[0] - (per.reduce((a, l, i) => a + sw[i] * l, 0) + 0.3 * R)) < 1e-4, 'Σ wℓ + λR');
+    const soft = new MarginHead({ name: 'softmax', numClasses: C, dim: D, seed: 5 });
+    const Ws = soft.weight.arraySync() as Mat;
+    close(soft.logits(x).dataSync(), X.flatMap((xx) => Ws.map((w) => dot(xx, w))), 1e-5, 'softmax logits W·x');
+    tf.dispose([head.weight, soft.weight]);
+  });
+
+  it('second order through the head: ArcFace HVP over (embeddings, W) and a virtual SGD step on W', () => {
+    const head = new MarginHead({ name: 'arcface', numClasses: C, dim: D, seed: 11, scale: 4 });
+    const y = tf.tensor1d(Y, 'int32');
+    const X = seeded(B, D, 531);
+    // Embeddings and W share d, so both fit in one [B + C, d] point for the HVP.
+    const packed = tf.concat([tf.tensor2d(X), head.weight]);
+    const f = (p: tf.Tensor) => head.loss(tf.slice(p, [0, 0], [B, D]), y, { weight: tf.slice(p, [B, 0], [C, D]) }).loss;
+    const h = hvpBothWays(f, packed, tf.tensor2d(seededUniform((B + C) * D, 532), [B + C, D]), 1e-3);
+    close(h.auto, h.fd, 2e-2, 'HVP');
+    // The bilevel pattern: W' = W − α∇W L(x; W), then a loss at W' differentiated wrt x.
+    const x2 = tf.tensor2d(seeded(B, D, 533));
+    const meta = (x: tf.Tensor) => {
+      const gW = tf.grad((w: tf.Tensor) => head.loss(x, y, { weight: w }).loss)(head.weight);
+      return head.loss(x2, y, { weight: tf.sub(head.weight, tf.mul(gW, 0.5)) }).loss;
+    };
+    const x0 = tf.tensor2d(X);
+    close(tf.grad(meta)(x0).dataSync(), fdGrad(meta, x0, 1e-3), 2e-2, 'meta-gradient');
+    head.dispose();
+  });
+
+  it('no tensors leak over repeated loss and gradient calls, for every head', () => {
+    const x = tf.tensor2d(seeded(B, D, 541));
+    const y = tf.tensor1d(Y, 'int32');
+    for (const name of MARGIN_HEAD_NAMES) {
+      const head = new MarginHead({ ...fdConfig(name), interClassLambda: 0.1 } as MarginHeadConfig);
+      const step = () => tf.tidy(() => {
+        tf.grads((e: tf.Tensor, w: tf.Tensor) => head.loss(e, y, { weight: w }).loss)([x, head.weight]);
+        head.logits(x);
+      });
+      step();
+      const before = tf.memory().numTensors;
+      for (let k = 0; k < 3; k++) step();
+      assert.equal(tf.memory().numTensors, before, name);
+      head.dispose();
+    }
+  });
+
+  it('rejects bad configs and inputs with the argument named', () => {
+    assert.throws(() => new MarginHead({ name: 'nope', numClasses: C, dim: D } as unknown as MarginHeadConfig), /MarginHead: invalid config \(name/);
+    assert.throws(() => new MarginHead({ name: 'arcface', numClasses: C, dim: D, scale: -1 }), /scale/);
+    assert.throws(() => new MarginHead({ name: 'camri', numClasses: C, dim: D } as MarginHeadConfig), /importantClass/);
+    assert.throws(() => new MarginHead({ name: 'camri', numClasses: C, dim: D, importantClass: 5 }), /'importantClass' must be in \[0, 5\)/);
+    assert.throws(() => new MarginHead({ name: 'kappaface', numClasses: C, dim: D } as MarginHeadConfig), /numSamples/);
+    const head = new MarginHead({ name: 'arcface', numClasses: C, dim: D });
+    const y = tf.tensor1d(Y, 'int32');
+    assert.throws(() => head.loss(tf.zeros([B, D + 1]), y), /arcface\)\.loss: 'embeddings' must have shape \[N, 6\]/);
+    const bad = tf.tensor2d(seeded(B, D, 1).map((r, i) => (i === 2 ? r.map((v, k) => (k === 3 ? NaN : v)) : r)));
+    assert.throws(() => head.loss(bad, y), /'embeddings' must be finite, found NaN at \[2, 3\]/);
+    assert.throws(() => head.loss(tf.zeros([B, D]), tf.tensor1d([0, 1, 5, 2], 'int32')), /'labels'\[2\] = 5 is out of range/);
+    assert.throws(() => head.loss(tf.zeros([B, D]), y, { weight: tf.zeros([C, D - 1]) }), /'weight' must have shape \[5, 6\]/);
+    assert.throws(() => head.loss(tf.zeros([B, D]), y, { sampleWeights: tf.zeros([B + 1]) }), /'sampleWeights'/);
+    head.dispose();
+  });
+});
+
+// ---- KappaFace ------------------------------------------------------------------------
+
+/** DESIGN.md §5's KappaFace margins, written out in float64 (N − 1 std, K = 1.05·max n). */
+function kappaRef(sums: Mat, counts: number[], m0 = 0.8, T = 0.4, gamma = 0.7): number[] {
+  const d = sums[0].length;
+  const r = sums.map((s, c) => norm(s) / counts[c]);
+  const raw = r.map((rc) => (1 - rc < 1e-6 ? Infinity : (rc * (d - rc * rc)) / (1 - rc * rc)));
+  const maxFinite = Math.max(...raw.filter(Number.isFinite));
+  const kappa = raw.map((k) => (Number.isFinite(k) ? k : maxFinite));
+  const mu = mean(kappa);
+  const sd = Math.sqrt(kappa.reduce((a, k) => a + (k - mu) ** 2, 0) / (kappa.length - 1));
+  const K = 1.05 * Math.max(...counts);
+  return kappa.map((k, c) => {
+    const wk = 1 - 1 / (1 + Math.exp(-T * ((k - mu) / sd)));
+    const ws = (Math.cos((Math.PI * counts[c]) / K) + 1) / 2;
+    return (gamma * wk + (1 - gamma) * ws) * m0;
+  });
+}
+
+const sumOf = (vs: Mat): number[] => vs.map(unit).reduce((a, v) => a.map((x, k) => x + v[k]));
+
+describe('margin: KappaFace', () => {
+  const e1 = [1, 0, 0];
+  const tight = [[1, 0.05, 0], [1, -0.05, 0.02], [1, 0, -0.04]];
+  const spread = [[1, 0.8, 0], [1, -0.6, 0.5], [0.4, 0, -1]];
+  const medium = [[1, 0.3, 0], [1, -0.3, 0.1], [1, 0, -0.3], [1, 0.2, 0.2], [1, -0.1, -0.2], [1, 0.25, -0.05]];
+
+  it('margins match the formula by hand', () => {
+    const sums = [sumOf(tight), sumOf(spread), sumOf(medium), sumOf([[0, 1, 0.3], [0.2, 1, 0]])];
+    const counts = [3, 3, 6, 2];
+    const got = kappaMargins(tf.tensor2d(sums), tf.tensor1d(counts)).dataSync();
+    close(got, kappaRef(sums, counts), 1e-5, 'defaults');
+    const got2 = kappaMargins(tf.tensor2d(sums), tf.tensor1d(counts), { m0: 0.5, T: 1, gamma: 0.3 }).dataSync();
+    close(got2, kappaRef(sums, counts, 0.5, 1, 0.3), 1e-5, 'other settings');
+  });
+
+  it('a more concentrated class and a larger class each get a smaller margin', () => {
+    // Same counts: the tight class gets the smaller margin.
+    const m1 = kappaMargins(tf.tensor2d([sumOf(tight), sumOf(spread), sumOf(medium.slice(0, 3))]), tf.tensor1d([3, 3, 3])).dataSync();
+    assert.ok(m1[0] < m1[2] && m1[2] < m1[1], `concentration: ${m1}`);
+    // Same concentration (the same directions, twice as many): the larger class gets the smaller margin.
+    const m2 = kappaMargins(tf.tensor2d([sumOf(spread), sumOf([...spread, ...spread]), sumOf(tight)]), tf.tensor1d([3, 6, 3])).dataSync();
+    assert.ok(m2[1] < m2[0], `size: ${m2}`);
+  });
+
+  it('an infinite κ (all features identical) is clipped to the largest finite one', () => {
+    const sums = [sumOf([e1, e1, e1]), sumOf(tight), sumOf(spread)];
+    const m = kappaMargins(tf.tensor2d(sums), tf.tensor1d([3, 3, 3])).dataSync();
+    assert.ok(Math.abs(m[0] - m[1]) < 1e-6, `clipped class equals the most concentrated finite one: ${m}`);
+    close(m, kappaRef(sums, [3, 3, 3]), 1e-5, 'reference');
+    assert.ok(Array.from(m).every(Number.isFinite));
+  });
+
+  it('KappaMemory: m0 in the first epoch, z̄ ← normalize(0.1 z̄ + 0.9 z), margins from its class sums after the epoch', () => {
+    const mem = new KappaMemory({ numSamples: 6, dim: 3, numClasses: 3 });
+    close(mem.margins().dataSync(), [0.8, 0.8, 0.8], 1e-7, 'first epoch');
+    const f1 = [tight[0], tight[1], spread[0], spread[1], medium[0], medium[1]];
+    mem.update(tf.tensor1d([0, 1, 2, 3, 4, 5], 'int32'), tf.tensor2d(f1), tf.tensor1d([0, 0, 1, 1, 2, 2], 'int32'));
+    const f2 = [[0.5, 0.5, 0], [0, 0, 2]];
+    mem.update(tf.tensor1d([0, 4], 'int32'), tf.tensor2d(f2), tf.tensor1d([0, 2], 'int32'));
+    close(mem.margins().dataSync(), [0.8, 0.8, 0.8], 1e-7, 'still the first epoch');
+    const z = f1.map(unit);
+    z[0] = unit(z[0].map((v, k) => 0.1 * v + 0.9 * unit(f2[0])[k]));
+    z[4] = unit(z[4].map((v, k) => 0.1 * v + 0.9 * unit(f2[1])[k]));
+    const sums = [0, 1, 2].map((c) => [0, 1].map((i) => z[2 * c + i]).reduce((a, v) => a.map((x, k) => x + v[k])));
+    const stats = mem.classStats();
+    close(stats.classSums.dataSync(), sums.flat(), 1e-6, 'class sums');
+    close(stats.counts.dataSync(), [2, 2, 2], 1e-9, 'counts');
+    mem.endEpoch();
+    assert.equal(mem.epoch, 1);
+    close(mem.margins().dataSync(), kappaRef(sums, [2, 2, 2]), 1e-5, 'margins after the epoch');
+    assert.throws(() => mem.update(tf.tensor1d([0], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /sample 0 was class 0/);
+    assert.throws(() => mem.update(tf.tensor1d([6], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /'sampleIds'\[0\] = 6/);
+  });
+
+  it('the kappaface head uses the memory margins inside ArcFace', () => {
+    const head = new MarginHead({ name: 'kappaface', numClasses: 3, dim: 3, numSamples: 4, scale: 4, seed: 2 });
+    const X = [tight[0], spread[0], medium[0], tight[1]];
+    const y = [0, 1, 2, 0];
+    const kappa = head.kappa as KappaMemory;
+    kappa.update(tf.tensor1d([0, 1, 2, 3], 'int32'), tf.tensor2d(X), tf.tensor1d(y, 'int32'));
+    kappa.endEpoch();
+    const margins = Array.from(kappa.margins().dataSync());
+    assert.ok(margins.some((m) => Math.abs(m - 0.8) > 1e-3), 'margins moved off m0');
+    const W = head.weight.arraySync() as Mat;
+    const want = X.map((x, i) => {
+      const cos = W.map((w) => dot(unit(x), unit(w)));
+      const t = arc(cos[y[i]], margins[y[i]]);
+      return lse(cos.map((c, j) => 4 * (j === y[i] ? t : c))) - 4 * t;
+    });
+    close(head.loss(tf.tensor2d(X), tf.tensor1d(y, 'int32')).perSample.dataSync(), want, 1e-4, 'per-class ArcFace');
+    head.dispose();
+  });
+});
