@@ -22,10 +22,12 @@ function run(args: string[]): { child: ChildProcess; done: Promise<{ code: numbe
 }
 
 describe('pretrain config', () => {
-  it('the shipped default config validates', async () => {
+  it('the shipped configs validate', async () => {
     const cfg = await loadPretrainConfig('default');
     assert.equal(cfg.data.kind, 'synth');
     assert.equal(cfg.model.preset, 'tiny');
+    assert.equal((await loadPretrainConfig('manifest')).data.kind, 'manifest');
+    assert.equal((await loadPretrainConfig('msrvtt')).data.kind, 'msrvtt');
   });
 
   it('unknown keys and bad values are errors that name the key', () => {
