@@ -16,10 +16,14 @@ import type { DualEncoderConfig } from './configs.js';
 import { dualEncoderSpecs } from './dualEncoder.js';
 import { shapeSize, type HostTensor } from './params.js';
 
-/** One tensor as read from a file: float values (F16/BF16 converted to float32 first). */
+/**
+ * One tensor as read from a file. Weights must hold float values (Float32Array,
+ * Float64Array or numbers; convert F16/BF16 first); other arrays are accepted in the type
+ * so a whole `readSafetensors` map can be passed (its integer `position_ids` are skipped).
+ */
 export interface ClipSourceTensor {
   shape: number[];
-  data: Float32Array | Float64Array | number[];
+  data: ArrayLike<number> | ArrayLike<bigint>;
   dtype?: string;
 }
 
@@ -189,7 +193,7 @@ export function mapClipWeights(source: ClipSource, cfg: DualEncoderConfig, sourc
   for (const r of rs) {
     const parts = r.hf.map((n) => {
       const d = byName.get(n)!.data;
-      return d instanceof Float32Array ? d : Float32Array.from(d);
+      return d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number>);
     });
     out[r.ours] = { shape: [...r.oursShape], data: r.convert(parts, r.hfShapes) };
   }
