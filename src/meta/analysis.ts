@@ -1,0 +1,104 @@
+/**
+ * Is the learned weighting doing its job? AUROC of the weight as a score for being clean, mean
+ * weights of clean and noisy samples, and the loss → weight curve of a weight net (plot data).
+ */
+import type { WeightNet } from './weightNet.js';
+
+function checkNumbers(xs: unknown, fn: string, arg: string): asserts xs is ArrayLike<number> {
+  if (xs === null || typeof xs !== 'object' || typeof (xs as ArrayLike<number>).length !== 'number') {
+    throw new Error(`${fn}: '${arg}' must be an array of numbers`);
+  }
+  const a = xs as ArrayLike<number>;
+  for (let i = 0; i < a.length; i++) {
+    if (typeof a[i] !== 'number' || Number.isNaN(a[i])) throw new Error(`${fn}: '${arg}'[${i}] is ${String(a[i])}, expected a number`);
+  }
+}
+
+function checkFlags(flags: unknown, n: number, fn: string, arg: string): asserts flags is ArrayLike<boolean> {
+  if (flags === null || typeof flags !== 'object' || (flags as ArrayLike<boolean>).length !== n) {
+    throw new Error(`${fn}: '${arg}' must be an array of ${n} booleans (one per score)`);
+  }
+}
+
+/**
+ * Area under the ROC curve of `scores` for telling `positives` from the rest, as the
+ * Mann–Whitney statistic U/(n₊n₋): the chance that a random positive scores above a random
+ * negative, ties counting ½. NaN when either class is empty.
+ *
+ * @example auroc([0.9, 0.5, 0.5, 0.1], [true, true, false, false]) // (1 + 1 + 0.5 + 1)/4 = 0.875
+ */
+export function auroc(scores: ArrayLike<number>, positives: ArrayLike<boolean>): number {
+  checkNumbers(scores, 'auroc', 'scores');
+  checkFlags(positives, scores.length, 'auroc', 'positives');
+  const idx = Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => scores[a] - scores[b]);
+  // Sum of the positives' mid-ranks (1-based), ties sharing the mean rank of their run.
+  let rankSumPos = 0;
+  let nPos = 0;
+  for (let i = 0; i < idx.length;) {
+    let j = i;
+    while (j + 1 < idx.length && scores[idx[j + 1]] === scores[idx[i]]) j++;
+    const midRank = (i + j) / 2 + 1;
+    for (let k = i; k <= j; k++) if (positives[idx[k]]) { rankSumPos += midRank; nPos++; }
+    i = j + 1;
+  }
+  const nNeg = scores.length - nPos;
+  if (nPos === 0 || nNeg === 0) return NaN;
+  return (rankSumPos - nPos * (nPos + 1) / 2) / (nPos * nNeg);
+}
+
+export interface WeightingReport {
+  /** AUROC of the weight as a score for being clean (1: every clean sample outweighs every noisy one). */
+  aurocCleanVsNoisy: number;
+  meanWeightClean: number;
+  meanWeightNoisy: number;
+  clean: number;
+  noisy: number;
+}
+
+/**
+ * How well per-sample weights separate clean from noisy samples.
+ *
+ * @example weightingReport([0.9, 0.8, 0.1], [false, false, true]) // { aurocCleanVsNoisy: 1, meanWeightClean: 0.85, … }
+ */
+export function weightingReport(weights: ArrayLike<number>, noisyFlags: ArrayLike<boolean>): WeightingReport {
+  checkNumbers(weights, 'weightingReport', 'weights');
+  checkFlags(noisyFlags, weights.length, 'weightingReport', 'noisyFlags');
+  const clean: boolean[] = [];
+  let sumClean = 0;
+  let sumNoisy = 0;
+  let nClean = 0;
+  for (let i = 0; i < weights.length; i++) {
+    const isClean = !noisyFlags[i];
+    clean.push(isClean);
+    if (isClean) { sumClean += weights[i]; nClean++; } else sumNoisy += weights[i];
+  }
+  const nNoisy = weights.length - nClean;
+  return {
+    aurocCleanVsNoisy: auroc(weights, clean),
+    meanWeightClean: nClean ? sumClean / nClean : NaN,
+    meanWeightNoisy: nNoisy ? sumNoisy / nNoisy : NaN,
+    clean: nClean,
+    noisy: nNoisy,
+  };
+}
+
+/**
+ * The weight net's raw output V(ℓ) ∈ (0, 1) over a grid of loss values, for the loss → weight
+ * plot. `losses` is the grid itself, or { min, max, points } for an even grid.
+ *
+ * @example weightCurve(net, { min: 0, max: 8, points: 81 }) // { loss: [0, 0.1, …, 8], weight: [...] }
+ */
+export function weightCurve(weightNet: WeightNet, losses: ArrayLike<number> | { min: number; max: number; points: number }): { loss: number[]; weight: number[] } {
+  if (!weightNet || typeof weightNet.weightsOf !== 'function') throw new Error('weightCurve: \'weightNet\' must be a WeightNet');
+  let grid: number[];
+  if (losses !== null && typeof losses === 'object' && 'points' in losses) {
+    const { min, max, points } = losses;
+    if (!Number.isFinite(min) || !Number.isFinite(max) || max < min) throw new Error(`weightCurve: need finite min ≤ max, got ${min}, ${max}`);
+    if (!Number.isInteger(points) || points < 2) throw new Error(`weightCurve: 'points' must be an integer ≥ 2, got ${points}`);
+    grid = Array.from({ length: points }, (_, i) => min + (max - min) * i / (points - 1));
+  } else {
+    checkNumbers(losses, 'weightCurve', 'losses');
+    grid = Array.from(losses);
+  }
+  return { loss: grid, weight: Array.from(weightNet.weightsOf(grid)) };
+}

@@ -1,0 +1,328 @@
+/**
+ * The bilevel Meta-Weight-Net step (Shu et al., NeurIPS 2019) over any functional model.
+ *
+ * One step on a train batch and a meta batch (DESIGN §6):
+ *   1. virtual step  θ′(φ) = θ − α ∇θ Σ wᵢ ℓᵢ(θ),  w = norm(V_φ(ℓ(θ) detached)), graph kept;
+ *   2. meta step     φ ← optimizer(∇φ L_meta(θ′(φ))),  L_meta = plain mean loss of the meta batch;
+ *   3. actual step   w = norm(V_φ(ℓ(θ))) with the updated φ and no gradient to φ; the caller's
+ *                    optimizer gets ∇θ Σ wᵢ ℓᵢ(θ).
+ *
+ * The hypergradient is exact: the outer gradient over φ is taken through the inner tf.grads
+ * over θ (nested tapes, as in test/safeOps.test.ts). Because θ does not depend on φ, that
+ * outer pass only runs back along the inner backward's linear path in w and through the
+ * meta forward at θ′; every op the model uses must still be second-order safe
+ * (backend/safeOps).
+ *
+ * Scopes:
+ * - `all`: every parameter takes the virtual step. Cost ≈ train fwd+bwd, meta fwd+bwd and one
+ *   more backward over the train graph, plus the actual step's own train fwd+bwd.
+ * - `heads`: only `model.headNames` take the virtual step, on encoder features computed once
+ *   and detached. The meta update runs *inside* the actual step's forward, on the detached
+ *   copies of the features that forward produced, so the train batch's encoders run once per
+ *   step; the meta batch's encoders run forward only. The actual step's gradients still cover
+ *   every parameter (features → heads → Σ wᵢℓᵢ).
+ */
+import { tf } from '../backend/tf.js';
+import { stopGradient } from '../backend/safeOps.js';
+import { WEIGHT_NET_PARAM_NAMES, WeightNet } from './weightNet.js';
+
+/** A flat parameter record: dotted name → tensor (a variable, or θ′ on a tape). */
+export type Params = Record<string, tf.Tensor>;
+
+/**
+ * What the meta step needs from a model. All functions must be pure in `params` and built
+ * from second-order-safe ops. For `metaScope: 'heads'`, `headPerSampleLoss(p, features(p, b), b)`
+ * must equal `perSampleLoss(p, b)`, with only `headNames` used after the features.
+ */
+export interface MetaModel<Batch> {
+  /** Per-sample losses ℓ [B] of a batch (for SAM: ½(row CE + column CE) per pair). */
+  perSampleLoss(params: Params, batch: Batch): tf.Tensor;
+  /** Number of samples B in a batch (the length of `perSampleLoss`). */
+  batchSize(batch: Batch): number;
+  /** Parameters adapted by `metaScope: 'heads'` (dual encoder: the projections and `logit_scale`). */
+  headNames: readonly string[];
+  /** Encoder outputs before the heads (dual encoder: pooled video and text features). */
+  features?(params: Params, batch: Batch): tf.Tensor[];
+  /** Per-sample losses [B] from `features` and the head parameters in `params`. */
+  headPerSampleLoss?(params: Params, features: readonly tf.Tensor[], batch: Batch): tf.Tensor;
+}
+
+export type MetaScope = 'all' | 'heads';
+/** `sum`: w = V/ΣV (MW-Net's normalised variant); `none`: w = V/B (its plain mean). */
+export type WeightNormalization = 'sum' | 'none';
+
+/** What every weighting step returns. `grads` are new tensors for the caller to dispose. */
+export interface WeightedStepResult {
+  /** wᵢ, the coefficients of the step's loss Σ wᵢℓᵢ. */
+  weights: Float32Array;
+  /** ℓᵢ(θ) of the train batch. */
+  losses: Float32Array;
+  /** ∇θ Σ wᵢℓᵢ(θ) for every entry of `params`. */
+  grads: Record<string, tf.Tensor>;
+  /** Σ wᵢℓᵢ(θ). */
+  loss: number;
+  /** L_meta(θ′) before φ moved (L2RW: at θ′ = θ); null when the meta update was skipped. */
+  metaLoss: number | null;
+}
+
+export interface MwnStepResult extends WeightedStepResult {
+  /** Whether φ was updated this step (see `metaEvery`). */
+  metaUpdated: boolean;
+}
+
+/** Keeps Σw = 0 (every V underflowed) from dividing by zero: the weights then stay 0, as in MW-Net's code. */
+const SUM_GUARD = 1e-12;
+
+/**
+ * The coefficients of Σ wᵢℓᵢ from raw weights V [B]: V/(ΣV) for `sum`, V/B for `none`.
+ * Differentiable (it sits inside the virtual step).
+ *
+ * @example normalizeWeights(tf.tensor1d([1, 3]), 'sum') // [0.25, 0.75]
+ */
+export function normalizeWeights(raw: tf.Tensor, mode: WeightNormalization): tf.Tensor {
+  if (!(raw instanceof tf.Tensor) || raw.rank !== 1) throw new Error(`normalizeWeights: 'raw' must be a tensor [B], got ${raw instanceof tf.Tensor ? `[${raw.shape}]` : typeof raw}`);
+  if (mode !== 'sum' && mode !== 'none') throw new Error(`normalizeWeights: 'mode' must be 'sum' or 'none', got ${String(mode)}`);
+  return tf.tidy(() => (mode === 'sum' ? tf.div(raw, tf.add(tf.sum(raw), SUM_GUARD)) : tf.div(raw, raw.shape[0])));
+}
+
+/**
+ * Whether step `step` (0-based) updates φ when the meta step runs every `metaEvery` steps.
+ *
+ * @example isMetaStep(10, 5) // true; isMetaStep(11, 5) // false
+ */
+export function isMetaStep(step: number, metaEvery: number): boolean {
+  if (!Number.isInteger(step) || step < 0) throw new Error(`isMetaStep: 'step' must be an integer ≥ 0, got ${step}`);
+  if (!Number.isInteger(metaEvery) || metaEvery < 1) throw new Error(`isMetaStep: 'metaEvery' must be an integer ≥ 1, got ${metaEvery}`);
+  return step % metaEvery === 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared machinery (also used by l2rw.ts).
+
+/** Everything the virtual step needs. Features are detached when present (scope `heads`). */
+export interface VirtualContext<B> {
+  model: MetaModel<B>;
+  params: Params;
+  trainBatch: B;
+  metaBatch: B;
+  alpha: number;
+  /** Parameters that take the virtual step. */
+  names: readonly string[];
+  trainFeatures?: readonly tf.Tensor[];
+  metaFeatures?: readonly tf.Tensor[];
+}
+
+function withValues(params: Params, names: readonly string[], values: readonly tf.Tensor[]): Params {
+  const out: Params = { ...params };
+  names.forEach((n, i) => { out[n] = values[i]; });
+  return out;
+}
+
+function checkPerSample(losses: unknown, fn: string, n: number): tf.Tensor {
+  if (!(losses instanceof tf.Tensor) || losses.rank !== 1 || losses.shape[0] !== n) {
+    const got = losses instanceof tf.Tensor ? `[${losses.shape}]` : typeof losses;
+    throw new Error(`${fn}: the model's per-sample loss must have shape [${n}] (batchSize of the batch), got ${got}`);
+  }
+  return losses;
+}
+
+function lossOf<B>(model: MetaModel<B>, params: Params, batch: B, features: readonly tf.Tensor[] | undefined, fn: string): tf.Tensor {
+  const losses = features ? model.headPerSampleLoss!(params, features, batch) : model.perSampleLoss(params, batch);
+  return checkPerSample(losses, fn, model.batchSize(batch));
+}
+
+/**
+ * L_meta(θ′) with θ′ = θ − α ∇θ Σ wᵢℓᵢ(θ) over `ctx.names` and w = weightsOf(ℓ(θ) detached),
+ * as a scalar that stays differentiable in whatever `weightsOf` depends on (φ, or L2RW's ε).
+ */
+export function virtualMetaLoss<B>(ctx: VirtualContext<B>, weightsOf: (lossesDetached: tf.Tensor) => tf.Tensor): tf.Scalar {
+  const { model, params, names, alpha } = ctx;
+  const fn = 'virtual step';
+  const inner = tf.grads((...theta: tf.Tensor[]) => {
+    const losses = lossOf(model, withValues(params, names, theta), ctx.trainBatch, ctx.trainFeatures, fn);
+    return tf.sum(tf.mul(weightsOf(stopGradient(losses)), losses)) as tf.Scalar;
+  });
+  const g = inner(names.map((n) => params[n]));
+  const primed = withValues(params, names, names.map((n, i) => tf.sub(params[n], tf.mul(g[i], alpha))));
+  return tf.mean(lossOf(model, primed, ctx.metaBatch, ctx.metaFeatures, 'meta loss')) as tf.Scalar;
+}
+
+/**
+ * ∇θ Σ wᵢℓᵢ(θ) over every entry of `params`, with w = weightsOf(ℓ detached, features detached).
+ * For scope `heads` the loss goes through `features` and `headPerSampleLoss`, and `weightsOf`
+ * receives detached copies of the train features (so a meta update can run inside, reusing
+ * this forward); otherwise it receives null.
+ */
+export function weightedGrads<B>(
+  model: MetaModel<B>, params: Params, batch: B, scope: MetaScope,
+  weightsOf: (lossesDetached: tf.Tensor, featuresDetached: tf.Tensor[] | null) => tf.Tensor,
+): WeightedStepResult {
+  const names = Object.keys(params);
+  let weights = new Float32Array(0);
+  let losses = new Float32Array(0);
+  const { value, grads } = tf.valueAndGrads((...theta: tf.Tensor[]) => {
+    const p = withValues(params, names, theta);
+    let perSample: tf.Tensor;
+    let featuresDetached: tf.Tensor[] | null = null;
+    if (scope === 'heads') {
+      const feats = model.features!(p, batch);
+      featuresDetached = feats.map((f) => stopGradient(f));
+      perSample = lossOf(model, p, batch, feats, 'actual step');
+    } else {
+      perSample = lossOf(model, p, batch, undefined, 'actual step');
+    }
+    const w = weightsOf(stopGradient(perSample), featuresDetached);
+    if (!(w instanceof tf.Tensor) || w.rank !== 1 || w.shape[0] !== perSample.shape[0]) {
+      throw new Error(`actual step: the weights must have shape [${perSample.shape[0]}], got ${w instanceof tf.Tensor ? `[${w.shape}]` : typeof w}`);
+    }
+    weights = Float32Array.from(w.dataSync());
+    losses = Float32Array.from(perSample.dataSync());
+    return tf.sum(tf.mul(w, perSample)) as tf.Scalar;
+  })(names.map((n) => params[n]));
+  const loss = value.dataSync()[0];
+  value.dispose();
+  const out: Record<string, tf.Tensor> = {};
+  names.forEach((n, i) => { out[n] = grads[i]; });
+  return { weights, losses, grads: out, loss, metaLoss: null };
+}
+
+/** Argument checks shared by the steps; returns the names that take the virtual step. */
+export function checkStepArgs<B>(fn: string, model: MetaModel<B>, params: unknown, alpha: unknown, scope: unknown): string[] {
+  if (!model || typeof model.perSampleLoss !== 'function' || typeof model.batchSize !== 'function' || !Array.isArray(model.headNames)) {
+    throw new Error(`${fn}: 'model' must be a MetaModel ({ perSampleLoss, batchSize, headNames, features?, headPerSampleLoss? })`);
+  }
+  if (params === null || typeof params !== 'object' || Object.keys(params).length === 0) {
+    throw new Error(`${fn}: 'params' must be a non-empty Record<string, tf.Variable>`);
+  }
+  for (const [name, p] of Object.entries(params as Record<string, unknown>)) {
+    if (!(p instanceof tf.Variable)) throw new Error(`${fn}: params['${name}'] must be a tf.Variable (the optimizer updates it)`);
+  }
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) {
+    throw new Error(`${fn}: 'alpha' (virtual learning rate) must be a finite number > 0, got ${String(alpha)}`);
+  }
+  if (scope !== 'all' && scope !== 'heads') throw new Error(`${fn}: 'metaScope' must be 'all' or 'heads', got ${String(scope)}`);
+  const all = Object.keys(params);
+  if (scope === 'all') return all;
+  if (typeof model.features !== 'function' || typeof model.headPerSampleLoss !== 'function') {
+    throw new Error(`${fn}: metaScope 'heads' needs model.features and model.headPerSampleLoss`);
+  }
+  if (model.headNames.length === 0) throw new Error(`${fn}: metaScope 'heads' needs a non-empty model.headNames`);
+  const missing = model.headNames.filter((n) => !all.includes(n));
+  if (missing.length) throw new Error(`${fn}: model.headNames ${missing.map((n) => `'${n}'`).join(', ')} not in 'params'`);
+  return [...model.headNames];
+}
+
+/** Features of a batch computed off any tape (detached), for scope `heads`. */
+export function detachedFeatures<B>(model: MetaModel<B>, params: Params, batch: B): tf.Tensor[] {
+  return tf.tidy(() => model.features!(params, batch));
+}
+
+// ---------------------------------------------------------------------------------------
+// Meta-Weight-Net.
+
+export interface MetaGradientOptions<B> {
+  model: MetaModel<B>;
+  params: Record<string, tf.Variable>;
+  trainBatch: B;
+  metaBatch: B;
+  weightNet: WeightNet;
+  /** Virtual learning rate α of step 1. */
+  alpha: number;
+  /** Default 'sum'. */
+  normalize?: WeightNormalization;
+  /** Default 'all'. */
+  metaScope?: MetaScope;
+}
+
+function checkNetArgs(fn: string, weightNet: unknown, normalize: unknown): void {
+  if (!(weightNet instanceof WeightNet)) throw new Error(`${fn}: 'weightNet' must be a WeightNet`);
+  if (normalize !== 'sum' && normalize !== 'none') throw new Error(`${fn}: 'normalize' must be 'sum' or 'none', got ${String(normalize)}`);
+}
+
+function hypergradient<B>(ctx: VirtualContext<B>, net: WeightNet, normalize: WeightNormalization): { grads: Record<string, tf.Tensor>; metaLoss: number } {
+  const names = WEIGHT_NET_PARAM_NAMES;
+  const { value, grads } = tf.valueAndGrads((...phi: tf.Tensor[]) => virtualMetaLoss(ctx, (lossesDetached) => {
+    const p: Params = {};
+    names.forEach((n, i) => { p[n] = phi[i]; });
+    return normalizeWeights(net.forward(lossesDetached, p), normalize);
+  }))(names.map((n) => net.params[n]));
+  const metaLoss = value.dataSync()[0];
+  value.dispose();
+  const out: Record<string, tf.Tensor> = {};
+  names.forEach((n, i) => { out[n] = grads[i]; });
+  return { grads: out, metaLoss };
+}
+
+/**
+ * The hypergradient ∇φ L_meta(θ′(φ)) of steps 1–2, without changing anything (for checks and
+ * diagnostics; `mwnStep` uses the same computation).
+ *
+ * @returns grads keyed like `weightNet.params` (the caller disposes them) and L_meta(θ′)
+ * @example const { grads, metaLoss } = metaGradient({ model, params, trainBatch, metaBatch, weightNet, alpha: 0.1 });
+ */
+export function metaGradient<B>(opts: MetaGradientOptions<B>): { grads: Record<string, tf.Tensor>; metaLoss: number } {
+  const { model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all' } = opts ?? ({} as MetaGradientOptions<B>);
+  const names = checkStepArgs('metaGradient', model, params, alpha, metaScope);
+  checkNetArgs('metaGradient', weightNet, normalize);
+  if (metaScope === 'all') return hypergradient({ model, params, trainBatch, metaBatch, alpha, names }, weightNet, normalize);
+  const trainFeatures = detachedFeatures(model, params, trainBatch);
+  const metaFeatures = detachedFeatures(model, params, metaBatch);
+  try {
+    return hypergradient({ model, params, trainBatch, metaBatch, alpha, names, trainFeatures, metaFeatures }, weightNet, normalize);
+  } finally {
+    tf.dispose([...trainFeatures, ...metaFeatures]);
+  }
+}
+
+export interface MwnStepOptions<B> extends Omit<MetaGradientOptions<B>, 'metaBatch'> {
+  /** Required on steps that update φ (see `isMetaStep`); ignored on the others. */
+  metaBatch?: B;
+  /** The trainer's global step (0-based). Default 0. */
+  step?: number;
+  /** Update φ on every k-th step only; the other steps weight with the current net. Default 1. */
+  metaEvery?: number;
+}
+
+/**
+ * One Meta-Weight-Net training step: virtual step, φ update (on meta steps), and the weighted
+ * gradients of the actual step. φ is updated in place through `weightNet.step`; θ is not
+ * touched — apply `grads` with the model's optimizer (after clipping etc.) and dispose them.
+ *
+ * @example
+ * const r = mwnStep({ model, params, trainBatch, metaBatch, weightNet, alpha: 1e-2, normalize: 'sum', metaScope: 'heads' });
+ * optimizer.step(r.grads, lr); tf.dispose(Object.values(r.grads));
+ */
+export function mwnStep<B>(opts: MwnStepOptions<B>): MwnStepResult {
+  const {
+    model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all', step = 0, metaEvery = 1,
+  } = opts ?? ({} as MwnStepOptions<B>);
+  const names = checkStepArgs('mwnStep', model, params, alpha, metaScope);
+  checkNetArgs('mwnStep', weightNet, normalize);
+  const doMeta = isMetaStep(step, metaEvery);
+  if (doMeta && metaBatch === undefined) throw new Error(`mwnStep: step ${step} updates the weight net (metaEvery ${metaEvery}) but no 'metaBatch' was given`);
+
+  const weightsNow = (lossesDetached: tf.Tensor) => normalizeWeights(weightNet.forward(lossesDetached), normalize);
+  let metaLoss: number | null = null;
+  const update = (ctx: VirtualContext<B>) => {
+    const h = hypergradient(ctx, weightNet, normalize);
+    metaLoss = h.metaLoss;
+    weightNet.step(h.grads);
+    tf.dispose(Object.values(h.grads));
+  };
+
+  if (metaScope === 'all') {
+    if (doMeta) update({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names });
+    const r = weightedGrads(model, params, trainBatch, 'all', weightsNow);
+    return { ...r, metaLoss, metaUpdated: doMeta };
+  }
+  const metaFeatures = doMeta ? detachedFeatures(model, params, metaBatch as B) : [];
+  try {
+    const r = weightedGrads(model, params, trainBatch, 'heads', (lossesDetached, trainFeatures) => {
+      if (doMeta) update({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names, trainFeatures: trainFeatures!, metaFeatures });
+      return weightsNow(lossesDetached);
+    });
+    return { ...r, metaLoss, metaUpdated: doMeta };
+  } finally {
+    tf.dispose(metaFeatures);
+  }
+}
