@@ -6,3 +6,4 @@ export * from './eval/index.js';
 export * from './nn/index.js';
 export * from './video/index.js';
 export * from './data/index.js';
+export * from './meta/index.js';

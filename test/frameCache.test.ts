@@ -270,6 +270,19 @@ describe('frame cache', function () {
       }
     });
 
+    it('a failed read reports the error and leaves the position for a retry', async () => {
+      let fail = true;
+      const flaky: FrameCache = { ...cache, get: async (id) => { if (fail) throw new Error(`disk gone for ${id}`); return cache.get(id); } };
+      const loader = new BatchLoader(flaky, table, { batchSize: 3, seed: 4 });
+      await assert.rejects(loader.next(), /disk gone/);
+      assert.deepEqual(loader.state(), { ...new BatchLoader(cache, table, { batchSize: 3, seed: 4 }).state() });
+      fail = false;
+      const got = await loader.next();
+      const want = await new BatchLoader(cache, table, { batchSize: 3, seed: 4 }).next();
+      assert.deepEqual([got.videoId, got.index, got.step], [want.videoId, want.index, 0]);
+      assert.deepEqual(got.frames, want.frames);
+    });
+
     it('refuses bad arguments with clear messages', () => {
       assert.throws(() => new BatchLoader(cache, table, { batchSize: 0 }), /batchSize must be a positive integer/);
       assert.throws(() => new BatchLoader(cache, table, { batchSize: 7 }), /6 cached videos with captions make no full batch of 7/);

@@ -191,10 +191,12 @@ export class BatchLoader<T extends boolean = false> {
     this.busy = true;
     try {
       const { epoch, position } = this;
-      const raw = this.pending && this.pending.epoch === epoch && this.pending.position === position
-        ? await this.pending.batch
-        : await this.load(position);
+      const pending = this.pending;
       this.pending = null;
+      // A failed read leaves the position where it was, so the caller may retry.
+      const raw = pending && pending.epoch === epoch && pending.position === position
+        ? await pending.batch
+        : await this.load(position);
       this.position++;
       if (this.position === this.batchesPerEpoch) {
         this.epoch++;
