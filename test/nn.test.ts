@@ -453,6 +453,7 @@ describe('nn: dual encoder', () => {
   it('rejects bad configs and inputs with the argument named', () => tf.tidy(() => {
     assert.throws(() => getConfig('tiny', { vision: { patchSize: 5 } }), /vision.patchSize: patchSize 5 must divide imageSize 32/);
     assert.throws(() => validateConfig({ ...getConfig('tiny'), embedDim: 0 }, 'x.json'), /invalid dual-encoder config \(x.json\):\n {2}embedDim/);
+    assert.throws(() => getConfig('tiny', { text: { pooling: 'cls' } }), /text.pooling: CLS pooling needs a bidirectional/);
     const cfg = getConfig('tiny');
     const store = initDualEncoder(cfg, 0);
     const p = store.snapshot();
@@ -461,6 +462,7 @@ describe('nn: dual encoder', () => {
     assert.throws(() => encodeText(p, tf.tensor2d([[1, 1000]], undefined, 'int32'), tf.ones([1, 2]), cfg), /holds 1000 at flat index 1, outside the vocabulary \[0, 1000\)/);
     assert.throws(() => encodeText(p, tf.zeros([1, 17], 'int32'), tf.ones([1, 17]), cfg), /length 17, more than text.contextLength 16/);
     assert.throws(() => encodeText(p, tf.zeros([1, 4], 'int32'), tf.ones([1, 3]), cfg), /'mask' must be \[1, 4\]/);
+    assert.throws(() => valueAndGradsOf((q) => tf.sum(q['text.proj.weight']) as tf.Scalar, p), /does not depend on every named parameter/);
     const { 'text.proj.weight': _drop, ...rest } = p;
     assert.throws(() => encodeText(rest, tf.zeros([1, 4], 'int32'), tf.ones([1, 4]), cfg), /missing parameter 'text.proj.weight'/);
     store.dispose();

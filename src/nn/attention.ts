@@ -83,7 +83,11 @@ export function multiHeadAttention(params: Params, prefix: string, x: tf.Tensor,
   });
 }
 
-/** Parameter specs of one attention module; `outStd` lets deep stacks shrink the residual branch. */
+/**
+ * Parameter specs of one attention module; `outStd` lets deep stacks shrink the residual branch.
+ *
+ * @example attentionSpecs('text.blocks.0.attn', 512, 512 ** -0.5, 0.006)
+ */
 export function attentionSpecs(prefix: string, width: number, inStd: number, outStd: number): ParamSpec[] {
   return [...linearSpecs(`${prefix}.qkv`, width, 3 * width, inStd), ...linearSpecs(`${prefix}.out`, width, width, outStd)];
 }

@@ -62,6 +62,9 @@ export const dualEncoderConfigSchema = z.object({
   }
   if (c.vision.width % c.vision.heads !== 0) issue(['vision', 'heads'], `heads ${c.vision.heads} must divide width ${c.vision.width}`);
   if (c.text.width % c.text.heads !== 0) issue(['text', 'heads'], `heads ${c.text.heads} must divide width ${c.text.width}`);
+  if (c.text.pooling === 'cls' && c.text.causal) {
+    issue(['text', 'pooling'], 'CLS pooling needs a bidirectional text transformer (causal: false): under a causal mask the first token sees only itself');
+  }
   if (c.temporal.pooling === 'transformer' && c.vision.width % c.temporal.heads !== 0) {
     issue(['temporal', 'heads'], `heads ${c.temporal.heads} must divide the vision width ${c.vision.width}`);
   }

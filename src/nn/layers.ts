@@ -46,6 +46,7 @@ export function matMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return matMulOp(a, b);
 }
 
+/** The MLP nonlinearity by name. @example activate(x, 'quickGelu') // x·sigmoid(1.702x) */
 export function activate(x: tf.Tensor, kind: Activation): tf.Tensor {
   if (kind === 'gelu') return ops.gelu(x);
   if (kind === 'quickGelu') return ops.quickGelu(x);
@@ -70,12 +71,12 @@ export function linear(params: Params, prefix: string, x: tf.Tensor, bias = true
   });
 }
 
-/** Layer norm over the last axis with `${prefix}.weight` and `${prefix}.bias`. */
+/** Layer norm over the last axis with `${prefix}.weight` and `${prefix}.bias`. @example layerNorm(params, 'video.ln_pre', x) */
 export function layerNorm(params: Params, prefix: string, x: tf.Tensor, eps = 1e-5): tf.Tensor {
   return ops.layerNorm(x, param(params, `${prefix}.weight`), param(params, `${prefix}.bias`), eps);
 }
 
-/** fc1 → activation → fc2. */
+/** fc1 → activation → fc2. @example mlp(params, 'text.blocks.0.mlp', x, 'gelu') */
 export function mlp(params: Params, prefix: string, x: tf.Tensor, activation: Activation): tf.Tensor {
   return tf.tidy(() => linear(params, `${prefix}.fc2`, activate(linear(params, `${prefix}.fc1`, x), activation)));
 }
@@ -114,12 +115,14 @@ export function patchEmbed(params: Params, prefix: string, images: tf.Tensor, pa
   return tf.tidy(() => linear(params, prefix, patchify(images, patch), false));
 }
 
+/** Specs of a linear layer: weight N(0, std²) [in, out], bias zeros. @example linearSpecs('video.proj', 768, 512, 768 ** -0.5, false) */
 export function linearSpecs(prefix: string, din: number, dout: number, std: number, bias = true): ParamSpec[] {
   const out: ParamSpec[] = [{ name: `${prefix}.weight`, shape: [din, dout], init: { kind: 'normal', std } }];
   if (bias) out.push({ name: `${prefix}.bias`, shape: [dout], init: { kind: 'zeros' } });
   return out;
 }
 
+/** Specs of a layer norm: weight ones, bias zeros. @example layerNormSpecs('text.ln_final', 512) */
 export function layerNormSpecs(prefix: string, width: number): ParamSpec[] {
   return [
     { name: `${prefix}.weight`, shape: [width], init: { kind: 'ones' } },

@@ -37,6 +37,7 @@ export interface HostTensor {
   data: Float32Array;
 }
 
+/** Number of elements of a shape ([] → 1). @example shapeSize([2, 3]) // 6 */
 export function shapeSize(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
@@ -137,6 +138,8 @@ export function initialValues(spec: ParamSpec, seed: number): Float32Array {
 /**
  * Number of scalars in a list of specs, optionally only names under `prefix`
  * (`'video.'` or `'video.blocks.0'`). Allocates nothing.
+ *
+ * @example countParams(dualEncoderSpecs(getConfig('base')), 'text.') // 63428096
  */
 export function countParams(specs: readonly ParamSpec[], prefix = ''): number {
   let n = 0;
@@ -144,7 +147,7 @@ export function countParams(specs: readonly ParamSpec[], prefix = ''): number {
   return n;
 }
 
-/** Scalar counts grouped by the first `depth` dotted components of each name. */
+/** Scalar counts grouped by the first `depth` dotted components of each name. @example countByPrefix(specs, 1) // { video: …, text: …, logit_scale: 1 } */
 export function countByPrefix(specs: readonly ParamSpec[], depth = 1): Record<string, number> {
   if (!Number.isInteger(depth) || depth < 1) throw new Error(`countByPrefix: 'depth' must be a positive integer, got ${depth}`);
   const out: Record<string, number> = {};
@@ -281,11 +284,20 @@ export function param(params: Params, name: string): tf.Tensor {
  */
 export function valueAndGradsOf(f: (p: Params) => tf.Scalar, params: Params, names: string[] = Object.keys(params)): { value: tf.Scalar; grads: Params } {
   for (const n of names) param(params, n);
-  const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
-    const p: Params = { ...params };
-    names.forEach((n, i) => { p[n] = xs[i]; });
-    return f(p);
-  })(names.map((n) => params[n]));
+  let res: { value: tf.Scalar; grads: tf.Tensor[] };
+  try {
+    res = tf.valueAndGrads((...xs: tf.Tensor[]) => {
+      const p: Params = { ...params };
+      names.forEach((n, i) => { p[n] = xs[i]; });
+      return f(p);
+    })(names.map((n) => params[n]));
+  } catch (e) {
+    if (e instanceof Error && e.message.startsWith('Cannot compute gradient')) {
+      throw new Error('valueAndGradsOf: the loss does not depend on every named parameter; pass `names` with only the ones it uses');
+    }
+    throw e;
+  }
+  const { value, grads } = res;
   const out: Params = {};
   names.forEach((n, i) => { out[n] = grads[i]; });
   return { value, grads: out };

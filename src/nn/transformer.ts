@@ -15,7 +15,11 @@ export interface BlockOptions {
   eps: number;
 }
 
-/** One pre-LN block; `bias` from `attentionBias`. x: [B, L, D] → [B, L, D]. */
+/**
+ * One pre-LN block; `bias` from `attentionBias`. x: [B, L, D] → [B, L, D].
+ *
+ * @example transformerBlock(params, 'video.blocks.0', x, { heads: 12, activation: 'quickGelu', eps: 1e-5 })
+ */
 export function transformerBlock(params: Params, prefix: string, x: tf.Tensor, opts: BlockOptions, bias: tf.Tensor | null = null): tf.Tensor {
   return tf.tidy(() => {
     const h = tf.add(x, multiHeadAttention(params, `${prefix}.attn`, layerNorm(params, `${prefix}.ln_1`, x, opts.eps), opts.heads, bias));
@@ -43,6 +47,8 @@ export function transformer(params: Params, prefix: string, x: tf.Tensor, layers
 /**
  * Specs of a stack with CLIP's initialisation: attention in-projection std D^−½, the two
  * residual outputs (2·layers·D)^−½, MLP fc1 (2D)^−½; biases zero, norms (1, 0).
+ *
+ * @example transformerSpecs('text.blocks', 512, 12, 4).length // 12 blocks × 12 tensors
  */
 export function transformerSpecs(prefix: string, width: number, layers: number, mlpRatio: number): ParamSpec[] {
   const attnStd = width ** -0.5;
