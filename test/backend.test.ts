@@ -44,6 +44,22 @@ describe('wasm gradient kernels', function () {
     assert.deepEqual(Array.from(g), [1, 1, 2, 2, 0, 0, 1, 1]);
   });
 
+  it('BatchMatMul with transposed operands (the fast wrapper) matches the cpu backend, batched and not', async () => {
+    const a = seededUniform(2 * 5 * 3, 4);
+    const b = seededUniform(2 * 4 * 5, 5);
+    for (const [ta, tb, sa, sb] of [
+      [false, true, [2, 3, 5], [2, 4, 5]], [true, false, [2, 5, 3], [2, 5, 4]], [true, true, [2, 5, 3], [2, 4, 5]], [false, false, [2, 3, 5], [2, 5, 4]],
+    ] as const) {
+      const f = () => tf.matMul(tf.tensor(a, [...sa]), tf.tensor(b, [...sb]), ta, tb);
+      const expected = await onCpu(f);
+      const got = tf.tidy(f).dataSync();
+      assert.ok(relErr(got, expected, 1e-6) < 1e-5, `transposeA=${ta} transposeB=${tb}`);
+    }
+    const before = tf.memory().numTensors;
+    tf.tidy(() => tf.matMul(tf.tensor2d(a.slice(0, 15), [3, 5]), tf.tensor2d(b.slice(0, 20), [4, 5]), false, true).dataSync());
+    assert.equal(tf.memory().numTensors, before, 'the transposed copies are released');
+  });
+
   for (const [stride, pad] of [[1, 'same'], [2, 'valid'], [2, 'same']] as const) {
     it(`Conv2DBackpropFilter matches the cpu backend (stride ${stride}, ${pad})`, async () => {
       const xv = seededUniform(2 * 7 * 6 * 3, 1);

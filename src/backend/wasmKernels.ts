@@ -86,6 +86,34 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: {
   return b.makeOutput([...a.filterShape], x.dtype, undefined, dw);
 }
 
+/**
+ * tfjs-backend-wasm 4.22's BatchMatMul reads a transposed operand with strided access:
+ * measured here, a 256×512·512×256 product takes 163 ms with `transposeB` and 11 ms after an
+ * explicit Transpose (460 vs 44 ms for `transposeA`). Every matMul gradient uses a transposed
+ * operand, so the whole backward pass paid it. The wrapper transposes first, then multiplies.
+ */
+function fastTransposeMatMul(original: tf.KernelFunc, transpose: tf.KernelFunc): tf.KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const a0 = inputs.a as tf.TensorInfo;
+    const b0 = inputs.b as tf.TensorInfo;
+    const at = attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    if (!at.transposeA && !at.transposeB) return original({ inputs, backend, attrs });
+    const b = backend as unknown as { disposeData(id: object): void };
+    const swapLast = (t: tf.TensorInfo): tf.TensorInfo => {
+      const perm = t.shape.map((_, i) => i);
+      perm[perm.length - 1] = perm.length - 2;
+      perm[perm.length - 2] = perm.length - 1;
+      return transpose({ inputs: { x: t }, backend, attrs: { perm } }) as tf.TensorInfo;
+    };
+    const a = at.transposeA ? swapLast(a0) : a0;
+    const bb = at.transposeB ? swapLast(b0) : b0;
+    const out = original({ inputs: { ...inputs, a, b: bb }, backend, attrs: { ...attrs, transposeA: false, transposeB: false } });
+    if (a !== a0) b.disposeData(a.dataId);
+    if (bb !== b0) b.disposeData(bb.dataId);
+    return out;
+  };
+}
+
 let registered = false;
 
 /** Registers the missing kernels for the `wasm` backend (idempotent). */
@@ -97,5 +125,13 @@ export function registerWasmKernels(): void {
   }
   if (!tf.getKernel('Conv2DBackpropFilter', 'wasm')) {
     tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter as tf.KernelFunc });
+  }
+  for (const name of ['BatchMatMul', '_FusedMatMul']) {
+    const mm = tf.getKernel(name, 'wasm');
+    const tr = tf.getKernel('Transpose', 'wasm');
+    if (mm && tr) {
+      tf.unregisterKernel(name, 'wasm');
+      tf.registerKernel({ ...mm, kernelFunc: fastTransposeMatMul(mm.kernelFunc, tr.kernelFunc) });
+    }
   }
 }
