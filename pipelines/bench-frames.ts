@@ -12,7 +12,7 @@
  * which is printed with the table.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,20 +33,47 @@ function run(bin: string, args: string[]): Promise<number> {
   });
 }
 
-async function timeIt(f: () => Promise<void>, repeats: number): Promise<number> {
-  const times: number[] = [];
-  for (let r = 0; r < repeats; r++) {
-    const t0 = performance.now();
-    await f();
-    times.push((performance.now() - t0) / 1000);
+/** CPU seconds used so far by this process and its waited-for children (Linux /proc), or null. */
+function cpuSeconds(tick: number): number | null {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    // After "pid (comm) ": state=0 … utime=11 stime=12 cutime=13 cstime=14.
+    return (f[11] + f[12] + f[13] + f[14]) / tick;
+  } catch {
+    return null;
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
 }
 
-interface Row { gop: number; method: string; processes: number; seconds: number }
+interface Timing { wall: number; cpu: number | null }
 
-async function benchGop(dir: string, gop: number, o: { clips: number; seconds: number; frames: number; concurrency: number; repeats: number }): Promise<Row[]> {
+/**
+ * Runs each method `repeats` times, interleaved (A B C A B C …) so that load from other
+ * processes on the machine falls on all of them alike; medians of wall and CPU seconds.
+ */
+async function measure(methods: (() => Promise<void>)[], repeats: number, tick: number): Promise<Timing[]> {
+  const walls: number[][] = methods.map(() => []);
+  const cpus: (number | null)[][] = methods.map(() => []);
+  for (let r = 0; r < repeats; r++) {
+    for (let m = 0; m < methods.length; m++) {
+      const c0 = cpuSeconds(tick);
+      const t0 = performance.now();
+      await methods[m]();
+      walls[m].push((performance.now() - t0) / 1000);
+      const c1 = cpuSeconds(tick);
+      cpus[m].push(c0 !== null && c1 !== null ? c1 - c0 : null);
+    }
+  }
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  return methods.map((_, m) => ({
+    wall: median(walls[m]),
+    cpu: cpus[m].every((c) => c !== null) ? median(cpus[m] as number[]) : null,
+  }));
+}
+
+interface Row { gop: number; method: string; processes: number; t: Timing }
+
+async function benchGop(dir: string, gop: number, o: { clips: number; seconds: number; frames: number; concurrency: number; repeats: number }, tick: number): Promise<Row[]> {
   const frames = o.frames;
   const ffmpeg = ffmpegBinary().path;
   const clips: string[] = [];
@@ -79,10 +106,11 @@ async function benchGop(dir: string, gop: number, o: { clips: number; seconds: n
   };
   // One warm-up of each so the page cache and fluent-ffmpeg's capability probe are not timed.
   await fullDecode(); await ours(); await perFrame();
+  const [full, mine, per] = await measure([fullDecode, ours, perFrame], o.repeats, tick);
   return [
-    { gop, method: 'full decode `ffmpeg -i clip -f null -` (limit)', processes: clips.length, seconds: await timeIt(fullDecode, o.repeats) },
-    { gop, method: `sampleMany, uniform @${SIZE} (ffprobe + 1 ffmpeg per clip)`, processes: 2 * clips.length, seconds: await timeIt(ours, o.repeats) },
-    { gop, method: `1 ffmpeg per frame (-ss t -i clip -frames:v 1) + ffprobe`, processes: (frames + 1) * clips.length, seconds: await timeIt(perFrame, o.repeats) },
+    { gop, method: 'full decode `ffmpeg -i clip -f null -` (limit)', processes: clips.length, t: full },
+    { gop, method: `sampleMany, uniform @${SIZE} (ffprobe + 1 ffmpeg per clip)`, processes: 2 * clips.length, t: mine },
+    { gop, method: '1 ffmpeg per frame (`-ss t -i clip -frames:v 1`) + ffprobe', processes: (frames + 1) * clips.length, t: per },
   ];
 }
 
@@ -102,24 +130,30 @@ async function main(): Promise<void> {
   const gops = String(values.gops).split(',').map(Number);
   if (gops.some((g) => !Number.isInteger(g) || g < 1)) throw new Error(`bench-frames: --gops must be comma-separated positive integers, got ${values.gops}`);
 
+  let tick = 100;
+  try { tick = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100; } catch { /* Linux default */ }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vlm-bench-frames-'));
   try {
     const rows: Row[] = [];
-    for (const gop of gops) rows.push(...(await benchGop(dir, gop, o)));
-    const startMs = await timeIt(async () => { for (let i = 0; i < 20; i++) await run(ffmpegBinary().path, ['-version']); }, 1) / 20 * 1000;
-    console.log(`\nFrame sampling, ${o.clips} clips of ${o.seconds} s, 640×360 H.264 25 fps (libx264 veryfast), ` +
-      `${o.frames} frames per clip, ${o.concurrency} processes at a time, -threads 1 each; median of ${o.repeats}; ffmpeg process start ${startMs.toFixed(1)} ms; ${os.cpus().length}× ${os.cpus()[0]?.model ?? 'cpu'}; ${ffmpegBinary().version}\n`);
-    console.log('| GOP (frames) | method | processes | time (s) | videos/s | time ÷ full decode | sampleMany speed-up |');
-    console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const gop of gops) rows.push(...(await benchGop(dir, gop, o, tick)));
+    const [start] = await measure([async () => { for (let i = 0; i < 20; i++) await run(ffmpegBinary().path, ['-version']); }], 1, tick);
+    const load = os.loadavg()[0];
+    console.log(`\nFrame sampling: ${o.clips} clips of ${o.seconds} s, 640×360 H.264 25 fps (libx264 veryfast), ${o.frames} frames per clip at ${SIZE} px; ` +
+      `${o.concurrency} processes at a time, -threads 1 each; medians of ${o.repeats} interleaved runs; ffmpeg process start ${(start.wall / 20 * 1000).toFixed(1)} ms; ` +
+      `${os.cpus().length}× ${os.cpus()[0]?.model ?? 'cpu'}, load average ${load.toFixed(1)} at the end; ${ffmpegBinary().version.replace(/ Copyright.*$/, '')}\n`);
+    const cpuOk = rows.every((r) => r.t.cpu !== null);
+    console.log(`| GOP (frames) | method | processes | wall (s) | videos/s |${cpuOk ? ' CPU s / video |' : ''} wall ÷ full decode |${cpuOk ? ' CPU ÷ full decode |' : ''} sampleMany speed-up (wall${cpuOk ? ' / CPU' : ''}) |`);
+    console.log(`| ---: | --- | ---: | ---: | ---: |${cpuOk ? ' ---: |' : ''} ---: |${cpuOk ? ' ---: |' : ''} ---: |`);
     for (const gop of gops) {
       const [full, ours, per] = rows.filter((r) => r.gop === gop);
       for (const r of [full, ours, per]) {
-        console.log(`| ${gop} | ${r.method} | ${r.processes} | ${r.seconds.toFixed(2)} | ${(o.clips / r.seconds).toFixed(2)} | ` +
-          `${(r.seconds / full.seconds).toFixed(2)}× | ${r === ours ? '—' : `${(r.seconds / ours.seconds).toFixed(2)}×`} |`);
+        const speed = r === ours ? '—' : `${(r.t.wall / ours.t.wall).toFixed(2)}×${cpuOk ? ` / ${(r.t.cpu! / ours.t.cpu!).toFixed(2)}×` : ''}`;
+        console.log(`| ${gop} | ${r.method} | ${r.processes} | ${r.t.wall.toFixed(2)} | ${(o.clips / r.t.wall).toFixed(2)} |` +
+          `${cpuOk ? ` ${(r.t.cpu! / o.clips).toFixed(3)} |` : ''} ${(r.t.wall / full.t.wall).toFixed(2)}× |${cpuOk ? ` ${(r.t.cpu! / full.t.cpu!).toFixed(2)}× |` : ''} ${speed} |`);
       }
-      const goalA = ours.seconds <= 1.25 * full.seconds;
-      const goalB = per.seconds >= 5 * ours.seconds;
-      console.log(`| ${gop} | goals: ≤1.25× full decode ${goalA ? 'met' : 'NOT met'}; ≥5× faster than per-frame ${goalB ? 'met' : 'NOT met'} | | | | | |`);
+      const goalA = ours.t.wall <= 1.25 * full.t.wall;
+      const goalB = per.t.wall >= 5 * ours.t.wall;
+      console.log(`\nGOP ${gop}: ≤1.25× full-decode time ${goalA ? 'met' : 'NOT met'}; ≥5× faster than one process per frame ${goalB ? 'met' : 'NOT met'} (wall time).`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
