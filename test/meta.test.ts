@@ -7,6 +7,9 @@ import {
   auroc, isMetaStep, l2rwScores, l2rwStep, l2rwWeights, MetaBatchCycler, metaGradient, mwnStep, normalizeWeights,
   weightCurve, weightingReport, WeightNet, WEIGHT_NET_PARAM_NAMES, type MetaModel, type MetaScope, type WeightNormalization,
 } from '../src/meta/index.js';
+import { getConfig } from '../src/nn/configs.js';
+import { initDualEncoder } from '../src/nn/dualEncoder.js';
+import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
 import { relErr, seededUniform } from './helpers/fd.js';
 
 type Params = Record<string, tf.Tensor>;
@@ -90,7 +93,7 @@ function normalizeRef(raw: number[], mode: WeightNormalization): number[] {
  * L_meta(θ′) recomputed from scratch with fixed weights w: θ′ = θ − α∇θ Σ wᵢℓᵢ over `names`
  * (a plain first-order gradient), then the mean loss of the meta batch at θ′.
  */
-function metaLossFromScratch(model: MetaModel<ToyBatch>, params: Params, train: ToyBatch, meta: ToyBatch, names: string[], w: ArrayLike<number>, alpha: number): number {
+function metaLossFromScratch<B>(model: MetaModel<B>, params: Params, train: B, meta: B, names: string[], w: ArrayLike<number>, alpha: number): number {
   return tf.tidy(() => {
     const wt = tf.tensor1d(Float32Array.from(w));
     const g = tf.grads((...ts: tf.Tensor[]) => {
@@ -196,6 +199,66 @@ describe('meta: Meta-Weight-Net hypergradient against finite differences', () =>
       const ref = metaLossFromScratch(model, params, train, meta, names, uniformW, alpha);
       assert.ok(Math.abs(metaLoss - ref) < 1e-4 * Math.max(1, Math.abs(ref)), `metaLoss ${metaLoss} vs ${ref}`);
       net.dispose(); disposeAll(params); disposeBatch(train); disposeBatch(meta);
+    });
+  }
+});
+
+describe('meta: the dual encoder as a MetaModel', () => {
+  const cfg = getConfig('tiny', {
+    name: 'micro',
+    vision: { imageSize: 8, patchSize: 4, width: 8, layers: 1, heads: 2 },
+    text: { vocabSize: 20, contextLength: 6, width: 8, layers: 1, heads: 2 },
+    temporal: { pooling: 'transformer', maxFrames: 3, layers: 1, heads: 2 },
+    embedDim: 8,
+  });
+  const batch = (n: number, seed: number): DualEncoderBatch => {
+    const L = 6;
+    const ids = new Int32Array(n * L);
+    const mask = new Float32Array(n * L);
+    const u = seededUniform(n * L, seed, 0, 1);
+    for (let b = 0; b < n; b++) for (let i = 0; i < 3 + (b % 3); i++) { ids[b * L + i] = 1 + Math.floor(u[b * L + i] * 19); mask[b * L + i] = 1; }
+    return {
+      frames: tf.tensor(seededUniform(n * 2 * 8 * 8 * 3, seed + 1, -1.5, 1.5), [n, 2, 8, 8, 3]),
+      ids: tf.tensor2d(ids, [n, L], 'int32'), mask: tf.tensor2d(mask, [n, L]),
+    };
+  };
+
+  for (const scope of ['all', 'heads'] as MetaScope[]) {
+    it(`∂L_meta/∂φ along a random direction matches finite differences (micro dual encoder + samContrastiveLoss, scope '${scope}')`, () => {
+      const model = dualEncoderMetaModel(cfg, { marginRad: 0.1 });
+      assert.deepEqual([...model.headNames].sort(), ['logit_scale', 'text.proj.weight', 'video.proj.weight']);
+      const store = initDualEncoder(cfg, 3);
+      const params = store.snapshot() as Record<string, tf.Variable>;
+      params.logit_scale.assign(tf.scalar(Math.log(5)));
+      const train = batch(4, 11);
+      const meta = batch(3, 22);
+      const direct = tf.tidy(() => model.perSampleLoss(params, train).dataSync());
+      const viaHeads = tf.tidy(() => model.headPerSampleLoss!(params, model.features!(params, train), train).dataSync());
+      assert.ok(relErr(viaHeads, direct) < 1e-6, 'headPerSampleLoss(features) = perSampleLoss');
+
+      const net = new WeightNet({ hidden: 8, seed: 23 });
+      const alpha = 2;
+      const names = scope === 'all' ? Object.keys(params) : [...model.headNames];
+      const phi = readPhi(net);
+      const dir: Record<string, Float64Array> = {};
+      WEIGHT_NET_PARAM_NAMES.forEach((n, k) => { dir[n] = Float64Array.from(seededUniform(phi[n].length, 900 + k, -1, 1)); });
+      const h = 1e-2;
+      const shifted = (sign: number) => Object.fromEntries(WEIGHT_NET_PARAM_NAMES.map((n) => [n, phi[n].map((v, k) => v + sign * h * dir[n][k])]));
+      const lossAt = (p: Record<string, Float64Array>) => metaLossFromScratch(model, params, train, meta, names, normalizeRef(weightNetRef(p, direct).raw, 'sum'), alpha);
+      const fd = (lossAt(shifted(1)) - lossAt(shifted(-1))) / (2 * h);
+      const { minAbsPre } = weightNetRef(phi, direct);
+      assert.ok(minAbsPre > 2 * h * (Math.max(...Array.from(direct)) + 1), `no ReLU kink within the perturbation (|pre| ≥ ${minAbsPre})`);
+
+      const before = tf.memory().numTensors;
+      const { grads } = metaGradient({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha, metaScope: scope });
+      let dot = 0;
+      for (const n of WEIGHT_NET_PARAM_NAMES) grads[n].dataSync().forEach((g, k) => { dot += g * dir[n][k]; });
+      disposeAll(grads);
+      assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
+      assert.ok(Math.abs(fd) > 1e-3, `directional derivative is not trivially small (${fd})`);
+      assert.ok(Math.abs(dot - fd) < 5e-3 * Math.abs(fd), `⟨∇φ, d⟩ = ${dot} vs finite difference ${fd}`);
+      net.dispose(); store.dispose();
+      tf.dispose([train.frames, train.ids, train.mask, meta.frames, meta.ids, meta.mask]);
     });
   }
 });

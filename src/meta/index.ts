@@ -8,3 +8,4 @@ export {
 export { l2rwStep, l2rwScores, l2rwWeights, type L2rwOptions, type L2rwStepResult } from './l2rw.js';
 export { MetaBatchCycler, type MetaCyclerState, type MetaBatchCyclerOptions } from './metaBatches.js';
 export { auroc, weightingReport, weightCurve, type WeightingReport } from './analysis.js';
+export { dualEncoderMetaModel, type DualEncoderBatch, type DualEncoderMetaModelOptions } from './dualEncoderModel.js';
