@@ -69,8 +69,16 @@ export const PretrainConfigSchema = z.object({
   loss: z.object({
     /** μ of the subtractive angular margin, in radians; 0 is symmetric InfoNCE. */
     marginRad: z.number().min(0).max(Math.PI / 2).default(0.1),
+    /**
+     * Steps of plain InfoNCE before the margin starts, then steps over which μ ramps from 0.
+     * From scratch, a margin on near-orthogonal random embeddings is satisfied by collapse
+     * (every positive gets s·μ·sin θ for free at θ ≈ π/2); once pairs align it only stops
+     * pulling positives closer than μ, which is its purpose.
+     */
+    marginStartStep: z.number().int().min(0).default(0),
+    marginRampSteps: z.number().int().min(0).default(0),
     detachMargin: z.boolean().default(false),
-  }).strict().default({ marginRad: 0.1, detachMargin: false }),
+  }).strict().default({ marginRad: 0.1, marginStartStep: 0, marginRampSteps: 0, detachMargin: false }),
   train: z.object({
     epochs: z.number().int().min(1).default(10),
     /** Overrides epochs when set. */
@@ -98,6 +106,13 @@ export const PretrainConfigSchema = z.object({
 }).strict();
 
 export type PretrainConfig = z.infer<typeof PretrainConfigSchema>;
+
+/** μ at `step` under the margin schedule (0 before `marginStartStep`, then a linear ramp). */
+export function marginAt(loss: PretrainConfig['loss'], step: number): number {
+  if (step < loss.marginStartStep) return 0;
+  if (loss.marginRampSteps === 0) return loss.marginRad;
+  return loss.marginRad * Math.min(1, (step - loss.marginStartStep + 1) / loss.marginRampSteps);
+}
 
 /** Folder of the shipped configs (pipelines/configs, also when run from dist/). */
 export const CONFIG_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'pipelines', 'configs');

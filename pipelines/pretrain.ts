@@ -32,7 +32,7 @@ import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining } from '../src/train/trainer.js';
 import { normalizeFrames } from '../src/video/transforms.js';
-import { loadPretrainConfig, parsePretrainConfig, type PretrainConfig } from './config.js';
+import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
 
 export interface PretrainOptions {
   /** Run folder (default runs/<config name>). */
@@ -246,23 +246,23 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
     config: { pretrain: cfg, model: modelCfg, tokenizer: tok.dir },
     logger, logitScaleName: 'logit_scale',
   }, {
-    computeGrads: async () => {
+    computeGrads: async (step) => {
+      const marginRad = marginAt(cfg.loss, step);
       const w0 = performance.now();
       const batch = await loader.next();
       const dataWaitMs = performance.now() - w0;
-      const [B, T, S] = batch.framesShape;
+      const B = batch.framesShape[0];
       const frames = tf.tensor(batch.frames as Float32Array, batch.framesShape);
       const ids = tf.tensor2d(batch.ids, batch.textShape, 'int32');
       const mask = tf.tensor2d(batch.mask, batch.textShape, 'int32');
       const { value, grads } = valueAndGradsOf((p) => {
         const v = encodeVideo(p, frames, modelCfg);
         const t = encodeText(p, ids, mask, modelCfg);
-        return samContrastiveLoss(v, t, { marginRad: cfg.loss.marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin }).loss as tf.Scalar;
+        return samContrastiveLoss(v, t, { marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin }).loss as tf.Scalar;
       }, params);
       const loss = value.dataSync()[0];
       tf.dispose([value, frames, ids, mask]);
-      void T; void S;
-      return { loss, grads, samples: B, dataWaitMs };
+      return { loss, grads, samples: B, dataWaitMs, extra: { marginRad } };
     },
     dataState: () => loader.state(),
     evaluate: async () => {

@@ -138,6 +138,19 @@ export function maxReduce(x: T, axis = -1, keepDims = false): T {
 }
 
 /**
+ * The max along `axis` (kept dims) as a constant shift: computed inside a custom op with a
+ * zero gradient, so backprop never builds tf.max's arg-max mask (a broadcast Equal that is
+ * slow on wasm) for a term whose gradient cancels anyway.
+ */
+function maxShift(x: T, axis: number): T {
+  const op = tf.customGrad((xi, save) => {
+    (save as tf.GradSaveFunc)([xi as T]);
+    return { value: tf.max(xi as T, axis, true), gradFunc: (_dy: T, [xs]: T[]) => tf.zerosLike(xs) };
+  });
+  return op(x);
+}
+
+/**
  * log Σ e^x along `axis`, shifted by the (gradient-free) max for stability.
  *
  * @example logSumExp(tf.tensor1d([0, Math.log(3)])) // ≈ log 4
@@ -146,7 +159,7 @@ export function logSumExp(x: T, axis = -1, keepDims = false): T {
   checkTensor(x, 'logSumExp');
   const a = normAxis(axis, x.rank, 'logSumExp');
   return tf.tidy(() => {
-    const m = stopGradient(tf.max(x, a, true));
+    const m = maxShift(x, a);
     const lse = tf.add(m, tf.log(tf.sum(exp(tf.sub(x, m)), a, true)));
     return keepDims ? lse : tf.squeeze(lse, [a]);
   });
