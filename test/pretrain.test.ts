@@ -5,7 +5,7 @@ import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadPretrainConfig, parsePretrainConfig } from '../pipelines/config.js';
+import { loadPretrainConfig, marginAt, parsePretrainConfig } from '../pipelines/config.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const script = path.join(root, 'dist', 'pipelines', 'pretrain.js');
@@ -35,6 +35,13 @@ describe('pretrain config', () => {
     assert.throws(() => parsePretrainConfig({ data: { kind: 'synth' }, train: { batchSize: 1 } }, 'c.json'), /train\.batchSize/);
     assert.throws(() => parsePretrainConfig({ data: { kind: 'synth' }, loss: { marginRad: -0.1 } }, 'c.json'), /loss\.marginRad/);
     assert.throws(() => parsePretrainConfig({ data: { kind: 'webm' } }, 'c.json'), /data/);
+  });
+
+  it('the margin schedule is 0 before its start, then ramps linearly to marginRad', () => {
+    const loss = parsePretrainConfig({ data: { kind: 'synth' }, loss: { marginRad: 0.2, marginStartStep: 10, marginRampSteps: 4 } }).loss;
+    assert.deepEqual([0, 9, 10, 11, 12, 13, 14, 100].map((s) => +marginAt(loss, s).toFixed(6)), [0, 0, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2]);
+    const flat = parsePretrainConfig({ data: { kind: 'synth' }, loss: { marginRad: 0.2 } }).loss;
+    assert.equal(marginAt(flat, 0), 0.2);
   });
 
   it('a missing config file is an error that names it', async () => {
