@@ -2,13 +2,14 @@
  * Cost of the meta-weighting steps against a plain SAM training step, on the dual encoder.
  *
  *   node dist/pipelines/bench-meta.js [--preset tiny] [--batch 16] [--meta-batch 16] [--frames 4]
- *                                     [--repeats 5] [--backend wasm] [--variants plain,mwn-heads,mwn-all,l2rw-heads,l2rw-all]
+ *                                     [--repeats 7] [--backend wasm] [--variants plain,mwn-heads,mwn-all,l2rw-heads,l2rw-all]
  *
  * Every variant is one full training step on random inputs: forward, loss, backward and the
  * model's AdamW update; `mwn-*` adds the virtual step, the weight-net update and the weighted
- * actual step (metaEvery 1), `l2rw-*` the L2RW scores. Each variant runs in its own child
- * process, so its peak RSS (getrusage maxrss) is its own; the tensor peak is tf.profile's
- * peakBytes over one step (all live tensors, the parameters and optimizer state included).
+ * actual step (metaEvery 1), `l2rw-*` the L2RW scores. Times come from one process with the
+ * variants interleaved (robust to a shared machine's changing load). Memory comes from one
+ * child process per variant, so its peak RSS (getrusage maxrss) is its own; the tensor peak is
+ * tf.profile's peakBytes over one step (all live tensors, parameters and optimizer state included).
  */
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
@@ -29,7 +30,7 @@ type Variant = typeof VARIANTS[number];
 
 interface Settings { preset: PresetName; batch: number; metaBatch: number; frames: number; repeats: number; backend: string }
 
-interface ChildResult { variant: Variant; backend: string; msPerStep: number; peakTensorMiB: number; baseTensorMiB: number; peakRssMiB: number }
+interface MemoryResult { variant: Variant; peakTensorMiB: number; baseTensorMiB: number; peakRssMiB: number }
 
 function positiveInt(name: string, value: string | undefined): number {
   const n = Number(value);
@@ -51,8 +52,8 @@ function randomBatch(n: number, frames: number, size: number, vocab: number, L: 
   };
 }
 
-async function child(variant: Variant, s: Settings): Promise<void> {
-  const choice = await initBackend({ prefer: parseBackendPreference(s.backend) });
+/** One variant's training step over shared parameters (the values do not change the work). */
+function makeSteps(s: Settings) {
   const cfg = getConfig(s.preset, { temporal: { maxFrames: Math.max(s.frames, getConfig(s.preset).temporal.maxFrames) } });
   const store = initDualEncoder(cfg, 1);
   const params = store.snapshot() as Record<string, tf.Variable>;
@@ -63,9 +64,8 @@ async function child(variant: Variant, s: Settings): Promise<void> {
   const train = randomBatch(s.batch, s.frames, cfg.vision.imageSize, cfg.text.vocabSize, L, 7);
   const meta = randomBatch(s.metaBatch, s.frames, cfg.vision.imageSize, cfg.text.vocabSize, L, 11);
   const alpha = 1e-3;
-
   let stepIndex = 0;
-  const step = async () => {
+  const step = async (variant: Variant) => {
     let grads: Record<string, tf.Tensor>;
     let loss: number;
     if (variant === 'plain') {
@@ -90,18 +90,46 @@ async function child(variant: Variant, s: Settings): Promise<void> {
     stepIndex++;
     if (!Number.isFinite(loss)) throw new Error(`bench-meta: ${variant} gave a non-finite loss`);
   };
+  return { step, backend: tf.getBackend() };
+}
 
-  await step();
-  await step();
-  const t0 = performance.now();
-  for (let i = 0; i < s.repeats; i++) await step();
-  const msPerStep = (performance.now() - t0) / s.repeats;
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+}
+
+/**
+ * Step times of all variants in one process, interleaved round by round (the order rotating),
+ * so a change in machine load hits every variant alike; medians and minima per variant.
+ */
+async function timeAll(variants: Variant[], s: Settings): Promise<{ backend: string; times: Map<Variant, number[]> }> {
+  await initBackend({ prefer: parseBackendPreference(s.backend) });
+  const { step, backend } = makeSteps(s);
+  const times = new Map<Variant, number[]>(variants.map((v) => [v, []]));
+  for (const v of variants) { await step(v); await step(v); }
+  for (let r = 0; r < s.repeats; r++) {
+    for (let k = 0; k < variants.length; k++) {
+      const v = variants[(k + r) % variants.length];
+      const t0 = performance.now();
+      await step(v);
+      times.get(v)!.push(performance.now() - t0);
+    }
+    console.error(`round ${r + 1}/${s.repeats}`);
+  }
+  return { backend, times };
+}
+
+/** Memory of one variant, alone in this (child) process: tf.profile's peak over one step, and maxrss. */
+async function memoryChild(variant: Variant, s: Settings): Promise<void> {
+  await initBackend({ prefer: parseBackendPreference(s.backend) });
+  const { step } = makeSteps(s);
+  await step(variant);
+  await step(variant);
   const baseBytes = tf.memory().numBytes;
-  const prof = await tf.profile(step);
-  const result: ChildResult = {
+  const prof = await tf.profile(() => step(variant));
+  const result: MemoryResult = {
     variant,
-    backend: choice.name,
-    msPerStep,
     peakTensorMiB: prof.peakBytes / 2 ** 20,
     baseTensorMiB: baseBytes / 2 ** 20,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
@@ -109,14 +137,14 @@ async function child(variant: Variant, s: Settings): Promise<void> {
   console.log(JSON.stringify(result));
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       preset: { type: 'string', default: 'tiny' },
       batch: { type: 'string', default: '16' },
       'meta-batch': { type: 'string', default: '16' },
       frames: { type: 'string', default: '4' },
-      repeats: { type: 'string', default: '5' },
+      repeats: { type: 'string', default: '7' },
       backend: { type: 'string', default: 'wasm' },
       variants: { type: 'string', default: VARIANTS.join(',') },
       child: { type: 'string' },
@@ -131,35 +159,38 @@ function main(): void {
     backend: values.backend as string,
   };
   getConfig(settings.preset); // an unknown preset fails here, with the known names
-  const variants = (values.variants as string).split(',');
+  const variants = (values.variants as string).split(',') as Variant[];
   for (const v of variants) if (!(VARIANTS as readonly string[]).includes(v)) throw new Error(`--variants: unknown '${v}' (known: ${VARIANTS.join(', ')})`);
-
   if (values.child) {
-    child(values.child as Variant, settings).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+    await memoryChild(values.child as Variant, settings);
     return;
   }
+
   const self = fileURLToPath(import.meta.url);
   const forward = process.argv.slice(2);
-  const results: ChildResult[] = [];
-  for (const v of variants as Variant[]) {
+  const memory = new Map<Variant, MemoryResult>();
+  for (const v of variants) {
     const r = spawnSync(process.execPath, [self, ...forward, '--child', v], { encoding: 'utf8', maxBuffer: 1 << 24 });
     const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-    if (r.status !== 0 || !line) {
-      console.error(`${v}: failed (exit ${r.status})\n${r.stderr.slice(-2000)}`);
-      continue;
-    }
-    results.push(JSON.parse(line) as ChildResult);
-    console.error(`${v} done`);
+    if (r.status !== 0 || !line) console.error(`${v}: memory run failed (exit ${r.status})\n${r.stderr.slice(-2000)}`);
+    else memory.set(v, JSON.parse(line) as MemoryResult);
   }
-  const plain = results.find((r) => r.variant === 'plain');
-  console.log(`\nmachine: ${os.cpus()[0]?.model ?? 'unknown cpu'} × ${os.cpus().length}, node ${process.version}, backend ${results[0]?.backend ?? '?'}`);
-  console.log(`model: ${settings.preset} dual encoder, batch ${settings.batch}, meta batch ${settings.metaBatch}, ${settings.frames} frames, SAM loss, AdamW; ${settings.repeats} timed steps after 2 warm-up\n`);
-  console.log('| variant | ms/step | × plain | peak tensor MiB | (at step start) | peak RSS MiB |');
-  console.log('| --- | --- | --- | --- | --- | --- |');
-  for (const r of results) {
-    const rel = plain ? (r.msPerStep / plain.msPerStep).toFixed(2) : 'n/a';
-    console.log(`| ${r.variant} | ${r.msPerStep.toFixed(0)} | ${rel} | ${r.peakTensorMiB.toFixed(1)} | ${r.baseTensorMiB.toFixed(1)} | ${r.peakRssMiB.toFixed(0)} |`);
+  const { backend, times } = await timeAll(variants, settings);
+  const plain = times.get('plain');
+  const cpus = os.cpus();
+  console.log(`\nmachine: ${cpus[0]?.model ?? 'unknown cpu'} × ${cpus.length}, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}, node ${process.version}, backend ${backend}`);
+  console.log(`model: ${settings.preset} dual encoder, batch ${settings.batch}, meta batch ${settings.metaBatch}, ${settings.frames} frames, SAM loss, AdamW; ` +
+    `${settings.repeats} interleaved rounds after 2 warm-up steps each\n`);
+  console.log('| variant | median ms/step | × plain (median) | min ms/step | × plain (min) | peak tensor MiB | (at step start) | peak RSS MiB |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const v of variants) {
+    const t = times.get(v)!;
+    const m = memory.get(v);
+    const relMed = plain ? (median(t) / median(plain)).toFixed(2) : 'n/a';
+    const relMin = plain ? (Math.min(...t) / Math.min(...plain)).toFixed(2) : 'n/a';
+    const mem = m ? `${m.peakTensorMiB.toFixed(1)} | ${m.baseTensorMiB.toFixed(1)} | ${m.peakRssMiB.toFixed(0)}` : 'n/a | n/a | n/a';
+    console.log(`| ${v} | ${median(t).toFixed(0)} | ${relMed} | ${Math.min(...t).toFixed(0)} | ${relMin} | ${mem} |`);
   }
 }
 
-main();
+main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

@@ -385,6 +385,9 @@ describe('meta: mwnStep', () => {
     assert.throws(() => mwnStep({ model: { ...model, features: undefined }, params, trainBatch: train, metaBatch: train, weightNet: net, alpha: 1, metaScope: 'heads' }), /model.features/);
     assert.throws(() => mwnStep({ model, params: { a: tf.zeros([1]) as unknown as tf.Variable }, trainBatch: train, metaBatch: train, weightNet: net, alpha: 1 }), /params\['a'\] must be a tf.Variable/);
     assert.throws(() => mwnStep({ model: { ...model, batchSize: () => 5 }, params, trainBatch: train, metaBatch: train, weightNet: net, alpha: 1 }), /must have shape \[5\]/);
+    const extra = { ...params, unused: tf.variable(tf.zeros([2])) };
+    assert.throws(() => mwnStep({ model, params: extra, trainBatch: train, metaBatch: train, weightNet: net, alpha: 1 }), /does not depend on every entry of 'params'/);
+    extra.unused.dispose();
     assert.throws(() => new WeightNet({ hidden: 0 }), /'hidden'/);
     assert.throws(() => net.forward(tf.zeros([2, 1])), /'losses' must be a float32 tensor \[B\]/);
     net.dispose(); disposeAll(params); disposeBatch(train);

@@ -118,6 +118,14 @@ function withValues(params: Params, names: readonly string[], values: readonly t
   return out;
 }
 
+/** tfjs's "Cannot compute gradient" names no parameter; say which requirement was broken. */
+function explainGradError(e: unknown, where: string): never {
+  if (e instanceof Error && e.message.startsWith('Cannot compute gradient')) {
+    throw new Error(`${where}: the loss does not depend on every entry of 'params'; pass only the parameters the model uses`);
+  }
+  throw e;
+}
+
 function checkPerSample(losses: unknown, fn: string, n: number): tf.Tensor {
   if (!(losses instanceof tf.Tensor) || losses.rank !== 1 || losses.shape[0] !== n) {
     const got = losses instanceof tf.Tensor ? `[${losses.shape}]` : typeof losses;
@@ -142,7 +150,12 @@ export function virtualMetaLoss<B>(ctx: VirtualContext<B>, weightsOf: (lossesDet
     const losses = lossOf(model, withValues(params, names, theta), ctx.trainBatch, ctx.trainFeatures, fn);
     return tf.sum(tf.mul(weightsOf(stopGradient(losses)), losses)) as tf.Scalar;
   });
-  const g = inner(names.map((n) => params[n]));
+  let g: tf.Tensor[];
+  try {
+    g = inner(names.map((n) => params[n]));
+  } catch (e) {
+    explainGradError(e, fn);
+  }
   const primed = withValues(params, names, names.map((n, i) => tf.sub(params[n], tf.mul(g[i], alpha))));
   return tf.mean(lossOf(model, primed, ctx.metaBatch, ctx.metaFeatures, 'meta loss')) as tf.Scalar;
 }
@@ -160,7 +173,7 @@ export function weightedGrads<B>(
   const names = Object.keys(params);
   let weights = new Float32Array(0);
   let losses = new Float32Array(0);
-  const { value, grads } = tf.valueAndGrads((...theta: tf.Tensor[]) => {
+  const valueAndGrads = tf.valueAndGrads((...theta: tf.Tensor[]) => {
     const p = withValues(params, names, theta);
     let perSample: tf.Tensor;
     let featuresDetached: tf.Tensor[] | null = null;
@@ -178,7 +191,14 @@ export function weightedGrads<B>(
     weights = Float32Array.from(w.dataSync());
     losses = Float32Array.from(perSample.dataSync());
     return tf.sum(tf.mul(w, perSample)) as tf.Scalar;
-  })(names.map((n) => params[n]));
+  });
+  let value: tf.Scalar;
+  let grads: tf.Tensor[];
+  try {
+    ({ value, grads } = valueAndGrads(names.map((n) => params[n])));
+  } catch (e) {
+    explainGradError(e, 'actual step');
+  }
   const loss = value.dataSync()[0];
   value.dispose();
   const out: Record<string, tf.Tensor> = {};
