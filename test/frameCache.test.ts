@@ -168,6 +168,35 @@ describe('frame cache', function () {
     assert.ok(!readdirSync(out).some((f) => f.includes('.tmp-')));
   });
 
+  it('`vlmargin frames` builds, resumes and summarises from a manifest', async () => {
+    const manifest = path.join(dir, 'm.jsonl');
+    writeFileSync(manifest, [
+      JSON.stringify({ id: 'red', video: 'red.mp4', caption: 'a red clip' }),
+      JSON.stringify({ id: 'blue', video: 'blue.mp4', captions: ['blue', 'a blue clip'] }),
+      JSON.stringify({ id: 'gone', video: 'gone.mp4', caption: 'missing file' }),
+      'not json',
+    ].join('\n'));
+    const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
+    const out = path.join(dir, 'c5');
+    const runCli = (): Promise<{ code: number | null; stdout: string; stderr: string }> => new Promise((resolve) => {
+      const child = spawn(process.execPath, [cli, 'frames', '--manifest', manifest, '--out', out, '--frames', '2', '--size', '16'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => { stdout += d; });
+      child.stderr.on('data', (d) => { stderr += d; });
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+    const first = await runCli();
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /2 decoded, 0 reused from an earlier run, 1 skipped/);
+    assert.match(first.stdout, /1 {2}file not found/);
+    assert.match(first.stderr, /m\.jsonl:4:/);
+    const second = await runCli();
+    assert.match(second.stdout, /0 decoded, 3 reused from an earlier run, 1 skipped/);
+    const cache = await openFrameCache(out);
+    assert.deepEqual([...cache.ids].sort(), ['blue', 'red']);
+  });
+
   describe('BatchLoader', () => {
     let cache: FrameCache;
     let table: CaptionTable;
