@@ -2,3 +2,4 @@
 export * from './retrieval.js';
 export * from './verification.js';
 export * from './classification.js';
+export * from './plot.js';
