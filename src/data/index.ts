@@ -15,3 +15,10 @@ export {
   drawMetaSet, readMetaSet, loadDefaultMetaSet, drawRecipePath, DEFAULT_META_SET_DIR,
   type MetaSetOptions, type MetaSetDraw, type ReadMetaSetOptions,
 } from './metaSet.js';
+export {
+  buildFrameCache, openFrameCache, type BuildFrameCacheOptions, type FrameCacheSummary, type FrameCacheProgress,
+  type FrameCache, type FrameCacheConfig, type CachedClip, type CachedClipMeta,
+} from './frameCache.js';
+export {
+  BatchLoader, encodeCaptions, type CaptionTable, type CaptionEncoder, type LoaderState, type BatchLoaderOptions, type Batch,
+} from './loader.js';
