@@ -31,12 +31,12 @@ export interface L2rwStepResult extends WeightedStepResult {
   scores: Float32Array;
 }
 
-function scoresOf<B>(ctx: VirtualContext<B>): { scores: Float32Array; metaLoss: number } {
+function scoresOf<B>(ctx: VirtualContext<B>, recordedTrainLosses?: tf.Tensor): { scores: Float32Array; metaLoss: number } {
   const n = ctx.model.batchSize(ctx.trainBatch);
   if (!Number.isInteger(n) || n < 1) throw new Error(`l2rw: model.batchSize(trainBatch) must be a positive integer, got ${n}`);
   const eps = tf.zeros([n]);
   try {
-    const { value, grad } = tf.valueAndGrad((e: tf.Tensor) => virtualMetaLoss(ctx, () => e))(eps);
+    const { value, grad } = tf.valueAndGrad((e: tf.Tensor) => virtualMetaLoss(ctx, () => e, recordedTrainLosses))(eps);
     const metaLoss = value.dataSync()[0];
     const scores = tf.tidy(() => tf.neg(grad).dataSync() as Float32Array);
     tf.dispose([value, grad]);
@@ -95,8 +95,9 @@ export function l2rwScores<B>(opts: L2rwOptions<B>): { scores: Float32Array; met
 
 /**
  * One L2RW training step: scores on the meta batch, weights, and ∇θ Σ wᵢℓᵢ for the caller's
- * optimizer (the caller disposes `grads`). With `metaScope: 'heads'` the scores are computed
- * on detached features inside the actual step's forward, as in `mwnStep`.
+ * optimizer (the caller disposes `grads`). As in `mwnStep`, the scores are computed inside the
+ * actual step's forward for `metaScope: 'heads'` (reusing its train losses; the meta batch goes
+ * through the encoders once, detached) and before it, on their own tape, for `all`.
  *
  * @example
  * const r = l2rwStep({ model, params, trainBatch, metaBatch, alpha: 1e-2, metaScope: 'heads' });
@@ -104,19 +105,18 @@ export function l2rwScores<B>(opts: L2rwOptions<B>): { scores: Float32Array; met
  */
 export function l2rwStep<B>(opts: L2rwOptions<B>): L2rwStepResult {
   const ctx = contextOf(opts, 'l2rwStep');
-  const scope = opts.metaScope ?? 'all';
-  let found: { scores: Float32Array; metaLoss: number } | null = null;
-  let metaFeatures: tf.Tensor[] = [];
-  if (scope === 'all') found = scoresOf(ctx);
-  else metaFeatures = detachedFeatures(ctx.model, ctx.params, ctx.metaBatch);
+  const heads = (opts.metaScope ?? 'all') === 'heads';
+  const metaFeatures = heads ? detachedFeatures(ctx.model, ctx.params, ctx.metaBatch) : undefined;
   try {
-    const r = weightedGrads(ctx.model, ctx.params, ctx.trainBatch, scope, (_losses, trainFeatures) => {
-      if (!found) found = scoresOf({ ...ctx, trainFeatures: trainFeatures!, metaFeatures });
+    let found = heads ? null : scoresOf(ctx);
+    const r = weightedGrads(ctx.model, ctx.params, ctx.trainBatch, (_lossesDetached, recordedLosses) => {
+      found ??= scoresOf({ ...ctx, metaFeatures }, recordedLosses);
       return tf.tensor1d(l2rwWeights(found.scores));
     });
+    // Set before the forward (all) or inside it (heads).
     const { scores, metaLoss } = found!;
     return { ...r, metaLoss, scores };
   } finally {
-    tf.dispose(metaFeatures);
+    if (metaFeatures) tf.dispose(metaFeatures);
   }
 }

@@ -13,14 +13,23 @@
  * meta forward at θ′; every op the model uses must still be second-order safe
  * (backend/safeOps).
  *
- * Scopes:
- * - `all`: every parameter takes the virtual step. Cost ≈ train fwd+bwd, meta fwd+bwd and one
- *   more backward over the train graph, plus the actual step's own train fwd+bwd.
- * - `heads`: only `model.headNames` take the virtual step, on encoder features computed once
- *   and detached. The meta update runs *inside* the actual step's forward, on the detached
- *   copies of the features that forward produced, so the train batch's encoders run once per
- *   step; the meta batch's encoders run forward only. The actual step's gradients still cover
- *   every parameter (features → heads → Σ wᵢℓᵢ).
+ * Scope `heads` runs the meta update *inside* the actual step's forward: tfjs keeps one tape
+ * for nested gradient calls, so the virtual step's tf.grads over the heads differentiates the
+ * ℓ(θ) that the actual step's forward already recorded; after φ moves, the same ℓ is weighted
+ * by the updated net and the actual backward runs (the meta computations do not lead to the
+ * actual loss, since φ changes by assignment, so that backward skips them). Scope `all` runs
+ * the meta update first, on its own tape: nested, it would save one train forward but every
+ * op of its second-order pass would be recorded and kept on the actual step's tape (measured
+ * on the tiny dual encoder: 1.6× the tensor memory and no faster).
+ *
+ * Scopes (costs in units of a plain step's forward + backward on the train batch, meta batch of
+ * the same size):
+ * - `all`: every parameter takes the virtual step. ≈ 1 (virtual fwd + bwd) + 1 (meta fwd + bwd)
+ *   + ⅔ (the backward of the virtual backward) + 1 (the actual step) ≈ 3.7, plus tape overhead.
+ * - `heads`: only `model.headNames` take the virtual step, so the virtual backward and its
+ *   second-order pass stop at the heads, and the meta batch goes through the encoders once,
+ *   forward only, detached (`features`), then `headPerSampleLoss`. ≈ 1 + ⅓ (the meta forward).
+ *   The actual step's gradients still cover every parameter.
  */
 import { tf } from '../backend/tf.js';
 import { stopGradient } from '../backend/safeOps.js';
@@ -99,7 +108,7 @@ export function isMetaStep(step: number, metaEvery: number): boolean {
 // ---------------------------------------------------------------------------------------
 // Shared machinery (also used by l2rw.ts).
 
-/** Everything the virtual step needs. Features are detached when present (scope `heads`). */
+/** Everything the virtual step needs. */
 export interface VirtualContext<B> {
   model: MetaModel<B>;
   params: Params;
@@ -108,7 +117,9 @@ export interface VirtualContext<B> {
   alpha: number;
   /** Parameters that take the virtual step. */
   names: readonly string[];
+  /** Detached train features (scope `heads` without a recorded train forward). */
   trainFeatures?: readonly tf.Tensor[];
+  /** Detached meta features (scope `heads`): the meta loss then runs the heads only. */
   metaFeatures?: readonly tf.Tensor[];
 }
 
@@ -142,12 +153,16 @@ function lossOf<B>(model: MetaModel<B>, params: Params, batch: B, features: read
 /**
  * L_meta(θ′) with θ′ = θ − α ∇θ Σ wᵢℓᵢ(θ) over `ctx.names` and w = weightsOf(ℓ(θ) detached),
  * as a scalar that stays differentiable in whatever `weightsOf` depends on (φ, or L2RW's ε).
+ * `recordedTrainLosses`: ℓ(θ) of the train batch already on an enclosing gradient tape (the
+ * actual step's forward), differentiated instead of running the train forward again.
  */
-export function virtualMetaLoss<B>(ctx: VirtualContext<B>, weightsOf: (lossesDetached: tf.Tensor) => tf.Tensor): tf.Scalar {
+export function virtualMetaLoss<B>(
+  ctx: VirtualContext<B>, weightsOf: (lossesDetached: tf.Tensor) => tf.Tensor, recordedTrainLosses?: tf.Tensor,
+): tf.Scalar {
   const { model, params, names, alpha } = ctx;
   const fn = 'virtual step';
   const inner = tf.grads((...theta: tf.Tensor[]) => {
-    const losses = lossOf(model, withValues(params, names, theta), ctx.trainBatch, ctx.trainFeatures, fn);
+    const losses = recordedTrainLosses ?? lossOf(model, withValues(params, names, theta), ctx.trainBatch, ctx.trainFeatures, fn);
     return tf.sum(tf.mul(weightsOf(stopGradient(losses)), losses)) as tf.Scalar;
   });
   let g: tf.Tensor[];
@@ -161,30 +176,20 @@ export function virtualMetaLoss<B>(ctx: VirtualContext<B>, weightsOf: (lossesDet
 }
 
 /**
- * ∇θ Σ wᵢℓᵢ(θ) over every entry of `params`, with w = weightsOf(ℓ detached, features detached).
- * For scope `heads` the loss goes through `features` and `headPerSampleLoss`, and `weightsOf`
- * receives detached copies of the train features (so a meta update can run inside, reusing
- * this forward); otherwise it receives null.
+ * ∇θ Σ wᵢℓᵢ(θ) over every entry of `params`, with w = weightsOf(ℓ detached, ℓ as recorded).
+ * `weightsOf` runs inside this step's forward, so it may run a meta update that reuses the
+ * recorded ℓ (see `virtualMetaLoss`); the weights it returns must not depend on θ.
  */
 export function weightedGrads<B>(
-  model: MetaModel<B>, params: Params, batch: B, scope: MetaScope,
-  weightsOf: (lossesDetached: tf.Tensor, featuresDetached: tf.Tensor[] | null) => tf.Tensor,
+  model: MetaModel<B>, params: Params, batch: B,
+  weightsOf: (lossesDetached: tf.Tensor, recordedLosses: tf.Tensor) => tf.Tensor,
 ): WeightedStepResult {
   const names = Object.keys(params);
   let weights = new Float32Array(0);
   let losses = new Float32Array(0);
   const valueAndGrads = tf.valueAndGrads((...theta: tf.Tensor[]) => {
-    const p = withValues(params, names, theta);
-    let perSample: tf.Tensor;
-    let featuresDetached: tf.Tensor[] | null = null;
-    if (scope === 'heads') {
-      const feats = model.features!(p, batch);
-      featuresDetached = feats.map((f) => stopGradient(f));
-      perSample = lossOf(model, p, batch, feats, 'actual step');
-    } else {
-      perSample = lossOf(model, p, batch, undefined, 'actual step');
-    }
-    const w = weightsOf(stopGradient(perSample), featuresDetached);
+    const perSample = lossOf(model, withValues(params, names, theta), batch, undefined, 'actual step');
+    const w = weightsOf(stopGradient(perSample), perSample);
     if (!(w instanceof tf.Tensor) || w.rank !== 1 || w.shape[0] !== perSample.shape[0]) {
       throw new Error(`actual step: the weights must have shape [${perSample.shape[0]}], got ${w instanceof tf.Tensor ? `[${w.shape}]` : typeof w}`);
     }
@@ -259,13 +264,15 @@ function checkNetArgs(fn: string, weightNet: unknown, normalize: unknown): void 
   if (normalize !== 'sum' && normalize !== 'none') throw new Error(`${fn}: 'normalize' must be 'sum' or 'none', got ${String(normalize)}`);
 }
 
-function hypergradient<B>(ctx: VirtualContext<B>, net: WeightNet, normalize: WeightNormalization): { grads: Record<string, tf.Tensor>; metaLoss: number } {
+function hypergradient<B>(
+  ctx: VirtualContext<B>, net: WeightNet, normalize: WeightNormalization, recordedTrainLosses?: tf.Tensor,
+): { grads: Record<string, tf.Tensor>; metaLoss: number } {
   const names = WEIGHT_NET_PARAM_NAMES;
   const { value, grads } = tf.valueAndGrads((...phi: tf.Tensor[]) => virtualMetaLoss(ctx, (lossesDetached) => {
     const p: Params = {};
     names.forEach((n, i) => { p[n] = phi[i]; });
     return normalizeWeights(net.forward(lossesDetached, p), normalize);
-  }))(names.map((n) => net.params[n]));
+  }, recordedTrainLosses))(names.map((n) => net.params[n]));
   const metaLoss = value.dataSync()[0];
   value.dispose();
   const out: Record<string, tf.Tensor> = {};
@@ -321,28 +328,22 @@ export function mwnStep<B>(opts: MwnStepOptions<B>): MwnStepResult {
   const doMeta = isMetaStep(step, metaEvery);
   if (doMeta && metaBatch === undefined) throw new Error(`mwnStep: step ${step} updates the weight net (metaEvery ${metaEvery}) but no 'metaBatch' was given`);
 
-  const weightsNow = (lossesDetached: tf.Tensor) => normalizeWeights(weightNet.forward(lossesDetached), normalize);
+  const metaFeatures = doMeta && metaScope === 'heads' ? detachedFeatures(model, params, metaBatch as B) : undefined;
   let metaLoss: number | null = null;
-  const update = (ctx: VirtualContext<B>) => {
-    const h = hypergradient(ctx, weightNet, normalize);
+  const update = (recordedLosses?: tf.Tensor) => {
+    const h = hypergradient({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names, metaFeatures }, weightNet, normalize, recordedLosses);
     metaLoss = h.metaLoss;
     weightNet.step(h.grads);
     tf.dispose(Object.values(h.grads));
   };
-
-  if (metaScope === 'all') {
-    if (doMeta) update({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names });
-    const r = weightedGrads(model, params, trainBatch, 'all', weightsNow);
-    return { ...r, metaLoss, metaUpdated: doMeta };
-  }
-  const metaFeatures = doMeta ? detachedFeatures(model, params, metaBatch as B) : [];
   try {
-    const r = weightedGrads(model, params, trainBatch, 'heads', (lossesDetached, trainFeatures) => {
-      if (doMeta) update({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names, trainFeatures: trainFeatures!, metaFeatures });
-      return weightsNow(lossesDetached);
+    if (doMeta && metaScope === 'all') update();
+    const r = weightedGrads(model, params, trainBatch, (lossesDetached, recordedLosses) => {
+      if (doMeta && metaScope === 'heads') update(recordedLosses);
+      return normalizeWeights(weightNet.forward(lossesDetached), normalize);
     });
     return { ...r, metaLoss, metaUpdated: doMeta };
   } finally {
-    tf.dispose(metaFeatures);
+    if (metaFeatures) tf.dispose(metaFeatures);
   }
 }
