@@ -9,7 +9,7 @@ import {
   sphereFace2Loss, sphereFaceLambda, sphereFaceLogits, sphereFaceRLogits, sphereFaceRLoss, virtualSoftmaxLoss,
   type SphereFace2Options,
 } from '../src/margin/index.js';
-import { targetCrossEntropy } from '../src/margin/core.js';
+import { logSumExpFlush, targetCrossEntropy } from '../src/margin/core.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
 
 type Mat = number[][];
@@ -225,6 +225,24 @@ describe('margin: SAM contrastive loss', () => {
     assert.throws(() => samContrastiveLoss(v, v, { marginRad: -1, logitScale: 1 }), /'marginRad'/);
     assert.throws(() => samContrastiveLoss(v, v, { marginRad: 0.1, logitScale: 1, groups: tf.tensor1d([0, 1, 2]) }), /'groups' must be int32/);
     assert.throws(() => samContrastiveLoss(v, v, { marginRad: 0.1, logitScale: 1, weights: tf.ones([2]) }), /'weights' must have shape \[3\]/);
+  });
+});
+
+describe('margin: core log-sum-exp', () => {
+  it('keeps the value, gives exact zeros instead of subnormal softmax weights, and stays second-order safe', () => {
+    const rowsIn = [[0.5, -1, 2, 0.1], [100, 0, -100, 99]];
+    const x = tf.tensor2d(rowsIn);
+    close(logSumExpFlush(x, 1).dataSync(), rowsIn.map(lse), 1e-6, 'value');
+    close(logSumExpFlush(x, 0).dataSync(), [0, 1, 2, 3].map((j) => lse(rowsIn.map((r) => r[j]))), 1e-6, 'value, axis 0');
+    // e^(−200) underflows and e^(−100)·… would be subnormal in float32: both must come out as 0.
+    const g = tf.grad((t: tf.Tensor) => tf.sum(logSumExpFlush(t, 1)))(x).dataSync();
+    const want = rowsIn.flatMap((r) => r.map((v) => Math.exp(v - lse(r))));
+    close(g, want, 1e-5, 'gradient = softmax');
+    assert.equal(g[5], 0, 'weight e^−100 is flushed to 0');
+    assert.ok(Array.from(g).every((v) => v === 0 || Math.abs(v) >= 1.1754944e-38), 'no subnormals');
+    const f = (t: tf.Tensor) => tf.sum(tf.mul(logSumExpFlush(t, 1), tf.tensor1d([1, -0.5])));
+    const h = hvpBothWays(f, tf.tensor2d(seeded(2, 4, 7, -2, 2)), tf.tensor2d(seeded(2, 4, 8)));
+    close(h.auto, h.fd, 2e-2, 'HVP');
   });
 });
 

@@ -8,7 +8,7 @@
  *
  *   logits_j = s · (cos θ_j + Δ_j),   Δ = (new cosine − cos θ) on the entries the spec touches,
  *
- * where Δ is passed through `stopGradient` when `detachMargin` is set: the forward pass has
+ * where Δ is computed off the gradient tape when `detachMargin` is set: the forward pass has
  * the margin, the backward pass is plain normalised softmax ("characteristic gradient
  * detachment", SphereFace-R; also what InsightFace's ArcFace does).
  *
@@ -19,7 +19,7 @@
  * {@link piecewiseConstant} instead of `where` for the same reason.
  */
 import { tf } from '../backend/tf.js';
-import { acos, logSumExp, stopGradient } from '../backend/safeOps.js';
+import { acos, exp } from '../backend/safeOps.js';
 
 type T = tf.Tensor;
 
@@ -195,6 +195,15 @@ export interface ApplyMarginOptions {
 }
 
 /**
+ * Δ = newCos(c) − c. Detached, it is computed off the gradient tape: the backward pass then
+ * skips the margin's ops entirely (a stopGradient would still push zeros back through them,
+ * a C-wide acos's gradient included).
+ */
+export function marginTerm(c: T, newCos: (c: T) => T, detach = false): T {
+  return detach ? piecewiseConstant([c], (x) => tf.sub(newCos(x), x)) : tf.sub(newCos(c), c);
+}
+
+/**
  * logits = s·(cos + Δ) for one target class per row, and the target logit itself [B] (the
  * cross-entropy needs it and taking it from the logits again would cost another C-wide pass).
  * No argument checks: the public wrappers check and then call this.
@@ -204,18 +213,19 @@ export function applyMargin(cosine: T, labels: T, spec: MarginSpec, opts: ApplyM
     const numClasses = cosine.shape[1] as number;
     const oneHot = oneHotFloat(labels, numClasses);
     const cosY = tf.sum(tf.mul(cosine, oneHot), 1);
-    const detach = (d: T): T => (opts.detachMargin ? stopGradient(d) : d);
 
     let adjusted = cosine;
     let targetCos = cosY;
     if (spec.target) {
-      const dy = detach(tf.sub(spec.target(cosY, () => angleOf(cosY), labels), cosY));
+      const target = spec.target;
+      const dy = marginTerm(cosY, (c) => target(c, () => angleOf(c), labels), opts.detachMargin);
       adjusted = tf.add(adjusted, tf.mul(oneHot, tf.expandDims(dy, 1)));
       targetCos = tf.add(cosY, dy);
     }
     if (spec.others) {
-      const newOthers = spec.others(cosine, () => angleOf(cosine));
-      adjusted = tf.add(adjusted, tf.mul(tf.sub(1, oneHot), detach(tf.sub(newOthers, cosine))));
+      const others = spec.others;
+      const d = marginTerm(cosine, (c) => others(c, () => angleOf(c)), opts.detachMargin);
+      adjusted = tf.add(adjusted, tf.mul(tf.sub(1, oneHot), d));
     }
     return {
       logits: tf.mul(adjusted, scaleColumn(opts.scale)),
@@ -232,15 +242,34 @@ export function applyMargin(cosine: T, labels: T, spec: MarginSpec, opts: ApplyM
 export function applyMaskedMargin(cosine: T, mask: T, spec: MarginSpec, opts: ApplyMarginOptions): T {
   return tf.tidy(() => {
     if (!spec.target) return tf.mul(cosine, scaleColumn(opts.scale));
-    const d = tf.sub(spec.target(cosine, () => angleOf(cosine), mask), cosine);
-    const delta = tf.mul(mask, opts.detachMargin ? stopGradient(d) : d);
+    const target = spec.target;
+    const delta = tf.mul(mask, marginTerm(cosine, (c) => target(c, () => angleOf(c), mask), opts.detachMargin));
     return tf.mul(tf.add(cosine, delta), scaleColumn(opts.scale));
+  });
+}
+
+/** Shifted logits below this contribute e^−60 ≈ 1e−26 each: invisible in a float32 sum. */
+const FLUSH_BELOW = -60;
+
+/**
+ * log Σ e^x along `axis` (max-shifted, the shift gradient-free) with entries more than 60
+ * below the max held at −60. The value is unchanged in float32, and their softmax weights,
+ * instead of being subnormal (under 1.2e−38, which large scales such as s = 100 produce
+ * routinely for well-separated pairs), become exactly 0 in the gradient: wasm cannot flush
+ * subnormals, and a backward matmul fed with a few hundred of them ran 5× slower here.
+ */
+export function logSumExpFlush(x: T, axis = -1): T {
+  return tf.tidy(() => {
+    // The shift, like Δ when detached, is computed off the tape: no Max gradient to run.
+    const m = piecewiseConstant([x], (t) => tf.max(t, axis, true));
+    const shifted = tf.maximum(tf.sub(x, m), FLUSH_BELOW);
+    return tf.add(tf.squeeze(m, [axis < 0 ? axis + x.rank : axis]), tf.log(tf.sum(exp(shifted), axis)));
   });
 }
 
 /** Softmax cross-entropy from the logits and the target logit: logSumExp(logits) − logit_y, along `axis`. */
 export function targetCrossEntropy(logits: T, targetLogit: T, axis = 1): T {
-  return tf.tidy(() => tf.sub(logSumExp(logits, axis), targetLogit));
+  return tf.tidy(() => tf.sub(logSumExpFlush(logits, axis), targetLogit));
 }
 
 /**
@@ -253,7 +282,7 @@ export function multiPositiveCrossEntropy(logits: T, mask: T, axis = 1): T {
   return tf.tidy(() => {
     // Non-positives sit at −1e30: exp underflows to exactly 0 and the gradient there is 0.
     const masked = tf.add(tf.mul(logits, mask), tf.mul(tf.sub(1, mask), -1e30));
-    return tf.sub(logSumExp(logits, axis), logSumExp(masked, axis));
+    return tf.sub(logSumExpFlush(logits, axis), logSumExpFlush(masked, axis));
   });
 }
 

@@ -6,7 +6,7 @@
  * included). μ = 0 is plain symmetric InfoNCE.
  */
 import { tf } from '../backend/tf.js';
-import { exp, l2Normalize, logSumExp } from '../backend/safeOps.js';
+import { exp, l2Normalize } from '../backend/safeOps.js';
 import {
   applyMargin, applyMaskedMargin, checkFinite, checkMatrix, checkNumber, checkRowScale, checkTensor, checkWeights,
   multiPositiveCrossEntropy, reduceLoss, targetCrossEntropy, type MarginSpec,
@@ -82,7 +82,7 @@ export function samContrastiveLoss(video: T, text: T, opts: SamOptions): { loss:
     if (opts.groups === undefined) {
       const { logits, targetLogit } = applyMargin(cosine, tf.range(0, B, 1, 'int32'), spec, margin);
       const rows = targetCrossEntropy(logits, targetLogit, 1);
-      const cols = tf.sub(logSumExp(logits, 0), targetLogit);
+      const cols = targetCrossEntropy(logits, targetLogit, 0);
       perSample = tf.mul(tf.add(rows, cols), 0.5);
     } else {
       const g = opts.groups;

@@ -6,8 +6,8 @@
  *   ℓ = λ/r·softplus(−(r(g(cos θ_y) − m) + b)) + (1−λ)/r·Σ_{j≠y} softplus(r(g(cos θ_j) + m) + b).
  */
 import { tf } from '../backend/tf.js';
-import { powInt, softplus, stopGradient } from '../backend/safeOps.js';
-import { checkNumber, checkRowScale, checkWeights, reduceLoss, type RowScale, oneHotFloat } from './core.js';
+import { powInt, softplus } from '../backend/safeOps.js';
+import { checkNumber, checkRowScale, checkWeights, marginTerm, oneHotFloat, reduceLoss, type RowScale } from './core.js';
 import { checkCosineAndLabels } from './combined.js';
 
 type T = tf.Tensor;
@@ -81,8 +81,7 @@ export function sphereFace2PerSample(cosine: T, labels: T, o: Required<SphereFac
     const g = (c: T): T => tf.sub(tf.mul(powInt(tf.mul(tf.add(c, 1), 0.5), t), 2), 1);
     // r(g(c) ± m) + b, or r·c + b with the adjustment detached.
     const z = (c: T, margin: number): T => {
-      const adjusted = tf.add(g(c), margin);
-      const inner = detachMargin ? tf.add(c, stopGradient(tf.sub(adjusted, c))) : adjusted;
+      const inner = detachMargin ? tf.add(c, marginTerm(c, (x) => tf.add(g(x), margin), true)) : tf.add(g(c), margin);
       return tf.add(tf.mul(inner, r), b);
     };
     // Every class first as a negative (one C-wide g and softplus), then the target swapped

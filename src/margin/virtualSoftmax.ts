@@ -4,8 +4,8 @@
  * be beaten by pulling x towards W_y, so it tightens the decision boundary.
  */
 import { tf } from '../backend/tf.js';
-import { exp, stopGradient } from '../backend/safeOps.js';
-import { checkFinite, checkLabels, checkMatrix, checkWeights, reduceLoss, rowNorm, oneHotFloat } from './core.js';
+import { exp } from '../backend/safeOps.js';
+import { checkFinite, checkLabels, checkMatrix, checkWeights, oneHotFloat, piecewiseConstant, reduceLoss, rowNorm } from './core.js';
 
 type T = tf.Tensor;
 
@@ -39,10 +39,11 @@ export function virtualSoftmaxPerSample(embeddings: T, weights: T, labels: T): T
     const target = tf.sum(tf.mul(logits, oneHot), 1);
     const virtual = tf.mul(rowNorm(tf.gather(weights, labels)), rowNorm(embeddings));
     // logSumExp over the C logits and the virtual one without concatenating a [B, C+1] copy;
-    // the shift is gradient-free, as in safeOps.logSumExp.
-    const shift = stopGradient(tf.maximum(tf.max(logits, 1), virtual));
+    // the shift is gradient-free and far-below entries are held at −60, as in core's
+    // logSumExpFlush (no subnormal softmax weights in the backward pass).
+    const shift = piecewiseConstant([logits, virtual], (z, v) => tf.maximum(tf.max(z, 1), v));
     const m = tf.expandDims(shift, 1);
-    const denom = tf.add(tf.sum(exp(tf.sub(logits, m)), 1), exp(tf.sub(virtual, shift)));
+    const denom = tf.add(tf.sum(exp(tf.maximum(tf.sub(logits, m), -60)), 1), exp(tf.maximum(tf.sub(virtual, shift), -60)));
     const lse = tf.add(tf.log(denom), shift);
     return tf.sub(lse, target);
   });
