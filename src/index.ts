@@ -7,3 +7,4 @@ export * from './nn/index.js';
 export * from './video/index.js';
 export * from './data/index.js';
 export * from './meta/index.js';
+export * from './margin/index.js';
