@@ -103,7 +103,30 @@ export const PretrainConfigSchema = z.object({
   eval: z.object({
     batchSize: z.number().int().min(1).default(64),
   }).strict().default({ batchSize: 64 }),
-}).strict();
+  /** Meta-learned sample weighting (DESIGN.md §6). */
+  weighting: z.object({
+    method: z.enum(['none', 'mwn', 'l2rw']).default('none'),
+    /** 'heads': projections and logit scale take part in the virtual step (cheap); 'all': every parameter. */
+    metaScope: z.enum(['all', 'heads']).default('heads'),
+    /** Meta update every k steps (mwn); l2rw needs one every step. */
+    metaEvery: z.number().int().min(1).default(1),
+    /** α, the virtual step's learning rate. */
+    alpha: z.number().positive().max(10).default(0.1),
+    hidden: z.number().int().min(1).max(4096).default(100),
+    /** The weight net's Adam learning rate. */
+    lr: z.number().positive().max(1).default(1e-3),
+    metaBatchSize: z.number().int().min(2).default(32),
+    /**
+     * The meta set: a native JSONL manifest. Unset: the committed meta-data/default set for the
+     * default synthetic corpus, else the manifest's `meta` split.
+     */
+    metaManifest: z.string().optional(),
+  }).strict().default({ method: 'none', metaScope: 'heads', metaEvery: 1, alpha: 0.1, hidden: 100, lr: 1e-3, metaBatchSize: 32 }),
+}).strict().superRefine((c, ctx) => {
+  if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
+    ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });
+  }
+});
 
 export type PretrainConfig = z.infer<typeof PretrainConfigSchema>;
 

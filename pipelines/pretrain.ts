@@ -21,6 +21,14 @@ import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { retrievalMetricsBoth, type RetrievalMetrics } from '../src/eval/retrieval.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
+import { weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
+import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
+import { l2rwStep } from '../src/meta/l2rw.js';
+import { MetaBatchCycler, type MetaCyclerState } from '../src/meta/metaBatches.js';
+import { isMetaStep, mwnStep } from '../src/meta/metaStep.js';
+import { WeightNet } from '../src/meta/weightNet.js';
+import { DEFAULT_META_SET_DIR, readMetaSet } from '../src/data/metaSet.js';
+import { savePlot } from '../src/eval/plot.js';
 import { getConfig, type DualEncoderConfig } from '../src/nn/configs.js';
 import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
 import { valueAndGradsOf, type ParamStore, type Params } from '../src/nn/params.js';
@@ -30,7 +38,7 @@ import { loadLatestCheckpoint } from '../src/train/checkpoint.js';
 import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
-import { runTraining } from '../src/train/trainer.js';
+import { runTraining, type MicroStep } from '../src/train/trainer.js';
 import { normalizeFrames } from '../src/video/transforms.js';
 import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
 
@@ -64,7 +72,16 @@ export interface PretrainResult {
   wallSeconds: number;
 }
 
-interface Splits { train: ManifestEntry[]; test: ManifestEntry[]; dataDir: string; skipped: { source: string; reason: string }[] }
+interface Splits {
+  train: ManifestEntry[];
+  test: ManifestEntry[];
+  /** The manifest's own meta split (may be empty). */
+  meta: ManifestEntry[];
+  /** The manifest the entries came from (meta-set draws resolve against it). */
+  manifestPath: string;
+  dataDir: string;
+  skipped: { source: string; reason: string }[];
+}
 
 async function exists(p: string): Promise<boolean> {
   try { await access(p); return true; } catch { return false; }
@@ -78,7 +95,8 @@ async function loadData(cfg: PretrainConfig, dataDirOverride: string | undefined
     const r = await generateSynthCorpus({ out: dir, ...params });
     log(r.reused ? `synthetic corpus reused: ${dir}` : `synthetic corpus written: ${dir} (${r.clipsWritten} clips, ${r.seconds.toFixed(1)} s)`);
     const m = await readManifest(r.manifestPath);
-    return { train: m.entries.filter((e) => e.split === 'train'), test: m.entries.filter((e) => e.split === 'test'), dataDir: dir, skipped: m.errors };
+    const of = (split: string) => m.entries.filter((e) => e.split === split);
+    return { train: of('train'), test: of('test'), meta: of('meta'), manifestPath: r.manifestPath, dataDir: dir, skipped: m.errors };
   }
   if (d.kind === 'manifest') {
     const m = await readManifest(d.manifest, { allowOutsideRoot: d.allowOutsideRoot });
@@ -87,13 +105,16 @@ async function loadData(cfg: PretrainConfig, dataDirOverride: string | undefined
     const test = m.entries.filter((e) => e.split === d.testSplit);
     if (!train.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.trainSplit}' (data.trainSplit)`);
     if (!test.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.testSplit}' (data.testSplit)`);
-    return { train, test, dataDir: dir, skipped: m.errors };
+    return { train, test, meta: m.entries.filter((e) => e.split === d.metaSplit), manifestPath: path.resolve(d.manifest), dataDir: dir, skipped: m.errors };
   }
   const train = await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'train', allowOutsideRoot: d.allowOutsideRoot });
   const test = d.testCsv
     ? await readMsrvtt1kA(d.testCsv, { videoDir: d.videoDir, allowOutsideRoot: d.allowOutsideRoot })
     : await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'test', allowOutsideRoot: d.allowOutsideRoot });
-  return { train: train.entries, test: test.entries, dataDir: path.resolve(dataDirOverride ?? d.dir), skipped: [...train.errors, ...test.errors] };
+  return {
+    train: train.entries, test: test.entries, meta: [], manifestPath: path.resolve(d.annotations),
+    dataDir: path.resolve(dataDirOverride ?? d.dir), skipped: [...train.errors, ...test.errors],
+  };
 }
 
 async function prepareTokenizer(cfg: PretrainConfig, splits: Splits, log: (m: string) => void): Promise<Tokenizer> {
@@ -107,11 +128,55 @@ async function prepareTokenizer(cfg: PretrainConfig, splits: Splits, log: (m: st
   return loadTokenizer(dir);
 }
 
-async function prepareFrames(cfg: PretrainConfig, splits: Splits, quiet: boolean, log: (m: string) => void): Promise<FrameCache> {
+/**
+ * The meta set of the weighting step: `weighting.metaManifest`, else the committed default set
+ * when it matches the corpus, else the manifest's own meta split.
+ */
+async function loadMetaSet(cfg: PretrainConfig, splits: Splits, log: (m: string) => void): Promise<ManifestEntry[]> {
+  const w = cfg.weighting;
+  if (w.metaManifest) {
+    const file = path.resolve(w.metaManifest);
+    const drawn = await exists(file.replace(/\.jsonl$/, '.draw.json'));
+    const m = drawn ? await readMetaSet(file, { source: splits.manifestPath }) : await readManifest(file);
+    if (!m.entries.length) throw new Error(`weighting.metaManifest ${file}: no usable entries (${m.errors.length} errors)`);
+    return m.entries;
+  }
+  if (cfg.data.kind === 'synth') {
+    try {
+      const m = await readMetaSet(path.join(DEFAULT_META_SET_DIR, 'manifest.jsonl'), { source: splits.manifestPath });
+      log(`meta set: meta-data/default (${m.entries.length} clean, balanced pairs)`);
+      return m.entries;
+    } catch (e) {
+      log(`meta set: meta-data/default does not match this corpus (${(e as Error).message.split('\n')[0]}); using its meta split`);
+    }
+  }
+  if (!splits.meta.length) throw new Error('weighting: no meta set: set weighting.metaManifest, or give the manifest a meta split');
+  log(`meta set: the manifest's meta split (${splits.meta.length} pairs)`);
+  return splits.meta;
+}
+
+/** Frames and tokens of `entries` (first caption each) as one batch of tensors; the caller disposes them. */
+async function batchOf(entries: ManifestEntry[], cache: FrameCache, tok: Tokenizer, maxLen: number): Promise<DualEncoderBatch> {
+  const clips = await Promise.all(entries.map((e) => cache.get(e.id)));
+  const [T, S] = clips[0].shape;
+  const n = T * S * S * 3;
+  const buf = new Float32Array(entries.length * n);
+  clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * n, (i + 1) * n) }));
+  const enc = tok.encode(entries.map((e) => e.captions[0]), maxLen);
+  return {
+    frames: tf.tensor(buf, [entries.length, T, S, S, 3]),
+    ids: tf.tensor2d(enc.ids, enc.shape, 'int32'),
+    mask: tf.tensor2d(enc.mask, enc.shape, 'int32'),
+  };
+}
+
+async function prepareFrames(cfg: PretrainConfig, splits: Splits, extra: ManifestEntry[], quiet: boolean, log: (m: string) => void): Promise<FrameCache> {
   const f = cfg.frames;
   const dir = path.join(splits.dataDir, `frames-${f.count}x${f.size}-${f.strategy}-s${cfg.seed}`);
   let last = 0;
-  const summary = await buildFrameCache([...splits.train, ...splits.test], {
+  const seen = new Set<string>();
+  const all = [...splits.train, ...splits.test, ...extra].filter((e) => !seen.has(e.id) && seen.add(e.id));
+  const summary = await buildFrameCache(all, {
     out: dir, frames: f.count, size: f.size, strategy: f.strategy, seed: cfg.seed, concurrency: f.concurrency,
     onProgress: (p) => {
       if (quiet || p.todo === 0) return;
@@ -200,7 +265,13 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
   const splits = await loadData(cfg, opts.dataDir, log);
   if (splits.skipped.length) log(`${splits.skipped.length} manifest items skipped (first: ${splits.skipped[0].source}: ${splits.skipped[0].reason})`);
   const tok = await prepareTokenizer(cfg, splits, log);
-  const cache = await prepareFrames(cfg, splits, !!opts.quiet, log);
+  const weighting = cfg.weighting.method;
+  const metaEntriesAll = weighting === 'none' ? [] : await loadMetaSet(cfg, splits, log);
+  const cache = await prepareFrames(cfg, splits, metaEntriesAll, !!opts.quiet, log);
+  const metaEntries = metaEntriesAll.filter((e) => cache.has(e.id));
+  if (weighting !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
+    throw new Error(`weighting: the meta set has ${metaEntries.length} decodable pairs, fewer than weighting.metaBatchSize ${cfg.weighting.metaBatchSize}`);
+  }
   const modelCfg = modelConfig(cfg, tok);
   const maxLen = cfg.tokenizer.maxLen;
 
@@ -212,21 +283,36 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
 
   const store = initDualEncoder(modelCfg, cfg.seed);
   const optimizer = optimizerFor(store, cfg);
+  const weightNet = weighting === 'mwn'
+    ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed })
+    : undefined;
   let resumeFrom: LoaderState | undefined;
+  let metaResume: MetaCyclerState | undefined;
   let startStep = 0;
   if (opts.resume) {
     const ck = await loadLatestCheckpoint(runDir, { onWarning: (w) => log(`warning: ${w}`) });
     if (ck) {
       store.assign(ck.params, { requireAll: true });
-      if (ck.optimizer) optimizer.loadState(ck.optimizer, Number(ck.state.optimizerStep ?? ck.step));
+      const { main: optState, wnet, wnetOpt } = splitOptimizerState(ck.optimizer ?? {});
+      if (Object.keys(optState).length) optimizer.loadState(optState, Number(ck.state.optimizerStep ?? ck.step));
+      if (weightNet && Object.keys(wnet).length) {
+        weightNet.loadParams(wnet);
+        weightNet.optimizer.loadState(wnetOpt, Number(ck.state.weightNetStep ?? 0));
+      }
       tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
       resumeFrom = ck.state.dataPosition as LoaderState;
+      metaResume = ck.state.metaCycler as MetaCyclerState | undefined;
       startStep = ck.step;
       log(`resumed from ${ck.dir} (step ${ck.step})`);
     } else {
       log(`--resume: no checkpoint in ${runDir}; starting from scratch`);
     }
   }
+  const metaCycler = weighting === 'none'
+    ? undefined
+    : new MetaBatchCycler(metaEntries.length, cfg.weighting.metaBatchSize, { seed: cfg.seed, resumeFrom: metaResume });
+  /** Latest weight given to each training video (normalised so a batch's weights average 1). */
+  const lastWeight = new Map<string, number>();
   const loader = new BatchLoader(cache, table, {
     batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), resumeFrom,
   });
@@ -246,25 +332,61 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
     config: { pretrain: cfg, model: modelCfg, tokenizer: tok.dir },
     logger, logitScaleName: 'logit_scale',
   }, {
-    computeGrads: async (step) => {
+    computeGrads: async (step): Promise<MicroStep> => {
       const marginRad = marginAt(cfg.loss, step);
       const w0 = performance.now();
       const batch = await loader.next();
       const dataWaitMs = performance.now() - w0;
       const B = batch.framesShape[0];
-      const frames = tf.tensor(batch.frames as Float32Array, batch.framesShape);
-      const ids = tf.tensor2d(batch.ids, batch.textShape, 'int32');
-      const mask = tf.tensor2d(batch.mask, batch.textShape, 'int32');
-      const { value, grads } = valueAndGradsOf((p) => {
-        const v = encodeVideo(p, frames, modelCfg);
-        const t = encodeText(p, ids, mask, modelCfg);
-        return samContrastiveLoss(v, t, { marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin }).loss as tf.Scalar;
-      }, params);
-      const loss = value.dataSync()[0];
-      tf.dispose([value, frames, ids, mask]);
-      return { loss, grads, samples: B, dataWaitMs, extra: { marginRad } };
+      const train: DualEncoderBatch = {
+        frames: tf.tensor(batch.frames as Float32Array, batch.framesShape),
+        ids: tf.tensor2d(batch.ids, batch.textShape, 'int32'),
+        mask: tf.tensor2d(batch.mask, batch.textShape, 'int32'),
+      };
+      try {
+        if (weighting === 'none') {
+          const { value, grads } = valueAndGradsOf((p) => samContrastiveLoss(
+            encodeVideo(p, train.frames, modelCfg), encodeText(p, train.ids, train.mask, modelCfg),
+            { marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin },
+          ).loss as tf.Scalar, params);
+          const loss = value.dataSync()[0];
+          value.dispose();
+          return { loss, grads, samples: B, dataWaitMs, extra: { marginRad } };
+        }
+        const model = dualEncoderMetaModel(modelCfg, { marginRad, detachMargin: cfg.loss.detachMargin });
+        const wantMeta = weighting === 'l2rw' || isMetaStep(step, cfg.weighting.metaEvery);
+        const meta = wantMeta ? await batchOf(metaCycler!.next().map((i) => metaEntries[i]), cache, tok, maxLen) : undefined;
+        try {
+          const common = { model, params: params as Record<string, tf.Variable>, trainBatch: train, alpha: cfg.weighting.alpha, metaScope: cfg.weighting.metaScope };
+          const r = weighting === 'mwn'
+            ? mwnStep({ ...common, metaBatch: meta, weightNet: weightNet!, normalize: 'sum', step, metaEvery: cfg.weighting.metaEvery })
+            : l2rwStep({ ...common, metaBatch: meta! });
+          batch.videoId.forEach((id, i) => lastWeight.set(id, r.weights[i] * B));
+          let wMin = Infinity; let wMax = -Infinity;
+          for (const w of r.weights) { wMin = Math.min(wMin, w * B); wMax = Math.max(wMax, w * B); }
+          return {
+            loss: r.loss, grads: r.grads, samples: B, dataWaitMs,
+            extra: { marginRad, metaLoss: r.metaLoss ?? NaN, weightMin: wMin, weightMax: wMax },
+          };
+        } finally {
+          if (meta) tf.dispose([meta.frames, meta.ids, meta.mask]);
+        }
+      } finally {
+        tf.dispose([train.frames, train.ids, train.mask]);
+      }
     },
     dataState: () => loader.state(),
+    extraState: () => ({
+      ...(metaCycler ? { metaCycler: metaCycler.state() } : {}),
+      ...(weightNet ? { weightNetStep: weightNet.optimizer.stepCount } : {}),
+    }),
+    extraTensors: () => {
+      if (!weightNet) return {};
+      const out: Record<string, tf.Tensor> = {};
+      for (const [k, v] of Object.entries(weightNet.params)) out[`wnet.${k}`] = v;
+      for (const [k, v] of Object.entries(weightNet.optimizer.state())) out[`wnet_opt.${k}`] = v;
+      return out;
+    },
     evaluate: async () => {
       const r = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize);
       return { t2vR1: r.t2v.R1, v2tR1: r.v2t.R1, t2vR5: r.t2v.R5 };
@@ -272,14 +394,72 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
   });
 
   const evalReport = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize);
+  const weightingOut = weighting === 'none' ? undefined : await reportWeighting(runDir, trainEntries, lastWeight, weightNet, log);
   const wallSeconds = (performance.now() - t0) / 1000;
   await writeFile(path.join(runDir, 'eval.json'), JSON.stringify({
     split: 'test', ...evalReport, steps: training.step, stopped: training.stopped, skippedSteps: training.skippedSteps,
+    ...(weightingOut ? { weighting: weightingOut } : {}),
     backend: backend.name, wallSeconds, config: cfg, model: modelCfg,
   }, null, 2) + '\n');
+  weightNet?.dispose();
   store.dispose();
   optimizer.dispose();
   return { runDir, eval: evalReport, backend: backend.name, steps: training.step, stopped: training.stopped, wallSeconds };
+}
+
+/** Splits a checkpoint's optimizer record into the model optimizer's, the weight net's parameters and its optimizer's. */
+function splitOptimizerState(rec: Record<string, tf.Tensor>): { main: Record<string, tf.Tensor>; wnet: Record<string, tf.Tensor>; wnetOpt: Record<string, tf.Tensor> } {
+  const main: Record<string, tf.Tensor> = {};
+  const wnet: Record<string, tf.Tensor> = {};
+  const wnetOpt: Record<string, tf.Tensor> = {};
+  for (const [k, v] of Object.entries(rec)) {
+    if (k.startsWith('wnet_opt.')) wnetOpt[k.slice('wnet_opt.'.length)] = v;
+    else if (k.startsWith('wnet.')) wnet[k.slice('wnet.'.length)] = v;
+    else main[k] = v;
+  }
+  return { main, wnet, wnetOpt };
+}
+
+export interface WeightingOutput extends Partial<WeightingReport> {
+  /** Training pairs whose latest weight was recorded. */
+  weighed: number;
+  plots: string[];
+}
+
+/**
+ * How the learned weights treat clean and misaligned pairs (when the manifest flags them),
+ * with PNGs of the loss → weight curve (mwn) and of the weight histograms.
+ */
+async function reportWeighting(
+  runDir: string, train: ManifestEntry[], lastWeight: Map<string, number>, weightNet: WeightNet | undefined, log: (m: string) => void,
+): Promise<WeightingOutput> {
+  const flagged = train.filter((e) => lastWeight.has(e.id) && typeof e.noisy === 'boolean');
+  const plots: string[] = [];
+  let report: WeightingReport | undefined;
+  if (flagged.length && flagged.some((e) => e.noisy) && flagged.some((e) => !e.noisy)) {
+    report = weightingReport(flagged.map((e) => lastWeight.get(e.id)!), flagged.map((e) => e.noisy === true));
+    log(`weighting: AUROC clean vs misaligned ${report.aurocCleanVsNoisy.toFixed(3)}; mean weight clean ${report.meanWeightClean.toFixed(3)}, misaligned ${report.meanWeightNoisy.toFixed(3)}`);
+    const values = flagged.map((e) => ({ weight: lastWeight.get(e.id)!, pair: e.noisy ? 'misaligned' : 'clean' }));
+    plots.push(await savePlot({
+      title: 'Latest weight of each training pair (batch mean = 1)', width: 420, height: 220, data: { values },
+      mark: { type: 'bar', opacity: 0.6 },
+      encoding: {
+        x: { field: 'weight', type: 'quantitative', bin: { maxbins: 40 } },
+        y: { aggregate: 'count', type: 'quantitative', stack: null },
+        color: { field: 'pair', type: 'nominal' },
+      },
+    }, path.join(runDir, 'weights-histogram.png')));
+  }
+  if (weightNet) {
+    const curve = weightCurve(weightNet, { min: 0, max: 8, points: 81 });
+    plots.push(await savePlot({
+      title: 'Learned weighting function V(loss)', width: 420, height: 220,
+      data: { values: curve.loss.map((l, i) => ({ loss: l, weight: curve.weight[i] })) },
+      mark: 'line',
+      encoding: { x: { field: 'loss', type: 'quantitative', title: 'per-sample SAM loss' }, y: { field: 'weight', type: 'quantitative', title: 'V(loss)' } },
+    }, path.join(runDir, 'weight-curve.png')));
+  }
+  return { ...(report ?? {}), weighed: lastWeight.size, plots: plots.map((p) => path.basename(p)) };
 }
 
 /** The retrieval table printed at the end of a run. */

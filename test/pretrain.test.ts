@@ -106,4 +106,34 @@ describe('pretrain pipeline end to end', function () {
     const evalB = JSON.parse(await readFile(path.join(outB, 'eval.json'), 'utf8'));
     assert.deepEqual(evalB.t2v, evalA.t2v);
   });
+
+  it('with MWN weighting: eval.json reports the weighting, and stop + --resume restores the weight net and meta batches exactly', async () => {
+    const cfgPath = path.join(tmp, 'mwn.json');
+    await writeFile(cfgPath, JSON.stringify({
+      name: 'mwn', seed: 4, backend: 'wasm',
+      data: { kind: 'synth', dir: path.join(tmp, 'data-mwn'), videos: 100, noise: 0.4, imbalance: 4, seed: 5, size: 32, frames: 8 },
+      frames: { count: 2, size: 32 },
+      tokenizer: { vocabSize: 200, maxLen: 16 },
+      train: { steps: 10, batchSize: 8, lr: 0.002, warmupSteps: 2, checkpointEvery: 5 },
+      weighting: { method: 'mwn', metaBatchSize: 4, metaScope: 'heads' },
+      eval: { batchSize: 16 },
+    }));
+    const outA = path.join(tmp, 'mwnA');
+    const a = await run(['--config', cfgPath, '--out', outA, '--quiet']).done;
+    assert.equal(a.code, 0, a.err);
+    const evalA = JSON.parse(await readFile(path.join(outA, 'eval.json'), 'utf8'));
+    assert.ok(evalA.weighting.aurocCleanVsNoisy >= 0 && evalA.weighting.aurocCleanVsNoisy <= 1);
+    assert.ok(evalA.weighting.noisy > 0 && evalA.weighting.clean > 0);
+    for (const f of ['weight-curve.png', 'weights-histogram.png']) assert.ok(existsSync(path.join(outA, f)), f);
+    const outB = path.join(tmp, 'mwnB');
+    const b1 = await run(['--config', cfgPath, '--out', outB, '--quiet', '--stop-after', '5']).done;
+    assert.equal(b1.code, 0, b1.err);
+    const b2 = await run(['--config', cfgPath, '--out', outB, '--quiet', '--resume']).done;
+    assert.equal(b2.code, 0, b2.err);
+    for (const f of ['model.safetensors', 'optimizer.safetensors']) {
+      const x = await readFile(path.join(outA, 'checkpoints', 'step-000010', f));
+      const y = await readFile(path.join(outB, 'checkpoints', 'step-000010', f));
+      assert.ok(x.equals(y), `${f} after stop + resume differs from the uninterrupted run`);
+    }
+  });
 });
