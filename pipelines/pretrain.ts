@@ -19,7 +19,7 @@ import { readManifest } from '../src/data/manifest.js';
 import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { retrievalMetricsBoth, type RetrievalMetrics } from '../src/eval/retrieval.js';
+import { retrievalMetricsBoth, retrievalRanks, type RetrievalMetrics } from '../src/eval/retrieval.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
@@ -61,6 +61,8 @@ export interface EvalReport {
   chanceR1: number;
   testVideos: number;
   testCaptions: number;
+  /** t2v R@1 (percent) over the captions of videos with each concept, when the manifest has concepts. */
+  perConceptR1?: Record<string, number>;
 }
 
 export interface PretrainResult {
@@ -238,8 +240,23 @@ export async function evaluateRetrieval(
   const sim = tf.tidy(() => tf.matMul(tf.tensor2d(textEmb, [nq, d]), tf.tensor2d(videoEmb, [videos.length, d]), false, true));
   const simData = sim.dataSync() as Float32Array;
   sim.dispose();
-  const { t2v, v2t } = retrievalMetricsBoth({ data: simData, rows: nq, cols: videos.length }, { queryToVideo });
-  return { t2v, v2t, chanceR1: 100 / videos.length, testVideos: videos.length, testCaptions: nq };
+  const dense = { data: simData, rows: nq, cols: videos.length };
+  const { t2v, v2t } = retrievalMetricsBoth(dense, { queryToVideo });
+  const report: EvalReport = { t2v, v2t, chanceR1: 100 / videos.length, testVideos: videos.length, testCaptions: nq };
+  if (videos.some((v) => v.concepts?.length)) {
+    const ranks = retrievalRanks(dense, { queryToVideo });
+    const hits = new Map<string, [number, number]>();
+    ranks.forEach((r, q) => {
+      for (const c of videos[queryToVideo[q]].concepts ?? []) {
+        const h = hits.get(c) ?? [0, 0];
+        h[0] += r === 1 ? 1 : 0;
+        h[1] += 1;
+        hits.set(c, h);
+      }
+    });
+    report.perConceptR1 = Object.fromEntries([...hits].sort(([a], [b]) => a.localeCompare(b)).map(([c, [k, n]]) => [c, (100 * k) / n]));
+  }
+  return report;
 }
 
 function optimizerFor(store: ParamStore, cfg: PretrainConfig): AdamW {
