@@ -6,7 +6,8 @@
  *                                       [--reps 5] [--warmup 2] [--no-regularizer]
  *
  * Each timing is tf.grads of the loss wrt the embeddings and W (video and text for the
- * contrastive losses), with the gradients read back, median of `reps` runs after `warmup`.
+ * contrastive losses), with the gradients read back; the cases run round-robin and the
+ * ratios use the minimum CPU time of each (see timeRoundRobin).
  * The baselines are written here from the same second-order-safe ops and the same
  * cross-entropy (logSumExp − target logit) as the margin core, so a ratio measures the
  * margin's cost and nothing else. The heads' times include their argument checks (labels in
@@ -42,31 +43,41 @@ function infoNCE(v: T, t: T, logitScale: number): T {
   return tf.mean(tf.mul(tf.add(targetCrossEntropy(logits, pos, 1), targetCrossEntropy(logits, pos, 0)), 0.5));
 }
 
-interface Timing { wallMs: number; cpuMs: number }
+interface Case { name: string; base?: string; f: (...xs: T[]) => T; xs: T[]; dispose?: () => void }
+interface Timing { cpuMs: number; wallMs: number }
 
 /**
- * Forward + backward of f wrt `xs`, gradients read back: median wall time and minimum CPU
- * time over `reps` runs after `warmup`. The wasm backend runs on one thread, so CPU time is
- * its compute time; its minimum is the figure least disturbed by other processes on the
- * machine, and the ratios use it.
+ * Forward + backward of each case wrt its `xs`, gradients read back, run round-robin (one run
+ * of every case per round, so a change in the machine's load hits all of them alike): minimum
+ * CPU time and median wall time over `rounds` rounds after `warmup`. The wasm backend runs on
+ * one thread, so CPU time is its compute time, and its minimum is the figure least disturbed
+ * by other processes; the ratios use it.
  */
-function time(f: (...xs: T[]) => T, xs: T[], reps: number, warmup: number): Timing {
-  const run = () => tf.tidy(() => {
-    for (const g of tf.grads(f)(xs)) g.dataSync();
+function timeRoundRobin(cases: Case[], rounds: number, warmup: number): Map<string, Timing> {
+  const run = (c: Case) => tf.tidy(() => {
+    for (const g of tf.grads(c.f)(c.xs)) g.dataSync();
   });
-  for (let i = 0; i < warmup; i++) run();
-  const wall: number[] = [];
-  let cpuMs = Infinity;
-  for (let i = 0; i < reps; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    run();
-    wall.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpuMs = Math.min(cpuMs, (c.user + c.system) / 1000);
+  for (const c of cases) for (let i = 0; i < warmup; i++) run(c);
+  const cpu = new Map<string, number>();
+  const wall = new Map<string, number[]>();
+  for (let r = 0; r < rounds; r++) {
+    for (const c of cases) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      run(c);
+      const w = performance.now() - t0;
+      const u = process.cpuUsage(c0);
+      cpu.set(c.name, Math.min(cpu.get(c.name) ?? Infinity, (u.user + u.system) / 1000));
+      wall.set(c.name, [...(wall.get(c.name) ?? []), w]);
+    }
+    console.error(`round ${r + 1}/${rounds} done`);
   }
-  wall.sort((a, b) => a - b);
-  return { wallMs: wall[Math.floor(wall.length / 2)], cpuMs };
+  const out = new Map<string, Timing>();
+  for (const c of cases) {
+    const w = (wall.get(c.name) as number[]).sort((a, b) => a - b);
+    out.set(c.name, { cpuMs: cpu.get(c.name) as number, wallMs: w[Math.floor(w.length / 2)] });
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -87,21 +98,15 @@ async function main(): Promise<void> {
   const d = positiveInt('dim', values.dim);
   const reps = positiveInt('reps', values.reps);
   const warmup = Number(values.warmup);
+  if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`--warmup: expected a non-negative integer, got '${values.warmup}'`);
 
   const x = tf.randomNormal([B, d], 0, 1, 'float32', 1);
   const labels = tf.randomUniform([B], 0, C, 'int32', 2);
   const W = tf.randomNormal([C, d], 0, Math.sqrt(2 / (C + d)), 'float32', 3);
-  const rows: { name: string; t: Timing; base: string; ratio: number }[] = [];
-  const add = (name: string, t: Timing, base: string, baseT?: Timing) => {
-    rows.push({ name, t, base, ratio: baseT ? t.cpuMs / baseT.cpuMs : 1 });
-    console.error(`${name}: cpu ${t.cpuMs.toFixed(1)} ms, wall ${t.wallMs.toFixed(1)} ms`);
-  };
-
-  const base = time((e, w) => normalisedSoftmax(e, w, labels, 64), [x, W], reps, warmup);
-  add('normalised softmax (baseline, s = 64)', base, '—');
-
+  const softmaxBase = 'normalised softmax (baseline, s = 64)';
+  const heads: Case[] = [{ name: softmaxBase, f: (e, w) => normalisedSoftmax(e, w, labels, 64), xs: [x, W] }];
   const common = { numClasses: C, dim: d, seed: 4 };
-  const heads: [string, MarginHeadConfig][] = [
+  const configs: [string, MarginHeadConfig][] = [
     ['softmax (unnormalised)', { name: 'softmax', ...common }],
     ['normface (core, no margin)', { name: 'normface', ...common }],
     ['arcface', { name: 'arcface', ...common }],
@@ -118,26 +123,41 @@ async function main(): Promise<void> {
     ['camri', { name: 'camri', ...common, importantClass: 0 }],
     ['virtual-softmax', { name: 'virtual-softmax', ...common }],
   ];
-  if (!values['no-regularizer']) heads.push(['arcface + inter-class regulariser (λ = 0.1)', { name: 'arcface', ...common, interClassLambda: 0.1 }]);
-  for (const [label, config] of heads) {
+  if (!values['no-regularizer']) {
+    configs.push(['arcface + inter-class regulariser (λ = 0.1), exact every call', { name: 'arcface', ...common, interClassLambda: 0.1 }]);
+    configs.push(['arcface + inter-class regulariser, nearest classes reused (searched every 100 calls)', {
+      name: 'arcface', ...common, interClassLambda: 0.1, interClassEvery: 100,
+    }]);
+  }
+  for (const [name, config] of configs) {
     const head = new MarginHead(config);
-    add(label, time((e, w) => head.loss(e, labels, { weight: w }).loss, [x, W], reps, warmup), 'normalised softmax', base);
-    head.dispose();
+    heads.push({ name, base: softmaxBase, f: (e, w) => head.loss(e, labels, { weight: w }).loss, xs: [x, W], dispose: () => head.dispose() });
   }
 
   const v = tf.randomNormal([B, d], 0, 1, 'float32', 5);
   const t = tf.add(v, tf.randomNormal([B, d], 0, 1, 'float32', 6));
   const logitScale = Math.log(100);
-  const nce = time((a, b) => infoNCE(a, b, logitScale), [v, t], reps, warmup);
-  add('symmetric InfoNCE (baseline, s = 100)', nce, '—');
-  add('SAM (μ = 0.1)', time((a, b) => samContrastiveLoss(a, b, { marginRad: 0.1, logitScale }).loss, [v, t], reps, warmup), 'InfoNCE', nce);
   const groups = tf.tensor1d(Array.from({ length: B }, (_, i) => Math.floor(i / 2)), 'int32');
-  add('SAM with groups (2 captions per video)', time((a, b) => samContrastiveLoss(a, b, { marginRad: 0.1, logitScale, groups }).loss, [v, t], reps, warmup), 'InfoNCE', nce);
+  const nceBase = 'symmetric InfoNCE (baseline, s = 100)';
+  const contrastive: Case[] = [
+    { name: nceBase, f: (a, b) => infoNCE(a, b, logitScale), xs: [v, t] },
+    { name: 'SAM (μ = 0.1)', base: nceBase, f: (a, b) => samContrastiveLoss(a, b, { marginRad: 0.1, logitScale }).loss, xs: [v, t] },
+    { name: 'SAM (μ = 0.1), detachMargin', base: nceBase, f: (a, b) => samContrastiveLoss(a, b, { marginRad: 0.1, logitScale, detachMargin: true }).loss, xs: [v, t] },
+    { name: 'SAM with groups (2 captions per video)', base: nceBase, f: (a, b) => samContrastiveLoss(a, b, { marginRad: 0.1, logitScale, groups }).loss, xs: [v, t] },
+  ];
 
-  console.log(`\nbackend ${choice.name} ${JSON.stringify(choice.info)}; B = ${B}, C = ${C}, d = ${d}; ${reps} runs after ${warmup} warm-up\n`);
+  // The contrastive losses take milliseconds, so they get ten times the rounds.
+  const timings = new Map([...timeRoundRobin(heads, reps, warmup), ...timeRoundRobin(contrastive, 10 * reps, warmup)]);
+  for (const c of heads) c.dispose?.();
+
+  console.log(`\nbackend ${choice.name} ${JSON.stringify(choice.info)}; B = ${B}, C = ${C}, d = ${d}; round-robin, ${reps} rounds (contrastive: ${10 * reps}) after ${warmup} warm-up\n`);
   console.log('| loss | CPU ms (min) | wall ms (median) | relative to | ratio (CPU) |');
   console.log('| --- | ---: | ---: | --- | ---: |');
-  for (const r of rows) console.log(`| ${r.name} | ${r.t.cpuMs.toFixed(1)} | ${r.t.wallMs.toFixed(1)} | ${r.base} | ${r.ratio.toFixed(2)}× |`);
+  for (const c of [...heads, ...contrastive]) {
+    const tm = timings.get(c.name) as Timing;
+    const ratio = c.base ? tm.cpuMs / (timings.get(c.base) as Timing).cpuMs : 1;
+    console.log(`| ${c.name} | ${tm.cpuMs.toFixed(1)} | ${tm.wallMs.toFixed(1)} | ${c.base ? c.base.split(' (')[0] : '—'} | ${ratio.toFixed(2)}× |`);
+  }
 }
 
 main().catch((e: unknown) => {

@@ -132,6 +132,26 @@ describe('margin: MarginHead', () => {
     tf.dispose([head.weight, soft.weight]);
   });
 
+  it('interClassEvery reuses the nearest classes between searches', () => {
+    const x = tf.tensor2d(seeded(B, D, 551));
+    const y = tf.tensor1d(Y, 'int32');
+    const head = new MarginHead({ name: 'normface', numClasses: C, dim: D, seed: 5, scale: 4, interClassLambda: 1, interClassEvery: 2 });
+    const W1 = seeded(C, D, 552);
+    const W2 = seeded(C, D, 553);
+    const nearestOf = (W: Mat) => W.map(unit).map((a, i, n) => n.reduce((best, b, j) => (j !== i && (best < 0 || dot(a, b) > dot(a, n[best])) ? j : best), -1));
+    const Rwith = (W: Mat, nn: number[]) => mean(W.map(unit).map((a, i, n) => dot(a, n[nn[i]])));
+    assert.notDeepEqual(nearestOf(W1), nearestOf(W2), 'the two W have different nearest classes');
+    const regOf = (W: Mat) => {
+      const w = tf.tensor2d(W);
+      const { loss, perSample } = head.loss(x, y, { weight: w });
+      return loss.dataSync()[0] - mean(Array.from(perSample.dataSync()));
+    };
+    assert.ok(Math.abs(regOf(W1) - Rwith(W1, nearestOf(W1))) < 1e-5, 'call 1 searches');
+    assert.ok(Math.abs(regOf(W2) - Rwith(W2, nearestOf(W1))) < 1e-5, 'call 2 reuses W1’s nearest classes');
+    assert.ok(Math.abs(regOf(W2) - Rwith(W2, nearestOf(W2))) < 1e-5, 'call 3 searches again');
+    head.dispose();
+  });
+
   it('second order through the head: ArcFace HVP over (embeddings, W) and a virtual SGD step on W', () => {
     const head = new MarginHead({ name: 'arcface', numClasses: C, dim: D, seed: 11, scale: 4 });
     const y = tf.tensor1d(Y, 'int32');
@@ -156,7 +176,7 @@ describe('margin: MarginHead', () => {
     const x = tf.tensor2d(seeded(B, D, 541));
     const y = tf.tensor1d(Y, 'int32');
     for (const name of MARGIN_HEAD_NAMES) {
-      const head = new MarginHead({ ...fdConfig(name), interClassLambda: 0.1 } as MarginHeadConfig);
+      const head = new MarginHead({ ...fdConfig(name), interClassLambda: 0.1, interClassEvery: 2 } as MarginHeadConfig);
       const step = () => tf.tidy(() => {
         tf.grads((e: tf.Tensor, w: tf.Tensor) => head.loss(e, y, { weight: w }).loss)([x, head.weight]);
         head.logits(x);

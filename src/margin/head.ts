@@ -14,7 +14,7 @@ import {
 import { combinedMargin } from './combined.js';
 import { camriRowMargins } from './camri.js';
 import { KappaMemory } from './kappaface.js';
-import { interClassRegularizer } from './regularizer.js';
+import { interClassRegularizer, nearestOtherClass } from './regularizer.js';
 import { sphereFaceLambda, sphereFaceMargin } from './sphereface.js';
 import { sphereFaceRPerSample, sphereFaceRSettings, type SphereFaceRSettings } from './sphereFaceR.js';
 import { sphereFace2InitBias, sphereFace2PerSample, sphereFace2Settings } from './sphereFace2.js';
@@ -33,6 +33,8 @@ const common = {
   dim: z.number().int().min(1),
   /** Weight λ of the inter-class regulariser λ·R added to the loss (0 = off). */
   interClassLambda: z.number().min(0).default(0),
+  /** Search the regulariser's nearest classes (O(C²d)) every this many loss calls, reusing them between. */
+  interClassEvery: z.number().int().min(1).default(1),
   /** Seed of W's Xavier-normal initialisation. */
   seed: z.number().int().optional(),
 };
@@ -115,6 +117,8 @@ export class MarginHead {
   /** SphereFace's annealing iteration; the trainer advances it. */
   step = 0;
   private readonly sphereFaceR?: SphereFaceRSettings;
+  private nearest?: tf.Tensor1D;
+  private regularizerCalls = 0;
 
   constructor(config: MarginHeadConfig) {
     const parsed = marginHeadConfigSchema.safeParse(config);
@@ -175,9 +179,20 @@ export class MarginHead {
     return tf.tidy(() => {
       const perSample = this.perSample(embeddings, labels, W, opts);
       let loss = reduceLoss(perSample, opts.sampleWeights);
-      if (this.settings.interClassLambda > 0) loss = tf.add(loss, tf.mul(interClassRegularizer(W), this.settings.interClassLambda));
+      if (this.settings.interClassLambda > 0) loss = tf.add(loss, tf.mul(this.regularizer(W), this.settings.interClassLambda));
       return { loss, perSample };
     });
+  }
+
+  private regularizer(W: T): T {
+    const every = this.settings.interClassEvery;
+    if (every === 1) return interClassRegularizer(W);
+    if (this.nearest === undefined || this.regularizerCalls % every === 0) {
+      this.nearest?.dispose();
+      this.nearest = tf.keep(nearestOtherClass(W));
+    }
+    this.regularizerCalls += 1;
+    return interClassRegularizer(W, { nearest: this.nearest });
   }
 
   private perSample(x: T, labels: T, W: T, opts: MarginHeadLossOptions): T {
@@ -244,9 +259,10 @@ export class MarginHead {
     });
   }
 
-  /** Frees W (and b). */
+  /** Frees W (and b, and the regulariser's cached nearest classes). */
   dispose(): void {
     this.weight.dispose();
     this.bias?.dispose();
+    this.nearest?.dispose();
   }
 }

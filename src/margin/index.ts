@@ -11,7 +11,7 @@ export { sphereFace2Loss, sphereFace2InitBias, type SphereFace2Options, type Sph
 export { kappaMargins, KappaMemory, type KappaOptions, type KappaMemoryOptions } from './kappaface.js';
 export { camriLogits, type CamriOptions } from './camri.js';
 export { virtualSoftmaxLoss } from './virtualSoftmax.js';
-export { interClassRegularizer } from './regularizer.js';
+export { interClassRegularizer, nearestOtherClass } from './regularizer.js';
 export { angularMargins, flipProbability } from './fairness.js';
 export {
   MarginHead, MARGIN_HEAD_NAMES, marginHeadConfigSchema,

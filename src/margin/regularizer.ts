@@ -5,7 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { l2Normalize } from '../backend/safeOps.js';
-import { checkFinite, checkMatrix, piecewiseConstant, oneHotFloat } from './core.js';
+import { checkFinite, checkMatrix, checkTensor, oneHotFloat, piecewiseConstant } from './core.js';
 
 type T = tf.Tensor;
 
@@ -28,26 +28,54 @@ function nearestOtherRow(wHat: T, blockRows: number): T {
   });
 }
 
+function checkWeightsMatrix(weights: unknown, fn: string): asserts weights is tf.Tensor2D {
+  checkMatrix(weights, fn, 'weights');
+  checkFinite(weights, fn, 'weights');
+  if (weights.shape[0] < 2) throw new Error(`${fn}: 'weights' needs at least 2 classes, got ${weights.shape[0]}`);
+}
+
+/**
+ * For each class, the index of its nearest other class by cosine [C] (int32, no gradient).
+ * This search is the regulariser's whole cost, O(C²·d); the indices can be kept and reused
+ * for a while (MarginHead's `interClassEvery`) since they change slowly during training.
+ *
+ * @example const nearest = nearestOtherClass(W); interClassRegularizer(W, { nearest });
+ */
+export function nearestOtherClass(weights: T, opts: { blockRows?: number } = {}): tf.Tensor1D {
+  const fn = 'nearestOtherClass';
+  checkWeightsMatrix(weights, fn);
+  const blockRows = opts.blockRows ?? 1024;
+  if (!Number.isInteger(blockRows) || blockRows < 1) throw new Error(`${fn}: 'blockRows' must be a positive integer, got ${blockRows}`);
+  return tf.tidy(() => {
+    // Off the tape (and read back into a fresh tensor), so no C×C block is kept for a backward pass.
+    const idx = piecewiseConstant([weights], (w) => nearestOtherRow(l2Normalize(w, 1), blockRows));
+    return tf.tensor1d(idx.dataSync(), 'int32');
+  });
+}
+
 /**
  * R = mean_i max_{j≠i} cos(W_i, W_j) for class weights W [C,d], C ≥ 2.
  *
- * The arg-max is found without gradient, then R is the mean of the cosines to those rows:
- * the same value, and (away from ties) the same first and second derivatives as the max.
+ * The arg-max is found without gradient (or taken from `nearest`), then R is the mean of the
+ * cosines to those rows: the same value, and (away from ties) the same first and second
+ * derivatives as the max.
  *
  * @example
  * const R = interClassRegularizer(W); // add λ·R to the loss
  */
-export function interClassRegularizer(weights: T, opts: { blockRows?: number } = {}): T {
+export function interClassRegularizer(weights: T, opts: { blockRows?: number; nearest?: T } = {}): T {
   const fn = 'interClassRegularizer';
-  checkMatrix(weights, fn, 'weights');
-  checkFinite(weights, fn, 'weights');
-  if (weights.shape[0] < 2) throw new Error(`${fn}: 'weights' needs at least 2 classes, got ${weights.shape[0]}`);
-  const blockRows = opts.blockRows ?? 1024;
-  if (!Number.isInteger(blockRows) || blockRows < 1) throw new Error(`${fn}: 'blockRows' must be a positive integer, got ${blockRows}`);
+  checkWeightsMatrix(weights, fn);
+  const C = weights.shape[0];
+  if (opts.nearest !== undefined) {
+    checkTensor(opts.nearest, fn, 'nearest');
+    if (opts.nearest.dtype !== 'int32' || opts.nearest.rank !== 1 || opts.nearest.shape[0] !== C) {
+      throw new Error(`${fn}: 'nearest' must be int32 [${C}] (from nearestOtherClass), got ${opts.nearest.dtype} [${opts.nearest.shape}]`);
+    }
+  }
   return tf.tidy(() => {
+    const nearest = opts.nearest ?? nearestOtherClass(weights, opts);
     const wHat = l2Normalize(weights, 1);
-    const nearestF = piecewiseConstant([wHat], (w) => nearestOtherRow(w, blockRows));
-    const nearest = tf.tensor1d(nearestF.dataSync(), 'int32');
     return tf.mean(tf.sum(tf.mul(wHat, tf.gather(wHat, nearest)), 1));
   });
 }
