@@ -280,7 +280,8 @@ export function targetCrossEntropy(logits: T, targetLogit: T, axis = 1): T {
  */
 export function multiPositiveCrossEntropy(logits: T, mask: T, axis = 1): T {
   return tf.tidy(() => {
-    // Non-positives sit at −1e30: exp underflows to exactly 0 and the gradient there is 0.
+    // Non-positives go to −1e30, which logSumExpFlush holds at 60 below the row's max: e^−60
+    // each to the sum, and no gradient.
     const masked = tf.add(tf.mul(logits, mask), tf.mul(tf.sub(1, mask), -1e30));
     return tf.sub(logSumExpFlush(logits, axis), logSumExpFlush(masked, axis));
   });

@@ -14,7 +14,7 @@ import {
 import { combinedMargin } from './combined.js';
 import { camriRowMargins } from './camri.js';
 import { KappaMemory } from './kappaface.js';
-import { interClassRegularizer, nearestOtherClass } from './regularizer.js';
+import { meanCosineTo, nearestOtherClass } from './regularizer.js';
 import { sphereFaceLambda, sphereFaceMargin } from './sphereface.js';
 import { sphereFaceRPerSample, sphereFaceRSettings, type SphereFaceRSettings } from './sphereFaceR.js';
 import { sphereFace2InitBias, sphereFace2PerSample, sphereFace2Settings } from './sphereFace2.js';
@@ -177,27 +177,30 @@ export class MarginHead {
       if (opts.bias.size !== 1) throw new Error(`${fn}: 'bias' must be a scalar, got shape [${opts.bias.shape}]`);
     }
     return tf.tidy(() => {
-      const perSample = this.perSample(embeddings, labels, W, opts);
+      // Ŵ once, shared by the cosines and the regulariser.
+      let unitW: T | undefined;
+      const wHat = (): T => (unitW ??= l2Normalize(W, 1));
+      const perSample = this.perSample(embeddings, labels, W, wHat, opts);
       let loss = reduceLoss(perSample, opts.sampleWeights);
-      if (this.settings.interClassLambda > 0) loss = tf.add(loss, tf.mul(this.regularizer(W), this.settings.interClassLambda));
+      if (this.settings.interClassLambda > 0) loss = tf.add(loss, tf.mul(this.regularizer(W, wHat), this.settings.interClassLambda));
       return { loss, perSample };
     });
   }
 
-  private regularizer(W: T): T {
+  private regularizer(W: T, wHat: () => T): T {
     const every = this.settings.interClassEvery;
-    if (every === 1) return interClassRegularizer(W);
+    if (every === 1) return meanCosineTo(wHat(), nearestOtherClass(W));
     if (this.nearest === undefined || this.regularizerCalls % every === 0) {
       this.nearest?.dispose();
       this.nearest = tf.keep(nearestOtherClass(W));
     }
     this.regularizerCalls += 1;
-    return interClassRegularizer(W, { nearest: this.nearest });
+    return meanCosineTo(wHat(), this.nearest);
   }
 
-  private perSample(x: T, labels: T, W: T, opts: MarginHeadLossOptions): T {
+  private perSample(x: T, labels: T, W: T, wHat: () => T, opts: MarginHeadLossOptions): T {
     const s = this.settings;
-    const cos = (): T => tf.matMul(l2Normalize(x, 1), l2Normalize(W, 1), false, true);
+    const cos = (): T => tf.matMul(l2Normalize(x, 1), wHat(), false, true);
     const ce = (cosine: T, spec: MarginSpec, scale: RowScale, detachMargin: boolean): T => {
       const { logits, targetLogit } = applyMargin(cosine, labels, spec, { scale, detachMargin });
       return targetCrossEntropy(logits, targetLogit);

@@ -73,9 +73,10 @@ export function interClassRegularizer(weights: T, opts: { blockRows?: number; ne
       throw new Error(`${fn}: 'nearest' must be int32 [${C}] (from nearestOtherClass), got ${opts.nearest.dtype} [${opts.nearest.shape}]`);
     }
   }
-  return tf.tidy(() => {
-    const nearest = opts.nearest ?? nearestOtherClass(weights, opts);
-    const wHat = l2Normalize(weights, 1);
-    return tf.mean(tf.sum(tf.mul(wHat, tf.gather(wHat, nearest)), 1));
-  });
+  return tf.tidy(() => meanCosineTo(l2Normalize(weights, 1), opts.nearest ?? nearestOtherClass(weights, opts)));
+}
+
+/** mean_i ⟨ŵ_i, ŵ_nearest(i)⟩ on unit rows Ŵ [C,d] (checked inputs; MarginHead shares its Ŵ). */
+export function meanCosineTo(wHat: T, nearest: T): T {
+  return tf.tidy(() => tf.mean(tf.sum(tf.mul(wHat, tf.gather(wHat, nearest)), 1)));
 }
