@@ -27,7 +27,6 @@ const dot = (a: number[], b: number[]): number => a.reduce((s, x, i) => s + x * 
 const cosines = (X: Mat, W: Mat): Mat => X.map((x) => W.map((w) => dot(unit(x), unit(w))));
 const EPS = 1e-6;
 const acosC = (c: number): number => Math.acos(Math.min(Math.max(c, -1 + EPS), 1 - EPS));
-const mat = (t: tf.Tensor): Mat => t.arraySync() as Mat;
 const flat = (m: Mat): number[] => m.flat();
 const seeded = (rows: number, cols: number, seed: number, lo = -1, hi = 1): Mat => {
   const v = seededUniform(rows * cols, seed, lo, hi);

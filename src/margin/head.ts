@@ -17,7 +17,7 @@ import { KappaMemory } from './kappaface.js';
 import { meanCosineTo, nearestOtherClass } from './regularizer.js';
 import { sphereFaceLambda, sphereFaceMargin } from './sphereface.js';
 import { sphereFaceRPerSample, sphereFaceRSettings, type SphereFaceRSettings } from './sphereFaceR.js';
-import { sphereFace2InitBias, sphereFace2PerSample, sphereFace2Settings } from './sphereFace2.js';
+import { sphereFace2InitBias, sphereFace2PerSample } from './sphereFace2.js';
 import { virtualSoftmaxPerSample } from './virtualSoftmax.js';
 
 type T = tf.Tensor;
