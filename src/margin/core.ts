@@ -126,11 +126,6 @@ export function rowNorm(x: T): T {
   return tf.sqrt(tf.add(tf.sum(tf.square(x), 1), 1e-12));
 }
 
-/** Cosines between the rows of x [B,d] and of w [C,d]: x̂ ŵᵀ [B,C]. */
-export function cosineMatrix(x: T, w: T, l2: (t: T) => T): T {
-  return tf.matMul(l2(x), l2(w), false, true);
-}
-
 /**
  * A function of x that is constant almost everywhere (a mask, a piece index): its value is
  * computed off the gradient tape and its gradient is zero, so neither the first nor the
