@@ -107,6 +107,14 @@ describe('second-order-safe ops', () => {
     });
   }
 
+  it('a clamp (clipByValue) differentiates twice: the second derivative of clip(x)² is 2 inside, 0 outside', () => {
+    const x = tf.tensor1d([-2, 0.3, 0.5, 3]);
+    const f = (t: tf.Tensor) => tf.sum(tf.square(tf.clipByValue(t, -1, 1)));
+    const g2 = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.grad(f)(t)))(x).dataSync());
+    assert.deepEqual(Array.from(g2), [0, 2, 2, 0]);
+    x.dispose();
+  });
+
   it('forward values match hand calculations', () => {
     const lse = ops.logSumExp(tf.tensor1d([0, Math.log(3)]));
     assert.ok(Math.abs(lse.dataSync()[0] - Math.log(4)) < 1e-6);

@@ -25,6 +25,28 @@ for (const kernelName of ['Equal', 'NotEqual', 'Greater', 'Less', 'LessEqual']) 
   }
 }
 
+// The same for the logical ops that clipByValue's and where's gradients build: without them a
+// second-order pass through a clamp throws.
+for (const kernelName of ['LogicalAnd', 'LogicalOr']) {
+  if (!tf.getGradient(kernelName)) {
+    tf.registerGradient({
+      kernelName,
+      inputsToSave: ['a', 'b'],
+      gradFunc: (_dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => ({
+        a: () => tf.zerosLike(saved[0]),
+        b: () => tf.zerosLike(saved[1]),
+      }),
+    });
+  }
+}
+if (!tf.getGradient('LogicalNot')) {
+  tf.registerGradient({
+    kernelName: 'LogicalNot',
+    inputsToSave: ['x'],
+    gradFunc: (_dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => ({ x: () => tf.zerosLike(saved[0]) }),
+  });
+}
+
 export { tf };
 export type Tensor = tf.Tensor;
 export type Scalar = tf.Scalar;
