@@ -26,15 +26,15 @@ for (const kernelName of ['Equal', 'NotEqual', 'Greater', 'Less', 'LessEqual']) 
 }
 
 // The same for the logical ops that clipByValue's and where's gradients build: without them a
-// second-order pass through a clamp throws.
+// second-order pass through a clamp throws. tfjs wants float32 gradients even for bool inputs.
 for (const kernelName of ['LogicalAnd', 'LogicalOr']) {
   if (!tf.getGradient(kernelName)) {
     tf.registerGradient({
       kernelName,
       inputsToSave: ['a', 'b'],
       gradFunc: (_dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => ({
-        a: () => tf.zerosLike(saved[0]),
-        b: () => tf.zerosLike(saved[1]),
+        a: () => tf.zeros(saved[0].shape),
+        b: () => tf.zeros(saved[1].shape),
       }),
     });
   }
@@ -43,7 +43,7 @@ if (!tf.getGradient('LogicalNot')) {
   tf.registerGradient({
     kernelName: 'LogicalNot',
     inputsToSave: ['x'],
-    gradFunc: (_dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => ({ x: () => tf.zerosLike(saved[0]) }),
+    gradFunc: (_dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => ({ x: () => tf.zeros(saved[0].shape) }),
   });
 }
 
