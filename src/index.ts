@@ -8,3 +8,4 @@ export * from './video/index.js';
 export * from './data/index.js';
 export * from './meta/index.js';
 export * from './margin/index.js';
+export * from './face/index.js';

@@ -6,10 +6,11 @@ import { register as tokenizer } from './tokenizer.js';
 import { register as frames } from './frames.js';
 import { register as synth } from './synth.js';
 import { register as metaSet } from './metaSet.js';
+import { register as synthIdentities } from './synthIdentities.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
-for (const register of [doctor, tokenizer, frames, synth, metaSet]) register(program);
+for (const register of [doctor, tokenizer, frames, synth, metaSet, synthIdentities]) register(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },

@@ -1,0 +1,3 @@
+/** Open-set recognition: the synthetic identity benchmark, image folders, pairs files, the image backbone. */
+export * from './synthIdentities.js';
+export * from './pairs.js';
