@@ -1,7 +1,8 @@
 /** `vlmargin eval <kind>`: each evaluation kind registers itself as a sub-command of `eval` here. */
 import type { Command } from 'commander';
+import { registerEvalRetrieval } from './evalRetrieval.js';
 
-const kinds: ((evalCommand: Command) => void)[] = [];
+const kinds: ((evalCommand: Command) => void)[] = [registerEvalRetrieval];
 
 export function register(program: Command): void {
   const ev = program.command('eval').description('evaluate a checkpoint or a score file');

@@ -3,3 +3,5 @@ export * from './retrieval.js';
 export * from './verification.js';
 export * from './classification.js';
 export * from './plot.js';
+export * from './embeddingCache.js';
+export * from './retrievalEval.js';
