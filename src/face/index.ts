@@ -1,3 +1,6 @@
 /** Open-set recognition: the synthetic identity benchmark, image folders, pairs files, the image backbone. */
 export * from './synthIdentities.js';
 export * from './pairs.js';
+export * from './imageFolder.js';
+export * from './backbone.js';
+export * from './verify.js';
