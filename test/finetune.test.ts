@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadJsonConfig, parseFinetuneRetrievalConfig, runFinetuneRetrieval, trainableNames } from '../pipelines/finetune-retrieval.js';
+import { generateSynthCorpus } from '../src/data/synth.js';
+import { readSafetensors } from '../src/train/safetensors.js';
+import { makeSmallRun, type SmallRun } from './helpers/smallRun.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+describe('finetune-retrieval config', () => {
+  it('the shipped config validates; unknown keys and bad values name the key', async () => {
+    const cfg = await loadJsonConfig(path.join(root, 'pipelines', 'configs', 'finetune-retrieval.json'), parseFinetuneRetrievalConfig);
+    assert.equal(cfg.train.encoderLrScale, 0.1);
+    assert.throws(() => parseFinetuneRetrievalConfig({ checkpoint: 'c', data: { kind: 'manifest', manifest: 'm' }, train: { freeze: true } }, 'f.json'), /f\.json: invalid config[\s\S]*train/);
+    assert.throws(() => parseFinetuneRetrievalConfig({ data: { kind: 'manifest', manifest: 'm' } }, 'f.json'), /checkpoint/);
+    assert.throws(() => parseFinetuneRetrievalConfig({ checkpoint: 'c', data: { kind: 'manifest', manifest: 'm' }, train: { encoderLrScale: 2 } }), /train\.encoderLrScale/);
+  });
+
+  it('frozen encoders leave only the heads and the temporal module trainable', () => {
+    const names = ['video.conv1.weight', 'video.proj.weight', 'text.proj.weight', 'logit_scale', 'video.temporal.pos', 'text.blocks.0.attn.q.weight'];
+    assert.deepEqual(trainableNames(names, true), ['video.proj.weight', 'text.proj.weight', 'logit_scale', 'video.temporal.pos']);
+    assert.deepEqual(trainableNames(names, false), names);
+  });
+});
+
+describe('finetune-retrieval pipeline', function () {
+  this.timeout(180000);
+  let tmp: string;
+  let run: SmallRun;
+  let downstream: string;
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-ft-'));
+    run = await makeSmallRun(tmp);
+    // A different corpus (other seed) stands in for the user's own data.
+    const d = await generateSynthCorpus({ out: path.join(tmp, 'downstream'), videos: 36, seed: 11, size: 32, frames: 8, noise: 0, imbalance: 1 });
+    downstream = d.manifestPath;
+  });
+  after(async () => { await rm(tmp, { recursive: true, force: true }); });
+
+  const base = () => ({
+    checkpoint: run.runDir, backend: 'wasm', seed: 2,
+    data: { kind: 'manifest', manifest: downstream },
+    train: { steps: 8, batchSize: 8, lr: 0.003, encoderLrScale: 0.1, warmupSteps: 1, checkpointEvery: 0 },
+    eval: { batchSize: 16 },
+  });
+
+  it('a few steps lower the loss on a fixed downstream batch and write eval.json for the test split', async () => {
+    const out = path.join(tmp, 'ft');
+    const r = await runFinetuneRetrieval(parseFinetuneRetrievalConfig(base()), { out, quiet: true });
+    assert.equal(r.steps, 8);
+    assert.ok(r.lossAfter < r.lossBefore, `loss ${r.lossBefore} → ${r.lossAfter}`);
+    const ev = JSON.parse(await readFile(path.join(out, 'eval.json'), 'utf8'));
+    const test = (await readFile(downstream, 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.split === 'test');
+    assert.equal(ev.videos, test.length);
+    assert.equal(typeof ev.t2v.R1, 'number');
+    assert.equal(ev.step, 8);
+    const summary = JSON.parse(await readFile(path.join(out, 'finetune.json'), 'utf8'));
+    assert.equal(summary.lossAfter, r.lossAfter);
+  });
+
+  it('freezeEncoders: encoder weights are bit-identical to the pretrained ones, the heads moved', async () => {
+    const out = path.join(tmp, 'ft-frozen');
+    const cfg = base();
+    const r = await runFinetuneRetrieval(parseFinetuneRetrievalConfig({ ...cfg, train: { ...cfg.train, freezeEncoders: true } }), { out, quiet: true });
+    assert.ok(r.frozen > 0 && r.trainable > 0);
+    const before = await readSafetensors(path.join(run.checkpoint, 'model.safetensors'));
+    const after = await readSafetensors(path.join(out, 'checkpoints', 'step-000008', 'model.safetensors'));
+    const bytes = (f: typeof before, n: string) => { const d = f.tensors.get(n)!.data; return Buffer.from(d.buffer, d.byteOffset, d.byteLength); };
+    let encoders = 0;
+    for (const name of before.tensors.keys()) {
+      const same = bytes(before, name).equals(bytes(after, name));
+      const isHead = trainableNames([name], true).length === 1;
+      if (!isHead) { encoders++; assert.ok(same, `${name} changed with frozen encoders`); }
+    }
+    assert.ok(encoders > 0);
+    assert.ok(!bytes(before, 'video.proj.weight').equals(bytes(after, 'video.proj.weight')), 'video.proj.weight did not move');
+    assert.ok(r.lossAfter < r.lossBefore, `loss ${r.lossBefore} → ${r.lossAfter}`);
+  });
+});
