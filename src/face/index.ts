@@ -4,3 +4,5 @@ export * from './pairs.js';
 export * from './imageFolder.js';
 export * from './backbone.js';
 export * from './verify.js';
+export * from './report.js';
+export * from './checkpoint.js';
