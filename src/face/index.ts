@@ -6,3 +6,4 @@ export * from './backbone.js';
 export * from './verify.js';
 export * from './report.js';
 export * from './checkpoint.js';
+export * from './perturbation.js';
