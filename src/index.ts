@@ -9,3 +9,4 @@ export * from './data/index.js';
 export * from './meta/index.js';
 export * from './margin/index.js';
 export * from './face/index.js';
+export * from './qa/index.js';

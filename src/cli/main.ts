@@ -2,16 +2,18 @@
 /** The `vlmargin` command. Each sub-command lives in its own file and registers itself here. */
 import { Command } from 'commander';
 import { register as doctor } from './doctor.js';
+import { register as pretrain } from './pretrain.js';
+import { register as evaluate } from './eval.js';
 import { register as tokenizer } from './tokenizer.js';
-import { register as frames } from './frames.js';
 import { register as synth } from './synth.js';
 import { register as metaSet } from './metaSet.js';
+import { register as frames } from './frames.js';
 import { register as synthIdentities } from './synthIdentities.js';
 import { register as analyze } from './analyze.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
-for (const register of [doctor, tokenizer, frames, synth, metaSet, synthIdentities, analyze]) register(program);
+for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, synthIdentities, analyze]) register(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },
