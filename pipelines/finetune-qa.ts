@@ -1,0 +1,288 @@
+/**
+ * Video question answering from a pretrained dual encoder, on the synthetic QA set derived
+ * from a corpus manifest's concepts.
+ *
+ *   node dist/pipelines/finetune-qa.js --config pipelines/configs/finetune-qa.json [--out runs/NAME]
+ *
+ * 1. Multiple choice scored as retrieval (video vs "question answer" for each of 4
+ *    candidates; the best cosine wins): zero-shot, then after a short fine-tune with
+ *    cross-entropy over the candidates (encoders at a lower rate than the heads).
+ * 2. Open-ended as classification over the answer vocabulary: a MarginHead (arcface,
+ *    cosface, … by name) on fused video-question features, trained on the fine-tuned
+ *    model's embeddings (the encoders are frozen for this part).
+ * Writes qa.jsonl (the items) and qa.json (accuracies with chance levels) to the run folder.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { tf } from '../src/backend/tf.js';
+import { initBackend, parseBackendPreference } from '../src/backend/init.js';
+import { buildFrameCache, openFrameCache, type FrameCache } from '../src/data/frameCache.js';
+import { readManifest } from '../src/data/manifest.js';
+import { seededRandom } from '../src/data/synth.js';
+import { encodeTextEmbeddings, encodeVideoEmbeddings, readCheckpointInfo } from '../src/eval/retrievalEval.js';
+import { MARGIN_HEAD_NAMES } from '../src/margin/head.js';
+import type { DualEncoderConfig } from '../src/nn/configs.js';
+import { encodeText, encodeVideo, paramGroup } from '../src/nn/dualEncoder.js';
+import { valueAndGradsOf, type Params } from '../src/nn/params.js';
+import { mcLogits, mcLoss, OpenQaHead } from '../src/qa/qaModel.js';
+import { generateSynthQa, qaCandidateText, QA_ANSWER_VOCAB, QA_QUESTIONS, QA_TYPES, writeQaJsonl, type QaItem, type QaType } from '../src/qa/synthQa.js';
+import type { Tokenizer } from '../src/text/tokenizer.js';
+import { loadTokenizer } from '../src/text/tokenizer.js';
+import { AdamW } from '../src/train/optimizer.js';
+import { normalizeFrames } from '../src/video/transforms.js';
+import { loadJsonConfig, loadModel } from './finetune-retrieval.js';
+
+export const FinetuneQaConfigSchema = z.object({
+  name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-qa'),
+  seed: z.number().int().min(0).default(1),
+  backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
+  /** A checkpoint folder, or a run folder (its newest checkpoint). */
+  checkpoint: z.string(),
+  corpus: z.object({
+    /** A synthetic corpus manifest (entries with color:/dir:/shape:/speed: concepts). */
+    manifest: z.string(),
+    trainSplit: z.string().default('train'),
+    testSplit: z.string().default('test'),
+  }).strict(),
+  framesDir: z.string().optional(),
+  mc: z.object({
+    steps: z.number().int().min(0).default(40),
+    batchSize: z.number().int().min(1).default(8),
+    lr: z.number().positive().max(1).default(1e-3),
+    encoderLrScale: z.number().min(0).max(1).default(0.1),
+  }).strict().default({ steps: 40, batchSize: 8, lr: 1e-3, encoderLrScale: 0.1 }),
+  open: z.object({
+    /** The margin head by name, with its options (classes and width are filled in). */
+    head: z.object({ name: z.enum(MARGIN_HEAD_NAMES) }).loose().default({ name: 'arcface', scale: 16, m2: 0.2 }),
+    hidden: z.number().int().min(1).default(128),
+    featureDim: z.number().int().min(2).default(64),
+    steps: z.number().int().min(1).default(300),
+    batchSize: z.number().int().min(2).default(32),
+    lr: z.number().positive().max(1).default(3e-3),
+  }).strict().default({ head: { name: 'arcface', scale: 16, m2: 0.2 }, hidden: 128, featureDim: 64, steps: 300, batchSize: 32, lr: 3e-3 }),
+  eval: z.object({ batchSize: z.number().int().min(1).default(64) }).strict().default({ batchSize: 64 }),
+}).strict();
+
+export type FinetuneQaConfig = z.infer<typeof FinetuneQaConfigSchema>;
+
+export function parseFinetuneQaConfig(raw: unknown, source = 'config'): FinetuneQaConfig {
+  const r = FinetuneQaConfigSchema.safeParse(raw);
+  if (!r.success) throw new Error(`${source}: invalid config\n${r.error.issues.map((i) => `  ${i.path.join('.') || '(top level)'}: ${i.message}`).join('\n')}`);
+  return r.data;
+}
+
+export interface Accuracy { accuracy: number; items: number; perType: Partial<Record<QaType, { accuracy: number; items: number; chance: number }>> }
+
+export interface FinetuneQaResult {
+  runDir: string;
+  mc: { zeroShot: Accuracy; finetuned: Accuracy; chance: number; steps: number };
+  open: Accuracy & { chance: number; head: string; trainLossFirst: number; trainLossLast: number };
+  wallSeconds: number;
+}
+
+function summarise(items: QaItem[], hits: boolean[], chanceOf: (t: QaType) => number): Accuracy {
+  const perType: Accuracy['perType'] = {};
+  for (const t of QA_TYPES) {
+    const idx = items.map((it, i) => (it.type === t ? i : -1)).filter((i) => i >= 0);
+    if (idx.length) perType[t] = { accuracy: idx.filter((i) => hits[i]).length / idx.length, items: idx.length, chance: chanceOf(t) };
+  }
+  return { accuracy: hits.filter(Boolean).length / Math.max(1, hits.length), items: items.length, perType };
+}
+
+/** Multiple-choice accuracy: each item's video embedding against its candidates' text embeddings. */
+function scoreMc(params: Params, cfg: DualEncoderConfig, tok: Tokenizer, maxLen: number, items: QaItem[], videoEmb: Map<string, Float32Array>, batchSize: number): Accuracy {
+  const d = cfg.embedDim;
+  const texts = items.flatMap((it) => it.choices!.map((c) => qaCandidateText(it.question, c)));
+  const cand = encodeTextEmbeddings(params, cfg, tok, texts, maxLen, batchSize);
+  const hits = items.map((it, i) => {
+    const v = videoEmb.get(it.videoId)!;
+    let best = -1;
+    let bestScore = -Infinity;
+    for (let k = 0; k < it.choices!.length; k++) {
+      let s = 0;
+      const off = (i * 4 + k) * d;
+      for (let j = 0; j < d; j++) s += v[j] * cand[off + j];
+      if (s > bestScore) { bestScore = s; best = k; }
+    }
+    return best === it.correct;
+  });
+  return summarise(items, hits, () => 0.25);
+}
+
+async function clipBatch(cache: FrameCache, ids: string[]): Promise<tf.Tensor> {
+  const clips = await Promise.all(ids.map((id) => cache.get(id)));
+  const [T, S] = clips[0].shape;
+  const len = T * S * S * 3;
+  const buf = new Float32Array(ids.length * len);
+  clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * len, (i + 1) * len) }));
+  return tf.tensor(buf, [ids.length, T, S, S, 3]);
+}
+
+async function embedVideos(params: Params, cfg: DualEncoderConfig, cache: FrameCache, ids: string[], batchSize: number): Promise<Map<string, Float32Array>> {
+  const all = await encodeVideoEmbeddings(params, cfg, cache, ids, batchSize);
+  const d = cfg.embedDim;
+  return new Map(ids.map((id, i) => [id, all.subarray(i * d, (i + 1) * d)]));
+}
+
+/** Runs zero-shot and fine-tuned multiple-choice QA and open-ended QA with a margin head. */
+export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string; backend?: string; quiet?: boolean } = {}): Promise<FinetuneQaResult> {
+  const t0 = performance.now();
+  const runDir = path.resolve(opts.out ?? path.join('runs', cfg.name));
+  await mkdir(runDir, { recursive: true });
+  const log = (m: string) => { if (!opts.quiet) console.error(m); };
+  await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
+  const info = await readCheckpointInfo(cfg.checkpoint);
+  const manifest = await readManifest(cfg.corpus.manifest);
+  const { mc, open } = generateSynthQa(manifest.entries, { seed: cfg.seed });
+  await writeQaJsonl(path.join(runDir, 'qa.jsonl'), [...mc, ...open]);
+  const inSplit = (s: string) => (it: QaItem) => it.split === s;
+  const framesDir = path.resolve(cfg.framesDir ?? path.join(path.dirname(path.resolve(cfg.corpus.manifest)), '.vlmargin',
+    `frames-${info.frames.count}x${info.frames.size}-${info.frames.strategy}-s${info.seed}`));
+  const wanted = manifest.entries.filter((e) => e.split === cfg.corpus.trainSplit || e.split === cfg.corpus.testSplit);
+  await buildFrameCache(wanted, { out: framesDir, frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed });
+  const cache = await openFrameCache(framesDir);
+  const usable = (it: QaItem) => cache.has(it.videoId);
+  const mcTrain = mc.filter(inSplit(cfg.corpus.trainSplit)).filter(usable);
+  const mcTest = mc.filter(inSplit(cfg.corpus.testSplit)).filter(usable);
+  const openTrain = open.filter(inSplit(cfg.corpus.trainSplit)).filter(usable);
+  const openTest = open.filter(inSplit(cfg.corpus.testSplit)).filter(usable);
+  if (!mcTest.length || !openTest.length || !openTrain.length) {
+    throw new Error(`corpus.manifest ${cfg.corpus.manifest}: need QA items in both '${cfg.corpus.trainSplit}' and '${cfg.corpus.testSplit}' (have ${openTrain.length} train, ${openTest.length} test open-ended)`);
+  }
+  const tok = await loadTokenizer(info.tokenizerDir);
+  const store = await loadModel(info, cfg.seed);
+  const params = store.snapshot();
+  const model = info.model;
+  const bs = cfg.eval.batchSize;
+  const testIds = [...new Set(mcTest.map((it) => it.videoId))];
+  const zeroShot = scoreMc(params, model, tok, info.maxLen, mcTest, await embedVideos(params, model, cache, testIds, bs), bs);
+  log(`MC zero-shot accuracy ${(100 * zeroShot.accuracy).toFixed(1)}% on ${mcTest.length} items (chance 25%)`);
+
+  // Multiple-choice fine-tune: cross-entropy over each item's four candidates.
+  const names = Object.keys(params).filter((n) => cfg.mc.encoderLrScale > 0 || paramGroup(n).group !== 'encoder');
+  const optimizer = new AdamW(Object.fromEntries(names.map((n) => [n, params[n] as tf.Variable])), {
+    lr: cfg.mc.lr, weightDecay: 0, groups: (n) => ({ lrScale: paramGroup(n).group === 'encoder' ? cfg.mc.encoderLrScale : 1 }),
+  });
+  const rng = seededRandom(cfg.seed, 'qa-mc-batches');
+  try {
+    for (let step = 0; step < cfg.mc.steps && mcTrain.length; step++) {
+      const batch = Array.from({ length: Math.min(cfg.mc.batchSize, mcTrain.length) }, () => mcTrain[Math.floor(rng() * mcTrain.length)]);
+      const frames = await clipBatch(cache, batch.map((it) => it.videoId));
+      const enc = tok.encode(batch.flatMap((it) => it.choices!.map((c) => qaCandidateText(it.question, c))), info.maxLen);
+      const ids = tf.tensor2d(enc.ids, enc.shape, 'int32');
+      const mask = tf.tensor2d(enc.mask, enc.shape, 'int32');
+      const correct = Int32Array.from(batch, (it) => it.correct!);
+      const { value, grads } = valueAndGradsOf((p) => {
+        const v = encodeVideo(p, frames, model);
+        const t = encodeText(p, ids, mask, model);
+        return mcLoss(mcLogits(v, t, 4, tf.exp(p.logit_scale)), correct);
+      }, params, names);
+      optimizer.step(grads);
+      tf.dispose([value, frames, ids, mask, ...Object.values(grads)]);
+    }
+  } finally {
+    optimizer.dispose();
+  }
+  const allIds = [...new Set([...openTrain, ...openTest, ...mcTest].map((it) => it.videoId))];
+  const videoEmb = await embedVideos(params, model, cache, allIds, bs);
+  const finetuned = scoreMc(params, model, tok, info.maxLen, mcTest, videoEmb, bs);
+  log(`MC after ${cfg.mc.steps} fine-tune steps: ${(100 * finetuned.accuracy).toFixed(1)}%`);
+
+  // Open-ended: a margin head over the answer vocabulary on the (now frozen) embeddings.
+  const questionEmb = new Map(QA_TYPES.map((t) => [t, encodeTextEmbeddings(params, model, tok, [QA_QUESTIONS[t].question], info.maxLen, 1)]));
+  store.dispose();
+  const d = model.embedDim;
+  // Video embeddings of a lightly trained model share a large common direction; the
+  // differences that carry colour or shape are small beside it, and an MLP on raw
+  // embeddings learns only the per-question answer prior. Standardising each dimension
+  // with the training videos' mean and spread exposes those differences.
+  const trainVideos = [...new Set(openTrain.map((it) => it.videoId))].map((id) => videoEmb.get(id)!);
+  const mean = new Float32Array(d);
+  const std = new Float32Array(d);
+  for (const v of trainVideos) for (let j = 0; j < d; j++) mean[j] += v[j] / trainVideos.length;
+  for (const v of trainVideos) for (let j = 0; j < d; j++) std[j] += (v[j] - mean[j]) ** 2 / trainVideos.length;
+  for (let j = 0; j < d; j++) std[j] = Math.sqrt(std[j]) + 1e-6;
+  const stack = (items: QaItem[]) => {
+    const v = new Float32Array(items.length * d);
+    const q = new Float32Array(items.length * d);
+    items.forEach((it, i) => {
+      const e = videoEmb.get(it.videoId)!;
+      for (let j = 0; j < d; j++) v[i * d + j] = (e[j] - mean[j]) / std[j];
+      q.set(questionEmb.get(it.type)!, i * d);
+    });
+    return { v, q, y: Int32Array.from(items, (it) => QA_ANSWER_VOCAB.indexOf(it.answer)) };
+  };
+  const head = new OpenQaHead({
+    embedDim: d, hidden: cfg.open.hidden, featureDim: cfg.open.featureDim, numAnswers: QA_ANSWER_VOCAB.length, seed: cfg.seed,
+    head: cfg.open.head as ConstructorParameters<typeof OpenQaHead>[0]['head'],
+  });
+  const headVars = head.params();
+  const headOpt = new AdamW(headVars, { lr: cfg.open.lr, weightDecay: 0 });
+  const byVarName = new Map(Object.entries(headVars).map(([n, v]) => [v.name, n]));
+  const train = stack(openTrain);
+  const orng = seededRandom(cfg.seed, 'qa-open-batches');
+  let trainLossFirst = NaN;
+  let trainLossLast = NaN;
+  let openAcc: Accuracy;
+  try {
+    for (let step = 0; step < cfg.open.steps; step++) {
+      const B = Math.min(cfg.open.batchSize, openTrain.length);
+      const pick = Int32Array.from({ length: B }, () => Math.floor(orng() * openTrain.length));
+      const rows = (x: Float32Array) => { const o = new Float32Array(B * d); pick.forEach((r, i) => o.set(x.subarray(r * d, (r + 1) * d), i * d)); return o; };
+      const loss = tf.tidy(() => {
+        const v = tf.tensor2d(rows(train.v), [B, d]);
+        const q = tf.tensor2d(rows(train.q), [B, d]);
+        const y = tf.tensor1d(Int32Array.from(pick, (r) => train.y[r]), 'int32');
+        const { value, grads } = tf.variableGrads(() => head.loss(v, q, y).loss as tf.Scalar, Object.values(headVars));
+        headOpt.step(Object.fromEntries(Object.entries(grads).map(([k, g]) => [byVarName.get(k)!, g])));
+        return value;
+      });
+      const lv = loss.dataSync()[0];
+      loss.dispose();
+      if (step === 0) trainLossFirst = lv;
+      trainLossLast = lv;
+    }
+    const test = stack(openTest);
+    const logits = tf.tidy(() => head.logits(tf.tensor2d(test.v, [openTest.length, d]), tf.tensor2d(test.q, [openTest.length, d])));
+    const pred = tf.tidy(() => tf.argMax(logits, 1));
+    const p = pred.dataSync();
+    tf.dispose([logits, pred]);
+    openAcc = summarise(openTest, openTest.map((_, i) => p[i] === test.y[i]), (t) => 1 / QA_QUESTIONS[t].answers.length);
+  } finally {
+    headOpt.dispose();
+    head.dispose();
+  }
+  // Chance of the open-ended set: each item's 1/|answers of its type|, averaged over items.
+  const openChance = openTest.reduce((s, it) => s + 1 / QA_QUESTIONS[it.type].answers.length, 0) / openTest.length;
+  log(`open-ended (${cfg.open.head.name}) accuracy ${(100 * openAcc.accuracy).toFixed(1)}% on ${openTest.length} items (chance ${(100 * openChance).toFixed(1)}%)`);
+  const result: FinetuneQaResult = {
+    runDir,
+    mc: { zeroShot, finetuned, chance: 0.25, steps: cfg.mc.steps },
+    open: { ...openAcc, chance: openChance, head: cfg.open.head.name, trainLossFirst, trainLossLast },
+    wallSeconds: (performance.now() - t0) / 1000,
+  };
+  await writeFile(path.join(runDir, 'qa.json'), `${JSON.stringify({ ...result, from: { checkpoint: info.dir, step: info.step }, config: cfg }, null, 2)}\n`);
+  return result;
+}
+
+export async function main(argv = process.argv.slice(2)): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' }, quiet: { type: 'boolean', default: false } },
+  });
+  if (!values.config) throw new Error('--config: a finetune-qa JSON config is required (see pipelines/configs/finetune-qa.json)');
+  const cfg = await loadJsonConfig(values.config, parseFinetuneQaConfig);
+  const r = await runFinetuneQa(cfg, { out: values.out, backend: values.backend, quiet: values.quiet });
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  console.log(`multiple choice (${r.mc.zeroShot.items} items, chance 25%): zero-shot ${pct(r.mc.zeroShot.accuracy)}, after ${r.mc.steps} steps ${pct(r.mc.finetuned.accuracy)}`);
+  console.log(`open-ended (${r.open.items} items, ${r.open.head}, chance ${pct(r.open.chance)}): ${pct(r.open.accuracy)}`);
+  for (const [t, a] of Object.entries(r.open.perType)) console.log(`  ${t}: ${pct(a.accuracy)} of ${a.items} (chance ${pct(a.chance)})`);
+  console.log(`report: ${path.join(r.runDir, 'qa.json')}`);
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().then(() => process.exit(0), (e: unknown) => { console.error(`finetune-qa: ${(e as Error).message}`); process.exit(1); });
+}
