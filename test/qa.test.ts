@@ -101,7 +101,7 @@ describe('finetune-qa pipeline', function () {
         assert.equal(saved.open.perType.color.accuracy, color.accuracy);
         if (seed === 1) assert.equal((await readQaJsonl(path.join(out, 'qa.jsonl'))).filter((it) => it.kind === 'open').length, 96 * 4);
       }
-      // 54 answers, chance 1/6 (9 expected): 18 or more right by chance has probability < 0.001.
+      // 54 answers, chance 1/6 (9 expected): 18 or more right by chance has probability ≈ 0.002 (binomial tail).
       assert.ok(hits >= 18, `colour: ${hits} of ${items} right (chance 1/6 = 9)`);
     } finally {
       await rm(tmp, { recursive: true, force: true });
