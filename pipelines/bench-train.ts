@@ -42,7 +42,8 @@ async function main(): Promise<void> {
     sam.push(await timeRun(0.01, values.backend!, steps, skip));
     info.push(await timeRun(0, values.backend!, steps, skip));
   }
-  const best = (xs: { stepMs: number }[]) => xs.reduce((a, b) => (b.stepMs < a.stepMs ? b : a));
+  type Timing = Awaited<ReturnType<typeof timeRun>>;
+  const best = (xs: Timing[]) => xs.reduce((a, b) => (b.stepMs < a.stepMs ? b : a));
   const s = best(sam);
   const i = best(info);
   console.log(`backend ${values.backend}, tiny dual encoder, batch 32, 4 frames of 32 px, ${steps - skip} timed steps (best of 2 runs each)\n`);
