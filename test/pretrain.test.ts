@@ -136,4 +136,24 @@ describe('pretrain pipeline end to end', function () {
       assert.ok(x.equals(y), `${f} after stop + resume differs from the uninterrupted run`);
     }
   });
+
+  it('SIGINT finishes the step, saves a checkpoint at it and stops; --resume runs to the end', async () => {
+    const out = path.join(tmp, 'runSig');
+    const r = run(['--config', configPath, '--out', out, '--quiet']);
+    const ckDir = path.join(out, 'checkpoints');
+    while (r.child.exitCode === null) {
+      await new Promise((res) => setTimeout(res, 25));
+      if (existsSync(ckDir) && (await readdir(ckDir)).some((n) => /^step-\d+$/.test(n))) { r.child.kill('SIGINT'); break; }
+    }
+    const first = await r.done;
+    assert.equal(first.code, 0, first.err);
+    const ev = JSON.parse(await readFile(path.join(out, 'eval.json'), 'utf8'));
+    assert.equal(ev.stopped, 'signal', 'the run ended before the signal arrived');
+    assert.ok(ev.steps < 24);
+    const saved = (await readdir(ckDir)).filter((n) => /^step-\d+$/.test(n)).sort();
+    assert.equal(saved.at(-1), `step-${String(ev.steps).padStart(6, '0')}`, 'a checkpoint at the step where it stopped');
+    const second = await run(['--config', configPath, '--out', out, '--quiet', '--resume']).done;
+    assert.equal(second.code, 0, second.err);
+    assert.equal(JSON.parse(await readFile(path.join(out, 'eval.json'), 'utf8')).steps, 24);
+  });
 });
