@@ -4,6 +4,7 @@
  *
  *   node dist/pipelines/bench-tokenizer.js [--kind wordpiece|bpe] [--captions 10000] [--batch 256] [--max-len 32] [--passes 3]
  */
+import { mulberry32 } from '../src/util/rng.js';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,17 +27,8 @@ const OBJECTS = ['a red car', 'the guitar', 'a football', 'some pasta', 'a bicyc
 const PLACES = ['in the park', 'on the beach', 'in a kitchen', 'on a stage', 'at night', 'in the rain', 'near a river', 'on the street', 'in a stadium', 'under a bridge'];
 const EXTRAS = ['', '', ' while people watch', ' and smiles', ', slowly', ' in slow motion', ' for the camera', ' with friends'];
 
-/** mulberry32: a small seeded generator, so every run benchmarks the same captions. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded generator, so every run benchmarks the same captions. */
+const rng = mulberry32;
 
 function captions(n: number, seed: number): string[] {
   const r = rng(seed);

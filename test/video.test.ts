@@ -7,7 +7,7 @@ import ffmpegModule from 'fluent-ffmpeg';
 import { ffmpegBinary } from '../src/video/binaries.js';
 import { fluent } from '../src/video/ffmpeg.js';
 import { probeVideo } from '../src/video/probe.js';
-import { createRng, hashSeed } from '../src/video/rng.js';
+import { createRng, hashSeed } from '../src/util/rng.js';
 import { planTimestamps, sampleFrames, sampleMany } from '../src/video/sampler.js';
 import { CLIP_MEAN, CLIP_STD, normalizeFrames } from '../src/video/transforms.js';
 

@@ -4,7 +4,7 @@
  * that can be saved as JSON and resumed exactly.
  */
 import { tf } from '../backend/tf.js';
-import { createRng } from '../video/rng.js';
+import { createRng } from '../util/rng.js';
 import { CLIP_MEAN, CLIP_STD, normalizeFrames } from '../video/transforms.js';
 import type { FrameCache } from './frameCache.js';
 

@@ -13,6 +13,7 @@
  *   pairs.txt                         `folds pairsPerFold`, then per fold the same then the different pairs
  *   identities.json                   parameters, counts and every identity's attributes
  */
+import { mulberry32 } from '../util/rng.js';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -61,17 +62,7 @@ export interface SynthIdentityResult {
   seconds: number;
 }
 
-/** mulberry32: uniform [0, 1) from a 32-bit seed. */
-export function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 /** A stream per (seed, tag, a, b): identities and images do not shift when counts change. */
 function streamFor(seed: number, tag: number, a: number, b = 0): () => number {

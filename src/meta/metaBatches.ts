@@ -3,7 +3,7 @@
  * order every pass, so the meta step does not overfit one fixed batch. The cycler hands out
  * indices into the meta set; the caller turns them into tensors.
  */
-import { createRng } from '../video/rng.js';
+import { createRng } from '../util/rng.js';
 
 /** Where a cycler stands; `new MetaBatchCycler(…, { resumeFrom })` continues from it. JSON-safe. */
 export interface MetaCyclerState {

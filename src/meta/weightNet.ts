@@ -14,6 +14,7 @@
  * hypergradient is not lost under ε.
  */
 import { tf } from '../backend/tf.js';
+import { mulberry32 } from '../util/rng.js';
 import { sigmoid } from '../backend/safeOps.js';
 import { AdamW, SGD, type Optimizer } from '../train/optimizer.js';
 
@@ -39,15 +40,9 @@ export interface WeightNetOptions {
 
 /** mulberry32 draws, uniform in [−bound, bound). */
 function uniformValues(n: number, seed: number, bound: number): Float32Array {
-  let s = seed >>> 0;
+  const u = mulberry32(seed);
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1) * bound;
-  }
+  for (let i = 0; i < n; i++) out[i] = (2 * u() - 1) * bound;
   return out;
 }
 

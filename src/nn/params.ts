@@ -10,6 +10,7 @@
  * the same weights on every backend, and adding a parameter does not change the others.
  */
 import { tf } from '../backend/tf.js';
+import { mulberry32 } from '../util/rng.js';
 
 /** A flat parameter tree: dotted name → tensor (a tf.Variable or any tensor of that shape). */
 export type Params = Record<string, tf.Tensor>;
@@ -53,16 +54,7 @@ function streamSeed(seed: number, name: string): number {
 }
 
 /** mulberry32: uniform [0, 1). */
-function uniformStream(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const uniformStream = mulberry32;
 
 function normalStream(seed: number): () => number {
   const u = uniformStream(seed);
