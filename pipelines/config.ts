@@ -20,7 +20,7 @@ const synthData = z.object({
   fps: z.number().positive().optional(),
 }).strict();
 
-const manifestData = z.object({
+export const ManifestDataSchema = z.object({
   kind: z.literal('manifest'),
   /** Native JSONL manifest with `split` on every entry. */
   manifest: z.string(),
@@ -32,7 +32,7 @@ const manifestData = z.object({
   allowOutsideRoot: z.boolean().default(false),
 }).strict();
 
-const msrvttData = z.object({
+export const MsrvttDataSchema = z.object({
   kind: z.literal('msrvtt'),
   /** `MSRVTT_data.json`. */
   annotations: z.string(),
@@ -48,7 +48,7 @@ export const PretrainConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('default'),
   seed: z.number().int().min(0).default(1),
   backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
-  data: z.discriminatedUnion('kind', [synthData, manifestData, msrvttData]),
+  data: z.discriminatedUnion('kind', [synthData, ManifestDataSchema, MsrvttDataSchema]),
   frames: z.object({
     count: z.number().int().min(1).max(64).default(4),
     size: z.number().int().min(8).max(512).default(32),

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
-import { buildFrameCache, openFrameCache, type FrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { readManifest } from '../src/data/manifest.js';
 import { seededRandom } from '../src/data/synth.js';
 import { encodeTextEmbeddings, encodeVideoEmbeddings, readCheckpointInfo } from '../src/eval/retrievalEval.js';
@@ -32,7 +32,6 @@ import { generateSynthQa, qaCandidateText, QA_ANSWER_VOCAB, QA_QUESTIONS, QA_TYP
 import type { Tokenizer } from '../src/text/tokenizer.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
 import { AdamW } from '../src/train/optimizer.js';
-import { normalizeFrames } from '../src/video/transforms.js';
 import { loadJsonConfig, loadModel } from './finetune-retrieval.js';
 
 export const FinetuneQaConfigSchema = z.object({
@@ -113,12 +112,8 @@ function scoreMc(params: Params, cfg: DualEncoderConfig, tok: Tokenizer, maxLen:
 }
 
 async function clipBatch(cache: FrameCache, ids: string[]): Promise<tf.Tensor> {
-  const clips = await Promise.all(ids.map((id) => cache.get(id)));
-  const [T, S] = clips[0].shape;
-  const len = T * S * S * 3;
-  const buf = new Float32Array(ids.length * len);
-  clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * len, (i + 1) * len) }));
-  return tf.tensor(buf, [ids.length, T, S, S, 3]);
+  const { data, shape } = await readNormalizedClips(cache, ids);
+  return tf.tensor(data, shape);
 }
 
 async function embedVideos(params: Params, cfg: DualEncoderConfig, cache: FrameCache, ids: string[], batchSize: number): Promise<Map<string, Float32Array>> {

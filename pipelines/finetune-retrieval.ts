@@ -10,6 +10,7 @@
  * checkpoints/ (evaluable with `vlmargin eval retrieval`), metrics.jsonl, and the test
  * split's eval.json / eval.md / PNG plots.
  */
+import { ManifestDataSchema, MsrvttDataSchema } from './config.js';
 import { readFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -17,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
-import { buildFrameCache, openFrameCache, type FrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
 import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
@@ -33,23 +34,10 @@ import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining } from '../src/train/trainer.js';
-import { normalizeFrames } from '../src/video/transforms.js';
 
-const manifestData = z.object({
-  kind: z.literal('manifest'),
-  manifest: z.string(),
-  trainSplit: z.string().default('train'),
-  testSplit: z.string().default('test'),
-  allowOutsideRoot: z.boolean().default(false),
-}).strict();
-
-const msrvttData = z.object({
-  kind: z.literal('msrvtt'),
-  annotations: z.string(),
-  videoDir: z.string(),
-  testCsv: z.string().optional(),
-  allowOutsideRoot: z.boolean().default(false),
-}).strict();
+// The pretraining data sources, less the folder keys: a fine-tune keeps its caches beside the data or in its run.
+const manifestData = ManifestDataSchema.omit({ dir: true, metaSplit: true });
+const msrvttData = MsrvttDataSchema.omit({ dir: true });
 
 export const FinetuneRetrievalConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-retrieval'),
@@ -154,14 +142,10 @@ export interface FixedBatch { frames: tf.Tensor; ids: tf.Tensor2D; mask: tf.Tens
 export async function fixedBatch(cache: FrameCache, entries: ManifestEntry[], tok: Tokenizer, maxLen: number, n: number): Promise<FixedBatch> {
   const chosen = entries.filter((e) => cache.has(e.id)).slice(0, n);
   if (chosen.length < 2) throw new Error(`fixedBatch: need at least 2 cached entries, got ${chosen.length}`);
-  const clips = await Promise.all(chosen.map((e) => cache.get(e.id)));
-  const [T, S] = clips[0].shape;
-  const len = T * S * S * 3;
-  const buf = new Float32Array(chosen.length * len);
-  clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * len, (i + 1) * len) }));
+  const { data, shape } = await readNormalizedClips(cache, chosen.map((e) => e.id));
   const enc = tok.encode(chosen.map((e) => e.captions[0]), maxLen);
   return {
-    frames: tf.tensor(buf, [chosen.length, T, S, S, 3]),
+    frames: tf.tensor(data, shape),
     ids: tf.tensor2d(enc.ids, enc.shape, 'int32'),
     mask: tf.tensor2d(enc.mask, enc.shape, 'int32'),
   };

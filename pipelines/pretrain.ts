@@ -13,13 +13,14 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
-import { buildFrameCache, openFrameCache, type FrameCache } from '../src/data/frameCache.js';
-import { BatchLoader, encodeCaptions, type CaptionTable, type LoaderState } from '../src/data/loader.js';
+import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
+import { BatchLoader, encodeCaptions, type LoaderState } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
 import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { retrievalMetricsBoth, retrievalRanks, type RetrievalMetrics } from '../src/eval/retrieval.js';
+import { metricsFromRanks, retrievalRanks, retrievalRanksV2T, type RetrievalMetrics } from '../src/eval/retrieval.js';
+import { conceptRecall, encodeTextEmbeddings, encodeVideoEmbeddings } from '../src/eval/retrievalEval.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
@@ -39,7 +40,6 @@ import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining, type MicroStep } from '../src/train/trainer.js';
-import { normalizeFrames } from '../src/video/transforms.js';
 import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
 
 export interface PretrainOptions {
@@ -159,14 +159,10 @@ async function loadMetaSet(cfg: PretrainConfig, splits: Splits, log: (m: string)
 
 /** Frames and tokens of `entries` (first caption each) as one batch of tensors; the caller disposes them. */
 async function batchOf(entries: ManifestEntry[], cache: FrameCache, tok: Tokenizer, maxLen: number): Promise<DualEncoderBatch> {
-  const clips = await Promise.all(entries.map((e) => cache.get(e.id)));
-  const [T, S] = clips[0].shape;
-  const n = T * S * S * 3;
-  const buf = new Float32Array(entries.length * n);
-  clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * n, (i + 1) * n) }));
+  const { data, shape } = await readNormalizedClips(cache, entries.map((e) => e.id));
   const enc = tok.encode(entries.map((e) => e.captions[0]), maxLen);
   return {
-    frames: tf.tensor(buf, [entries.length, T, S, S, 3]),
+    frames: tf.tensor(data, shape),
     ids: tf.tensor2d(enc.ids, enc.shape, 'int32'),
     mask: tf.tensor2d(enc.mask, enc.shape, 'int32'),
   };
@@ -206,55 +202,24 @@ export async function evaluateRetrieval(
 ): Promise<EvalReport> {
   const videos = test.filter((e) => cache.has(e.id));
   if (videos.length < 2) throw new Error(`evaluateRetrieval: only ${videos.length} test videos are in the frame cache; need at least 2`);
-  const table: CaptionTable = encodeCaptions(videos, (c) => tok.encode(c, maxLen));
-  const videoIndex = new Map(videos.map((v, i) => [v.id, i]));
-  const queryToVideo = Int32Array.from(table.videoIds, (id) => videoIndex.get(id)!);
+  const captions = videos.flatMap((v) => v.captions);
+  const queryToVideo = Int32Array.from(videos.flatMap((v, j) => v.captions.map(() => j)));
   const d = modelCfg.embedDim;
-  const videoEmb = new Float32Array(videos.length * d);
-  for (let s = 0; s < videos.length; s += batchSize) {
-    const chunk = videos.slice(s, s + batchSize);
-    const clips = await Promise.all(chunk.map((v) => cache.get(v.id)));
-    const [T, S] = clips[0].shape;
-    const buf = new Float32Array(chunk.length * T * S * S * 3);
-    clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * T * S * S * 3, (i + 1) * T * S * S * 3) }));
-    const emb = tf.tidy(() => {
-      const v = encodeVideo(params, tf.tensor(buf, [chunk.length, T, S, S, 3]), modelCfg);
-      return tf.div(v, tf.sqrt(tf.sum(tf.square(v), 1, true)));
-    });
-    videoEmb.set(emb.dataSync(), s * d);
-    emb.dispose();
-  }
-  const nq = table.videoIds.length;
-  const textEmb = new Float32Array(nq * d);
-  for (let s = 0; s < nq; s += batchSize) {
-    const n = Math.min(batchSize, nq - s);
-    const emb = tf.tidy(() => {
-      const ids = tf.tensor2d(table.ids.subarray(s * maxLen, (s + n) * maxLen), [n, maxLen], 'int32');
-      const mask = tf.tensor2d(table.mask.subarray(s * maxLen, (s + n) * maxLen), [n, maxLen], 'int32');
-      const t = encodeText(params, ids, mask, modelCfg);
-      return tf.div(t, tf.sqrt(tf.sum(tf.square(t), 1, true)));
-    });
-    textEmb.set(emb.dataSync(), s * d);
-    emb.dispose();
-  }
+  const nq = captions.length;
+  const videoEmb = await encodeVideoEmbeddings(params, modelCfg, cache, videos.map((v) => v.id), batchSize);
+  const textEmb = encodeTextEmbeddings(params, modelCfg, tok, captions, maxLen, batchSize);
   const sim = tf.tidy(() => tf.matMul(tf.tensor2d(textEmb, [nq, d]), tf.tensor2d(videoEmb, [videos.length, d]), false, true));
-  const simData = sim.dataSync() as Float32Array;
+  const dense = { data: sim.dataSync() as Float32Array, rows: nq, cols: videos.length };
   sim.dispose();
-  const dense = { data: simData, rows: nq, cols: videos.length };
-  const { t2v, v2t } = retrievalMetricsBoth(dense, { queryToVideo });
-  const report: EvalReport = { t2v, v2t, chanceR1: 100 / videos.length, testVideos: videos.length, testCaptions: nq };
+  const t2vRanks = retrievalRanks(dense, { queryToVideo });
+  const v2tRanks = retrievalRanksV2T(dense, queryToVideo);
+  const report: EvalReport = {
+    t2v: metricsFromRanks(t2vRanks), v2t: metricsFromRanks(v2tRanks),
+    chanceR1: 100 / videos.length, testVideos: videos.length, testCaptions: nq,
+  };
   if (videos.some((v) => v.concepts?.length)) {
-    const ranks = retrievalRanks(dense, { queryToVideo });
-    const hits = new Map<string, [number, number]>();
-    ranks.forEach((r, q) => {
-      for (const c of videos[queryToVideo[q]].concepts ?? []) {
-        const h = hits.get(c) ?? [0, 0];
-        h[0] += r === 1 ? 1 : 0;
-        h[1] += 1;
-        hits.set(c, h);
-      }
-    });
-    report.perConceptR1 = Object.fromEntries([...hits].sort(([a], [b]) => a.localeCompare(b)).map(([c, [k, n]]) => [c, (100 * k) / n]));
+    const byConcept = conceptRecall(videos.map((v) => v.concepts), queryToVideo, t2vRanks, v2tRanks);
+    report.perConceptR1 = Object.fromEntries(byConcept.map((c) => [c.concept, c.t2vR1]));
   }
   return report;
 }

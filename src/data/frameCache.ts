@@ -10,10 +10,12 @@
  * way; the .json is the commit mark. A re-run after a crash deletes temporary files and any
  * .bin without its .json, keeps every committed shard, and decodes only what is missing.
  */
-import { open, readdir, readFile, rename, rm, stat, mkdir } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import type { ItemError, ManifestEntry } from './types.js';
+import { writeFileAtomic } from '../util/atomicWrite.js';
+import { normalizeFrames } from '../video/transforms.js';
 import { checkSampleOptions, sampleItem, SAMPLE_STRATEGIES, type SampleOutcome, type SampleStrategy } from '../video/sampler.js';
 
 const INDEX = 'index.json';
@@ -107,18 +109,7 @@ export interface FrameCacheSummary {
 const shardName = (n: number): string => `shard-${String(n).padStart(5, '0')}`;
 const SHARD_RE = /^shard-(\d{5,})\.json$/;
 
-async function writeAtomic(file: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    // Flushed before the rename, so a rename that survives a crash never points at a hole.
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-}
+const writeAtomic = (file: string, data: Uint8Array | string): Promise<void> => writeFileAtomic(file, data, { sync: true });
 
 interface ScanResult {
   shards: { name: string; number: number; file: ShardFile }[];
@@ -391,4 +382,21 @@ export async function openFrameCache(dir: string): Promise<FrameCache> {
       return { data, shape: [config.frames, config.size, config.size, 3], timestamps: w.meta.timestamps };
     },
   };
+}
+
+/**
+ * The CLIP-normalised frames of cached clips, stacked into one host batch `[n, T, S, S, 3]`
+ * (normalisation happens here, never in the cache).
+ *
+ * @example const { data, shape } = await readNormalizedClips(cache, ['a', 'b']); tf.tensor(data, shape)
+ */
+export async function readNormalizedClips(
+  cache: FrameCache, ids: readonly string[], opts: { mean?: readonly number[]; std?: readonly number[] } = {},
+): Promise<{ data: Float32Array; shape: [number, number, number, number, number] }> {
+  if (ids.length === 0) throw new Error('readNormalizedClips: ids must name at least one clip');
+  const clipLen = cache.frames * cache.size * cache.size * 3;
+  const data = new Float32Array(ids.length * clipLen);
+  const clips = await Promise.all(ids.map((id) => cache.get(id)));
+  clips.forEach((c, i) => normalizeFrames(c.data, { mean: opts.mean, std: opts.std, out: data.subarray(i * clipLen, (i + 1) * clipLen) }));
+  return { data, shape: [ids.length, cache.frames, cache.size, cache.size, 3] };
 }

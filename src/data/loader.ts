@@ -5,8 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { createRng } from '../util/rng.js';
-import { CLIP_MEAN, CLIP_STD, normalizeFrames } from '../video/transforms.js';
-import type { FrameCache } from './frameCache.js';
+import { readNormalizedClips, type FrameCache } from './frameCache.js';
 
 /**
  * Tokenised captions, one row per caption: row c belongs to video `videoIds[c]` and its
@@ -242,12 +241,7 @@ export class BatchLoader<T extends boolean = false> {
     const to = Math.min(from + this.batchSize, this.videos.length);
     const picks = this.plan.order.slice(from, to);
     const rows = this.plan.captionRow.slice(from, to);
-    const clipLen = this.cache.frames * this.cache.size * this.cache.size * 3;
-    const frames = new Float32Array(picks.length * clipLen);
-    const clips = await Promise.all(picks.map((v) => this.cache.get(this.videos[v])));
-    const mean = this.opts.mean ?? CLIP_MEAN;
-    const std = this.opts.std ?? CLIP_STD;
-    clips.forEach((c, i) => normalizeFrames(c.data, { mean, std, out: frames.subarray(i * clipLen, (i + 1) * clipLen) }));
+    const { data: frames } = await readNormalizedClips(this.cache, picks.map((v) => this.videos[v]), { mean: this.opts.mean, std: this.opts.std });
     const L = this.table.maxLen;
     const ids = new Int32Array(picks.length * L);
     const mask = new Int32Array(picks.length * L);

@@ -5,8 +5,9 @@
  * refused unless the caller allows it, so a manifest from elsewhere cannot point the pipeline at
  * arbitrary files. A bad line is reported with its file and line number and skipped.
  */
+import { writeFileAtomic } from '../util/atomicWrite.js';
 import { createReadStream } from 'node:fs';
-import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ItemError, Manifest, ManifestEntry } from './types.js';
@@ -198,7 +199,5 @@ export async function writeManifest(file: string, entries: readonly ManifestEntr
     lines.push(entryLine({ ...e, video: path.resolve(e.video) }, folder));
   });
   await mkdir(path.dirname(target), { recursive: true });
-  const tmp = `${target}.tmp-${process.pid}`;
-  await writeFile(tmp, lines.length ? `${lines.join('\n')}\n` : '');
-  await rename(tmp, target);
+  await writeFileAtomic(target, lines.length ? `${lines.join('\n')}\n` : '');
 }

@@ -7,8 +7,9 @@
  * seeded generators keyed by clip id, so the manifest is byte-identical for a seed and each clip's
  * pixels do not depend on the order in which clips are encoded.
  */
+import { writeFileAtomic } from '../util/atomicWrite.js';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import { z } from 'zod';
@@ -466,9 +467,7 @@ export async function generateSynthCorpus(options: SynthOptions): Promise<SynthR
       },
       encoding: 'libx264 crf 18, yuv420p, mp4',
     };
-    const tmp = `${corpusPath}.tmp-${process.pid}`;
-    await writeFile(tmp, `${JSON.stringify(corpus, null, 2)}\n`);
-    await rename(tmp, corpusPath);
+    await writeFileAtomic(corpusPath, `${JSON.stringify(corpus, null, 2)}\n`);
   }
   return {
     dir, manifestPath, reused, clipsWritten: todo.length, counts: plan.counts, params: plan.params,

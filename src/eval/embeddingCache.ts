@@ -7,8 +7,9 @@
  * (little-endian float32: video rows, then caption rows). The `.f32` is renamed into place
  * before the `.json`, so a `.json` is only ever beside a complete `.f32`.
  */
+import { writeFileAtomic } from '../util/atomicWrite.js';
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface CachedEmbeddings {
@@ -57,17 +58,7 @@ function checkKey(key: string): void {
   if (typeof key !== 'string' || !/^[0-9a-f]{16,128}$/.test(key)) throw new Error(`embedding cache: key must be a hex digest, got ${JSON.stringify(key)}`);
 }
 
-async function writeSynced(file: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-}
+const writeSynced = (file: string, data: Uint8Array | string): Promise<void> => writeFileAtomic(file, data, { sync: true });
 
 /**
  * Reads an entry, or null when there is none. A damaged entry (unreadable header, wrong

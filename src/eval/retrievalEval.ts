@@ -10,7 +10,7 @@ import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { tf } from '../backend/tf.js';
-import { buildFrameCache, openFrameCache, type FrameCache } from '../data/frameCache.js';
+import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../data/frameCache.js';
 import { readManifest } from '../data/manifest.js';
 import type { ManifestEntry } from '../data/types.js';
 import { dualEncoderConfigSchema, type DualEncoderConfig } from '../nn/configs.js';
@@ -18,7 +18,6 @@ import { encodeText, encodeVideo } from '../nn/dualEncoder.js';
 import type { Params } from '../nn/params.js';
 import { loadTokenizer, type Tokenizer } from '../text/tokenizer.js';
 import { listCheckpoints, loadCheckpoint } from '../train/checkpoint.js';
-import { normalizeFrames } from '../video/transforms.js';
 import { embeddingCacheKey, readEmbeddingCache, writeEmbeddingCache, type CachedEmbeddings } from './embeddingCache.js';
 import { savePlot } from './plot.js';
 import {
@@ -45,12 +44,8 @@ export async function encodeVideoEmbeddings(
   const d = cfg.embedDim;
   const out = new Float32Array(ids.length * d);
   for (let s = 0; s < ids.length; s += batchSize) {
-    const clips = await Promise.all(ids.slice(s, s + batchSize).map((id) => cache.get(id)));
-    const [T, S] = clips[0].shape;
-    const clipLen = T * S * S * 3;
-    const buf = new Float32Array(clips.length * clipLen);
-    clips.forEach((c, i) => normalizeFrames(c.data, { out: buf.subarray(i * clipLen, (i + 1) * clipLen) }));
-    const emb = tf.tidy(() => l2Rows(encodeVideo(params, tf.tensor(buf, [clips.length, T, S, S, 3]), cfg)));
+    const { data, shape } = await readNormalizedClips(cache, ids.slice(s, s + batchSize));
+    const emb = tf.tidy(() => l2Rows(encodeVideo(params, tf.tensor(data, shape), cfg)));
     out.set(emb.dataSync(), s * d);
     emb.dispose();
   }

@@ -9,6 +9,7 @@
  * character). Training runs the very normaliser and pre-tokeniser transformers.js builds from
  * the written tokenizer.json, so the words it learns from are the words encoding will see.
  */
+import { writeFileAtomic } from '../util/atomicWrite.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { PreTrainedTokenizer } from '@xenova/transformers';
@@ -312,11 +313,7 @@ function countWords(captions: string[], kind: TokenizerKind): Map<string, number
   return counts;
 }
 
-async function writeAtomic(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await fs.writeFile(tmp, text, 'utf8');
-  await fs.rename(tmp, file);
-}
+const writeAtomic = (file: string, text: string): Promise<void> => writeFileAtomic(file, text);
 
 /**
  * Learn a vocabulary from captions (see `trainSubwords`) and write a tokenizer folder.
