@@ -13,6 +13,7 @@ const synthData = z.object({
   dir: z.string().default('data/synth-default'),
   videos: z.number().int().min(18).optional(),
   noise: z.number().min(0).max(1).optional(),
+  swapFraction: z.number().min(0).max(1).optional(),
   imbalance: z.number().min(1).optional(),
   seed: z.number().int().min(0).optional(),
   size: z.number().int().min(16).optional(),

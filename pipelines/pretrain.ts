@@ -419,9 +419,14 @@ async function reportWeighting(
   const plots: string[] = [];
   let report: WeightingReport | undefined;
   if (flagged.length && flagged.some((e) => e.noisy) && flagged.some((e) => !e.noisy)) {
-    report = weightingReport(flagged.map((e) => lastWeight.get(e.id)!), flagged.map((e) => e.noisy === true));
+    const kinds = flagged.some((e) => e.noiseKind !== undefined) ? flagged.map((e) => e.noiseKind) : undefined;
+    report = weightingReport(flagged.map((e) => lastWeight.get(e.id)!), flagged.map((e) => e.noisy === true), kinds);
     log(`weighting: AUROC clean vs misaligned ${report.aurocCleanVsNoisy.toFixed(3)}; mean weight clean ${report.meanWeightClean.toFixed(3)}, misaligned ${report.meanWeightNoisy.toFixed(3)}`);
-    const values = flagged.map((e) => ({ weight: lastWeight.get(e.id)!, pair: e.noisy ? 'misaligned' : 'clean' }));
+    for (const [kind, k] of Object.entries(report.byNoiseKind ?? {})) {
+      log(`  ${kind} (${k.count} pairs): AUROC clean vs ${kind} ${k.aurocCleanVsKind.toFixed(3)}, mean weight ${k.meanWeight.toFixed(3)}`);
+    }
+    const pairLabel = (e: ManifestEntry) => (!e.noisy ? 'clean' : e.noiseKind ? `misaligned (${e.noiseKind})` : 'misaligned');
+    const values = flagged.map((e) => ({ weight: lastWeight.get(e.id)!, pair: pairLabel(e) }));
     plots.push(await savePlot({
       title: 'Latest weight of each training pair (batch mean = 1)', width: 420, height: 220, data: { values },
       mark: { type: 'bar', opacity: 0.6 },

@@ -74,6 +74,24 @@ describe('manifest: native JSONL', () => {
     await assert.rejects(readManifest(missing), (e: Error) => e.message.includes(missing));
   });
 
+  it('keeps a noisy pair\'s noiseKind through a write and a read, and refuses one on a clean pair', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'vlm-manifest-'));
+    try {
+      const f = path.join(dir, 'm.jsonl');
+      const e: ManifestEntry = { id: 'n', video: path.join(dir, 'n.mp4'), captions: ['x'], noisy: true, noiseKind: 'swap' };
+      await writeManifest(f, [e]);
+      assert.equal(await readFile(f, 'utf8'), '{"id":"n","video":"n.mp4","caption":"x","noisy":true,"noiseKind":"swap"}\n');
+      assert.deepEqual((await readManifest(f)).entries, [e]);
+      await writeFile(f, '{"id":"c","video":"c.mp4","caption":"x","noisy":false,"noiseKind":"swap"}\n{"id":"d","video":"d.mp4","caption":"x","noisy":true,"noiseKind":3}\n');
+      const m = await readManifest(f);
+      assert.deepEqual(m.entries, []);
+      assert.match(m.errors[0].reason, /"noiseKind" is only meaningful with "noisy": true/);
+      assert.match(m.errors[1].reason, /"noiseKind" must be a non-empty string, got a number/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('writes paths relative to the manifest folder, absolute outside it, in a fixed key order', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'vlm-manifest-'));
     try {

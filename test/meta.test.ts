@@ -477,6 +477,19 @@ describe('meta: analysis', () => {
     assert.equal(r.noisy, 2);
   });
 
+  it('weightingReport breaks the noisy pairs down by kind when given one', () => {
+    // swap {0.1, 0.5} vs clean {0.9, 0.8}: every clean pair outweighs both → 1; attribute {0.85}: beats 0.8, loses to 0.9 → 0.5.
+    const r = weightingReport([0.9, 0.8, 0.1, 0.85, 0.5], [false, false, true, true, true], [undefined, 'ignored', 'swap', 'attribute', 'swap']);
+    assert.deepEqual(Object.keys(r.byNoiseKind!), ['attribute', 'swap']);
+    assert.equal(r.byNoiseKind!.swap.aurocCleanVsKind, 1);
+    assert.equal(r.byNoiseKind!.swap.count, 2);
+    assert.ok(Math.abs(r.byNoiseKind!.swap.meanWeight - 0.3) < 1e-12);
+    assert.equal(r.byNoiseKind!.attribute.aurocCleanVsKind, 0.5);
+    assert.equal(r.byNoiseKind!.attribute.meanWeight, 0.85);
+    assert.equal(weightingReport([0.9, 0.1], [false, true], [undefined, undefined]).byNoiseKind!.unknown.count, 1);
+    assert.throws(() => weightingReport([0.9, 0.1], [false, true], ['swap']), /'noiseKinds' must be an array of 2 labels/);
+  });
+
   it('weightCurve samples V on an even grid and matches the float64 net', () => {
     const net = new WeightNet({ hidden: 10, seed: 8 });
     const c = weightCurve(net, { min: 0, max: 4, points: 5 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { readManifest, writeManifest } from '../src/data/manifest.js';
@@ -81,7 +81,35 @@ describe('synth: corpus plan', () => {
     }
   });
 
+  it('labels each misaligned pair: a swap is another train clip\'s clean caption, an attribute error differs in one attribute', () => {
+    const cleanCaptions = synthManifestEntries(planSynthCorpus({ seed: 11, noise: 0 }), '/corpus').filter((e) => e.split === 'train');
+    const check = (es: ManifestEntry[]) => {
+      const kinds = countBy(es.filter((e) => e.noisy).map((e) => e.noiseKind ?? 'none'));
+      for (const e of es) {
+        assert.equal(e.noiseKind !== undefined, e.noisy === true, e.id);
+        const stated = statedConcepts(e.captions[0]);
+        if (e.noiseKind === 'swap') {
+          const donors = cleanCaptions.filter((c) => c.id !== e.id && c.captions[0] === e.captions[0]);
+          assert.ok(donors.length >= 1, `${e.id}: "${e.captions[0]}" is no other clip's clean caption`);
+          assert.notEqual(stated.join(), sorted(e.concepts!).join());
+        } else if (e.noiseKind === 'attribute') {
+          const own = new Set(e.concepts!);
+          assert.deepEqual([stated.filter((c) => !own.has(c)).length, e.concepts!.filter((c) => !stated.includes(c)).length], [1, 1], `${e.id}: "${e.captions[0]}"`);
+        }
+      }
+      return kinds;
+    };
+    const mixed = check(train);
+    assert.equal(mixed.get('swap')! + mixed.get('attribute')!, 151);
+    assert.deepEqual([mixed.get('swap'), mixed.get('attribute')], [planSynthCorpus({ seed: 11 }).counts.noisySwap, planSynthCorpus({ seed: 11 }).counts.noisyAttribute]);
+    // The default share is 0.5: naming it changes nothing.
+    assert.deepEqual(synthManifestEntries(planSynthCorpus({ seed: 11, swapFraction: 0.5 }), '/corpus'), entries);
+    const swapped = check(synthManifestEntries(planSynthCorpus({ seed: 11, noise: 0.4, swapFraction: 1 }), '/corpus').filter((e) => e.split === 'train'));
+    assert.deepEqual([...swapped.entries()], [['swap', Math.round(0.4 * 504)]]);
+  });
+
   it('refuses bad parameters with a message naming them', () => {
+    assert.throws(() => planSynthCorpus({ swapFraction: -0.1 }), /swapFraction/);
     assert.throws(() => planSynthCorpus({ noise: 1.5 }), /noise/);
     assert.throws(() => planSynthCorpus({ size: 63 }), /even/);
   });
@@ -162,7 +190,7 @@ describe('synth: generated corpus', function () {
       '-show_entries', 'stream=codec_name,width,height,pix_fmt,nb_read_frames', '-of', 'json', m.entries[0].video], { encoding: 'utf8' }));
     assert.deepEqual(probe.streams[0], { codec_name: 'h264', width: 64, height: 64, pix_fmt: 'yuv420p', nb_read_frames: '8' });
     const corpus = JSON.parse(await readFile(path.join(dir, 'corpus.json'), 'utf8'));
-    assert.deepEqual(corpus.params, { ...params, noise: 0.3, imbalance: 20 });
+    assert.deepEqual(corpus.params, { ...params, noise: 0.3, swapFraction: 0.5, imbalance: 20 });
     assert.deepEqual([corpus.counts.train, corpus.counts.meta, corpus.counts.test, corpus.counts.noisy], [6, 6, 6, 2]);
   });
 
@@ -193,6 +221,17 @@ describe('synth: generated corpus', function () {
     const refilled = await generateSynthCorpus({ out: dir, ...params });
     assert.deepEqual([refilled.reused, refilled.clipsWritten], [true, 1]);
     assert.deepEqual(await readFile(clip), before);
+    // A corpus written before `swapFraction` and `noiseKind` existed is still the same corpus: kept, its manifest brought up to date.
+    const manifestText = await readFile(path.join(dir, 'manifest.jsonl'), 'utf8');
+    assert.match(manifestText, /"noisy":true,"noiseKind":"(swap|attribute)"/);
+    const corpusFile = path.join(dir, 'corpus.json');
+    const corpus = JSON.parse(await readFile(corpusFile, 'utf8'));
+    delete corpus.params.swapFraction;
+    await writeFile(corpusFile, JSON.stringify(corpus));
+    await writeFile(path.join(dir, 'manifest.jsonl'), manifestText.replace(/,"noiseKind":"\w+"/g, ''));
+    const old = await generateSynthCorpus({ out: dir, ...params });
+    assert.deepEqual([old.reused, old.clipsWritten], [true, 0]);
+    assert.equal(await readFile(path.join(dir, 'manifest.jsonl'), 'utf8'), manifestText);
     const fresh = await generateSynthCorpus({ out: dir2, ...params, concurrency: 1 });
     assert.equal(fresh.reused, false);
     assert.equal(await readFile(path.join(dir2, 'manifest.jsonl'), 'utf8'), await readFile(path.join(dir, 'manifest.jsonl'), 'utf8'));

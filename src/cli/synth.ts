@@ -7,6 +7,7 @@ const SynthArgs = z.object({
   out: z.string().min(1, 'expected an output folder'),
   videos: z.coerce.number().int().optional(),
   noise: z.coerce.number().optional(),
+  swapFraction: z.coerce.number().optional(),
   imbalance: z.coerce.number().optional(),
   seed: z.coerce.number().int().optional(),
   size: z.coerce.number().int().optional(),
@@ -21,6 +22,7 @@ export function register(program: Command): void {
     .requiredOption('--out <dir>', 'corpus folder (gets manifest.jsonl, corpus.json, clips/)')
     .option('--videos <n>', 'total clips: meta ≈ 10 %, test ≈ 20 %, the rest train (default 720)')
     .option('--noise <fraction>', 'fraction of train pairs with a misaligned caption (default 0.3)')
+    .option('--swap-fraction <fraction>', 'share of the misaligned pairs that take another clip\'s caption; the rest get one attribute wrong (default 0.5)')
     .option('--imbalance <ratio>', 'head/tail ratio of train clips per colour (default 20)')
     .option('--seed <n>', 'seed; the same seed and parameters give the same corpus (default 1)')
     .option('--size <px>', 'frame width and height, even (default 64)')

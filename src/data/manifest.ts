@@ -1,6 +1,6 @@
 /**
  * The native manifest: one JSON object per line,
- * `{"id","video","caption"|"captions","start"?,"end"?,"concepts"?,"split"?,"noisy"?}`.
+ * `{"id","video","caption"|"captions","start"?,"end"?,"concepts"?,"split"?,"noisy"?,"noiseKind"?}`.
  * Relative video paths resolve against the manifest's folder; a path that leaves that folder is
  * refused unless the caller allows it, so a manifest from elsewhere cannot point the pipeline at
  * arbitrary files. A bad line is reported with its file and line number and skipped.
@@ -85,6 +85,11 @@ function checkLine(obj: unknown): { entry: ManifestEntry } | { reason: string; i
     if (typeof o.noisy !== 'boolean') return bad(`"noisy" must be true or false, got ${describeType(o.noisy)}`);
     entry.noisy = o.noisy;
   }
+  if (o.noiseKind !== undefined) {
+    if (typeof o.noiseKind !== 'string' || o.noiseKind === '') return bad(`"noiseKind" must be a non-empty string, got ${describeType(o.noiseKind)}`);
+    if (o.noisy !== true) return bad('"noiseKind" is only meaningful with "noisy": true');
+    entry.noiseKind = o.noiseKind;
+  }
   return { entry };
 }
 
@@ -164,6 +169,7 @@ function entryLine(e: ManifestEntry, folder: string): string {
   if (e.concepts !== undefined) o.concepts = e.concepts;
   if (e.split !== undefined) o.split = e.split;
   if (e.noisy !== undefined) o.noisy = e.noisy;
+  if (e.noiseKind !== undefined) o.noiseKind = e.noiseKind;
   return JSON.stringify(o);
 }
 

@@ -57,6 +57,11 @@ const ATTRIBUTE_KEYS = Object.keys(ATTRIBUTE_VALUES) as (keyof Attributes)[];
 export const SynthParamsSchema = z.object({
   videos: z.number().int().min(18).max(200000).default(720),
   noise: z.number().min(0).max(1).default(0.3),
+  /**
+   * Of the noisy pairs, the share that take another clip's caption (a swap, the usual way noisy
+   * correspondence is simulated); the rest get their own caption with one attribute wrong.
+   */
+  swapFraction: z.number().min(0).max(1).default(0.5),
   imbalance: z.number().min(1).max(10000).default(20),
   seed: z.number().int().min(0).max(2 ** 32 - 1).default(1),
   size: z.number().int().min(16).max(1024).refine((v) => v % 2 === 0, 'size must be even (yuv420p)').default(64),
@@ -285,7 +290,7 @@ export function planSynthCorpus(params: Partial<SynthParams> = {}): SynthPlan {
   for (const i of shuffle(nrng, train.map((_, i) => i)).slice(0, nNoisy)) {
     const c = train[i];
     let j = -1;
-    if (nrng() < 0.5) {
+    if (nrng() < p.swapFraction) {
       for (let tries = 0; tries < 100 && j < 0; tries++) {
         const k = Math.floor(nrng() * train.length);
         if (comboKey(train[k].attrs) !== comboKey(c.attrs)) j = k;
@@ -323,6 +328,7 @@ export function planSynthCorpus(params: Partial<SynthParams> = {}): SynthPlan {
 export function synthManifestEntries(plan: SynthPlan, dir: string): ManifestEntry[] {
   return plan.clips.map((c) => ({
     id: c.id, video: path.resolve(dir, c.file), captions: [c.caption], concepts: conceptsOf(c.attrs), split: c.split, noisy: c.noisy,
+    ...(c.noiseKind ? { noiseKind: c.noiseKind } : {}),
   }));
 }
 
@@ -383,7 +389,11 @@ export interface SynthResult {
 
 interface CorpusFile { format: string; generator: number; params: SynthParams }
 
-function sameParams(a: SynthParams, b: SynthParams): boolean {
+function sameParams(stored: SynthParams, b: SynthParams): boolean {
+  // A corpus.json written before a parameter existed holds that parameter's default.
+  const parsed = SynthParamsSchema.safeParse(stored);
+  if (!parsed.success) return false;
+  const a = parsed.data;
   return (Object.keys(SynthParamsSchema.shape) as (keyof SynthParams)[]).every((k) => a[k] === b[k]);
 }
 
@@ -452,6 +462,9 @@ export async function generateSynthCorpus(options: SynthOptions): Promise<SynthR
   if (failures.length) {
     throw new Error(`generateSynthCorpus: ${failures.length} of ${todo.length} clips failed in ${dir}; first: ${failures[0]}`);
   }
+  // Manifests written before entries carried `noiseKind` are brought up to date (same corpus).
+  const staleManifest = reused && plan.clips.some((c) => c.noiseKind) && !(await readFile(manifestPath, 'utf8')).includes('"noiseKind"');
+  if (staleManifest) await writeManifest(manifestPath, synthManifestEntries(plan, dir));
   if (!reused) {
     await writeManifest(manifestPath, synthManifestEntries(plan, dir));
     const corpus = {

@@ -12,6 +12,8 @@ export interface ManifestEntry {
   split?: string;
   /** Analysis only (synthetic corpora): the pair is known to be misaligned. Training never reads it. */
   noisy?: boolean;
+  /** Analysis only: how a noisy pair is misaligned (synthetic corpora: `swap` or `attribute`), for per-kind reports. */
+  noiseKind?: string;
 }
 
 /** A line or item a reader could not use, kept so a run can report what it skipped and why. */

@@ -53,16 +53,25 @@ export interface WeightingReport {
   meanWeightNoisy: number;
   clean: number;
   noisy: number;
+  /**
+   * With noise kinds given: for each kind, the AUROC of clean pairs against the noisy pairs of
+   * that kind alone, their mean weight and count.
+   */
+  byNoiseKind?: Record<string, { aurocCleanVsKind: number; meanWeight: number; count: number }>;
 }
 
 /**
- * How well per-sample weights separate clean from noisy samples.
+ * How well per-sample weights separate clean from noisy samples; with `noiseKinds` (one label per
+ * sample, read only for noisy ones; unlabelled noisy samples count as `unknown`) also per kind.
  *
  * @example weightingReport([0.9, 0.8, 0.1], [false, false, true]) // { aurocCleanVsNoisy: 1, meanWeightClean: 0.85, … }
  */
-export function weightingReport(weights: ArrayLike<number>, noisyFlags: ArrayLike<boolean>): WeightingReport {
+export function weightingReport(weights: ArrayLike<number>, noisyFlags: ArrayLike<boolean>, noiseKinds?: ArrayLike<string | undefined>): WeightingReport {
   checkNumbers(weights, 'weightingReport', 'weights');
   checkFlags(noisyFlags, weights.length, 'weightingReport', 'noisyFlags');
+  if (noiseKinds !== undefined && (noiseKinds === null || typeof noiseKinds !== 'object' || noiseKinds.length !== weights.length)) {
+    throw new Error(`weightingReport: 'noiseKinds' must be an array of ${weights.length} labels (one per weight)`);
+  }
   const clean: boolean[] = [];
   let sumClean = 0;
   let sumNoisy = 0;
@@ -73,13 +82,28 @@ export function weightingReport(weights: ArrayLike<number>, noisyFlags: ArrayLik
     if (isClean) { sumClean += weights[i]; nClean++; } else sumNoisy += weights[i];
   }
   const nNoisy = weights.length - nClean;
-  return {
+  const report: WeightingReport = {
     aurocCleanVsNoisy: auroc(weights, clean),
     meanWeightClean: nClean ? sumClean / nClean : NaN,
     meanWeightNoisy: nNoisy ? sumNoisy / nNoisy : NaN,
     clean: nClean,
     noisy: nNoisy,
   };
+  if (noiseKinds) {
+    const kindOf = (i: number) => noiseKinds[i] ?? 'unknown';
+    const kinds = [...new Set(Array.from({ length: weights.length }, (_, i) => i).filter((i) => !clean[i]).map(kindOf))].sort();
+    report.byNoiseKind = {};
+    for (const kind of kinds) {
+      const rows = Array.from({ length: weights.length }, (_, i) => i).filter((i) => clean[i] || kindOf(i) === kind);
+      const ofKind = rows.filter((i) => !clean[i]);
+      report.byNoiseKind[kind] = {
+        aurocCleanVsKind: auroc(rows.map((i) => weights[i]), rows.map((i) => clean[i])),
+        meanWeight: ofKind.reduce((s, i) => s + weights[i], 0) / ofKind.length,
+        count: ofKind.length,
+      };
+    }
+  }
+  return report;
 }
 
 /**
