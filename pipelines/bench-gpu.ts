@@ -1,0 +1,539 @@
+/**
+ * Training-step throughput and memory of the dual encoder on one backend (the GPU path of
+ * issue 9), per model preset and batch size, with the same synthetic inputs as
+ * `pipelines/reference/sam_reference.py` so the two JSON files join on
+ * (model, batch, frames, variant).
+ *
+ *   node dist/pipelines/bench-gpu.js [--backend webgpu|tensorflow|wasm|cpu|auto] [--models tiny,base]
+ *       [--batches 64,256] [--frames N] [--steps 10] [--warmup 3] [--meta] [--json out.json]
+ *       [--flags WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE=30,...] [--cell-timeout 300] [--budget 0]
+ *       [--in-process] [--skip-profile]
+ *
+ * One step is what pretraining does without weighting: fresh batch tensors from host arrays,
+ * forward through both encoders, the SAM loss (μ = 0.1), backward, AdamW with the pretraining
+ * decay groups, the logit-scale clamp, and the loss read back (which waits for the GPU).
+ * `--meta` adds the Meta-Weight-Net step (mwnStep, metaScope `heads` and `all`, meta batch of
+ * the same size) and its ratio to the plain step. Frames default to 4 per clip, 1 for `base`
+ * (4 × 256 ViT-B/16 images do not fit in 80 GB in float32, in PyTorch either).
+ *
+ * Every (model, batch) runs in its own child process unless `--in-process`: an out-of-memory
+ * or a lost device then ends that cell alone, its peak memory is its own, and a cell that
+ * outlives `--cell-timeout` seconds is killed and reported. Memory: `peakBytes` is tf.profile's
+ * peak of live tensor bytes over one extra step (parameters, optimizer state and activations:
+ * the analogue of torch.cuda.max_memory_allocated); `numBytesAllocatedInGPU` is the webgpu
+ * buffer pool after the timed steps (the analogue of max_memory_reserved). The profiled step
+ * also counts kernels per step and the kernels with the most total time.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { tf } from '../src/backend/tf.js';
+import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
+import { samContrastiveLoss } from '../src/margin/sam.js';
+import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
+import { mwnStep } from '../src/meta/metaStep.js';
+import { WeightNet } from '../src/meta/weightNet.js';
+import { getConfig, PRESET_NAMES, type DualEncoderConfig, type PresetName } from '../src/nn/configs.js';
+import { countDualEncoderParams, encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
+import { valueAndGradsOf } from '../src/nn/params.js';
+import { clampLogitScale } from '../src/train/gradients.js';
+import { AdamW } from '../src/train/optimizer.js';
+
+// tfjs's own frames fill the default 10 before the call site in vlmargin is reached.
+Error.stackTraceLimit = 60;
+
+const VARIANTS = ['plain', 'mwn-heads', 'mwn-all'] as const;
+type Variant = typeof VARIANTS[number];
+
+/** SAM's μ for every step here (the value does not change the work). */
+const MARGIN_RAD = 0.1;
+const LR = 1e-4;
+const WEIGHT_DECAY = 0.2;
+const META_ALPHA = 1e-3;
+
+/** One (model, batch, variant); field names shared with sam_reference.py's rows. */
+export interface BenchRow {
+  model: string;
+  batch: number;
+  frames: number;
+  imageSize: number;
+  contextLength: number;
+  variant: Variant;
+  params: number;
+  warmup: number;
+  steps: number;
+  /** Median over the timed steps. */
+  msPerStep: number | null;
+  msPerStepMean: number | null;
+  msPerStepMin: number | null;
+  /** batch / median step time. */
+  samplesPerSec: number | null;
+  /** Peak live tensor bytes over one profiled step. */
+  peakBytes: number | null;
+  /** msPerStep of this variant over the plain step's, same cell. */
+  ratioVsPlain: number | null;
+  error: string | null;
+  numBytes: number | null;
+  numBytesInGPU: number | null;
+  numBytesAllocatedInGPU: number | null;
+  /** tf.memory().numTensors after the warm-up and after each timed step: flat when nothing leaks. */
+  numTensors: number[];
+  tensorsFlat: boolean | null;
+  kernelsPerStep: number | null;
+  topKernels: { name: string; count: number; totalMs: number }[];
+  profileError?: string;
+}
+
+interface Settings {
+  backend: string;
+  steps: number;
+  warmup: number;
+  frames: number | null;
+  meta: boolean;
+  profile: boolean;
+  flags: Record<string, number | boolean>;
+}
+
+function fail(msg: string): never {
+  throw new Error(`bench-gpu: ${msg}`);
+}
+
+function positiveInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) fail(`${name} must be a positive integer, got '${v}'`);
+  return n;
+}
+
+function intList(name: string, v: string): number[] {
+  const out = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => positiveInt(name, s));
+  if (!out.length) fail(`${name} must list at least one positive integer, got '${v}'`);
+  return out;
+}
+
+function modelList(v: string): PresetName[] {
+  const out = v.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const m of out) if (!(PRESET_NAMES as string[]).includes(m)) fail(`--models: unknown preset '${m}' (known: ${PRESET_NAMES.join(', ')})`);
+  if (!out.length) fail('--models must name at least one preset');
+  return out as PresetName[];
+}
+
+/** `K=V,K2=V2` → tf.env flags; values are numbers or true/false. */
+function parseFlags(v: string | undefined): Record<string, number | boolean> {
+  const out: Record<string, number | boolean> = {};
+  for (const part of (v ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([A-Z0-9_]+)=(.+)$/.exec(part);
+    if (!m) fail(`--flags: expected NAME=value, got '${part}'`);
+    const raw = m[2];
+    const val = raw === 'true' ? true : raw === 'false' ? false : Number(raw);
+    if (typeof val === 'number' && !Number.isFinite(val)) fail(`--flags: ${m[1]} needs a number or true/false, got '${raw}'`);
+    out[m[1]] = val;
+  }
+  return out;
+}
+
+function defaultFrames(model: PresetName): number {
+  return model === 'base' ? 1 : 4;
+}
+
+function configFor(model: PresetName, frames: number): DualEncoderConfig {
+  const base = getConfig(model);
+  return getConfig(model, { temporal: { maxFrames: Math.max(frames, base.temporal.maxFrames) } });
+}
+
+/**
+ * The synthetic batch both this bench and sam_reference.py use, bit for bit: frame value i
+ * (row-major over [B, T, S, S, 3]) is 2u − 1 with u = ((i·2654435761 + 40503·seed) mod 2³²)/2³²
+ * (a hash, not a generator, so Python gets the same numbers without porting one); token row b
+ * has length 4 + (b mod (L − 4)) with id 1 + ((31b + 7i + seed) mod (V − 2)), the rest
+ * padding (id 0, mask 0).
+ */
+interface HostBatch { frames: Float32Array; framesShape: number[]; ids: Int32Array; mask: Int32Array; L: number }
+
+function hostBatch(cfg: DualEncoderConfig, batch: number, frames: number, seed: number): HostBatch {
+  const S = cfg.vision.imageSize;
+  const L = cfg.text.contextLength;
+  const V = cfg.text.vocabSize;
+  const framesShape = [batch, frames, S, S, 3];
+  const data = new Float32Array(batch * frames * S * S * 3);
+  const offset = Math.imul(seed, 40503);
+  for (let i = 0; i < data.length; i++) data[i] = 2 * (((Math.imul(i, 2654435761) + offset) >>> 0) / 2 ** 32) - 1;
+  const ids = new Int32Array(batch * L);
+  const mask = new Int32Array(batch * L);
+  for (let b = 0; b < batch; b++) {
+    const len = 4 + (b % (L - 4));
+    for (let i = 0; i < len; i++) { ids[b * L + i] = 1 + ((31 * b + 7 * i + seed) % (V - 2)); mask[b * L + i] = 1; }
+  }
+  return { frames: data, framesShape, ids, mask, L };
+}
+
+/** Fresh tensors per step, as the pretraining loader hands them over (the upload is part of the step). */
+function toTensors(h: HostBatch, batch: number): DualEncoderBatch {
+  return {
+    frames: tf.tensor(h.frames, h.framesShape),
+    ids: tf.tensor2d(h.ids, [batch, h.L], 'int32'),
+    mask: tf.tensor2d(h.mask, [batch, h.L], 'int32'),
+  };
+}
+
+function disposeBatch(b: DualEncoderBatch): void {
+  tf.dispose([b.frames, b.ids, b.mask]);
+}
+
+/** The message and the first project frames of the stack: on a GPU host, where it broke matters. */
+function errText(e: unknown): string {
+  const m = e instanceof Error ? `${e.constructor.name}: ${e.message}` : String(e);
+  const frames = e instanceof Error && e.stack
+    ? e.stack.split('\n').filter((l) => /\/(src|pipelines)\/[^/]/.test(l) && !l.includes('node_modules')).slice(0, 3)
+      .map((l) => l.trim().replace(/^at /, '').replace(/(file:\/\/)?[^ (]*\/dist\//, '').replace(/[()]/g, ''))
+    : [];
+  return `${m.split('\n').slice(0, 3).join(' | ').slice(0, 400)}${frames.length ? ` [at ${frames.join(' < ')}]` : ''}`;
+}
+
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+}
+
+function gpuMemory(): { numBytes: number; numBytesInGPU: number | null; numBytesAllocatedInGPU: number | null; numTensors: number } {
+  const m = tf.memory() as tf.MemoryInfo & { numBytesInGPU?: number; numBytesAllocatedInGPU?: number };
+  return { numBytes: m.numBytes, numBytesInGPU: m.numBytesInGPU ?? null, numBytesAllocatedInGPU: m.numBytesAllocatedInGPU ?? null, numTensors: m.numTensors };
+}
+
+/** The model, optimizer and step functions of one cell. */
+function makeCell(model: PresetName, batch: number, frames: number) {
+  const cfg = configFor(model, frames);
+  const store = initDualEncoder(cfg, 1);
+  const params = store.snapshot() as Record<string, tf.Variable>;
+  // The pretraining optimizer's decay rule (matrices only); one learning rate for all.
+  const optimizer = new AdamW(params, {
+    lr: LR, weightDecay: WEIGHT_DECAY,
+    groups: (name) => ({ lrScale: 1, weightDecay: paramGroup(name).decay ? WEIGHT_DECAY : 0 }),
+  });
+  const train = hostBatch(cfg, batch, frames, 7);
+  const meta = hostBatch(cfg, batch, frames, 11);
+  const metaModel = dualEncoderMetaModel(cfg, { marginRad: MARGIN_RAD });
+  let weightNet: WeightNet | undefined;
+  let stepIndex = 0;
+
+  const plain = async (): Promise<number> => {
+    const b = toTensors(train, batch);
+    try {
+      const { value, grads } = valueAndGradsOf((p) => samContrastiveLoss(
+        encodeVideo(p, b.frames, cfg), encodeText(p, b.ids, b.mask, cfg), { marginRad: MARGIN_RAD, logitScale: p.logit_scale },
+      ).loss as tf.Scalar, params);
+      optimizer.step(grads);
+      clampLogitScale(params.logit_scale);
+      tf.dispose(Object.values(grads));
+      const loss = (await value.data())[0];
+      value.dispose();
+      return loss;
+    } finally {
+      disposeBatch(b);
+    }
+  };
+
+  const weighted = (metaScope: 'heads' | 'all') => async (): Promise<number> => {
+    weightNet ??= new WeightNet({ hidden: 100, seed: 1 });
+    const t = toTensors(train, batch);
+    const m = toTensors(meta, batch);
+    try {
+      const r = mwnStep({ model: metaModel, params, trainBatch: t, metaBatch: m, weightNet, alpha: META_ALPHA, metaScope, step: stepIndex++ });
+      optimizer.step(r.grads);
+      clampLogitScale(params.logit_scale);
+      tf.dispose(Object.values(r.grads));
+      // The step already read its loss; this read waits for the optimizer's kernels.
+      await params.logit_scale.data();
+      return r.loss;
+    } finally {
+      disposeBatch(t);
+      disposeBatch(m);
+    }
+  };
+
+  const steps: Record<Variant, () => Promise<number>> = { plain, 'mwn-heads': weighted('heads'), 'mwn-all': weighted('all') };
+  return {
+    cfg,
+    steps,
+    dispose() {
+      optimizer.dispose();
+      store.dispose();
+      weightNet?.dispose();
+    },
+  };
+}
+
+async function runVariant(step: () => Promise<number>, s: Settings): Promise<Omit<BenchRow, 'model' | 'batch' | 'frames' | 'imageSize' | 'contextLength' | 'variant' | 'params' | 'ratioVsPlain'>> {
+  const base = {
+    warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null, msPerStepMin: null, samplesPerSec: null,
+    peakBytes: null, error: null, numBytes: null, numBytesInGPU: null, numBytesAllocatedInGPU: null,
+    numTensors: [] as number[], tensorsFlat: null, kernelsPerStep: null, topKernels: [] as BenchRow['topKernels'],
+  };
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < s.warmup; i++) await step();
+    base.numTensors.push(tf.memory().numTensors);
+    for (let i = 0; i < s.steps; i++) {
+      const t0 = performance.now();
+      const loss = await step();
+      times.push(performance.now() - t0);
+      base.numTensors.push(tf.memory().numTensors);
+      if (!Number.isFinite(loss)) throw new Error(`non-finite loss ${loss} at timed step ${i + 1}`);
+    }
+  } catch (e) {
+    return { ...base, ...(times.length ? timing(times) : {}), error: errText(e) };
+  }
+  const mem = gpuMemory();
+  const row = {
+    ...base, ...timing(times),
+    numBytes: mem.numBytes, numBytesInGPU: mem.numBytesInGPU, numBytesAllocatedInGPU: mem.numBytesAllocatedInGPU,
+    tensorsFlat: base.numTensors.every((n) => n === base.numTensors[0]),
+  };
+  if (!s.profile) return row;
+  try {
+    const info = await tf.profile(async () => { await step(); });
+    const byName = new Map<string, { count: number; totalMs: number }>();
+    // The profile also lists custom-gradient scopes ('backward', 'unnamed scope'), whose time
+    // contains their kernels' time: count registered kernels only.
+    const kernels = info.kernels.filter((k) => tf.getKernel(k.name, tf.getBackend()) !== undefined);
+    for (const k of kernels) {
+      const e = byName.get(k.name) ?? { count: 0, totalMs: 0 };
+      e.count += 1;
+      e.totalMs += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+      byName.set(k.name, e);
+    }
+    const topKernels = [...byName.entries()].map(([name, v]) => ({ name, count: v.count, totalMs: Math.round(v.totalMs * 100) / 100 }))
+      .sort((a, b) => b.totalMs - a.totalMs || b.count - a.count).slice(0, 10);
+    return { ...row, peakBytes: info.peakBytes, kernelsPerStep: kernels.length, topKernels };
+  } catch (e) {
+    return { ...row, profileError: errText(e) };
+  }
+
+  function timing(ts: number[]) {
+    const med = median(ts);
+    return {
+      msPerStep: round(med), msPerStepMean: round(ts.reduce((a, b) => a + b, 0) / ts.length), msPerStepMin: round(Math.min(...ts)),
+      samplesPerSec: null as number | null,
+    };
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+/** Every variant of one (model, batch) in this process; a failure is recorded, never thrown. */
+async function runCell(model: PresetName, batch: number, s: Settings): Promise<BenchRow[]> {
+  const frames = s.frames ?? defaultFrames(model);
+  const variants: Variant[] = s.meta ? [...VARIANTS] : ['plain'];
+  const cfg0 = configFor(model, frames);
+  const common = {
+    model, batch, frames, imageSize: cfg0.vision.imageSize, contextLength: cfg0.text.contextLength,
+    params: countDualEncoderParams(cfg0),
+  };
+  const failed = (variant: Variant, error: string): BenchRow => ({
+    ...common, variant, warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null, msPerStepMin: null,
+    samplesPerSec: null, peakBytes: null, ratioVsPlain: null, error, numBytes: null, numBytesInGPU: null,
+    numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null, kernelsPerStep: null, topKernels: [],
+  });
+  let cell: ReturnType<typeof makeCell>;
+  try {
+    cell = makeCell(model, batch, frames);
+  } catch (e) {
+    return variants.map((v) => failed(v, `setup: ${errText(e)}`));
+  }
+  const rows: BenchRow[] = [];
+  try {
+    for (const variant of variants) {
+      console.error(`bench-gpu: ${model} batch ${batch} ${variant}: ${s.warmup} warm-up + ${s.steps} timed steps`);
+      const r = await runVariant(cell.steps[variant], s);
+      const row: BenchRow = { ...common, variant, ...r, ratioVsPlain: null };
+      row.samplesPerSec = row.msPerStep ? round((1000 * batch) / row.msPerStep) : null;
+      rows.push(row);
+    }
+  } finally {
+    cell.dispose();
+  }
+  const plain = rows.find((r) => r.variant === 'plain');
+  for (const r of rows) r.ratioVsPlain = plain?.msPerStep && r.msPerStep ? round(r.msPerStep / plain.msPerStep) : null;
+  return rows;
+}
+
+async function startBackend(s: Settings): Promise<BackendChoice> {
+  const choice = await initBackend({ prefer: parseBackendPreference(s.backend) });
+  for (const [k, v] of Object.entries(s.flags)) tf.env().set(k, v);
+  return choice;
+}
+
+interface CellOutput { backend: BackendChoice; rows: BenchRow[] }
+
+/** Runs one cell in a child process of this script; a crash, a signal or a timeout becomes an error row. */
+async function runCellChild(model: PresetName, batch: number, argv: string[], timeoutS: number): Promise<CellOutput | { error: string }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-bench-gpu-'));
+  const out = path.join(dir, 'cell.json');
+  const script = fileURLToPath(import.meta.url);
+  try {
+    const code = await new Promise<string | null>((resolve) => {
+      const child = spawn(process.execPath, [...process.execArgv, script, ...argv, '--cell', `${model}:${batch}`, '--cell-out', out], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const timer = setTimeout(() => { child.kill('SIGKILL'); resolve(`killed after the cell timeout of ${timeoutS} s`); }, timeoutS * 1000);
+      child.on('exit', (c, sig) => { clearTimeout(timer); resolve(c === 0 ? null : `child exited with ${sig ?? `code ${c}`}`); });
+      child.on('error', (e) => { clearTimeout(timer); resolve(`child did not start: ${e.message}`); });
+    });
+    try {
+      return JSON.parse(await readFile(out, 'utf8')) as CellOutput;
+    } catch {
+      return { error: code ?? 'child wrote no result' };
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function fmtBytes(n: number | null): string {
+  return n === null ? '' : `${(n / 2 ** 20).toFixed(0)}`;
+}
+
+function table(rows: BenchRow[]): string {
+  const lines = [
+    '| model | batch | frames | variant | ms/step | samples/s | peak tensor MiB | GPU pool MiB | kernels/step | vs plain | tensors flat | error |',
+    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
+  ];
+  for (const r of rows) {
+    lines.push(`| ${r.model} | ${r.batch} | ${r.frames} | ${r.variant} | ${r.msPerStep ?? ''} | ${r.samplesPerSec ?? ''} | ${fmtBytes(r.peakBytes)} | ${fmtBytes(r.numBytesAllocatedInGPU)} | ${r.kernelsPerStep ?? ''} | ${r.variant === 'plain' ? '' : r.ratioVsPlain ?? ''} | ${r.tensorsFlat === null ? '' : r.tensorsFlat ? 'yes' : `NO (${r.numTensors.join(' ')})`} | ${r.error ? r.error.replace(/\|/g, '/') : ''} |`);
+  }
+  return lines.join('\n');
+}
+
+async function versions(): Promise<Record<string, string>> {
+  const out: Record<string, string> = { node: process.version, tfjsCore: tf.version_core };
+  for (const pkg of ['@tensorflow/tfjs-backend-webgpu', '@tensorflow/tfjs-backend-wasm', 'webgpu', '@tensorflow/tfjs-node-gpu']) {
+    try {
+      const { createRequire } = await import('node:module');
+      const req = createRequire(import.meta.url);
+      out[pkg] = (JSON.parse(await readFile(req.resolve(`${pkg}/package.json`), 'utf8')) as { version: string }).version;
+    } catch {
+      // A package the bundle left out (or an optional one that did not install) is just not listed.
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      backend: { type: 'string', default: 'auto' },
+      models: { type: 'string', default: 'tiny,base' },
+      batches: { type: 'string', default: '64,256' },
+      frames: { type: 'string' },
+      steps: { type: 'string', default: '10' },
+      warmup: { type: 'string', default: '3' },
+      meta: { type: 'boolean', default: false },
+      json: { type: 'string' },
+      flags: { type: 'string' },
+      'cell-timeout': { type: 'string', default: '300' },
+      budget: { type: 'string', default: '0' },
+      'in-process': { type: 'boolean', default: false },
+      'skip-profile': { type: 'boolean', default: false },
+      cell: { type: 'string' },
+      'cell-out': { type: 'string' },
+    },
+  });
+  parseBackendPreference(values.backend);
+  const s: Settings = {
+    backend: values.backend!,
+    steps: positiveInt('--steps', values.steps!),
+    warmup: Number.isInteger(Number(values.warmup)) && Number(values.warmup) >= 0 ? Number(values.warmup) : fail(`--warmup must be an integer ≥ 0, got '${values.warmup}'`),
+    frames: values.frames === undefined ? null : positiveInt('--frames', values.frames),
+    meta: values.meta!,
+    profile: !values['skip-profile'],
+    flags: parseFlags(values.flags),
+  };
+  const models = modelList(values.models!);
+  const batches = intList('--batches', values.batches!);
+  const cellTimeout = positiveInt('--cell-timeout', values['cell-timeout']!);
+  const budget = Number(values.budget);
+  if (!(budget >= 0)) fail(`--budget must be a number of seconds ≥ 0 (0: none), got '${values.budget}'`);
+
+  if (values.cell) {
+    // Child mode: one cell, result to --cell-out.
+    const [m, b] = values.cell.split(':');
+    const model = modelList(m)[0];
+    const batch = positiveInt('--cell batch', b);
+    if (!values['cell-out']) fail('--cell needs --cell-out');
+    const backend = await startBackend(s);
+    const rows = await runCell(model, batch, s);
+    await writeFile(values['cell-out'], JSON.stringify({ backend, rows } satisfies CellOutput));
+    return;
+  }
+
+  const t0 = performance.now();
+  const rows: BenchRow[] = [];
+  let backend: BackendChoice | null = null;
+  if (values['in-process']) backend = await startBackend(s);
+  const forward = process.argv.slice(2).filter((a) => a !== '--in-process');
+  const jsonIdx = forward.indexOf('--json');
+  if (jsonIdx >= 0) forward.splice(jsonIdx, 2);
+  for (const model of models) {
+    for (const batch of batches) {
+      const elapsed = (performance.now() - t0) / 1000;
+      const frames = s.frames ?? defaultFrames(model);
+      if (budget > 0 && elapsed > budget) {
+        const cfg = configFor(model, frames);
+        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).map((variant) => ({
+          model, batch, frames, imageSize: cfg.vision.imageSize, contextLength: cfg.text.contextLength, variant,
+          params: countDualEncoderParams(cfg), warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null,
+          msPerStepMin: null, samplesPerSec: null, peakBytes: null, ratioVsPlain: null,
+          error: `skipped: the --budget of ${budget} s was spent`, numBytes: null, numBytesInGPU: null,
+          numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null, kernelsPerStep: null, topKernels: [],
+        } satisfies BenchRow)));
+        continue;
+      }
+      if (values['in-process']) {
+        rows.push(...await runCell(model, batch, s));
+        continue;
+      }
+      const timeout = budget > 0 ? Math.max(1, Math.min(cellTimeout, Math.ceil(budget - elapsed))) : cellTimeout;
+      const r = await runCellChild(model, batch, forward, timeout);
+      if ('error' in r) {
+        const cfg = configFor(model, frames);
+        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).map((variant) => ({
+          model, batch, frames, imageSize: cfg.vision.imageSize, contextLength: cfg.text.contextLength, variant,
+          params: countDualEncoderParams(cfg), warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null,
+          msPerStepMin: null, samplesPerSec: null, peakBytes: null, ratioVsPlain: null, error: r.error,
+          numBytes: null, numBytesInGPU: null, numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null,
+          kernelsPerStep: null, topKernels: [],
+        } satisfies BenchRow)));
+      } else {
+        backend ??= r.backend;
+        rows.push(...r.rows);
+      }
+    }
+  }
+
+  const report = {
+    tool: 'bench-gpu',
+    date: new Date().toISOString(),
+    backend: backend?.name ?? null,
+    backendInfo: backend?.info ?? null,
+    backendSkipped: backend?.skipped ?? [],
+    host: { platform: `${os.platform()} ${os.arch()}`, cpu: os.cpus()[0]?.model ?? '', cpus: os.cpus().length },
+    versions: await versions(),
+    settings: { ...s, models, batches, marginRad: MARGIN_RAD, lr: LR, weightDecay: WEIGHT_DECAY, metaAlpha: META_ALPHA, isolated: !values['in-process'] },
+    seconds: round((performance.now() - t0) / 1000),
+    rows,
+  };
+  console.log(`backend ${report.backend ?? '(none started)'} ${JSON.stringify(report.backendInfo ?? {})}; ${s.warmup} warm-up + ${s.steps} timed steps per row (median)\n`);
+  console.log(table(rows));
+  for (const r of rows.filter((x) => x.topKernels.length)) {
+    console.log(`\n${r.model} b${r.batch} ${r.variant}: ${r.kernelsPerStep} kernels/step; most time: ${r.topKernels.slice(0, 5).map((k) => `${k.name}×${k.count} ${k.totalMs} ms`).join(', ')}`);
+  }
+  if (values.json) {
+    await writeFile(values.json, JSON.stringify(report, null, 2) + '\n');
+    console.log(`\nwrote ${values.json}`);
+  }
+}
+
+main().then(() => process.exit(0), (e: unknown) => { console.error(`bench-gpu: ${(e as Error).message}`); process.exit(1); });
