@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Runs a named vlmargin job on a GPU host from the unpacked bundle that pipelines/gpu/pack.sh
+# builds (this file is the bundle's run.sh). Sets up the Vulkan loader from the bundled .debs,
+# points Dawn at the NVIDIA ICD, prints what the host has, runs the job with the bundled node,
+# and copies the JSON/text results to $OUT when it is set.
+#
+#   run.sh doctor                      vlmargin doctor (backends, GPU adapter) → results/doctor.json
+#   run.sh bench-gpu [args]            node dist/pipelines/bench-gpu.js [args] → results/bench-gpu.json
+#   run.sh test-webgpu [grep]          the mocha suite on the webgpu backend (VLMARGIN_TEST_BACKEND=webgpu)
+#   run.sh reference [args]            python3 pipelines/reference/sam_reference.py [args] → results/sam_reference.json
+#   run.sh clip-fixture [args]         python3 pipelines/reference/make_clip_fixture.py → results/clip-tiny/
+#   run.sh node SCRIPT [args]          any script with the bundled node, from the bundle root
+set -uo pipefail
+
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RESULTS="$DIR/results"
+mkdir -p "$RESULTS"
+NODE="$DIR/bin/node"
+[ -x "$NODE" ] || NODE="$(command -v node || true)"
+[ -n "$NODE" ] || { echo "run.sh: no node: neither $DIR/bin/node nor one on PATH" >&2; exit 1; }
+PY="${PYTHON:-$(command -v python3 || command -v python || true)}"
+
+usage() {
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+[ $# -ge 1 ] || usage
+JOB="$1"; shift
+
+# --- Vulkan loader ------------------------------------------------------------------------
+# Always unpacked beside the bundle (works without root); also installed to / when root and
+# the host has no libvulkan.so.1 of its own (a host loader is never replaced).
+if ls "$DIR"/debs/*.deb > /dev/null 2>&1; then
+  mkdir -p "$DIR/sysroot"
+  for d in "$DIR"/debs/*.deb; do dpkg -x "$d" "$DIR/sysroot" 2> /dev/null || echo "run.sh: dpkg -x $d failed" >&2; done
+  if ! ldconfig -p 2> /dev/null | grep -q 'libvulkan\.so\.1 '; then
+    if [ "$(id -u)" = 0 ]; then
+      for d in "$DIR"/debs/*.deb; do dpkg -x "$d" / ; done
+      ldconfig
+      echo "run.sh: installed the bundled Vulkan loader to /" >&2
+    else
+      export LD_LIBRARY_PATH="$DIR/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      echo "run.sh: not root: using the bundled Vulkan loader via LD_LIBRARY_PATH" >&2
+    fi
+  fi
+fi
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+
+# --- what the host has ---------------------------------------------------------------------
+{
+  echo "== bundle"; cat "$DIR/BUNDLE.txt" 2> /dev/null
+  echo "== node $("$NODE" --version 2>&1) ($NODE)"
+  echo "== VK_DRIVER_FILES=${VK_DRIVER_FILES:-(unset)}"
+  for f in /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
+    [ -f "$f" ] && echo "icd: $f"
+  done
+  if command -v nvidia-smi > /dev/null; then echo "== nvidia-smi"; nvidia-smi; else echo "== no nvidia-smi"; fi
+  if command -v vulkaninfo > /dev/null; then echo "== vulkaninfo --summary"; vulkaninfo --summary 2>&1 | head -60; fi
+  if [ -n "$PY" ]; then
+    echo "== $("$PY" --version 2>&1)"
+    "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1
+    "$PY" -c 'import transformers; print("transformers", transformers.__version__)' 2>&1 | tail -1
+  fi
+} 2>&1 | tee "$RESULTS/host.txt"
+
+has_json() {
+  for a in "$@"; do [ "$a" = "--json" ] && return 0; done
+  return 1
+}
+
+cd "$DIR"
+rc=0
+case "$JOB" in
+  doctor)
+    "$NODE" dist/src/cli/main.js doctor --json > "$RESULTS/doctor.json"; rc=$?
+    cat "$RESULTS/doctor.json"
+    ;;
+  bench-gpu)
+    if has_json "$@"; then "$NODE" dist/pipelines/bench-gpu.js "$@"; rc=$?
+    else "$NODE" dist/pipelines/bench-gpu.js "$@" --json "$RESULTS/bench-gpu.json"; rc=$?; fi
+    ;;
+  test-webgpu)
+    VLMARGIN_TEST_BACKEND=webgpu "$NODE" test/run-mocha.mjs "$@" 2>&1 | tee "$RESULTS/test-webgpu.txt"; rc=${PIPESTATUS[0]}
+    ;;
+  reference)
+    [ -n "$PY" ] || { echo "run.sh: reference needs python3 with torch" >&2; exit 1; }
+    if has_json "$@"; then "$PY" pipelines/reference/sam_reference.py "$@"; rc=$?
+    else "$PY" pipelines/reference/sam_reference.py "$@" --json "$RESULTS/sam_reference.json"; rc=$?; fi
+    ;;
+  clip-fixture)
+    [ -n "$PY" ] || { echo "run.sh: clip-fixture needs python3 with torch and transformers" >&2; exit 1; }
+    "$PY" pipelines/reference/make_clip_fixture.py --out "$RESULTS/clip-tiny" "$@"; rc=$?
+    ;;
+  node)
+    [ $# -ge 1 ] || usage
+    "$NODE" "$@"; rc=$?
+    ;;
+  *)
+    echo "run.sh: unknown job '$JOB'" >&2
+    usage
+    ;;
+esac
+
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  cp -r "$RESULTS"/. "$OUT"/
+  echo "run.sh: results copied to $OUT: $(cd "$RESULTS" && find . -type f | sort | tr '\n' ' ')" >&2
+fi
+exit "$rc"
