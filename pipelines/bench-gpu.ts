@@ -326,7 +326,7 @@ function round(x: number): number {
 }
 
 /** Every variant of one (model, batch) in this process; a failure is recorded, never thrown. */
-async function runCell(model: PresetName, batch: number, s: Settings): Promise<BenchRow[]> {
+async function runCell(model: PresetName, batch: number, s: Settings, onRow?: (rows: BenchRow[]) => Promise<void>): Promise<BenchRow[]> {
   const frames = s.frames ?? defaultFrames(model);
   const variants: Variant[] = s.meta ? [...VARIANTS] : ['plain'];
   const cfg0 = configFor(model, frames);
@@ -352,13 +352,14 @@ async function runCell(model: PresetName, batch: number, s: Settings): Promise<B
       const r = await runVariant(cell.steps[variant], s);
       const row: BenchRow = { ...common, variant, ...r, ratioVsPlain: null };
       row.samplesPerSec = row.msPerStep ? round((1000 * batch) / row.msPerStep) : null;
+      const plainMs = rows.find((x) => x.variant === 'plain')?.msPerStep;
+      row.ratioVsPlain = plainMs && row.msPerStep ? round(row.msPerStep / plainMs) : null;
       rows.push(row);
+      await onRow?.(rows);
     }
   } finally {
     cell.dispose();
   }
-  const plain = rows.find((r) => r.variant === 'plain');
-  for (const r of rows) r.ratioVsPlain = plain?.msPerStep && r.msPerStep ? round(r.msPerStep / plain.msPerStep) : null;
   return rows;
 }
 
@@ -368,10 +369,10 @@ async function startBackend(s: Settings): Promise<BackendChoice> {
   return choice;
 }
 
-interface CellOutput { backend: BackendChoice; rows: BenchRow[] }
+interface CellOutput { backend: BackendChoice; rows: BenchRow[]; complete: boolean }
 
 /** Runs one cell in a child process of this script; a crash, a signal or a timeout becomes an error row. */
-async function runCellChild(model: PresetName, batch: number, argv: string[], timeoutS: number): Promise<CellOutput | { error: string }> {
+async function runCellChild(model: PresetName, batch: number, argv: string[], timeoutS: number): Promise<{ out: CellOutput | null; error: string | null }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-bench-gpu-'));
   const out = path.join(dir, 'cell.json');
   const script = fileURLToPath(import.meta.url);
@@ -382,11 +383,14 @@ async function runCellChild(model: PresetName, batch: number, argv: string[], ti
       child.on('exit', (c, sig) => { clearTimeout(timer); resolve(c === 0 ? null : `child exited with ${sig ?? `code ${c}`}`); });
       child.on('error', (e) => { clearTimeout(timer); resolve(`child did not start: ${e.message}`); });
     });
+    let result: CellOutput | null = null;
     try {
-      return JSON.parse(await readFile(out, 'utf8')) as CellOutput;
+      result = JSON.parse(await readFile(out, 'utf8')) as CellOutput;
     } catch {
-      return { error: code ?? 'child wrote no result' };
+      // No file: the child died before its first variant finished.
     }
+    if (result?.complete) return { out: result, error: null };
+    return { out: result, error: code ?? 'child stopped before finishing the cell' };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -464,8 +468,11 @@ async function main(): Promise<void> {
     const batch = positiveInt('--cell batch', b);
     if (!values['cell-out']) fail('--cell needs --cell-out');
     const backend = await startBackend(s);
-    const rows = await runCell(model, batch, s);
-    await writeFile(values['cell-out'], JSON.stringify({ backend, rows } satisfies CellOutput));
+    const out = values['cell-out'];
+    // Written after every variant, so a cell killed in a later variant keeps the earlier rows.
+    const save = (rows: BenchRow[]) => writeFile(out, JSON.stringify({ backend, rows, complete: false } satisfies CellOutput));
+    const rows = await runCell(model, batch, s, save);
+    await writeFile(out, JSON.stringify({ backend, rows, complete: true } satisfies CellOutput));
     return;
   }
 
@@ -497,18 +504,20 @@ async function main(): Promise<void> {
       }
       const timeout = budget > 0 ? Math.max(1, Math.min(cellTimeout, Math.ceil(budget - elapsed))) : cellTimeout;
       const r = await runCellChild(model, batch, forward, timeout);
-      if ('error' in r) {
+      if (r.out) {
+        backend ??= r.out.backend;
+        rows.push(...r.out.rows);
+      }
+      if (r.error) {
         const cfg = configFor(model, frames);
-        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).map((variant) => ({
+        const done = new Set(r.out?.rows.map((x) => x.variant) ?? []);
+        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).filter((v) => !done.has(v)).map((variant) => ({
           model, batch, frames, imageSize: cfg.vision.imageSize, contextLength: cfg.text.contextLength, variant,
           params: countDualEncoderParams(cfg), warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null,
           msPerStepMin: null, samplesPerSec: null, peakBytes: null, ratioVsPlain: null, error: r.error,
           numBytes: null, numBytesInGPU: null, numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null,
           kernelsPerStep: null, topKernels: [],
         } satisfies BenchRow)));
-      } else {
-        backend ??= r.backend;
-        rows.push(...r.rows);
       }
     }
   }
