@@ -8,8 +8,8 @@
  *    candidates; the best cosine wins): zero-shot, then after a short fine-tune with
  *    cross-entropy over the candidates (encoders at a lower rate than the heads).
  * 2. Open-ended as classification over the answer vocabulary: a MarginHead (arcface,
- *    cosface, … by name) on fused video-question features, trained on the fine-tuned
- *    model's embeddings (the encoders are frozen for this part).
+ *    cosface, … by name) on fused video-question features of the MC-fine-tuned model, the
+ *    video encoder frozen (default) or trained with the head (open.encoderLrScale > 0).
  * Writes qa.jsonl (the items) and qa.json (accuracies with chance levels) to the run folder.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
+import { l2Normalize } from '../src/backend/safeOps.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
 import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { readManifest } from '../src/data/manifest.js';
@@ -48,20 +49,27 @@ export const FinetuneQaConfigSchema = z.object({
   }).strict(),
   framesDir: z.string().optional(),
   mc: z.object({
-    steps: z.number().int().min(0).default(40),
-    batchSize: z.number().int().min(1).default(8),
+    steps: z.number().int().min(0).default(300),
+    batchSize: z.number().int().min(1).default(16),
     lr: z.number().positive().max(1).default(1e-3),
     encoderLrScale: z.number().min(0).max(1).default(0.1),
-  }).strict().default({ steps: 40, batchSize: 8, lr: 1e-3, encoderLrScale: 0.1 }),
+  }).strict().default({ steps: 300, batchSize: 16, lr: 1e-3, encoderLrScale: 0.1 }),
   open: z.object({
     /** The margin head by name, with its options (classes and width are filled in). */
     head: z.object({ name: z.enum(MARGIN_HEAD_NAMES) }).loose().default({ name: 'arcface', scale: 16, m2: 0.2 }),
     hidden: z.number().int().min(1).default(128),
     featureDim: z.number().int().min(2).default(64),
     steps: z.number().int().min(1).default(300),
-    batchSize: z.number().int().min(2).default(32),
+    /** Videos per step; each brings all of its questions (one per type). */
+    batchSize: z.number().int().min(1).default(32),
     lr: z.number().positive().max(1).default(3e-3),
-  }).strict().default({ head: { name: 'arcface', scale: 16, m2: 0.2 }, hidden: 128, featureDim: 64, steps: 300, batchSize: 32, lr: 3e-3 }),
+    /**
+     * The video encoder's learning rate relative to `lr` while the head trains (end to end);
+     * 0 (the default) keeps it frozen, so embeddings are computed once and only the head learns.
+     * On the synthetic set end to end was no better (README), and it encodes clips every step.
+     */
+    encoderLrScale: z.number().min(0).max(1).default(0),
+  }).strict().default({ head: { name: 'arcface', scale: 16, m2: 0.2 }, hidden: 128, featureDim: 64, steps: 300, batchSize: 32, lr: 3e-3, encoderLrScale: 0 }),
   eval: z.object({ batchSize: z.number().int().min(1).default(64) }).strict().default({ batchSize: 64 }),
 }).strict();
 
@@ -78,7 +86,7 @@ export interface Accuracy { accuracy: number; items: number; perType: Partial<Re
 export interface FinetuneQaResult {
   runDir: string;
   mc: { zeroShot: Accuracy; finetuned: Accuracy; chance: number; steps: number };
-  open: Accuracy & { chance: number; head: string; trainLossFirst: number; trainLossLast: number };
+  open: Accuracy & { chance: number; head: string; encoderLrScale: number; trainLossFirst: number; trainLossLast: number };
   wallSeconds: number;
 }
 
@@ -186,25 +194,26 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
   const finetuned = scoreMc(params, model, tok, info.maxLen, mcTest, videoEmb, bs);
   log(`MC after ${cfg.mc.steps} fine-tune steps: ${(100 * finetuned.accuracy).toFixed(1)}%`);
 
-  // Open-ended: a margin head over the answer vocabulary on the (now frozen) embeddings.
+  // Open-ended: a margin head over the answer vocabulary on fused video-question features; the
+  // video encoder trains with it unless open.encoderLrScale is 0. The text side stays fixed:
+  // each question type has one embedding.
   const questionEmb = new Map(QA_TYPES.map((t) => [t, encodeTextEmbeddings(params, model, tok, [QA_QUESTIONS[t].question], info.maxLen, 1)]));
-  store.dispose();
   const d = model.embedDim;
   // Video embeddings of a lightly trained model share a large common direction; the
   // differences that carry colour or shape are small beside it, and an MLP on raw
   // embeddings learns only the per-question answer prior. Standardising each dimension
-  // with the training videos' mean and spread exposes those differences.
+  // with the training videos' mean and spread (fixed before training) exposes those differences.
   const trainVideos = [...new Set(openTrain.map((it) => it.videoId))].map((id) => videoEmb.get(id)!);
   const mean = new Float32Array(d);
   const std = new Float32Array(d);
   for (const v of trainVideos) for (let j = 0; j < d; j++) mean[j] += v[j] / trainVideos.length;
   for (const v of trainVideos) for (let j = 0; j < d; j++) std[j] += (v[j] - mean[j]) ** 2 / trainVideos.length;
   for (let j = 0; j < d; j++) std[j] = Math.sqrt(std[j]) + 1e-6;
-  const stack = (items: QaItem[]) => {
+  const stack = (items: QaItem[], emb: Map<string, Float32Array>) => {
     const v = new Float32Array(items.length * d);
     const q = new Float32Array(items.length * d);
     items.forEach((it, i) => {
-      const e = videoEmb.get(it.videoId)!;
+      const e = emb.get(it.videoId)!;
       for (let j = 0; j < d; j++) v[i * d + j] = (e[j] - mean[j]) / std[j];
       q.set(questionEmb.get(it.type)!, i * d);
     });
@@ -214,41 +223,67 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
     embedDim: d, hidden: cfg.open.hidden, featureDim: cfg.open.featureDim, numAnswers: QA_ANSWER_VOCAB.length, seed: cfg.seed,
     head: cfg.open.head as ConstructorParameters<typeof OpenQaHead>[0]['head'],
   });
+  const endToEnd = cfg.open.encoderLrScale > 0;
   const headVars = head.params();
+  const videoVars: Record<string, tf.Variable> = endToEnd
+    ? Object.fromEntries(Object.keys(params).filter((n) => n.startsWith('video.')).map((n) => [n, params[n] as tf.Variable])) : {};
   const headOpt = new AdamW(headVars, { lr: cfg.open.lr, weightDecay: 0 });
-  const byVarName = new Map(Object.entries(headVars).map(([n, v]) => [v.name, n]));
-  const train = stack(openTrain);
+  const encoderOpt = endToEnd ? new AdamW(videoVars, { lr: cfg.open.lr * cfg.open.encoderLrScale, weightDecay: 0 }) : undefined;
+  const headName = new Map(Object.entries(headVars).map(([n, v]) => [v.name, n]));
+  const videoName = new Map(Object.entries(videoVars).map(([n, v]) => [v.name, n]));
+  const varList = [...Object.values(headVars), ...Object.values(videoVars)];
+  const train = stack(openTrain, videoEmb);
+  // Items by video, so one encoded clip serves all of its questions.
+  const trainVideoIds = [...new Set(openTrain.map((it) => it.videoId))];
+  const itemsOf = new Map(trainVideoIds.map((id) => [id, [] as number[]]));
+  openTrain.forEach((it, i) => itemsOf.get(it.videoId)!.push(i));
+  const standardise = { mean: tf.tensor1d(mean), std: tf.tensor1d(std) };
   const orng = seededRandom(cfg.seed, 'qa-open-batches');
   let trainLossFirst = NaN;
   let trainLossLast = NaN;
   let openAcc: Accuracy;
   try {
     for (let step = 0; step < cfg.open.steps; step++) {
-      const B = Math.min(cfg.open.batchSize, openTrain.length);
-      const pick = Int32Array.from({ length: B }, () => Math.floor(orng() * openTrain.length));
+      const videos = Array.from({ length: Math.min(cfg.open.batchSize, trainVideoIds.length) }, () => trainVideoIds[Math.floor(orng() * trainVideoIds.length)]);
+      const pick = Int32Array.from(videos.flatMap((id) => itemsOf.get(id)!));
+      const slot = Int32Array.from(videos.flatMap((id, k) => itemsOf.get(id)!.map(() => k)));
+      const B = pick.length;
       const rows = (x: Float32Array) => { const o = new Float32Array(B * d); pick.forEach((r, i) => o.set(x.subarray(r * d, (r + 1) * d), i * d)); return o; };
+      const frames = endToEnd ? await clipBatch(cache, videos) : undefined;
       const loss = tf.tidy(() => {
-        const v = tf.tensor2d(rows(train.v), [B, d]);
         const q = tf.tensor2d(rows(train.q), [B, d]);
         const y = tf.tensor1d(Int32Array.from(pick, (r) => train.y[r]), 'int32');
-        const { value, grads } = tf.variableGrads(() => head.loss(v, q, y).loss as tf.Scalar, Object.values(headVars));
-        headOpt.step(Object.fromEntries(Object.entries(grads).map(([k, g]) => [byVarName.get(k)!, g])));
+        const { value, grads } = tf.variableGrads(() => {
+          const v = frames
+            // The same L2-normalised embedding the frozen path (and retrieval) uses, then standardised.
+            ? tf.gather(tf.div(tf.sub(l2Normalize(encodeVideo(params, frames, model)), standardise.mean), standardise.std), tf.tensor1d(slot, 'int32'))
+            : tf.tensor2d(rows(train.v), [B, d]);
+          return head.loss(v, q, y).loss as tf.Scalar;
+        }, varList);
+        const of = (names: Map<string, string>) => Object.fromEntries(Object.entries(grads).filter(([k]) => names.has(k)).map(([k, g]) => [names.get(k)!, g]));
+        headOpt.step(of(headName));
+        encoderOpt?.step(of(videoName));
         return value;
       });
+      frames?.dispose();
       const lv = loss.dataSync()[0];
       loss.dispose();
       if (step === 0) trainLossFirst = lv;
       trainLossLast = lv;
     }
-    const test = stack(openTest);
+    const testEmb = endToEnd ? await embedVideos(params, model, cache, [...new Set(openTest.map((it) => it.videoId))], bs) : videoEmb;
+    const test = stack(openTest, testEmb);
     const logits = tf.tidy(() => head.logits(tf.tensor2d(test.v, [openTest.length, d]), tf.tensor2d(test.q, [openTest.length, d])));
     const pred = tf.tidy(() => tf.argMax(logits, 1));
     const p = pred.dataSync();
     tf.dispose([logits, pred]);
     openAcc = summarise(openTest, openTest.map((_, i) => p[i] === test.y[i]), (t) => 1 / QA_QUESTIONS[t].answers.length);
   } finally {
+    tf.dispose([standardise.mean, standardise.std]);
     headOpt.dispose();
+    encoderOpt?.dispose();
     head.dispose();
+    store.dispose();
   }
   // Chance of the open-ended set: each item's 1/|answers of its type|, averaged over items.
   const openChance = openTest.reduce((s, it) => s + 1 / QA_QUESTIONS[it.type].answers.length, 0) / openTest.length;
@@ -256,7 +291,7 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
   const result: FinetuneQaResult = {
     runDir,
     mc: { zeroShot, finetuned, chance: 0.25, steps: cfg.mc.steps },
-    open: { ...openAcc, chance: openChance, head: cfg.open.head.name, trainLossFirst, trainLossLast },
+    open: { ...openAcc, chance: openChance, head: cfg.open.head.name, encoderLrScale: cfg.open.encoderLrScale, trainLossFirst, trainLossLast },
     wallSeconds: (performance.now() - t0) / 1000,
   };
   await writeFile(path.join(runDir, 'qa.json'), `${JSON.stringify({ ...result, from: { checkpoint: info.dir, step: info.step }, config: cfg }, null, 2)}\n`);
