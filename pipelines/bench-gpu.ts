@@ -34,7 +34,7 @@ import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
-import { mwnStep } from '../src/meta/metaStep.js';
+import { mwnStepAsync } from '../src/meta/metaStep.js';
 import { WeightNet } from '../src/meta/weightNet.js';
 import { getConfig, PRESET_NAMES, type DualEncoderConfig, type PresetName } from '../src/nn/configs.js';
 import { countDualEncoderParams, encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
@@ -241,7 +241,7 @@ function makeCell(model: PresetName, batch: number, frames: number) {
     const t = toTensors(train, batch);
     const m = toTensors(meta, batch);
     try {
-      const r = mwnStep({ model: metaModel, params, trainBatch: t, metaBatch: m, weightNet, alpha: META_ALPHA, metaScope, step: stepIndex++ });
+      const r = await mwnStepAsync({ model: metaModel, params, trainBatch: t, metaBatch: m, weightNet, alpha: META_ALPHA, metaScope, step: stepIndex++ });
       optimizer.step(r.grads);
       clampLogitScale(params.logit_scale);
       tf.dispose(Object.values(r.grads));

@@ -26,7 +26,7 @@ import { weightCurve, weightingReport, type WeightingReport } from '../src/meta/
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
 import { l2rwStep } from '../src/meta/l2rw.js';
 import { MetaBatchCycler, type MetaCyclerState } from '../src/meta/metaBatches.js';
-import { isMetaStep, mwnStep } from '../src/meta/metaStep.js';
+import { isMetaStep, mwnStepAsync } from '../src/meta/metaStep.js';
 import { WeightNet } from '../src/meta/weightNet.js';
 import { DEFAULT_META_SET_DIR, readMetaSet } from '../src/data/metaSet.js';
 import { savePlot } from '../src/eval/plot.js';
@@ -331,7 +331,8 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
             encodeVideo(p, train.frames, modelCfg), encodeText(p, train.ids, train.mask, modelCfg),
             { marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin },
           ).loss as tf.Scalar, params);
-          const loss = value.dataSync()[0];
+          // Asynchronous reads on the step's path: webgpu in Node cannot read synchronously.
+          const loss = (await value.data())[0];
           value.dispose();
           return { loss, grads, samples: B, dataWaitMs, extra: { marginRad } };
         }
@@ -341,7 +342,7 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
         try {
           const common = { model, params: params as Record<string, tf.Variable>, trainBatch: train, alpha: cfg.weighting.alpha, metaScope: cfg.weighting.metaScope };
           const r = weighting === 'mwn'
-            ? mwnStep({ ...common, metaBatch: meta, weightNet: weightNet!, normalize: 'sum', step, metaEvery: cfg.weighting.metaEvery })
+            ? await mwnStepAsync({ ...common, metaBatch: meta, weightNet: weightNet!, normalize: 'sum', step, metaEvery: cfg.weighting.metaEvery })
             : l2rwStep({ ...common, metaBatch: meta! });
           batch.videoId.forEach((id, i) => lastWeight.set(id, r.weights[i] * B));
           let wMin = Infinity; let wMax = -Infinity;

@@ -4,7 +4,7 @@ import { acos, exp, l2Normalize, logSumExp, tanh } from '../src/backend/safeOps.
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { AdamW } from '../src/train/optimizer.js';
 import {
-  auroc, isMetaStep, l2rwScores, l2rwStep, l2rwWeights, MetaBatchCycler, metaGradient, mwnStep, normalizeWeights,
+  auroc, isMetaStep, l2rwScores, l2rwStep, l2rwWeights, MetaBatchCycler, metaGradient, mwnStep, mwnStepAsync, normalizeWeights,
   weightCurve, weightingReport, WeightNet, WEIGHT_NET_PARAM_NAMES, type MetaModel, type MetaScope, type WeightNormalization,
 } from '../src/meta/index.js';
 import { getConfig } from '../src/nn/configs.js';
@@ -304,8 +304,8 @@ describe('meta: L2RW', () => {
 });
 
 describe('meta: mwnStep', () => {
-  for (const scope of ['all', 'heads'] as MetaScope[]) {
-    it(`moves φ by the hypergradient, then returns normalised weights of the updated net and Σ wᵢ∇ℓᵢ (scope '${scope}')`, () => {
+  for (const [scope, variant] of [['all', 'mwnStep'], ['heads', 'mwnStep'], ['all', 'mwnStepAsync'], ['heads', 'mwnStepAsync']] as const) {
+    it(`moves φ by the hypergradient, then returns normalised weights of the updated net and Σ wᵢ∇ℓᵢ (${variant}, scope '${scope}')`, async () => {
       const model = toyModel();
       const params = toyParams(7);
       const train = toyBatch(6, 505);
@@ -316,7 +316,8 @@ describe('meta: mwnStep', () => {
       const phiBefore = readPhi(net);
       const thetaBefore = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
 
-      const r = mwnStep({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha: 1, normalize: 'sum', metaScope: scope });
+      const opts = { model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha: 1, normalize: 'sum', metaScope: scope } as const;
+      const r = variant === 'mwnStep' ? mwnStep(opts) : await mwnStepAsync(opts);
       assert.equal(r.metaUpdated, true);
       assert.ok(r.metaLoss !== null && Number.isFinite(r.metaLoss));
       const phiAfter = readPhi(net);
@@ -394,21 +395,22 @@ describe('meta: mwnStep', () => {
   });
 
   for (const scope of ['all', 'heads'] as MetaScope[]) {
-    it(`tf.memory().numTensors is flat over 10 steps with the model's optimizer (scope '${scope}')`, () => {
+    it(`tf.memory().numTensors is flat over 10 steps with the model's optimizer (scope '${scope}', mwnStep and mwnStepAsync)`, async () => {
       const model = toyModel();
       const params = toyParams(11);
       const opt = new AdamW(params, { lr: 1e-2 });
       const net = new WeightNet({ hidden: 16, seed: 1 });
       const train = toyBatch(8, 808);
       const meta = toyBatch(8, 909);
-      const step = (i: number) => {
-        const r = mwnStep({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha: 0.5, metaScope: scope, step: i, metaEvery: 2 });
+      const step = async (i: number) => {
+        const opts = { model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha: 0.5, metaScope: scope, step: i, metaEvery: 2 };
+        const r = i % 4 < 2 ? mwnStep(opts) : await mwnStepAsync(opts);
         opt.step(r.grads);
         disposeAll(r.grads);
       };
-      step(0); step(1); // the optimizers' state exists after the first steps
+      await step(0); await step(1); // the optimizers' state exists after the first steps
       const before = tf.memory().numTensors;
-      for (let i = 2; i < 12; i++) step(i);
+      for (let i = 2; i < 12; i++) await step(i);
       assert.equal(tf.memory().numTensors, before);
       const r = l2rwStep({ model, params, trainBatch: train, metaBatch: meta, alpha: 0.5, metaScope: scope });
       disposeAll(r.grads);

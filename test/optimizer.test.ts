@@ -5,7 +5,10 @@ import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { AdamW, SGD, clipParamGroups, excludedFromDecay, type GroupFn, type NamedGradients } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
-import { GradAccumulator, NonFiniteGuard, allFinite, clampLogitScale, clipByGlobalNorm, globalNorm } from '../src/train/gradients.js';
+import {
+  GradAccumulator, NonFiniteGuard, allFinite, allFiniteAsync, clampLogitScale, clipByGlobalNorm, clipByGlobalNormAsync, globalNorm,
+} from '../src/train/gradients.js';
+import { runTraining } from '../src/train/trainer.js';
 import { MetricsLogger, type LogStream } from '../src/train/logger.js';
 
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
@@ -316,6 +319,56 @@ describe('gradient utilities', () => {
     }
     disposeAll(ok);
     assert.equal(tf.memory().numTensors, before);
+  });
+
+  it('over 20 tensors (AddN in chunks of 7 for webgpu) the norm is the float32 left fold of g², bit for bit; sync and async agree', async () => {
+    const before = tf.memory().numTensors;
+    const vals = Array.from({ length: 20 }, (_, k) => 0.1 * (k + 1) + 1 / 3);
+    const g: NamedGradients = Object.fromEntries(vals.map((v, k) => [`p${k}`, tf.tensor1d([v])]));
+    // AddN on cpu/wasm adds its inputs in order into a float32 accumulator.
+    let acc = 0;
+    for (const v of vals) acc = Math.fround(acc + Math.fround(Math.fround(v) * Math.fround(v)));
+    const norm = Math.fround(Math.sqrt(acc));
+    const scale = Math.fround(2 / norm);
+    for (const clipped of [clipByGlobalNorm(g, 2), await clipByGlobalNormAsync(g, 2)]) {
+      assert.equal(clipped.norm, norm);
+      vals.forEach((v, k) => assert.equal(clipped.grads[`p${k}`].dataSync()[0], Math.fround(Math.fround(v) * scale), `p${k}`));
+      disposeAll(clipped.grads);
+    }
+    assert.equal(allFinite(g), true);
+    assert.equal(await allFiniteAsync(g), true);
+    const bad = { ...g, p14: tf.tensor1d([NaN]) };
+    assert.equal(allFinite(bad), false);
+    assert.equal(await allFiniteAsync(bad), false, 'a NaN past the first AddN chunk');
+    bad.p14.dispose();
+    disposeAll(g);
+    assert.equal(tf.memory().numTensors, before);
+    await assert.rejects(clipByGlobalNormAsync({}, -1), /clipByGlobalNormAsync: 'maxNorm'/);
+  });
+
+  it('runTraining (async reads) skips a step with a NaN gradient and clips the others: w = w0 − 2·lr·g·(1/‖g‖) (hand)', async () => {
+    const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vlmargin-trainer-'));
+    try {
+      const params = { w: tf.variable(tf.tensor1d([1, 1])) };
+      const grads = [[3, 4], [NaN, 1], [3, 4]];
+      const stream = { text: '', write(s: string) { this.text += s; return true; } };
+      const r = await runTraining({
+        runDir, params, optimizer: new SGD(params, { lr: 0.1 }), schedule: () => 0.1, totalSteps: 3, clipNorm: 1, config: {},
+        logger: new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: true, stream }), handleSignals: false,
+      }, {
+        dataState: () => ({}),
+        computeGrads: async (step) => ({ loss: 1, grads: { w: tf.tensor1d(grads[step]) }, samples: 1 }),
+      });
+      assert.equal(r.skippedSteps, 1);
+      assert.match(stream.text, /step 1: non-finite/);
+      close(params.w.dataSync(), [1 - 2 * 0.1 * 0.6, 1 - 2 * 0.1 * 0.8], 1e-6, 'w');
+      const rows = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      assert.deepEqual(rows.map((x) => x.skipped), [0, 1, 0]);
+      close([rows[0].gradNorm, rows[2].gradNorm], [5, 5], 1e-6, 'gradNorm');
+      params.w.dispose();
+    } finally {
+      fs.rmSync(runDir, { recursive: true, force: true });
+    }
   });
 
   it('GradAccumulator mean over unequal micro-batches equals the full-batch gradient of a linear model (hand)', () => {

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import {
-  bf16ToF32, f16ToF32, fromTensors, parseSafetensors, readSafetensors, toTensorMap, writeSafetensors,
+  bf16ToF32, f16ToF32, fromTensors, fromTensorsAsync, parseSafetensors, readSafetensors, toTensorMap, writeSafetensors,
 } from '../src/train/index.js';
 
 /** A safetensors file assembled from a header string and data bytes, independent of the writer. */
@@ -49,7 +49,7 @@ describe('safetensors', () => {
     assert.deepEqual(readdirSync(dir).filter((n) => n.includes('.tmp-')), [], 'no temp file left');
   });
 
-  it('writes tf tensors (dataSync) to the same bytes, without leaking tensors', async () => {
+  it('writes tf tensors (read with data()) to the same bytes, without leaking tensors', async () => {
     const a = tf.tensor1d([1.5, -2]);
     const b = tf.scalar(7, 'int32');
     const c = tf.tensor1d([true, false, true], 'bool');
@@ -98,7 +98,7 @@ describe('safetensors', () => {
     wantBf.forEach((w, i) => assert.ok(Object.is(bf[i], w), `bf16[${i}] = ${bf[i]}, want ${w}`));
   });
 
-  it('makes tf tensors from a read file and back, with no tensor left behind', () => {
+  it('makes tf tensors from a read file and back (sync and async reads), with no tensor left behind', async () => {
     const file = parseSafetensors(assemble(JSON.stringify({
       h: { dtype: 'F16', shape: [2], data_offsets: [0, 4] },
       ids: { dtype: 'I64', shape: [3], data_offsets: [4, 28] },
@@ -116,6 +116,12 @@ describe('safetensors', () => {
     assert.deepEqual([...ts.m.dataSync()], [1, 0]);
     const back = fromTensors({ ids: ts.ids });
     assert.deepEqual(back.get('ids'), { dtype: 'I32', shape: [3], data: new Int32Array([0, 5, -1]) });
+    const backAsync = await fromTensorsAsync({ ids: ts.ids, h: ts.h });
+    assert.deepEqual(backAsync.get('ids'), { dtype: 'I32', shape: [3], data: new Int32Array([0, 5, -1]) });
+    assert.deepEqual(backAsync.get('h'), { dtype: 'F32', shape: [2], data: new Float32Array([1, -2]) });
+    const str = tf.tensor1d(['a']);
+    await assert.rejects(fromTensorsAsync({ s: str }), /fromTensorsAsync: 's' has tf dtype string/);
+    str.dispose();
     tf.dispose(Object.values(ts));
     assert.equal(tf.memory().numTensors, before);
 

@@ -2,3 +2,4 @@ export { tf } from './tf.js';
 export * from './init.js';
 export { registerWasmKernels } from './wasmKernels.js';
 export * as ops from './safeOps.js';
+export { canReadSync, assertCanReadSync } from './readback.js';

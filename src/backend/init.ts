@@ -64,7 +64,18 @@ export async function probeWebGPU(): Promise<{ adapter: Record<string, unknown> 
   }
 }
 
+/**
+ * The Dawn instance the webgpu backend runs on, held for the life of the process. A second
+ * initBackend used to create a new instance and replace navigator.gpu; the first one was then
+ * collected under the running backend's device (segfaults, hangs, a pthread mutex assertion).
+ */
+let webgpuStarted: { adapter: Record<string, unknown>; gpu: unknown } | undefined;
+
 async function tryWebGPU(): Promise<Attempt> {
+  if (webgpuStarted) {
+    if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the webgpu backend failed to restart' };
+    return { ok: true, info: { adapter: webgpuStarted.adapter } };
+  }
   const probe = await probeWebGPU();
   if (!probe.adapter) return { ok: false, reason: probe.reason ?? 'no adapter' };
   const g = globalThis as unknown as Record<string, unknown>;
@@ -81,6 +92,7 @@ async function tryWebGPU(): Promise<Attempt> {
   } catch (e) {
     return { ok: false, reason: `the webgpu backend failed: ${errText(e)}` };
   }
+  webgpuStarted = { adapter: probe.adapter, gpu: probe.gpu };
   return { ok: true, info: { adapter: probe.adapter } };
 }
 

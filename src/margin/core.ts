@@ -20,6 +20,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { acos, exp } from '../backend/safeOps.js';
+import { canReadSync } from '../backend/readback.js';
 
 type T = tf.Tensor;
 
@@ -59,8 +60,12 @@ export function checkVector(x: unknown, fn: string, arg: string, n: number): ass
 /**
  * Every entry finite. One reduction and one read: x·0 is NaN exactly where x is ±∞ or NaN,
  * and a NaN anywhere makes the sum NaN. The offending index is looked up only on failure.
+ * Skipped where the backend cannot read synchronously (webgpu in Node, see
+ * backend/readback): a non-finite input then gives a non-finite loss, which the trainer's
+ * asynchronous NonFiniteGuard catches.
  */
 export function checkFinite(x: T, fn: string, arg: string): void {
+  if (!canReadSync()) return;
   const bad = tf.tidy(() => !Number.isFinite(tf.sum(tf.mul(x, 0)).dataSync()[0]));
   if (!bad) return;
   const v = x.dataSync();

@@ -1,7 +1,7 @@
 /** Meta-learned sample weighting: the weight net, the Meta-Weight-Net and L2RW steps, meta batches, analysis. */
 export { WeightNet, WEIGHT_NET_PARAM_NAMES, type WeightNetOptions } from './weightNet.js';
 export {
-  mwnStep, metaGradient, normalizeWeights, isMetaStep,
+  mwnStep, mwnStepAsync, metaGradient, normalizeWeights, isMetaStep,
   type MetaModel, type MetaScope, type WeightNormalization, type WeightedStepResult, type MwnStepResult,
   type MetaGradientOptions, type MwnStepOptions,
 } from './metaStep.js';

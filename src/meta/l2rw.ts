@@ -9,6 +9,7 @@
  * The machinery (virtual step, scopes) is that of metaStep.ts.
  */
 import { tf } from '../backend/tf.js';
+import { assertCanReadSync } from '../backend/readback.js';
 import {
   checkStepArgs, detachedFeatures, virtualMetaLoss, weightedGrads,
   type MetaModel, type MetaScope, type VirtualContext, type WeightedStepResult,
@@ -104,6 +105,8 @@ export function l2rwScores<B>(opts: L2rwOptions<B>): { scores: Float32Array; met
  * optimizer.step(r.grads, lr); tf.dispose(Object.values(r.grads));
  */
 export function l2rwStep<B>(opts: L2rwOptions<B>): L2rwStepResult {
+  // The scores are read mid-step (inside the actual step's forward for 'heads').
+  assertCanReadSync('l2rwStep', "weighting 'mwn' (mwnStepAsync); L2RW has no asynchronous variant");
   const ctx = contextOf(opts, 'l2rwStep');
   const heads = (opts.metaScope ?? 'all') === 'heads';
   const metaFeatures = heads ? detachedFeatures(ctx.model, ctx.params, ctx.metaBatch) : undefined;

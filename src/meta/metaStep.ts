@@ -33,6 +33,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { stopGradient } from '../backend/safeOps.js';
+import { assertCanReadSync } from '../backend/readback.js';
 import { WEIGHT_NET_PARAM_NAMES, WeightNet } from './weightNet.js';
 
 /** A flat parameter record: dotted name → tensor (a variable, or θ′ on a tape). */
@@ -176,25 +177,92 @@ export function virtualMetaLoss<B>(
 }
 
 /**
+ * A step's results before they are read: the weights, per-sample losses and scalars still as
+ * tensors (kept out of every tidy scope), so that the caller can read them synchronously
+ * (`readStep`) or asynchronously (`readStepAsync`, for webgpu in Node). Dispose with
+ * `disposeStep` when a step fails before they are read.
+ */
+export interface DeviceStepResult {
+  weights: tf.Tensor;
+  losses: tf.Tensor;
+  grads: Record<string, tf.Tensor>;
+  loss: tf.Tensor;
+  metaLoss: tf.Tensor | null;
+}
+
+/** The scalars and vectors of `r` read with `dataSync`, the tensors disposed (grads stay). */
+export function readStep(r: DeviceStepResult): WeightedStepResult {
+  try {
+    return {
+      weights: Float32Array.from(r.weights.dataSync()),
+      losses: Float32Array.from(r.losses.dataSync()),
+      grads: r.grads,
+      loss: r.loss.dataSync()[0],
+      metaLoss: r.metaLoss ? r.metaLoss.dataSync()[0] : null,
+    };
+  } finally {
+    disposeRead(r);
+  }
+}
+
+/** `readStep` with asynchronous reads. */
+export async function readStepAsync(r: DeviceStepResult): Promise<WeightedStepResult> {
+  try {
+    const [weights, losses, loss, metaLoss] = await Promise.all([r.weights.data(), r.losses.data(), r.loss.data(), r.metaLoss?.data()]);
+    return {
+      weights: Float32Array.from(weights),
+      losses: Float32Array.from(losses),
+      grads: r.grads,
+      loss: loss[0],
+      metaLoss: metaLoss ? metaLoss[0] : null,
+    };
+  } finally {
+    disposeRead(r);
+  }
+}
+
+function disposeRead(r: DeviceStepResult): void {
+  tf.dispose([r.weights, r.losses, r.loss]);
+  if (r.metaLoss) r.metaLoss.dispose();
+}
+
+/** Everything a failed step leaves behind, grads included. */
+export function disposeStep(r: DeviceStepResult): void {
+  disposeRead(r);
+  tf.dispose(Object.values(r.grads));
+}
+
+/**
  * ∇θ Σ wᵢℓᵢ(θ) over every entry of `params`, with w = weightsOf(ℓ detached, ℓ as recorded).
  * `weightsOf` runs inside this step's forward, so it may run a meta update that reuses the
  * recorded ℓ (see `virtualMetaLoss`); the weights it returns must not depend on θ.
+ * Reads the weights, losses and loss synchronously; `weightedGradsOnDevice` leaves them as
+ * tensors.
  */
 export function weightedGrads<B>(
   model: MetaModel<B>, params: Params, batch: B,
   weightsOf: (lossesDetached: tf.Tensor, recordedLosses: tf.Tensor) => tf.Tensor,
 ): WeightedStepResult {
+  return readStep(weightedGradsOnDevice(model, params, batch, weightsOf));
+}
+
+/** `weightedGrads` without the reads: `metaLoss` is null, the rest kept tensors. */
+export function weightedGradsOnDevice<B>(
+  model: MetaModel<B>, params: Params, batch: B,
+  weightsOf: (lossesDetached: tf.Tensor, recordedLosses: tf.Tensor) => tf.Tensor,
+): DeviceStepResult {
   const names = Object.keys(params);
-  let weights = new Float32Array(0);
-  let losses = new Float32Array(0);
+  let weights: tf.Tensor | undefined;
+  let losses: tf.Tensor | undefined;
   const valueAndGrads = tf.valueAndGrads((...theta: tf.Tensor[]) => {
     const perSample = lossOf(model, withValues(params, names, theta), batch, undefined, 'actual step');
     const w = weightsOf(stopGradient(perSample), perSample);
     if (!(w instanceof tf.Tensor) || w.rank !== 1 || w.shape[0] !== perSample.shape[0]) {
       throw new Error(`actual step: the weights must have shape [${perSample.shape[0]}], got ${w instanceof tf.Tensor ? `[${w.shape}]` : typeof w}`);
     }
-    weights = Float32Array.from(w.dataSync());
-    losses = Float32Array.from(perSample.dataSync());
+    // Kept past the forward's tidy scope, to be read after the backward.
+    weights = tf.keep(w);
+    losses = tf.keep(perSample);
     return tf.sum(tf.mul(w, perSample)) as tf.Scalar;
   });
   let value: tf.Scalar;
@@ -202,13 +270,12 @@ export function weightedGrads<B>(
   try {
     ({ value, grads } = valueAndGrads(names.map((n) => params[n])));
   } catch (e) {
+    tf.dispose([weights, losses].filter((t): t is tf.Tensor => t !== undefined));
     explainGradError(e, 'actual step');
   }
-  const loss = value.dataSync()[0];
-  value.dispose();
   const out: Record<string, tf.Tensor> = {};
   names.forEach((n, i) => { out[n] = grads[i]; });
-  return { weights, losses, grads: out, loss, metaLoss: null };
+  return { weights: weights!, losses: losses!, grads: out, loss: value, metaLoss: null };
 }
 
 /** Argument checks shared by the steps; returns the names that take the virtual step. */
@@ -264,20 +331,25 @@ function checkNetArgs(fn: string, weightNet: unknown, normalize: unknown): void 
   if (normalize !== 'sum' && normalize !== 'none') throw new Error(`${fn}: 'normalize' must be 'sum' or 'none', got ${String(normalize)}`);
 }
 
+/** ∇φ L_meta and L_meta(θ′) as a kept scalar tensor (it may be created inside the actual step's forward). */
 function hypergradient<B>(
   ctx: VirtualContext<B>, net: WeightNet, normalize: WeightNormalization, recordedTrainLosses?: tf.Tensor,
-): { grads: Record<string, tf.Tensor>; metaLoss: number } {
+): { grads: Record<string, tf.Tensor>; metaLoss: tf.Tensor } {
   const names = WEIGHT_NET_PARAM_NAMES;
   const { value, grads } = tf.valueAndGrads((...phi: tf.Tensor[]) => virtualMetaLoss(ctx, (lossesDetached) => {
     const p: Params = {};
     names.forEach((n, i) => { p[n] = phi[i]; });
     return normalizeWeights(net.forward(lossesDetached, p), normalize);
   }, recordedTrainLosses))(names.map((n) => net.params[n]));
-  const metaLoss = value.dataSync()[0];
-  value.dispose();
   const out: Record<string, tf.Tensor> = {};
   names.forEach((n, i) => { out[n] = grads[i]; });
-  return { grads: out, metaLoss };
+  return { grads: out, metaLoss: tf.keep(value) };
+}
+
+function readHypergradient(h: { grads: Record<string, tf.Tensor>; metaLoss: tf.Tensor }): { grads: Record<string, tf.Tensor>; metaLoss: number } {
+  const metaLoss = h.metaLoss.dataSync()[0];
+  h.metaLoss.dispose();
+  return { grads: h.grads, metaLoss };
 }
 
 /**
@@ -291,11 +363,11 @@ export function metaGradient<B>(opts: MetaGradientOptions<B>): { grads: Record<s
   const { model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all' } = opts ?? ({} as MetaGradientOptions<B>);
   const names = checkStepArgs('metaGradient', model, params, alpha, metaScope);
   checkNetArgs('metaGradient', weightNet, normalize);
-  if (metaScope === 'all') return hypergradient({ model, params, trainBatch, metaBatch, alpha, names }, weightNet, normalize);
+  if (metaScope === 'all') return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names }, weightNet, normalize));
   const trainFeatures = detachedFeatures(model, params, trainBatch);
   const metaFeatures = detachedFeatures(model, params, metaBatch);
   try {
-    return hypergradient({ model, params, trainBatch, metaBatch, alpha, names, trainFeatures, metaFeatures }, weightNet, normalize);
+    return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names, trainFeatures, metaFeatures }, weightNet, normalize));
   } finally {
     tf.dispose([...trainFeatures, ...metaFeatures]);
   }
@@ -314,22 +386,41 @@ export interface MwnStepOptions<B> extends Omit<MetaGradientOptions<B>, 'metaBat
  * One Meta-Weight-Net training step: virtual step, φ update (on meta steps), and the weighted
  * gradients of the actual step. φ is updated in place through `weightNet.step`; θ is not
  * touched — apply `grads` with the model's optimizer (after clipping etc.) and dispose them.
+ * Reads its results synchronously; on webgpu in Node use `mwnStepAsync` (same result).
  *
  * @example
  * const r = mwnStep({ model, params, trainBatch, metaBatch, weightNet, alpha: 1e-2, normalize: 'sum', metaScope: 'heads' });
  * optimizer.step(r.grads, lr); tf.dispose(Object.values(r.grads));
  */
 export function mwnStep<B>(opts: MwnStepOptions<B>): MwnStepResult {
+  assertCanReadSync('mwnStep', 'mwnStepAsync');
+  const { result, metaUpdated } = mwnStepOnDevice(opts, 'mwnStep');
+  return { ...readStep(result), metaUpdated };
+}
+
+/**
+ * `mwnStep` with its weights, losses and scalars read asynchronously, so no sync read happens
+ * during the step (webgpu in Node cannot make one). Same computation, same numbers.
+ *
+ * @example
+ * const r = await mwnStepAsync({ model, params, trainBatch, metaBatch, weightNet, alpha: 1e-2, metaScope: 'heads' });
+ */
+export async function mwnStepAsync<B>(opts: MwnStepOptions<B>): Promise<MwnStepResult> {
+  const { result, metaUpdated } = mwnStepOnDevice(opts, 'mwnStepAsync');
+  return { ...(await readStepAsync(result)), metaUpdated };
+}
+
+function mwnStepOnDevice<B>(opts: MwnStepOptions<B>, fn: string): { result: DeviceStepResult; metaUpdated: boolean } {
   const {
     model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all', step = 0, metaEvery = 1,
   } = opts ?? ({} as MwnStepOptions<B>);
-  const names = checkStepArgs('mwnStep', model, params, alpha, metaScope);
-  checkNetArgs('mwnStep', weightNet, normalize);
+  const names = checkStepArgs(fn, model, params, alpha, metaScope);
+  checkNetArgs(fn, weightNet, normalize);
   const doMeta = isMetaStep(step, metaEvery);
-  if (doMeta && metaBatch === undefined) throw new Error(`mwnStep: step ${step} updates the weight net (metaEvery ${metaEvery}) but no 'metaBatch' was given`);
+  if (doMeta && metaBatch === undefined) throw new Error(`${fn}: step ${step} updates the weight net (metaEvery ${metaEvery}) but no 'metaBatch' was given`);
 
   const metaFeatures = doMeta && metaScope === 'heads' ? detachedFeatures(model, params, metaBatch as B) : undefined;
-  let metaLoss: number | null = null;
+  let metaLoss: tf.Tensor | null = null;
   const update = (recordedLosses?: tf.Tensor) => {
     const h = hypergradient({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names, metaFeatures }, weightNet, normalize, recordedLosses);
     metaLoss = h.metaLoss;
@@ -338,11 +429,14 @@ export function mwnStep<B>(opts: MwnStepOptions<B>): MwnStepResult {
   };
   try {
     if (doMeta && metaScope === 'all') update();
-    const r = weightedGrads(model, params, trainBatch, (lossesDetached, recordedLosses) => {
+    const r = weightedGradsOnDevice(model, params, trainBatch, (lossesDetached, recordedLosses) => {
       if (doMeta && metaScope === 'heads') update(recordedLosses);
       return normalizeWeights(weightNet.forward(lossesDetached), normalize);
     });
-    return { ...r, metaLoss, metaUpdated: doMeta };
+    return { result: { ...r, metaLoss }, metaUpdated: doMeta };
+  } catch (e) {
+    if (metaLoss) (metaLoss as tf.Tensor).dispose();
+    throw e;
   } finally {
     if (metaFeatures) tf.dispose(metaFeatures);
   }

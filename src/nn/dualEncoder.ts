@@ -17,6 +17,7 @@
  *   text.ln_final.*   text.proj.weight [D_t, E]   logit_scale []
  */
 import { tf } from '../backend/tf.js';
+import { canReadSync } from '../backend/readback.js';
 import type { DualEncoderConfig } from './configs.js';
 import { validateConfig } from './configs.js';
 import { layerNorm, layerNormSpecs, linear, linearSpecs, patchEmbed } from './layers.js';
@@ -144,11 +145,15 @@ export function textFeatures(params: Params, ids: tf.Tensor, mask: tf.Tensor, cf
   if (!(mask instanceof tf.Tensor) || mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== l) {
     throw new Error(`textFeatures: 'mask' must be [${b}, ${l}] like 'ids', got ${mask instanceof tf.Tensor ? `[${mask.shape}]` : typeof mask}`);
   }
-  // Out-of-range ids would read arbitrary memory on some backends rather than fail.
-  const idv = ids.dataSync();
-  for (let i = 0; i < idv.length; i++) {
-    if (idv[i] < 0 || idv[i] >= tc.vocabSize) {
-      throw new Error(`textFeatures: 'ids' holds ${idv[i]} at flat index ${i}, outside the vocabulary [0, ${tc.vocabSize})`);
+  // Out-of-range ids would read arbitrary memory on some backends rather than fail. Skipped
+  // where sync reads fail (webgpu in Node: the ids lose their CPU copy once uploaded, and a
+  // batch goes through twice in a meta step); WebGPU bounds-checks every buffer access.
+  if (canReadSync()) {
+    const idv = ids.dataSync();
+    for (let i = 0; i < idv.length; i++) {
+      if (idv[i] < 0 || idv[i] >= tc.vocabSize) {
+        throw new Error(`textFeatures: 'ids' holds ${idv[i]} at flat index ${i}, outside the vocabulary [0, ${tc.vocabSize})`);
+      }
     }
   }
   return tf.tidy(() => {

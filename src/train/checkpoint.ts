@@ -17,7 +17,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../backend/tf.js';
-import { fromTensors, parseSafetensors, toTensorMap, writeSafetensors } from './safetensors.js';
+import { fromTensorsAsync, parseSafetensors, toTensorMap, writeSafetensors } from './safetensors.js';
 
 /** The resumable position of a run; any extra JSON fields are kept as they are. */
 export interface CheckpointState {
@@ -108,11 +108,12 @@ async function writeFileSynced(file: string, text: string): Promise<string> {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-function checkTensors(what: string, tensors: Record<string, tf.Tensor>): ReturnType<typeof fromTensors> {
+async function checkTensors(what: string, tensors: Record<string, tf.Tensor>): ReturnType<typeof fromTensorsAsync> {
   if (typeof tensors !== 'object' || tensors === null || Array.isArray(tensors)) {
     throw new Error(`saveCheckpoint: ${what} must be a record of name → tf.Tensor`);
   }
-  const read = fromTensors(tensors);
+  // Asynchronous: webgpu in Node cannot read synchronously (backend/readback).
+  const read = await fromTensorsAsync(tensors);
   for (const [name, t] of read) {
     if (t.dtype !== 'F32') continue;
     const d = t.data as Float32Array;
@@ -164,9 +165,9 @@ export async function saveCheckpoint(
   const state = checkState(data.state);
   const configText = toJson('config', data.config, 2);
   const stateBody = toJson('state', state);
-  const params = checkTensors('params', data.params);
+  const params = await checkTensors('params', data.params);
   if (params.size === 0) throw new Error('saveCheckpoint: params is empty; nothing to save');
-  const optimizer = data.optimizer === undefined ? undefined : checkTensors('optimizer', data.optimizer);
+  const optimizer = data.optimizer === undefined ? undefined : await checkTensors('optimizer', data.optimizer);
 
   const target = path.resolve(dir);
   const backup = backupPath(target);

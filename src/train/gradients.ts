@@ -16,6 +16,24 @@ function checkGrads(fn: string, grads: unknown): asserts grads is NamedGradients
 }
 
 /**
+ * WebGPU's default limit is 8 storage buffers per shader stage, and tfjs-backend-webgpu's AddN
+ * binds each input as one (plus the output), so an AddN of more than 7 tensors fails there
+ * (a validation error, then NaN).
+ */
+const ADDN_MAX_INPUTS = 7;
+
+/**
+ * Σ of same-shape tensors as AddNs of at most ADDN_MAX_INPUTS inputs, each after the first
+ * taking the running sum as its first input: the left-to-right float32 order of a single AddN
+ * on cpu/wasm, so the sum is unchanged there bit for bit.
+ */
+function sumOf(xs: tf.Tensor[]): tf.Tensor {
+  let acc = tf.addN(xs.slice(0, ADDN_MAX_INPUTS));
+  for (let i = ADDN_MAX_INPUTS; i < xs.length; i += ADDN_MAX_INPUTS - 1) acc = tf.addN([acc, ...xs.slice(i, i + ADDN_MAX_INPUTS - 1)]);
+  return acc;
+}
+
+/**
  * √(Σ over all tensors of Σ g²), as a scalar tensor.
  *
  * @example
@@ -25,7 +43,7 @@ export function globalNorm(grads: NamedGradients): tf.Scalar {
   checkGrads('globalNorm', grads);
   return tf.tidy(() => {
     const squares = Object.values(grads).map((g) => tf.sum(tf.square(tf.cast(g, 'float32'))));
-    return tf.sqrt(squares.length === 0 ? tf.scalar(0) : tf.addN(squares)) as tf.Scalar;
+    return tf.sqrt(squares.length === 0 ? tf.scalar(0) : sumOf(squares)) as tf.Scalar;
   });
 }
 
@@ -33,39 +51,84 @@ export function globalNorm(grads: NamedGradients): tf.Scalar {
  * Rescales all gradients together so their global L2 norm is at most `maxNorm`
  * (Pascanu et al. 2013). Only when norm > maxNorm are they multiplied by maxNorm/norm;
  * otherwise they come back unchanged (as new handles). A non-finite norm leaves them
- * unscaled: the caller's `NonFiniteGuard` should skip that step. One sync read (the norm).
+ * unscaled: the caller's `NonFiniteGuard` should skip that step. One sync read (the norm);
+ * `clipByGlobalNormAsync` is the same with an asynchronous read (needed on webgpu in Node).
  *
  * @example
  * const { grads: clipped, norm } = clipByGlobalNorm(grads, 1.0); // norm: before clipping
  */
 export function clipByGlobalNorm(grads: NamedGradients, maxNorm: number): { grads: NamedGradients; norm: number } {
-  checkGrads('clipByGlobalNorm', grads);
-  if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) throw new Error(`clipByGlobalNorm: 'maxNorm' must be a finite number > 0, got ${maxNorm}`);
+  checkClipArgs('clipByGlobalNorm', grads, maxNorm);
   const normT = globalNorm(grads);
   const norm = normT.dataSync()[0];
   normT.dispose();
+  return { grads: scaleToNorm(grads, norm, maxNorm), norm };
+}
+
+/**
+ * `clipByGlobalNorm` reading the norm asynchronously; same result, bit for bit.
+ *
+ * @example
+ * const { grads: clipped, norm } = await clipByGlobalNormAsync(grads, 1.0);
+ */
+export async function clipByGlobalNormAsync(grads: NamedGradients, maxNorm: number): Promise<{ grads: NamedGradients; norm: number }> {
+  checkClipArgs('clipByGlobalNormAsync', grads, maxNorm);
+  const normT = globalNorm(grads);
+  const norm = (await normT.data())[0];
+  normT.dispose();
+  return { grads: scaleToNorm(grads, norm, maxNorm), norm };
+}
+
+function checkClipArgs(fn: string, grads: unknown, maxNorm: number): asserts grads is NamedGradients {
+  checkGrads(fn, grads);
+  if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) throw new Error(`${fn}: 'maxNorm' must be a finite number > 0, got ${maxNorm}`);
+}
+
+function scaleToNorm(grads: NamedGradients, norm: number, maxNorm: number): NamedGradients {
   const scale = Number.isFinite(norm) && norm > maxNorm ? maxNorm / norm : 1;
   const out: NamedGradients = {};
   for (const [name, g] of Object.entries(grads)) out[name] = scale === 1 ? tf.clone(g) : tf.tidy(() => tf.mul(g, scale));
-  return { grads: out, norm };
+  return out;
 }
 
 /**
  * True when every element of every gradient is finite. One sync read: each tensor is
  * reduced to Σ 0·g, which is 0 when all its elements are finite and NaN otherwise
- * (0·±∞ = NaN), and these sums are added before reading.
+ * (0·±∞ = NaN), and these sums are added before reading. `allFiniteAsync` reads
+ * asynchronously (needed on webgpu in Node).
  *
  * @example
  * allFinite({ w: tf.tensor1d([1, NaN]) }); // false
  */
 export function allFinite(grads: NamedGradients): boolean {
   checkGrads('allFinite', grads);
-  const values = Object.values(grads);
-  if (values.length === 0) return true;
-  const probe = tf.tidy(() => tf.addN(values.map((g) => tf.sum(tf.mul(tf.cast(g, 'float32'), 0)))));
+  const probe = finiteProbe(grads);
+  if (!probe) return true;
   const v = probe.dataSync()[0];
   probe.dispose();
   return v === 0;
+}
+
+/**
+ * `allFinite` with an asynchronous read.
+ *
+ * @example
+ * await allFiniteAsync({ w: tf.tensor1d([1, Infinity]) }); // false
+ */
+export async function allFiniteAsync(grads: NamedGradients): Promise<boolean> {
+  checkGrads('allFiniteAsync', grads);
+  const probe = finiteProbe(grads);
+  if (!probe) return true;
+  const v = (await probe.data())[0];
+  probe.dispose();
+  return v === 0;
+}
+
+/** Σ over the tensors of Σ 0·g (0 when all finite, NaN otherwise); null for no tensors. */
+function finiteProbe(grads: NamedGradients): tf.Tensor | null {
+  const values = Object.values(grads);
+  if (values.length === 0) return null;
+  return tf.tidy(() => sumOf(values.map((g) => tf.sum(tf.mul(tf.cast(g, 'float32'), 0)))));
 }
 
 /**

@@ -202,7 +202,7 @@ export async function readSafetensors(file: string): Promise<SafetensorsFile> {
 
 const TF_TO_SAFETENSORS: Partial<Record<tf.DataType, SafetensorsDtype>> = { float32: 'F32', int32: 'I32', bool: 'BOOL' };
 
-interface PreparedTensor { name: string; dtype: SafetensorsDtype; shape: number[]; bytes: () => Uint8Array }
+interface PreparedTensor { name: string; dtype: SafetensorsDtype; shape: number[]; bytes: () => Uint8Array | Promise<Uint8Array> }
 
 function prepare(name: string, value: SafetensorsInput, file: string): PreparedTensor {
   const fail = (msg: string): never => {
@@ -212,7 +212,8 @@ function prepare(name: string, value: SafetensorsInput, file: string): PreparedT
     if (value.isDisposed) fail('is a disposed tf tensor');
     const dtype = TF_TO_SAFETENSORS[value.dtype] ?? fail(`has tf dtype ${value.dtype}; only float32, int32 and bool can be written`);
     const t = value;
-    return { name, dtype, shape: [...t.shape], bytes: () => asBytes(t.dataSync() as SafetensorsData) };
+    // Read when written (one tensor's bytes in memory at a time), asynchronously (webgpu in Node).
+    return { name, dtype, shape: [...t.shape], bytes: async () => asBytes((await t.data()) as SafetensorsData) };
   }
   if (!isPlainObject(value)) fail('must be a tf.Tensor or {dtype, shape, data}');
   const { dtype, shape, data } = value;
@@ -232,7 +233,7 @@ function asBytes(a: SafetensorsData): Uint8Array {
 /**
  * Writes a safetensors file: to a temporary name beside it, fsync'ed, then renamed, so a
  * crash never leaves a half-written file under `file`. Tensors are laid out in the given
- * order; `__metadata__` comes first in the header. tf tensors are read with `dataSync`
+ * order; `__metadata__` comes first in the header. tf tensors are read with `data()`
  * (float32 → F32, int32 → I32, bool → BOOL) and are not disposed.
  * Returns the file size and the SHA-256 of its bytes.
  *
@@ -290,7 +291,7 @@ export async function writeSafetensors(
       };
       await write(prefix);
       await write(padded);
-      for (const p of prepared) await write(p.bytes());
+      for (const p of prepared) await write(await p.bytes());
       await fh.sync();
     } finally {
       await fh.close();
@@ -404,21 +405,42 @@ export function toTensorMap(source: SafetensorsFile | ReadonlyMap<string, Safete
 /**
  * Reads tf tensors into safetensors form (float32 → F32, int32 → I32, bool → BOOL),
  * e.g. to inspect or transform them before `writeSafetensors`. The tensors are not disposed.
+ * Reads synchronously; `fromTensorsAsync` is the same for backends that cannot (webgpu in Node).
  *
  * @example
  * const m = fromTensors({ w: tf.ones([2]) }); // Map { 'w' => { dtype: 'F32', shape: [2], data: Float32Array [1, 1] } }
  */
 export function fromTensors(tensors: Record<string, tf.Tensor>): Map<string, SafetensorsTensor> {
-  if (!isPlainObject(tensors)) throw new Error('fromTensors: tensors must be a record of name → tf.Tensor');
   const out = new Map<string, SafetensorsTensor>();
-  for (const [name, t] of Object.entries(tensors)) {
-    if (!(t instanceof tf.Tensor)) throw new Error(`fromTensors: '${name}' is not a tf.Tensor`);
-    if (t.isDisposed) throw new Error(`fromTensors: '${name}' is a disposed tf tensor`);
-    const dtype = TF_TO_SAFETENSORS[t.dtype];
-    if (!dtype) throw new Error(`fromTensors: '${name}' has tf dtype ${t.dtype}; only float32, int32 and bool are supported`);
+  for (const [name, t, dtype] of checkedForRead('fromTensors', tensors)) {
     // dataSync may return the backend's own buffer (cpu backend); copy so later writes to it cannot alias.
-    const data = (t.dataSync() as SafetensorsData).slice();
-    out.set(name, { dtype, shape: [...t.shape], data });
+    out.set(name, { dtype, shape: [...t.shape], data: (t.dataSync() as SafetensorsData).slice() });
   }
   return out;
+}
+
+/**
+ * `fromTensors` with asynchronous reads.
+ *
+ * @example
+ * const m = await fromTensorsAsync({ w: tf.ones([2]) }); // Map { 'w' => { dtype: 'F32', shape: [2], data: Float32Array [1, 1] } }
+ */
+export async function fromTensorsAsync(tensors: Record<string, tf.Tensor>): Promise<Map<string, SafetensorsTensor>> {
+  const out = new Map<string, SafetensorsTensor>();
+  for (const [name, t, dtype] of checkedForRead('fromTensorsAsync', tensors)) {
+    // data() may hand back the backend's own buffer too (cpu backend); copy as above.
+    out.set(name, { dtype, shape: [...t.shape], data: ((await t.data()) as SafetensorsData).slice() });
+  }
+  return out;
+}
+
+function checkedForRead(fn: string, tensors: Record<string, tf.Tensor>): [string, tf.Tensor, SafetensorsDtype][] {
+  if (!isPlainObject(tensors)) throw new Error(`${fn}: tensors must be a record of name → tf.Tensor`);
+  return Object.entries(tensors).map(([name, t]) => {
+    if (!(t instanceof tf.Tensor)) throw new Error(`${fn}: '${name}' is not a tf.Tensor`);
+    if (t.isDisposed) throw new Error(`${fn}: '${name}' is a disposed tf tensor`);
+    const dtype = TF_TO_SAFETENSORS[t.dtype];
+    if (!dtype) throw new Error(`${fn}: '${name}' has tf dtype ${t.dtype}; only float32, int32 and bool are supported`);
+    return [name, t, dtype];
+  });
 }

@@ -12,7 +12,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { saveRunCheckpoint } from './checkpoint.js';
-import { allFinite, clampLogitScale, clipByGlobalNorm, GradAccumulator, NonFiniteGuard } from './gradients.js';
+import { allFiniteAsync, clampLogitScale, clipByGlobalNormAsync, GradAccumulator, NonFiniteGuard } from './gradients.js';
 import type { MetricsLogger } from './logger.js';
 import type { NamedGradients, Optimizer } from './optimizer.js';
 import type { LrSchedule } from './schedule.js';
@@ -148,14 +148,15 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       const grads = acc.mean();
       acc.reset();
       const loss = lossSum / Math.max(samples, 1);
-      const finite = allFinite(grads);
+      // Asynchronous reads: webgpu in Node cannot read synchronously (backend/readback).
+      const finite = await allFiniteAsync(grads);
       const verdict = guard.check(loss, finite, step);
       let gradNorm = NaN;
       const lr = opts.schedule(step);
       if (verdict === 'ok') {
         let toApply = grads;
         if (clipNorm > 0) {
-          const clipped = clipByGlobalNorm(grads, clipNorm);
+          const clipped = await clipByGlobalNormAsync(grads, clipNorm);
           gradNorm = clipped.norm;
           tf.dispose(Object.values(grads));
           toApply = clipped.grads;
@@ -170,9 +171,10 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       }
       step += 1;
       const seconds = (performance.now() - stepStart) / 1000;
+      const logitScaleValue = logitScale ? (await logitScale.data())[0] : undefined;
       opts.logger.write({
         step, loss, lr,
-        logitScale: logitScale ? logitScale.dataSync()[0] : undefined,
+        logitScale: logitScaleValue,
         samplesPerSec: samples / seconds,
         dataWaitMs,
         gradNorm,
