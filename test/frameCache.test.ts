@@ -78,6 +78,16 @@ describe('frame cache', function () {
     await assert.rejects(buildFrameCache(entries, { out, frames: 4, size: 32, shardSize: 2 }), /was built with .*"size":16.*choose another --out/);
   });
 
+  it('two builds of one cache at once (as two runs would start) decode each clip once, one after the other', async () => {
+    const out = path.join(dir, 'c-twice');
+    const [a, b] = await Promise.all([1, 2].map(() => buildFrameCache(entries, { out, frames: 2, size: 16, shardSize: 2 })));
+    assert.deepEqual([a.decoded + b.decoded, a.reused + b.reused], [entries.length, entries.length]);
+    const ids = readdirSync(out).filter((n) => /^shard-\d+\.json$/.test(n))
+      .flatMap((n) => (JSON.parse(readFileSync(path.join(out, n), 'utf8')) as { items: { id: string }[] }).items.map((it) => it.id));
+    assert.deepEqual(ids.sort(), [...NAMES].sort());
+    assert.ok(!readdirSync(out).includes('.lock'));
+  });
+
   it('resumes after a half-written shard: keeps committed shards, drops leftovers, decodes nothing twice', async () => {
     const out = path.join(dir, 'c2');
     const first = await buildFrameCache(entries.slice(0, 4), { out, frames: 4, size: 16, shardSize: 2 });

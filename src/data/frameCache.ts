@@ -15,6 +15,7 @@ import path from 'node:path';
 import pLimit from 'p-limit';
 import type { ItemError, ManifestEntry } from './types.js';
 import { writeFileAtomic } from '../util/atomicWrite.js';
+import { withDirLock } from '../util/dirLock.js';
 import { normalizeFrames } from '../video/transforms.js';
 import { checkSampleOptions, sampleItem, SAMPLE_STRATEGIES, type SampleOutcome, type SampleStrategy } from '../video/sampler.js';
 
@@ -181,6 +182,13 @@ function sameConfig(a: FrameCacheConfig, b: FrameCacheConfig): boolean {
  * console.log(s.decoded, s.reused, s.skipped.length);
  */
 export async function buildFrameCache(entries: ManifestEntry[], opts: BuildFrameCacheOptions): Promise<FrameCacheSummary> {
+  if (!opts || typeof opts.out !== 'string' || !opts.out) throw new Error('buildFrameCache: opts.out must be a folder path');
+  await mkdir(path.resolve(opts.out), { recursive: true });
+  // Two runs building the same cache at once would interleave shard numbers and indexes.
+  return withDirLock(opts.out, () => buildFrameCacheLocked(entries, opts), { what: 'frame cache' });
+}
+
+async function buildFrameCacheLocked(entries: ManifestEntry[], opts: BuildFrameCacheOptions): Promise<FrameCacheSummary> {
   if (!Array.isArray(entries)) throw new Error('buildFrameCache: entries must be an array of manifest entries');
   if (!opts || typeof opts.out !== 'string' || !opts.out) throw new Error('buildFrameCache: opts.out must be a folder path');
   const strategy = opts.strategy ?? 'uniform';
