@@ -13,6 +13,7 @@
  * old folder while an overwrite swaps it out, `.X.trash-<pid>-<hex>` a pruned folder
  * being deleted.
  */
+import { processAlive } from '../util/dirLock.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -379,15 +380,6 @@ export async function saveRunCheckpoint(
     pruned.push(e.dir);
   }
   return { dir, pruned };
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

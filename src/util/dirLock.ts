@@ -21,7 +21,8 @@ export interface DirLockOptions {
   onWait?: (holderPid: number) => void;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, owned by someone else). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -60,7 +61,7 @@ export async function withDirLock<T>(dir: string, fn: () => Promise<T>, opts: Di
     }
     const pid = await holderOf(lock);
     // 0: a lock being written right now (empty) or garbage; null: just released. Look again.
-    const stale = pid !== null && pid > 0 && pid !== process.pid && !alive(pid);
+    const stale = pid !== null && pid > 0 && pid !== process.pid && !processAlive(pid);
     // An empty lock older than a few seconds was left by a process killed between create and write.
     const orphan = pid === 0 && Date.now() - ((await stat(lock).catch(() => null))?.mtimeMs ?? Date.now()) > 5000;
     if (stale || orphan) {
