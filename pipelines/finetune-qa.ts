@@ -100,10 +100,10 @@ function summarise(items: QaItem[], hits: boolean[], chanceOf: (t: QaType) => nu
 }
 
 /** Multiple-choice accuracy: each item's video embedding against its candidates' text embeddings. */
-function scoreMc(params: Params, cfg: DualEncoderConfig, tok: Tokenizer, maxLen: number, items: QaItem[], videoEmb: Map<string, Float32Array>, batchSize: number): Accuracy {
+async function scoreMc(params: Params, cfg: DualEncoderConfig, tok: Tokenizer, maxLen: number, items: QaItem[], videoEmb: Map<string, Float32Array>, batchSize: number): Promise<Accuracy> {
   const d = cfg.embedDim;
   const texts = items.flatMap((it) => it.choices!.map((c) => qaCandidateText(it.question, c)));
-  const cand = encodeTextEmbeddings(params, cfg, tok, texts, maxLen, batchSize);
+  const cand = await encodeTextEmbeddings(params, cfg, tok, texts, maxLen, batchSize);
   const hits = items.map((it, i) => {
     const v = videoEmb.get(it.videoId)!;
     let best = -1;
@@ -161,7 +161,7 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
   const model = info.model;
   const bs = cfg.eval.batchSize;
   const testIds = [...new Set(mcTest.map((it) => it.videoId))];
-  const zeroShot = scoreMc(params, model, tok, info.maxLen, mcTest, await embedVideos(params, model, cache, testIds, bs), bs);
+  const zeroShot = await scoreMc(params, model, tok, info.maxLen, mcTest, await embedVideos(params, model, cache, testIds, bs), bs);
   log(`MC zero-shot accuracy ${(100 * zeroShot.accuracy).toFixed(1)}% on ${mcTest.length} items (chance 25%)`);
 
   // Multiple-choice fine-tune: cross-entropy over each item's four candidates.
@@ -191,13 +191,13 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
   }
   const allIds = [...new Set([...openTrain, ...openTest, ...mcTest].map((it) => it.videoId))];
   const videoEmb = await embedVideos(params, model, cache, allIds, bs);
-  const finetuned = scoreMc(params, model, tok, info.maxLen, mcTest, videoEmb, bs);
+  const finetuned = await scoreMc(params, model, tok, info.maxLen, mcTest, videoEmb, bs);
   log(`MC after ${cfg.mc.steps} fine-tune steps: ${(100 * finetuned.accuracy).toFixed(1)}%`);
 
   // Open-ended: a margin head over the answer vocabulary on fused video-question features; the
   // video encoder trains with it unless open.encoderLrScale is 0. The text side stays fixed:
   // each question type has one embedding.
-  const questionEmb = new Map(QA_TYPES.map((t) => [t, encodeTextEmbeddings(params, model, tok, [QA_QUESTIONS[t].question], info.maxLen, 1)]));
+  const questionEmb = new Map(await Promise.all(QA_TYPES.map(async (t) => [t, await encodeTextEmbeddings(params, model, tok, [QA_QUESTIONS[t].question], info.maxLen, 1)] as const)));
   const d = model.embedDim;
   // Video embeddings of a lightly trained model share a large common direction; the
   // differences that carry colour or shape are small beside it, and an MLP on raw

@@ -207,9 +207,9 @@ export async function evaluateRetrieval(
   const d = modelCfg.embedDim;
   const nq = captions.length;
   const videoEmb = await encodeVideoEmbeddings(params, modelCfg, cache, videos.map((v) => v.id), batchSize);
-  const textEmb = encodeTextEmbeddings(params, modelCfg, tok, captions, maxLen, batchSize);
+  const textEmb = await encodeTextEmbeddings(params, modelCfg, tok, captions, maxLen, batchSize);
   const sim = tf.tidy(() => tf.matMul(tf.tensor2d(textEmb, [nq, d]), tf.tensor2d(videoEmb, [videos.length, d]), false, true));
-  const dense = { data: sim.dataSync() as Float32Array, rows: nq, cols: videos.length };
+  const dense = { data: await sim.data() as Float32Array, rows: nq, cols: videos.length };
   sim.dispose();
   const t2vRanks = retrievalRanks(dense, { queryToVideo });
   const v2tRanks = retrievalRanksV2T(dense, queryToVideo);
@@ -439,7 +439,7 @@ async function reportWeighting(
     }, path.join(runDir, 'weights-histogram.png')));
   }
   if (weightNet) {
-    const curve = weightCurve(weightNet, { min: 0, max: 8, points: 81 });
+    const curve = await weightCurve(weightNet, { min: 0, max: 8, points: 81 });
     plots.push(await savePlot({
       title: 'Learned weighting function V(loss)', width: 420, height: 220,
       data: { values: curve.loss.map((l, i) => ({ loss: l, weight: curve.weight[i] })) },

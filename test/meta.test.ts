@@ -492,12 +492,12 @@ describe('meta: analysis', () => {
     assert.throws(() => weightingReport([0.9, 0.1], [false, true], ['swap']), /'noiseKinds' must be an array of 2 labels/);
   });
 
-  it('weightCurve samples V on an even grid and matches the float64 net', () => {
+  it('weightCurve samples V on an even grid and matches the float64 net', async () => {
     const net = new WeightNet({ hidden: 10, seed: 8 });
-    const c = weightCurve(net, { min: 0, max: 4, points: 5 });
+    const c = await weightCurve(net, { min: 0, max: 4, points: 5 });
     assert.deepEqual(c.loss, [0, 1, 2, 3, 4]);
     assert.ok(relErr(c.weight, weightNetRef(readPhi(net), c.loss).raw, 1e-3) < 1e-5);
-    assert.throws(() => weightCurve(net, { min: 1, max: 0, points: 3 }), /min ≤ max/);
+    await assert.rejects(weightCurve(net, { min: 1, max: 0, points: 3 }), /min ≤ max/);
     net.dispose();
   });
 });
@@ -536,7 +536,7 @@ describe('meta: learning to down-weight noisy pairs', () => {
     : { x: rows(xs, dx, idx), y: rows(yTrain, dy, idx) });
 
   for (const scope of ['all', 'heads'] as MetaScope[]) {
-    it(`after 100 MWN steps (scope '${scope}') the weights give AUROC ≥ 0.8 for clean vs noisy`, () => {
+    it(`after 100 MWN steps (scope '${scope}') the weights give AUROC ≥ 0.8 for clean vs noisy`, async () => {
       const hid = 16; const emb = 8;
       const pv = (shape: number[], seed: number, s: number) => tf.variable(tf.tensor(seededUniform(shape.reduce((a, b) => a * b, 1), seed, -s, s), shape), true);
       const params: Record<string, tf.Variable> = {
@@ -547,7 +547,7 @@ describe('meta: learning to down-weight noisy pairs', () => {
       const model = toyModel((v, t, s) => samLike(v, t, s, 0));
       const opt = new AdamW(params, { lr: 1e-2, weightDecay: 0 });
       const net = new WeightNet({ hidden: 32, seed: 2 });
-      const curve0 = weightCurve(net, { min: 0, max: 6, points: 7 }).weight;
+      const curve0 = (await weightCurve(net, { min: 0, max: 6, points: 7 })).weight;
       assert.ok(curve0[6] > curve0[0], `the initial net up-weights large losses: ${curve0}`);
       const trainCycler = new MetaBatchCycler(n, B, { seed: 1 });
       const metaCycler = new MetaBatchCycler(nMeta, B, { seed: 2 });
@@ -568,12 +568,12 @@ describe('meta: learning to down-weight noisy pairs', () => {
         const idx = Array.from({ length: B }, (_, k) => s + k);
         const b = batchOf(idx, false);
         const losses = tf.tidy(() => Array.from(model.perSampleLoss(params, b).dataSync()));
-        weights.push(...net.weightsOf(losses));
+        weights.push(...(await net.weightsOf(losses)));
         flags.push(...idx.map((i) => noisy[i]));
         disposeBatch(b);
       }
       const rep = weightingReport(weights, flags);
-      const curve = weightCurve(net, { min: 0, max: 6, points: 7 }).weight;
+      const curve = (await weightCurve(net, { min: 0, max: 6, points: 7 })).weight;
       assert.ok(rep.aurocCleanVsNoisy >= 0.8, `AUROC ${rep.aurocCleanVsNoisy}, mean weight clean ${rep.meanWeightClean} noisy ${rep.meanWeightNoisy}; curve ${curve}`);
       assert.ok(rep.meanWeightClean > rep.meanWeightNoisy);
       assert.ok(curve[6] < curve[0], `the learned net down-weights large losses: ${curve}`);

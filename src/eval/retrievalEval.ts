@@ -46,7 +46,8 @@ export async function encodeVideoEmbeddings(
   for (let s = 0; s < ids.length; s += batchSize) {
     const { data, shape } = await readNormalizedClips(cache, ids.slice(s, s + batchSize));
     const emb = tf.tidy(() => l2Rows(encodeVideo(params, tf.tensor(data, shape), cfg)));
-    out.set(emb.dataSync(), s * d);
+    // Asynchronous reads work on every backend (webgpu in Node has no sync read).
+    out.set(await emb.data(), s * d);
     emb.dispose();
   }
   return out;
@@ -54,11 +55,11 @@ export async function encodeVideoEmbeddings(
 
 /**
  * L2-normalised text embeddings [captions × E].
- * @example const t = encodeTextEmbeddings(params, cfg, tok, ['a red circle moves up'], 16, 64);
+ * @example const t = await encodeTextEmbeddings(params, cfg, tok, ['a red circle moves up'], 16, 64);
  */
-export function encodeTextEmbeddings(
+export async function encodeTextEmbeddings(
   params: Params, cfg: DualEncoderConfig, tok: Tokenizer, captions: string[], maxLen: number, batchSize: number,
-): Float32Array {
+): Promise<Float32Array> {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`encodeTextEmbeddings: batchSize must be a positive integer, got ${batchSize}`);
   const d = cfg.embedDim;
   const out = new Float32Array(captions.length * d);
@@ -70,7 +71,7 @@ export function encodeTextEmbeddings(
       const mask = tf.tensor2d(enc.mask, enc.shape, 'int32');
       return l2Rows(encodeText(params, ids, mask, cfg));
     });
-    out.set(emb.dataSync(), s * d);
+    out.set(await emb.data(), s * d);
     emb.dispose();
   }
   return out;
@@ -450,7 +451,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
       const captions = usable.flatMap((e) => e.captions);
       const queryToVideo = Int32Array.from(usable.flatMap((e, j) => e.captions.map(() => j)));
       const videoEmb = await encodeVideoEmbeddings(params, info.model, cache, usable.map((e) => e.id), batchSize);
-      const textEmb = encodeTextEmbeddings(params, info.model, tok, captions, info.maxLen, batchSize);
+      const textEmb = await encodeTextEmbeddings(params, info.model, tok, captions, info.maxLen, batchSize);
       emb = { d: info.model.embedDim, videoIds: usable.map((e) => e.id), videoEmb, queryToVideo, textEmb };
       encoded = { videos: usable.length, captions: captions.length };
       if (useCache) await writeEmbeddingCache(cacheDir, key, keyParts, emb);
@@ -481,7 +482,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
         tok ??= await loadTokenizer(info.tokenizerDir);
         params ??= await loadWeights(info);
         const bankCaptions = bankEntries.flatMap((e) => e.captions);
-        bankTextEmb = encodeTextEmbeddings(params, info.model, tok, bankCaptions, info.maxLen, batchSize);
+        bankTextEmb = await encodeTextEmbeddings(params, info.model, tok, bankCaptions, info.maxLen, batchSize);
         encoded.captions += bankCaptions.length;
         // Stored as an entry with no video rows but one placeholder, so the same reader serves it.
         if (useCache) {

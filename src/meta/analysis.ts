@@ -110,9 +110,9 @@ export function weightingReport(weights: ArrayLike<number>, noisyFlags: ArrayLik
  * The weight net's raw output V(ℓ) ∈ (0, 1) over a grid of loss values, for the loss → weight
  * plot. `losses` is the grid itself, or { min, max, points } for an even grid.
  *
- * @example weightCurve(net, { min: 0, max: 8, points: 81 }) // { loss: [0, 0.1, …, 8], weight: [...] }
+ * @example await weightCurve(net, { min: 0, max: 8, points: 81 }) // { loss: [0, 0.1, …, 8], weight: [...] }
  */
-export function weightCurve(weightNet: WeightNet, losses: ArrayLike<number> | { min: number; max: number; points: number }): { loss: number[]; weight: number[] } {
+export async function weightCurve(weightNet: WeightNet, losses: ArrayLike<number> | { min: number; max: number; points: number }): Promise<{ loss: number[]; weight: number[] }> {
   if (!weightNet || typeof weightNet.weightsOf !== 'function') throw new Error('weightCurve: \'weightNet\' must be a WeightNet');
   let grid: number[];
   if (losses !== null && typeof losses === 'object' && 'points' in losses) {
@@ -124,5 +124,5 @@ export function weightCurve(weightNet: WeightNet, losses: ArrayLike<number> | { 
     checkNumbers(losses, 'weightCurve', 'losses');
     grid = Array.from(losses);
   }
-  return { loss: grid, weight: Array.from(weightNet.weightsOf(grid)) };
+  return { loss: grid, weight: Array.from(await weightNet.weightsOf(grid)) };
 }

@@ -112,13 +112,18 @@ export class WeightNet {
     });
   }
 
-  /** V(ℓ) for plain numbers (no tensors escape). */
-  weightsOf(losses: ArrayLike<number>): Float32Array {
+  /** V(ℓ) for plain numbers (no tensors escape; read asynchronously, so it works on every backend). */
+  async weightsOf(losses: ArrayLike<number>): Promise<Float32Array> {
     if (losses === null || typeof losses !== 'object' || typeof losses.length !== 'number') {
       throw new Error('WeightNet.weightsOf: \'losses\' must be an array of numbers');
     }
     if (losses.length === 0) return new Float32Array(0);
-    return tf.tidy(() => this.forward(tf.tensor1d(Float32Array.from(losses))).dataSync() as Float32Array);
+    const v = tf.tidy(() => this.forward(tf.tensor1d(Float32Array.from(losses))));
+    try {
+      return Float32Array.from(await v.data());
+    } finally {
+      v.dispose();
+    }
   }
 
   /** One optimizer step on the net's parameters with gradients keyed as `params`. */
