@@ -157,20 +157,30 @@ export function parsePretrainConfig(raw: unknown, source = 'config'): PretrainCo
   return r.data;
 }
 
-/** Reads a config file: a path, or the name of a shipped config (`default`, `msrvtt`, …). */
-export async function loadPretrainConfig(nameOrPath: string): Promise<PretrainConfig> {
-  const file = /[\\/]|\.json$/.test(nameOrPath) ? path.resolve(nameOrPath) : path.join(CONFIG_DIR, `${nameOrPath}.json`);
+/**
+ * Reads and validates a JSON config file; `hint` is added to the error when the file cannot be
+ * read.
+ * @example const cfg = await loadJsonConfig('pipelines/configs/finetune-qa.json', parseFinetuneQaConfig);
+ */
+export async function loadJsonConfig<T>(file: string, parse: (raw: unknown, source: string) => T, hint = ''): Promise<T> {
+  const abs = path.resolve(file);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readFile(abs, 'utf8');
   } catch (e) {
-    throw new Error(`--config: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a JSON file or one of the names in ${CONFIG_DIR}`);
+    throw new Error(`--config: cannot read ${abs} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})${hint}`);
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+    throw new Error(`${abs}: not valid JSON (${(e as Error).message})`);
   }
-  return parsePretrainConfig(raw, file);
+  return parse(raw, abs);
+}
+
+/** Reads a config file: a path, or the name of a shipped config (`default`, `msrvtt`, …). */
+export async function loadPretrainConfig(nameOrPath: string): Promise<PretrainConfig> {
+  const file = /[\\/]|\.json$/.test(nameOrPath) ? path.resolve(nameOrPath) : path.join(CONFIG_DIR, `${nameOrPath}.json`);
+  return loadJsonConfig(file, parsePretrainConfig, `; give a JSON file or one of the names in ${CONFIG_DIR}`);
 }

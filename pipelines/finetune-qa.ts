@@ -33,7 +33,8 @@ import { generateSynthQa, qaCandidateText, QA_ANSWER_VOCAB, QA_QUESTIONS, QA_TYP
 import type { Tokenizer } from '../src/text/tokenizer.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
 import { AdamW } from '../src/train/optimizer.js';
-import { loadJsonConfig, loadModel } from './finetune-retrieval.js';
+import { formatIssues, loadJsonConfig } from './config.js';
+import { loadModel } from './finetune-retrieval.js';
 
 export const FinetuneQaConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-qa'),
@@ -77,7 +78,7 @@ export type FinetuneQaConfig = z.infer<typeof FinetuneQaConfigSchema>;
 
 export function parseFinetuneQaConfig(raw: unknown, source = 'config'): FinetuneQaConfig {
   const r = FinetuneQaConfigSchema.safeParse(raw);
-  if (!r.success) throw new Error(`${source}: invalid config\n${r.error.issues.map((i) => `  ${i.path.join('.') || '(top level)'}: ${i.message}`).join('\n')}`);
+  if (!r.success) throw new Error(formatIssues(r.error, source));
   return r.data;
 }
 

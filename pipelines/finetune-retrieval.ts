@@ -10,8 +10,8 @@
  * checkpoints/ (evaluable with `vlmargin eval retrieval`), metrics.jsonl, and the test
  * split's eval.json / eval.md / PNG plots.
  */
-import { ManifestDataSchema, MsrvttDataSchema } from './config.js';
-import { readFile, mkdir, writeFile } from 'node:fs/promises';
+import { formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema } from './config.js';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -83,26 +83,8 @@ export type FinetuneRetrievalConfig = z.infer<typeof FinetuneRetrievalConfigSche
 /** Validates a config object; the error names every bad key. */
 export function parseFinetuneRetrievalConfig(raw: unknown, source = 'config'): FinetuneRetrievalConfig {
   const r = FinetuneRetrievalConfigSchema.safeParse(raw);
-  if (!r.success) throw new Error(`${source}: invalid config\n${r.error.issues.map((i) => `  ${i.path.join('.') || '(top level)'}: ${i.message}`).join('\n')}`);
+  if (!r.success) throw new Error(formatIssues(r.error, source));
   return r.data;
-}
-
-/** Reads and validates a JSON config file. */
-export async function loadJsonConfig<T>(file: string, parse: (raw: unknown, source: string) => T): Promise<T> {
-  const abs = path.resolve(file);
-  let text: string;
-  try {
-    text = await readFile(abs, 'utf8');
-  } catch (e) {
-    throw new Error(`--config: cannot read ${abs} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${abs}: not valid JSON (${(e as Error).message})`);
-  }
-  return parse(raw, abs);
 }
 
 export interface DownstreamData { train: ManifestEntry[]; test: ManifestEntry[]; source: string; framesRoot: string }

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadJsonConfig } from '../pipelines/finetune-retrieval.js';
+import { loadJsonConfig } from '../pipelines/config.js';
 import { parseFinetuneQaConfig, runFinetuneQa } from '../pipelines/finetune-qa.js';
 import { tf } from '../src/backend/tf.js';
 import { COLOR_NAMES } from '../src/data/synth.js';
