@@ -24,7 +24,7 @@ import { conceptRecall, encodeTextEmbeddings, encodeVideoEmbeddings } from '../s
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
-import { l2rwStep } from '../src/meta/l2rw.js';
+import { l2rwStepAsync } from '../src/meta/l2rw.js';
 import { MetaBatchCycler, type MetaCyclerState } from '../src/meta/metaBatches.js';
 import { isMetaStep, mwnStepAsync } from '../src/meta/metaStep.js';
 import { WeightNet } from '../src/meta/weightNet.js';
@@ -343,7 +343,7 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
           const common = { model, params: params as Record<string, tf.Variable>, trainBatch: train, alpha: cfg.weighting.alpha, metaScope: cfg.weighting.metaScope };
           const r = weighting === 'mwn'
             ? await mwnStepAsync({ ...common, metaBatch: meta, weightNet: weightNet!, normalize: 'sum', step, metaEvery: cfg.weighting.metaEvery })
-            : l2rwStep({ ...common, metaBatch: meta! });
+            : await l2rwStepAsync({ ...common, metaBatch: meta! });
           batch.videoId.forEach((id, i) => lastWeight.set(id, r.weights[i] * B));
           let wMin = Infinity; let wMax = -Infinity;
           for (const w of r.weights) { wMin = Math.min(wMin, w * B); wMax = Math.max(wMax, w * B); }

@@ -4,7 +4,7 @@ import { acos, exp, l2Normalize, logSumExp, tanh } from '../src/backend/safeOps.
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { AdamW } from '../src/train/optimizer.js';
 import {
-  auroc, isMetaStep, l2rwScores, l2rwStep, l2rwWeights, MetaBatchCycler, metaGradient, mwnStep, mwnStepAsync, normalizeWeights,
+  auroc, isMetaStep, l2rwScores, l2rwScoresAsync, l2rwStep, l2rwStepAsync, l2rwWeights, MetaBatchCycler, metaGradient, mwnStep, mwnStepAsync, normalizeWeights,
   weightCurve, weightingReport, WeightNet, WEIGHT_NET_PARAM_NAMES, type MetaModel, type MetaScope, type WeightNormalization,
 } from '../src/meta/index.js';
 import { getConfig } from '../src/nn/configs.js';
@@ -261,6 +261,26 @@ describe('meta: the dual encoder as a MetaModel', () => {
       tf.dispose([train.frames, train.ids, train.mask, meta.frames, meta.ids, meta.mask]);
     });
   }
+
+  it("l2rwStepAsync returns exactly l2rwStep's numbers on the micro dual encoder (both scopes; 'heads' reads its scores from detached features)", async () => {
+    const model = dualEncoderMetaModel(cfg, { marginRad: 0.1 });
+    const store = initDualEncoder(cfg, 5);
+    const params = store.snapshot() as Record<string, tf.Variable>;
+    const train = batch(4, 31);
+    const meta = batch(3, 32);
+    for (const scope of ['all', 'heads'] as MetaScope[]) {
+      const before = tf.memory().numTensors;
+      const a = l2rwStep({ model, params, trainBatch: train, metaBatch: meta, alpha: 2, metaScope: scope });
+      const b = await l2rwStepAsync({ model, params, trainBatch: train, metaBatch: meta, alpha: 2, metaScope: scope });
+      assert.ok(a.scores.some((x) => x !== 0), `scope ${scope}: non-trivial scores ${Array.from(a.scores)}`);
+      assert.deepEqual([b.scores, b.weights, b.losses, b.loss, b.metaLoss], [a.scores, a.weights, a.losses, a.loss, a.metaLoss], `scope ${scope}`);
+      for (const k of Object.keys(a.grads)) assert.deepEqual(b.grads[k].dataSync(), a.grads[k].dataSync(), `scope ${scope}: grad ${k}`);
+      disposeAll(a.grads); disposeAll(b.grads);
+      assert.equal(tf.memory().numTensors, before, `scope ${scope}: no tensors leaked`);
+    }
+    store.dispose();
+    tf.dispose([train.frames, train.ids, train.mask, meta.frames, meta.ids, meta.mask]);
+  });
 });
 
 describe('meta: L2RW', () => {
@@ -292,6 +312,43 @@ describe('meta: L2RW', () => {
       disposeAll(r.grads);
       assert.equal(tf.memory().numTensors, before, 'l2rwStep leaks no tensors');
       disposeAll(params); disposeBatch(train); disposeBatch(meta);
+    });
+  }
+
+  for (const scope of ['all', 'heads'] as MetaScope[]) {
+    it(`l2rwStepAsync returns exactly l2rwStep's numbers over 4 optimizer steps, with a flat tensor count (scope '${scope}')`, async () => {
+      const model = toyModel();
+      // Two identical copies, one trained with each variant; any difference compounds over the steps.
+      const pSync = toyParams(13);
+      const pAsync = toyParams(13);
+      const optSync = new AdamW(pSync, { lr: 5e-2 });
+      const optAsync = new AdamW(pAsync, { lr: 5e-2 });
+      const train = toyBatch(6, 1313);
+      const meta = toyBatch(5, 1414);
+      let before = -1;
+      let sawPositiveAndNegative = false;
+      for (let i = 0; i < 4; i++) {
+        if (i === 1) before = tf.memory().numTensors; // the optimizers' state exists after step 0
+        const a = l2rwStep({ model, params: pSync, trainBatch: train, metaBatch: meta, alpha: 0.5, metaScope: scope });
+        const b = await l2rwStepAsync({ model, params: pAsync, trainBatch: train, metaBatch: meta, alpha: 0.5, metaScope: scope });
+        sawPositiveAndNegative ||= a.scores.some((s) => s > 0) && a.scores.some((s) => s < 0);
+        assert.deepEqual(b.scores, a.scores, `step ${i}: scores`);
+        assert.deepEqual(b.weights, a.weights, `step ${i}: weights`);
+        assert.deepEqual(b.losses, a.losses, `step ${i}: losses`);
+        assert.equal(b.loss, a.loss, `step ${i}: loss`);
+        assert.equal(b.metaLoss, a.metaLoss, `step ${i}: metaLoss`);
+        for (const k of Object.keys(a.grads)) assert.deepEqual(b.grads[k].dataSync(), a.grads[k].dataSync(), `step ${i}: grad ${k}`);
+        optSync.step(a.grads); optAsync.step(b.grads);
+        disposeAll(a.grads); disposeAll(b.grads);
+        for (const k of Object.keys(pSync)) assert.deepEqual(pAsync[k].dataSync(), pSync[k].dataSync(), `step ${i}: θ ${k}`);
+      }
+      assert.ok(sawPositiveAndNegative, 'the weights clip some scores (a case where max(s, 0) matters)');
+      assert.equal(tf.memory().numTensors, before, 'no tensors leaked over steps 1–3');
+      const s = await l2rwScoresAsync({ model, params: pSync, trainBatch: train, metaBatch: meta, alpha: 0.5, metaScope: scope });
+      assert.deepEqual(s, l2rwScores({ model, params: pSync, trainBatch: train, metaBatch: meta, alpha: 0.5, metaScope: scope }));
+      assert.equal(tf.memory().numTensors, before, 'l2rwScores(Async) leak nothing');
+      await assert.rejects(l2rwStepAsync({ model, params: pSync, trainBatch: train, metaBatch: meta, alpha: -1 }), /l2rwStepAsync: 'alpha'/);
+      optSync.dispose(); optAsync.dispose(); disposeAll(pSync); disposeAll(pAsync); disposeBatch(train); disposeBatch(meta);
     });
   }
 
