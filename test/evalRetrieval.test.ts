@@ -5,7 +5,7 @@ import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { embeddingCacheKey, readEmbeddingCache, writeEmbeddingCache } from '../src/eval/embeddingCache.js';
 import { retrievalMetricsBlocked } from '../src/eval/retrieval.js';
-import { conceptRecall, evaluateCheckpointRetrieval, recallCurve, scoreRetrieval } from '../src/eval/retrievalEval.js';
+import { conceptRecall, evaluateCheckpointRetrieval, recallCurve, scoreRetrieval, scoreRetrievalAsync } from '../src/eval/retrievalEval.js';
 import { makeSmallRun, type SmallRun } from './helpers/smallRun.js';
 
 // 3 videos, 4 captions (video 0 has two), 2-D unit embeddings; ranks worked by hand:
@@ -45,12 +45,28 @@ describe('retrieval evaluation: scoring', () => {
     }
   });
 
+  it('scoreRetrievalAsync gives the hand-worked ranks and exactly scoreRetrieval\'s result, dense, blocked and re-scored', async () => {
+    for (const opts of [{}, { denseLimit: 0, blockRows: 1 }, { denseLimit: 0, blockRows: 2 }, { dsl: true, dslTemperature: 3 }, { bankTextEmb: hand.textEmb, qbnormBeta: 2 }]) {
+      const before = tf.memory().numTensors;
+      const r = await scoreRetrievalAsync(hand, { concepts, ...opts });
+      assert.equal(tf.memory().numTensors, before, `${JSON.stringify(opts)}: no tensors leaked`);
+      if (!('dsl' in opts) && !('bankTextEmb' in opts)) {
+        assert.deepEqual(Array.from(r.t2vRanks), [1, 3, 1, 3]);
+        assert.deepEqual(Array.from(r.v2tRanks), [1, 2, 3]);
+      }
+      assert.deepEqual(r, scoreRetrieval(hand, { concepts, ...opts }), JSON.stringify(opts));
+    }
+    await assert.rejects(scoreRetrievalAsync(hand, { dsl: true, bankTextEmb: hand.textEmb }), /scoreRetrievalAsync: choose dual softmax or QB-Norm, not both/);
+    await assert.rejects(scoreRetrievalAsync(hand, { denseLimit: 0, blockRows: 0 }), /scoreRetrievalAsync: blockRows/);
+    await assert.rejects(scoreRetrievalAsync(hand, { bankTextEmb: new Float32Array(3) }), /bankTextEmb length 3/);
+  });
+
   it('no concepts, no per-concept table; conceptRecall checks its lengths', () => {
     assert.deepEqual(scoreRetrieval(hand).perConcept, []);
     assert.throws(() => conceptRecall([[]], hand.queryToVideo, Int32Array.of(1, 1, 1, 1), Int32Array.of(1, 1, 1)), /1 concept lists for 3 videos/);
   });
 
-  it('the blocked path agrees with retrievalMetricsBlocked on random embeddings, several captions per video, without leaking tensors', async () => {
+  it('the blocked path agrees with retrievalMetricsBlocked on random embeddings, several captions per video, sync and async alike, without leaking tensors', async () => {
     let seed = 7;
     const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648 - 0.5; };
     const nv = 37; const d = 8; const q2v = Int32Array.from({ length: 90 }, (_, i) => i % nv);
@@ -59,11 +75,15 @@ describe('retrieval evaluation: scoring', () => {
     const before = tf.memory().numTensors;
     const blocked = scoreRetrieval(e, { denseLimit: 100, blockRows: 10 });
     const dense = scoreRetrieval(e);
+    const blockedAsync = await scoreRetrievalAsync(e, { denseLimit: 100, blockRows: 10 });
+    const denseAsync = await scoreRetrievalAsync(e);
     assert.equal(tf.memory().numTensors, before);
     assert.deepEqual(blocked.t2v, ref.t2v);
     assert.deepEqual(blocked.v2t, ref.v2t);
     assert.deepEqual(dense.t2v, ref.t2v);
     assert.deepEqual(dense.v2t, ref.v2t);
+    assert.deepEqual(blockedAsync, blocked);
+    assert.deepEqual(denseAsync, dense);
   });
 
   it('recall curve counts ranks ≤ K; DSL and QB-Norm are exclusive and dense-only', () => {

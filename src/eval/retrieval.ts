@@ -9,10 +9,14 @@
  * 1 + the number of competing items scoring ≥ it. Recalls are percentages.
  */
 import { tf } from '../backend/tf.js';
+import { canReadSync } from '../backend/readback.js';
 
 /** A row-major matrix: `data[i * cols + j]`. */
 export interface DenseMatrix { data: Float32Array | Float64Array; rows: number; cols: number }
-/** A similarity matrix as nested arrays, a {@link DenseMatrix}, or a 2-D tensor (read with dataSync, not disposed). */
+/**
+ * A similarity matrix as nested arrays, a {@link DenseMatrix}, or a 2-D tensor (read with dataSync, not disposed; on
+ * webgpu in Node, where a kernel's output cannot be read synchronously, pass a DenseMatrix read with `await t.data()`).
+ */
 export type SimMatrix = number[][] | DenseMatrix | tf.Tensor;
 /** Recalls in percent; MdR/MnR are the median/mean 1-based rank (median of an even count averages the middle two). */
 export interface RetrievalMetrics { R1: number; R5: number; R10: number; R50: number; MdR: number; MnR: number }
@@ -34,7 +38,15 @@ function toDense(sim: SimMatrix, name: string): Dense {
   if (isTensor(sim)) {
     if (sim.rank !== 2) throw new Error(`${name}: expected a 2-D tensor, got shape [${sim.shape.join(', ')}]`);
     const [rows, cols] = sim.shape as number[];
-    out = { data: sim.dataSync() as ArrayLike<number>, rows, cols };
+    let data: ArrayLike<number>;
+    try {
+      data = sim.dataSync() as ArrayLike<number>;
+    } catch (e) {
+      // Host-made tensors stay readable on webgpu in Node; only kernel outputs fail, with the backend's opaque OffscreenCanvas error.
+      if (canReadSync()) throw e;
+      throw new Error(`${name}: the ${tf.getBackend()} backend cannot read this tensor synchronously here (no OffscreenCanvas); pass { data: await t.data(), rows, cols } instead`);
+    }
+    out = { data, rows, cols };
   } else if (Array.isArray(sim)) {
     const rows = sim.length;
     const cols = rows > 0 && Array.isArray(sim[0]) ? sim[0].length : 0;

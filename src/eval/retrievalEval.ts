@@ -10,6 +10,7 @@ import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { tf } from '../backend/tf.js';
+import { assertCanReadSync } from '../backend/readback.js';
 import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../data/frameCache.js';
 import { readManifest } from '../data/manifest.js';
 import type { ManifestEntry } from '../data/types.js';
@@ -117,16 +118,31 @@ export interface ScoreResult {
   mode: 'dense' | 'blocked';
 }
 
-/** Row blocks of A·Bᵀ, one at a time (B transposed once; see retrieval.ts on why). */
-function forEachBlock(a: Float32Array, b: Float32Array, na: number, nb: number, d: number, blockRows: number,
-  visit: (block: Float32Array, r0: number, r1: number) => void): void {
-  const bT = tf.tidy(() => tf.transpose(tf.tensor2d(b, [nb, d])));
+/** Bᵀ as a tensor, materialised once (see retrieval.ts on why). */
+function transposed(b: Float32Array, nb: number, d: number): tf.Tensor {
+  return tf.tidy(() => tf.transpose(tf.tensor2d(b, [nb, d])));
+}
+
+/** Rows r0..r1 of A·Bᵀ as a tensor. */
+function blockOf(a: Float32Array, bT: tf.Tensor, r0: number, r1: number, d: number): tf.Tensor {
+  return tf.tidy(() => tf.matMul(tf.tensor2d(a.subarray(r0 * d, r1 * d), [r1 - r0, d]), bT as tf.Tensor2D));
+}
+
+type BlockVisitor = (block: Float32Array, r0: number, r1: number) => void;
+
+/** Row blocks of A·Bᵀ, one at a time, each read synchronously and disposed before the next. */
+function forEachBlock(a: Float32Array, b: Float32Array, na: number, nb: number, d: number, blockRows: number, visit: BlockVisitor): void {
+  const bT = transposed(b, nb, d);
   try {
     for (let r0 = 0; r0 < na; r0 += blockRows) {
       const r1 = Math.min(na, r0 + blockRows);
-      const block = tf.tidy(() => tf.matMul(tf.tensor2d(a.subarray(r0 * d, r1 * d), [r1 - r0, d]), bT));
-      const values = block.dataSync() as Float32Array;
-      block.dispose();
+      const block = blockOf(a, bT, r0, r1, d);
+      let values: Float32Array;
+      try {
+        values = block.dataSync() as Float32Array;
+      } finally {
+        block.dispose();
+      }
       visit(values, r0, r1);
     }
   } finally {
@@ -134,35 +150,97 @@ function forEachBlock(a: Float32Array, b: Float32Array, na: number, nb: number, 
   }
 }
 
-/** Ranks of both directions without the whole matrix; same tie rules as retrievalRanks / retrievalRanksV2T. */
-function blockedRanks(e: CachedEmbeddings, blockRows: number): { t2v: Int32Array; v2t: Int32Array } {
+/** `forEachBlock` with asynchronous reads. */
+async function forEachBlockAsync(a: Float32Array, b: Float32Array, na: number, nb: number, d: number, blockRows: number, visit: BlockVisitor): Promise<void> {
+  const bT = transposed(b, nb, d);
+  try {
+    for (let r0 = 0; r0 < na; r0 += blockRows) {
+      const r1 = Math.min(na, r0 + blockRows);
+      const block = blockOf(a, bT, r0, r1, d);
+      let values: Float32Array;
+      try {
+        values = (await block.data()) as Float32Array;
+      } finally {
+        block.dispose();
+      }
+      visit(values, r0, r1);
+    }
+  } finally {
+    bT.dispose();
+  }
+}
+
+/**
+ * The blocked path's rank arrays and the visitors that fill them from blocks of text × video
+ * (t2v) and video × text (v2t) similarities; same tie rules as retrievalRanks / retrievalRanksV2T.
+ */
+function blockedRankers(e: CachedEmbeddings): { t2v: Int32Array; v2t: Int32Array; t2vBlock: BlockVisitor; v2tBlock: BlockVisitor } {
   const nv = e.videoIds.length;
   const nq = e.queryToVideo.length;
   const q2v = e.queryToVideo;
   const t2v = new Int32Array(nq);
-  forEachBlock(e.textEmb, e.videoEmb, nq, nv, e.d, blockRows, (block, r0, r1) => {
-    const m: DenseMatrix = { data: block, rows: r1 - r0, cols: nv };
-    t2v.set(retrievalRanks(m, { queryToVideo: q2v.subarray(r0, r1) }), r0);
-  });
   const v2t = new Int32Array(nv);
-  forEachBlock(e.videoEmb, e.textEmb, nv, nq, e.d, blockRows, (block, r0, r1) => {
-    for (let j = r0; j < r1; j++) {
-      const off = (j - r0) * nq;
-      let best = -Infinity;
-      for (let i = 0; i < nq; i++) if (q2v[i] === j && block[off + i] > best) best = block[off + i];
-      let rank = 1;
-      for (let i = 0; i < nq; i++) if (q2v[i] !== j && block[off + i] >= best) rank++;
-      v2t[j] = rank;
-    }
-  });
-  return { t2v, v2t };
+  return {
+    t2v,
+    v2t,
+    t2vBlock: (block, r0, r1) => {
+      const m: DenseMatrix = { data: block, rows: r1 - r0, cols: nv };
+      t2v.set(retrievalRanks(m, { queryToVideo: q2v.subarray(r0, r1) }), r0);
+    },
+    v2tBlock: (block, r0, r1) => {
+      for (let j = r0; j < r1; j++) {
+        const off = (j - r0) * nq;
+        let best = -Infinity;
+        for (let i = 0; i < nq; i++) if (q2v[i] === j && block[off + i] > best) best = block[off + i];
+        let rank = 1;
+        for (let i = 0; i < nq; i++) if (q2v[i] !== j && block[off + i] >= best) rank++;
+        v2t[j] = rank;
+      }
+    },
+  };
+}
+
+/** Ranks of both directions without the whole matrix. */
+function blockedRanks(e: CachedEmbeddings, blockRows: number): { t2v: Int32Array; v2t: Int32Array } {
+  const r = blockedRankers(e);
+  const nv = e.videoIds.length;
+  const nq = e.queryToVideo.length;
+  forEachBlock(e.textEmb, e.videoEmb, nq, nv, e.d, blockRows, r.t2vBlock);
+  forEachBlock(e.videoEmb, e.textEmb, nv, nq, e.d, blockRows, r.v2tBlock);
+  return { t2v: r.t2v, v2t: r.v2t };
+}
+
+/** `blockedRanks` with asynchronous reads. */
+async function blockedRanksAsync(e: CachedEmbeddings, blockRows: number): Promise<{ t2v: Int32Array; v2t: Int32Array }> {
+  const r = blockedRankers(e);
+  const nv = e.videoIds.length;
+  const nq = e.queryToVideo.length;
+  await forEachBlockAsync(e.textEmb, e.videoEmb, nq, nv, e.d, blockRows, r.t2vBlock);
+  await forEachBlockAsync(e.videoEmb, e.textEmb, nv, nq, e.d, blockRows, r.v2tBlock);
+  return { t2v: r.t2v, v2t: r.v2t };
+}
+
+/** A·Bᵀ [na × nb] as a tensor. */
+function simTensor(a: Float32Array, b: Float32Array, na: number, nb: number, d: number): tf.Tensor {
+  return tf.tidy(() => tf.matMul(tf.tensor2d(a, [na, d]), tf.tensor2d(b, [nb, d]), false, true));
 }
 
 function denseSim(a: Float32Array, b: Float32Array, na: number, nb: number, d: number): DenseMatrix {
-  const s = tf.tidy(() => tf.matMul(tf.tensor2d(a, [na, d]), tf.tensor2d(b, [nb, d]), false, true));
-  const data = s.dataSync() as Float32Array;
-  s.dispose();
-  return { data, rows: na, cols: nb };
+  const s = simTensor(a, b, na, nb, d);
+  try {
+    return { data: s.dataSync() as Float32Array, rows: na, cols: nb };
+  } finally {
+    s.dispose();
+  }
+}
+
+async function denseSimAsync(a: Float32Array, b: Float32Array, na: number, nb: number, d: number): Promise<DenseMatrix> {
+  const s = simTensor(a, b, na, nb, d);
+  try {
+    return { data: (await s.data()) as Float32Array, rows: na, cols: nb };
+  } finally {
+    s.dispose();
+  }
 }
 
 /** Per-concept R@1 from per-caption and per-video ranks. */
@@ -188,48 +266,82 @@ export function conceptRecall(
   }));
 }
 
+interface ScorePlan { dense: boolean; blockRows: number; bankRows: number }
+
+/** Argument checks shared by the sync and async scoring; decides dense or blocked. */
+function planScoring(e: CachedEmbeddings, opts: ScoreOptions, fn: string): ScorePlan {
+  const nv = e.videoIds.length;
+  const nq = e.queryToVideo.length;
+  if (e.videoEmb.length !== nv * e.d || e.textEmb.length !== nq * e.d) throw new Error(`${fn}: embeddings do not match ${nv} videos / ${nq} captions × d = ${e.d}`);
+  if (nv < 2) throw new Error(`${fn}: need at least 2 videos to rank, got ${nv}`);
+  if (opts.dsl && opts.bankTextEmb) throw new Error(`${fn}: choose dual softmax or QB-Norm, not both`);
+  const denseLimit = opts.denseLimit ?? DEFAULT_DENSE_LIMIT;
+  const dense = nq * nv <= denseLimit;
+  if (!dense && (opts.dsl || opts.bankTextEmb)) {
+    throw new Error(`${fn}: ${nq} captions × ${nv} videos exceeds the dense limit ${denseLimit}; dual softmax and QB-Norm need the whole matrix`);
+  }
+  let bankRows = 0;
+  if (dense && opts.bankTextEmb) {
+    bankRows = opts.bankTextEmb.length / e.d;
+    if (!Number.isInteger(bankRows) || bankRows < 1) throw new Error(`${fn}: bankTextEmb length ${opts.bankTextEmb.length} is not a positive multiple of d = ${e.d}`);
+  }
+  const blockRows = opts.blockRows ?? 1024;
+  if (!dense && (!Number.isInteger(blockRows) || blockRows < 1)) throw new Error(`${fn}: blockRows must be a positive integer, got ${blockRows}`);
+  return { dense, blockRows, bankRows };
+}
+
+/** Ranks from the whole caption × video matrix (and the bank's, for QB-Norm), after the re-scoring. */
+function denseRanks(e: CachedEmbeddings, sim: DenseMatrix, bank: DenseMatrix | undefined, opts: ScoreOptions): { t2v: Int32Array; v2t: Int32Array } {
+  let t2vSim: DenseMatrix = sim;
+  let v2tSim: DenseMatrix = sim;
+  if (opts.dsl) {
+    t2vSim = dualSoftmax(sim, { axis: 0, temperature: opts.dslTemperature }) as DenseMatrix;
+    v2tSim = dualSoftmax(sim, { axis: 1, temperature: opts.dslTemperature }) as DenseMatrix;
+  } else if (bank) {
+    t2vSim = qbNorm(sim, bank, { beta: opts.qbnormBeta, k: opts.qbnormK }) as DenseMatrix;
+  }
+  return { t2v: retrievalRanks(t2vSim, { queryToVideo: e.queryToVideo }), v2t: retrievalRanksV2T(v2tSim, e.queryToVideo) };
+}
+
+function scoreResult(e: CachedEmbeddings, opts: ScoreOptions, ranks: { t2v: Int32Array; v2t: Int32Array }, mode: 'dense' | 'blocked'): ScoreResult {
+  const { t2v: t2vRanks, v2t: v2tRanks } = ranks;
+  const perConcept = opts.concepts && opts.concepts.some((c) => c && c.length)
+    ? conceptRecall(opts.concepts, e.queryToVideo, t2vRanks, v2tRanks) : [];
+  return { t2v: metricsFromRanks(t2vRanks), v2t: metricsFromRanks(v2tRanks), t2vRanks, v2tRanks, perConcept, mode };
+}
+
 /**
- * Ranks captions against videos (t2v) and back (v2t) from embeddings.
+ * Ranks captions against videos (t2v) and back (v2t) from embeddings. Reads the similarities
+ * synchronously; on webgpu in Node use `scoreRetrievalAsync` (same result).
  * @example
  * const r = scoreRetrieval({ d: 2, videoIds: ['a', 'b'], videoEmb, queryToVideo: Int32Array.of(0, 1), textEmb });
  * r.t2v.R1 // percent of captions whose own video ranks first
  */
 export function scoreRetrieval(e: CachedEmbeddings, opts: ScoreOptions = {}): ScoreResult {
+  assertCanReadSync('scoreRetrieval', 'scoreRetrievalAsync');
+  const plan = planScoring(e, opts, 'scoreRetrieval');
   const nv = e.videoIds.length;
   const nq = e.queryToVideo.length;
-  if (e.videoEmb.length !== nv * e.d || e.textEmb.length !== nq * e.d) throw new Error(`scoreRetrieval: embeddings do not match ${nv} videos / ${nq} captions × d = ${e.d}`);
-  if (nv < 2) throw new Error(`scoreRetrieval: need at least 2 videos to rank, got ${nv}`);
-  if (opts.dsl && opts.bankTextEmb) throw new Error('scoreRetrieval: choose dual softmax or QB-Norm, not both');
-  const denseLimit = opts.denseLimit ?? DEFAULT_DENSE_LIMIT;
-  const dense = nq * nv <= denseLimit;
-  if (!dense && (opts.dsl || opts.bankTextEmb)) {
-    throw new Error(`scoreRetrieval: ${nq} captions × ${nv} videos exceeds the dense limit ${denseLimit}; dual softmax and QB-Norm need the whole matrix`);
-  }
-  let t2vRanks: Int32Array;
-  let v2tRanks: Int32Array;
-  if (dense) {
-    const sim = denseSim(e.textEmb, e.videoEmb, nq, nv, e.d);
-    let t2vSim: DenseMatrix = sim;
-    let v2tSim: DenseMatrix = sim;
-    if (opts.dsl) {
-      t2vSim = dualSoftmax(sim, { axis: 0, temperature: opts.dslTemperature }) as DenseMatrix;
-      v2tSim = dualSoftmax(sim, { axis: 1, temperature: opts.dslTemperature }) as DenseMatrix;
-    } else if (opts.bankTextEmb) {
-      const nb = opts.bankTextEmb.length / e.d;
-      if (!Number.isInteger(nb) || nb < 1) throw new Error(`scoreRetrieval: bankTextEmb length ${opts.bankTextEmb.length} is not a positive multiple of d = ${e.d}`);
-      const bank = denseSim(opts.bankTextEmb, e.videoEmb, nb, nv, e.d);
-      t2vSim = qbNorm(sim, bank, { beta: opts.qbnormBeta, k: opts.qbnormK }) as DenseMatrix;
-    }
-    t2vRanks = retrievalRanks(t2vSim, { queryToVideo: e.queryToVideo });
-    v2tRanks = retrievalRanksV2T(v2tSim, e.queryToVideo);
-  } else {
-    const blockRows = opts.blockRows ?? 1024;
-    if (!Number.isInteger(blockRows) || blockRows < 1) throw new Error(`scoreRetrieval: blockRows must be a positive integer, got ${blockRows}`);
-    ({ t2v: t2vRanks, v2t: v2tRanks } = blockedRanks(e, blockRows));
-  }
-  const perConcept = opts.concepts && opts.concepts.some((c) => c && c.length)
-    ? conceptRecall(opts.concepts, e.queryToVideo, t2vRanks, v2tRanks) : [];
-  return { t2v: metricsFromRanks(t2vRanks), v2t: metricsFromRanks(v2tRanks), t2vRanks, v2tRanks, perConcept, mode: dense ? 'dense' : 'blocked' };
+  if (!plan.dense) return scoreResult(e, opts, blockedRanks(e, plan.blockRows), 'blocked');
+  const sim = denseSim(e.textEmb, e.videoEmb, nq, nv, e.d);
+  const bank = opts.bankTextEmb ? denseSim(opts.bankTextEmb, e.videoEmb, plan.bankRows, nv, e.d) : undefined;
+  return scoreResult(e, opts, denseRanks(e, sim, bank, opts), 'dense');
+}
+
+/**
+ * `scoreRetrieval` with the similarity blocks read asynchronously, so it runs on every backend
+ * (webgpu in Node has no sync read). Same ranks and metrics.
+ * @example
+ * const r = await scoreRetrievalAsync(embeddings, { concepts });
+ */
+export async function scoreRetrievalAsync(e: CachedEmbeddings, opts: ScoreOptions = {}): Promise<ScoreResult> {
+  const plan = planScoring(e, opts, 'scoreRetrievalAsync');
+  const nv = e.videoIds.length;
+  const nq = e.queryToVideo.length;
+  if (!plan.dense) return scoreResult(e, opts, await blockedRanksAsync(e, plan.blockRows), 'blocked');
+  const sim = await denseSimAsync(e.textEmb, e.videoEmb, nq, nv, e.d);
+  const bank = opts.bankTextEmb ? await denseSimAsync(opts.bankTextEmb, e.videoEmb, plan.bankRows, nv, e.d) : undefined;
+  return scoreResult(e, opts, denseRanks(e, sim, bank, opts), 'dense');
 }
 
 /** Recall (%) at every K from 1 to `maxK`. */
@@ -496,7 +608,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
     }
 
     const conceptsById = new Map(wanted.map((e) => [e.id, e.concepts]));
-    const scored = scoreRetrieval(emb, {
+    const scored = await scoreRetrievalAsync(emb, {
       dsl: opts.dsl, dslTemperature: opts.dslTemperature, bankTextEmb, qbnormBeta: opts.qbnormBeta,
       concepts: emb.videoIds.map((id) => conceptsById.get(id)), denseLimit: opts.denseLimit, blockRows: opts.blockRows,
     });
