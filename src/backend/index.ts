@@ -3,3 +3,4 @@ export * from './init.js';
 export { registerWasmKernels } from './wasmKernels.js';
 export * as ops from './safeOps.js';
 export { canReadSync, assertCanReadSync } from './readback.js';
+export { assertNoWebGPUErrors, checkBindingSizes, installWebGPUGuards, webgpuCounters } from './webgpuGuard.js';

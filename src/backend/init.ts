@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { tf } from './tf.js';
 import { registerWasmKernels } from './wasmKernels.js';
+import { installWebGPUGuards } from './webgpuGuard.js';
 
 export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -49,16 +50,41 @@ async function tryTensorflow(): Promise<Attempt> {
 
 let webgpuExitHook = false;
 
+/** The limits that decide what a training step can bind (tfjs asks the device for these). */
+const ADAPTER_LIMITS = ['maxBufferSize', 'maxStorageBufferBindingSize', 'maxStorageBuffersPerShaderStage',
+  'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupsPerDimension'] as const;
+const ADAPTER_INFO = ['vendor', 'architecture', 'device', 'description', 'isFallbackAdapter', 'subgroupMinSize', 'subgroupMaxSize'] as const;
+
+/**
+ * What a Dawn adapter is: its info fields, the limits tfjs requests and its features.
+ * GPUAdapterInfo's fields are getters on its prototype, so spreading it gives `{}`; they are
+ * read one by one here.
+ */
+export function describeAdapter(adapter: unknown): Record<string, unknown> {
+  const a = adapter as { info?: Record<string, unknown>; limits?: Record<string, unknown>; features?: Iterable<string> };
+  const out: Record<string, unknown> = {};
+  for (const k of ADAPTER_INFO) {
+    const v = a.info?.[k];
+    if (v !== undefined && v !== '') out[k] = v;
+  }
+  const limits: Record<string, number> = {};
+  for (const k of ADAPTER_LIMITS) {
+    const v = a.limits?.[k];
+    if (typeof v === 'number' || typeof v === 'bigint') limits[k] = Number(v);
+  }
+  out.limits = limits;
+  out.features = a.features ? [...a.features].sort() : [];
+  return out;
+}
+
 /** Looks for a WebGPU adapter through Dawn; never throws. */
 export async function probeWebGPU(): Promise<{ adapter: Record<string, unknown> | null; reason?: string; gpu?: unknown; globals?: Record<string, unknown> }> {
   try {
     const mod = (await import('webgpu' as string)) as { create(flags: string[]): { requestAdapter(o?: object): Promise<unknown> }; globals: Record<string, unknown> };
     const gpu = mod.create([]);
-    const adapter = (await gpu.requestAdapter({ powerPreference: 'high-performance' })) as
-      | { info?: Record<string, unknown>; features?: Set<string> } | null;
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) return { adapter: null, reason: 'Dawn found no GPU adapter (no Vulkan/Metal/D3D12 device)' };
-    const info = adapter.info ? { ...adapter.info } : {};
-    return { adapter: info, gpu, globals: mod.globals };
+    return { adapter: describeAdapter(adapter), gpu, globals: mod.globals };
   } catch (e) {
     return { adapter: null, reason: `the webgpu package did not load: ${errText(e)}` };
   }
@@ -71,13 +97,24 @@ export async function probeWebGPU(): Promise<{ adapter: Record<string, unknown> 
  */
 let webgpuStarted: { adapter: Record<string, unknown>; gpu: unknown } | undefined;
 
-async function tryWebGPU(): Promise<Attempt> {
+/** Why auto passes over a CPU adapter (llvmpipe/lavapipe, SwiftShader); null for a real GPU. */
+function fallbackReason(adapter: Record<string, unknown>): string | null {
+  if (adapter.isFallbackAdapter !== true) return null;
+  return `the only WebGPU adapter is a CPU fallback (${String(adapter.description ?? adapter.device ?? 'unnamed')}); name --backend webgpu to use it anyway`;
+}
+
+async function tryWebGPU(auto: boolean): Promise<Attempt> {
   if (webgpuStarted) {
+    const why = auto ? fallbackReason(webgpuStarted.adapter) : null;
+    if (why) return { ok: false, reason: why };
     if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the webgpu backend failed to restart' };
     return { ok: true, info: { adapter: webgpuStarted.adapter } };
   }
   const probe = await probeWebGPU();
   if (!probe.adapter) return { ok: false, reason: probe.reason ?? 'no adapter' };
+  // A CPU Vulkan driver runs the same cores as wasm, slower (README, "GPU").
+  const why = auto ? fallbackReason(probe.adapter) : null;
+  if (why) return { ok: false, reason: why };
   const g = globalThis as unknown as Record<string, unknown>;
   Object.assign(g, probe.globals);
   g.navigator = { gpu: probe.gpu, userAgent: 'node' };
@@ -89,6 +126,7 @@ async function tryWebGPU(): Promise<Attempt> {
   try {
     await import('@tensorflow/tfjs-backend-webgpu');
     if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the webgpu backend failed to start on the adapter' };
+    installWebGPUGuards(tf.backend());
   } catch (e) {
     return { ok: false, reason: `the webgpu backend failed: ${errText(e)}` };
   }
@@ -124,10 +162,10 @@ async function tryCpu(): Promise<Attempt> {
   return { ok: true, info: {} };
 }
 
-function attempt(name: BackendName, opts: InitBackendOptions): Promise<Attempt> {
+function attempt(name: BackendName, opts: InitBackendOptions, auto: boolean): Promise<Attempt> {
   switch (name) {
     case 'tensorflow': return tryTensorflow();
-    case 'webgpu': return tryWebGPU();
+    case 'webgpu': return tryWebGPU(auto);
     case 'wasm': return tryWasm(opts.wasmThreads);
     case 'cpu': return tryCpu();
   }
@@ -145,7 +183,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   const order: BackendName[] = prefer === 'auto' ? [...BACKEND_NAMES] : [prefer];
   const skipped: BackendSkip[] = [];
   for (const name of order) {
-    const r = await attempt(name, opts);
+    const r = await attempt(name, opts, prefer === 'auto');
     if (r.ok) {
       await tf.ready();
       return { name, skipped, info: r.info };

@@ -11,8 +11,9 @@
  *   { computeGrads: async () => ({ loss, grads, samples: 32 }), dataState: () => loader.state() });
  */
 import { tf } from '../backend/tf.js';
+import { assertNoWebGPUErrors } from '../backend/webgpuGuard.js';
 import { saveRunCheckpoint } from './checkpoint.js';
-import { allFiniteAsync, clampLogitScale, clipByGlobalNormAsync, GradAccumulator, NonFiniteGuard } from './gradients.js';
+import { clampLogitScale, clipToNorm, GradAccumulator, gradNormAsync, NonFiniteGuard } from './gradients.js';
 import type { MetricsLogger } from './logger.js';
 import type { NamedGradients, Optimizer } from './optimizer.js';
 import type { LrSchedule } from './schedule.js';
@@ -148,18 +149,19 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       const grads = acc.mean();
       acc.reset();
       const loss = lossSum / Math.max(samples, 1);
-      // Asynchronous reads: webgpu in Node cannot read synchronously (backend/readback).
-      const finite = await allFiniteAsync(grads);
+      // One asynchronous read per step for the guard and clipping (webgpu in Node cannot read
+      // synchronously, and every read drains the GPU queue): a non-finite value anywhere, or a
+      // norm that overflows float32, makes the global norm non-finite.
+      const { norm: gradNorm, finite } = await gradNormAsync(grads);
+      // A GPU validation or memory error leaves zeros, not NaN: stop before they are applied.
+      assertNoWebGPUErrors(`training step ${step}`);
       const verdict = guard.check(loss, finite, step);
-      let gradNorm = NaN;
       const lr = opts.schedule(step);
       if (verdict === 'ok') {
         let toApply = grads;
         if (clipNorm > 0) {
-          const clipped = await clipByGlobalNormAsync(grads, clipNorm);
-          gradNorm = clipped.norm;
+          toApply = clipToNorm(grads, gradNorm, clipNorm);
           tf.dispose(Object.values(grads));
-          toApply = clipped.grads;
         }
         opts.optimizer.step(toApply, lr);
         tf.dispose(Object.values(toApply));
@@ -172,6 +174,7 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       step += 1;
       const seconds = (performance.now() - stepStart) / 1000;
       const logitScaleValue = logitScale ? (await logitScale.data())[0] : undefined;
+      assertNoWebGPUErrors(`the optimizer update of step ${step}`);
       opts.logger.write({
         step, loss, lr,
         logitScale: logitScaleValue,
