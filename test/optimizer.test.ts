@@ -6,7 +6,8 @@ import { tf } from '../src/backend/tf.js';
 import { AdamW, SGD, clipParamGroups, excludedFromDecay, type GroupFn, type NamedGradients } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import {
-  GradAccumulator, NonFiniteGuard, allFinite, allFiniteAsync, clampLogitScale, clipByGlobalNorm, clipByGlobalNormAsync, globalNorm,
+  GradAccumulator, NonFiniteGuard, allFinite, allFiniteAsync, clampLogitScale, clipByGlobalNorm, clipByGlobalNormAsync, clipToNorm, globalNorm,
+  gradNormAsync,
 } from '../src/train/gradients.js';
 import { runTraining } from '../src/train/trainer.js';
 import { MetricsLogger, type LogStream } from '../src/train/logger.js';
@@ -200,6 +201,79 @@ describe('AdamW', () => {
     disposeAll(g); disposeAll(g2); opt.dispose(); disposeAll(params);
   });
 
+  it('chunked (multi-tensor) updates equal a per-parameter float32 update bit for bit, chunks split and gradients missing', () => {
+    // Per parameter, the textbook update in float32 tfjs ops: the flat chunks must not change a bit.
+    const shapes: Record<string, number[]> = { a: [3, 4], b: [5], c: [2, 2, 3], d: [7], e: [20], f: [1] };
+    const wd: Record<string, number> = { a: 0.1, b: 0, c: 0.1, d: 0, e: 0.1, f: 0.1 };
+    const lrScale: Record<string, number> = { a: 1, b: 1, c: 1, d: 1, e: 1, f: 0.25 };
+    const rnd = (seed: number, n: number) => Array.from({ length: n }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 2);
+    const mk = () => Object.fromEntries(Object.entries(shapes).map(([k, s], j) => [k, tf.variable(tf.tensor(rnd(j + 1, tf.util.sizeFromShape(s)), s))]));
+    const pa = mk();
+    const pb = mk();
+    const groupFn: GroupFn = (n) => ({ weightDecay: wd[n], lrScale: lrScale[n] });
+    // chunkElements 16: a (12) and c (12) cannot share a chunk, e (20) is larger than a chunk.
+    const opt = new AdamW(pa, { betas: [0.9, 0.98], eps: 1e-6, weightDecay: 0.1, groups: groupFn, chunkElements: 16 });
+    const m: Record<string, tf.Tensor> = {};
+    const v: Record<string, tf.Tensor> = {};
+    for (const [k, s] of Object.entries(shapes)) { m[k] = tf.zeros(s); v[k] = tf.zeros(s); }
+    const lrs = [0.05, 0.1, 0.08, 0.06];
+    lrs.forEach((lr, i) => {
+      const t = i + 1;
+      // Step 3 has no gradient for c and d (one in each group): they keep p, m and v.
+      const names = Object.keys(shapes).filter((k) => t !== 3 || (k !== 'c' && k !== 'd'));
+      const g: NamedGradients = Object.fromEntries(names.map((k, j) => [k, tf.tensor(rnd(100 * t + j, tf.util.sizeFromShape(shapes[k])), shapes[k])]));
+      opt.step(g, lr);
+      for (const k of names) {
+        const eta = lr * lrScale[k];
+        const [p, mk2, vk] = tf.tidy(() => {
+          const mn = tf.add(tf.mul(m[k], 0.9), tf.mul(g[k], 1 - 0.9));
+          const vn = tf.add(tf.mul(v[k], 0.98), tf.mul(tf.square(g[k]), 1 - 0.98));
+          const denom = tf.add(tf.div(tf.sqrt(vn), Math.sqrt(1 - 0.98 ** t)), 1e-6);
+          const dec = wd[k] > 0 ? tf.mul(pb[k], 1 - eta * wd[k]) : pb[k];
+          return [tf.sub(dec, tf.mul(tf.div(mn, denom), eta / (1 - 0.9 ** t))), mn, vn];
+        });
+        pb[k].assign(p);
+        tf.dispose([p, m[k], v[k]]);
+        m[k] = mk2;
+        v[k] = vk;
+      }
+      disposeAll(g);
+    });
+    const st = opt.state();
+    for (const k of Object.keys(shapes)) {
+      assert.deepEqual(Array.from(pa[k].dataSync()), Array.from(pb[k].dataSync()), `param ${k}`);
+      assert.deepEqual(Array.from(st[`m.${k}`].dataSync()), Array.from(m[k].dataSync()), `m.${k}`);
+      assert.deepEqual(st[`v.${k}`].shape, shapes[k], `v.${k} shape`);
+      assert.deepEqual(Array.from(st[`v.${k}`].dataSync()), Array.from(v[k].dataSync()), `v.${k}`);
+    }
+    assert.deepEqual(Object.keys(st), Object.keys(shapes).flatMap((k) => [`m.${k}`, `v.${k}`]), 'state lists parameters in order');
+    opt.loadState(st, opt.stepCount); // its own views: copied before they are freed
+    assert.deepEqual(Array.from(opt.state()['v.e'].dataSync()), Array.from(v.e.dataSync()));
+    opt.dispose();
+    disposeAll(pa); disposeAll(pb); disposeAll(m); disposeAll(v);
+  });
+
+  it('state() views are freed by the next step: numTensors flat with a checkpoint-like read every step', () => {
+    const params = makeParams();
+    const start = tf.memory().numTensors;
+    const opt = new AdamW(params, { groups });
+    assert.equal(tf.memory().numTensors, start + 2 * 3, 'the optimizer holds m and v of three group chunks, nothing else');
+    const counts: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const g = gradTensors(params);
+      opt.step(g, 0.01);
+      disposeAll(g);
+      const st = opt.state();
+      assert.equal(Object.keys(st).length, 2 * Object.keys(params).length);
+      counts.push(tf.memory().numTensors);
+    }
+    assert.ok(counts.every((c) => c === counts[0]), `numTensors: ${counts.join(',')}`);
+    const before = tf.memory().numTensors;
+    opt.dispose();
+    assert.equal(tf.memory().numTensors, before - 2 * Object.keys(params).length - 2 * 3, 'the views and the m and v of three group chunks are freed');
+    disposeAll(params);
+  });
+
   it('keeps tf.memory().numTensors flat across 20 steps', () => {
     const params = makeParams();
     const opt = new AdamW(params, { groups: clipParamGroups({ w: 0.5 }) });
@@ -306,6 +380,27 @@ describe('gradient utilities', () => {
     disposeAll(g);
     assert.equal(tf.memory().numTensors, before);
     assert.throws(() => clipByGlobalNorm({}, 0), /'maxNorm'/);
+  });
+
+  it('gradNormAsync: one read for the norm and the guard; clipToNorm scales by maxNorm/norm (hand)', async () => {
+    const g = { a: tf.tensor1d([3, 4]), b: tf.tensor1d([12]) };
+    assert.deepEqual(await gradNormAsync(g), { norm: 13, finite: true });
+    const c = clipToNorm(g, 13, 6.5);
+    assert.deepEqual(Array.from(c.a.dataSync()), [1.5, 2]);
+    assert.deepEqual(Array.from(c.b.dataSync()), [6]);
+    const same = clipToNorm(g, 13, 20); // under the limit: new handles, same values
+    assert.notEqual(same.a, g.a);
+    assert.deepEqual(Array.from(same.a.dataSync()), [3, 4]);
+    assert.throws(() => clipToNorm(g, NaN, 1), /'norm' must be a number ≥ 0/);
+    const nan = { a: tf.tensor1d([1, NaN]) };
+    assert.equal((await gradNormAsync(nan)).finite, false);
+    // 1e20² = 1e40 overflows float32 (max ≈ 3.4e38): finite values, but no finite norm to clip by.
+    const huge = { a: tf.tensor1d([1e20]) };
+    const h = await gradNormAsync(huge);
+    assert.equal(h.norm, Infinity);
+    assert.equal(h.finite, false);
+    assert.deepEqual(await gradNormAsync({}), { norm: 0, finite: true });
+    disposeAll(g); disposeAll(c); disposeAll(same); disposeAll(nan); disposeAll(huge);
   });
 
   it('allFinite reads NaN and ±Inf anywhere, and huge finite values as finite', () => {

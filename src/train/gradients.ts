@@ -79,6 +79,37 @@ export async function clipByGlobalNormAsync(grads: NamedGradients, maxNorm: numb
   return { grads: scaleToNorm(grads, norm, maxNorm), norm };
 }
 
+/**
+ * The global L2 norm in one asynchronous read, and whether it is finite. One read serves both
+ * the finiteness guard and clipping: a NaN or ±∞ anywhere makes Σg² NaN or ∞, and so does a
+ * finite gradient whose Σg² overflows float32 (|g| ≳ 1.8e19), which clipping could not rescale
+ * either (maxNorm/∞). The norm is `globalNorm`'s, bit for bit.
+ *
+ * @example
+ * const { norm, finite } = await gradNormAsync(grads);
+ * const toApply = finite && clipNorm > 0 ? clipToNorm(grads, norm, clipNorm) : grads;
+ */
+export async function gradNormAsync(grads: NamedGradients): Promise<{ norm: number; finite: boolean }> {
+  checkGrads('gradNormAsync', grads);
+  if (Object.keys(grads).length === 0) return { norm: 0, finite: true };
+  const normT = globalNorm(grads);
+  const norm = (await normT.data())[0];
+  normT.dispose();
+  return { norm, finite: Number.isFinite(norm) };
+}
+
+/**
+ * The gradients scaled by maxNorm/norm when norm > maxNorm, else unchanged (new handles):
+ * `clipByGlobalNorm` for a norm already read (`gradNormAsync`).
+ *
+ * @example const clipped = clipToNorm(grads, 5, 1); // every gradient × 0.2
+ */
+export function clipToNorm(grads: NamedGradients, norm: number, maxNorm: number): NamedGradients {
+  checkClipArgs('clipToNorm', grads, maxNorm);
+  if (typeof norm !== 'number' || Number.isNaN(norm) || norm < 0) throw new Error(`clipToNorm: 'norm' must be a number ≥ 0, got ${norm}`);
+  return scaleToNorm(grads, norm, maxNorm);
+}
+
 function checkClipArgs(fn: string, grads: unknown, maxNorm: number): asserts grads is NamedGradients {
   checkGrads(fn, grads);
   if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) throw new Error(`${fn}: 'maxNorm' must be a finite number > 0, got ${maxNorm}`);

@@ -159,6 +159,11 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Per-parameter lrScale / weightDecay; see `clipParamGroups`. */
   groups?: GroupFn;
+  /**
+   * Largest flat chunk of parameters updated together, in elements. Default 2²⁴ (64 MiB of
+   * float32: half of WebGPU's smallest binding limit, so a chunk can always be bound).
+   */
+  chunkElements?: number;
 }
 
 /**
@@ -182,14 +187,17 @@ export class AdamW implements Optimizer {
   readonly weightDecay: number;
   private readonly params: NamedVariables;
   private readonly groups: Map<string, Resolved>;
-  private readonly m = new Map<string, tf.Variable>();
-  private readonly v = new Map<string, tf.Variable>();
+  /** The parameters in flat chunks of one group each; m and v live flat, per chunk. */
+  private readonly chunks: FlatChunk[];
+  /** `state()`'s per-parameter views, valid until the next step, load or state call. */
+  private views: Record<string, tf.Tensor> | null = null;
   private t = 0;
 
   constructor(params: NamedVariables, opts: AdamWOptions = {}) {
     checkParams('AdamW', params);
-    const { lr = 1e-3, betas = [0.9, 0.98], eps = 1e-6, weightDecay = 0.2, groups } = opts;
+    const { lr = 1e-3, betas = [0.9, 0.98], eps = 1e-6, weightDecay = 0.2, groups, chunkElements = FLAT_MAX_ELEMENTS } = opts;
     this.lr = checkLr('AdamW', lr);
+    if (!Number.isInteger(chunkElements) || chunkElements < 1) throw new Error(`AdamW: 'chunkElements' must be a positive integer, got ${chunkElements}`);
     if (!Array.isArray(betas) || betas.length !== 2 || betas.some((b) => !(b >= 0 && b < 1))) {
       throw new Error(`AdamW: 'betas' must be two numbers in [0, 1), got ${JSON.stringify(betas)}`);
     }
@@ -201,10 +209,7 @@ export class AdamW implements Optimizer {
     this.weightDecay = weightDecay;
     this.params = { ...params };
     this.groups = resolveGroups('AdamW', this.params, groups, weightDecay);
-    for (const [name, p] of Object.entries(this.params)) {
-      this.m.set(name, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
-      this.v.set(name, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
-    }
+    this.chunks = flatChunks(this.params, this.groups, chunkElements);
   }
 
   get stepCount(): number { return this.t; }
@@ -216,39 +221,84 @@ export class AdamW implements Optimizer {
     return { ...g };
   }
 
+  /**
+   * One update. Parameters of a chunk are concatenated and updated by one set of kernels, as
+   * PyTorch's multi-tensor AdamW does: per element the same float32 operations in the same
+   * order as a per-parameter update, so the result is the same bit for bit, with a dozen
+   * kernels per chunk instead of per parameter (on webgpu, a dispatch each).
+   */
   step(grads: NamedGradients, lr: number = this.lr): void {
     checkGrads('AdamW', this.params, grads);
     checkLr('AdamW.step', lr);
+    this.disposeViews();
     this.t += 1;
     const { beta1, beta2, eps, t } = this;
-    const bc1 = 1 - beta1 ** t;
-    const sqrtBc2 = Math.sqrt(1 - beta2 ** t);
+    const k = { beta1, beta2, eps, bc1: 1 - beta1 ** t, sqrtBc2: Math.sqrt(1 - beta2 ** t), lr };
     tf.tidy(() => {
-      for (const [name, g] of Object.entries(grads)) {
-        const p = this.params[name];
-        const m = this.m.get(name)!;
-        const v = this.v.get(name)!;
-        const { lrScale, weightDecay } = this.groups.get(name)!;
-        const eta = lr * lrScale;
-        const mNew = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
-        const vNew = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));
-        const denom = tf.add(tf.div(tf.sqrt(vNew), sqrtBc2), eps);
-        const decayed = weightDecay > 0 ? tf.mul(p, 1 - eta * weightDecay) : p;
-        p.assign(tf.sub(decayed, tf.mul(tf.div(mNew, denom), eta / bc1)));
-        m.assign(mNew);
-        v.assign(vNew);
+      for (const c of this.chunks) {
+        const present = c.names.map((n) => grads[n] !== undefined);
+        if (!present.some(Boolean)) continue;
+        if (present.every(Boolean)) {
+          const u = adamwUpdate(flatten(c.names.map((n) => this.params[n])), flatten(c.names.map((n) => grads[n])), c.m, c.v, c, k);
+          this.assignParts(c, u.p, c.names.map(() => true));
+          c.m.assign(u.m);
+          c.v.assign(u.v);
+          continue;
+        }
+        // Some parameters of the chunk have no gradient this step: they are neither decayed
+        // nor moved, and their moments keep their values.
+        const ms = splitFlat(c.m, c);
+        const vs = splitFlat(c.v, c);
+        const ps: tf.Tensor[] = [];
+        c.names.forEach((n, i) => {
+          if (!present[i]) return;
+          const u = adamwUpdate(tf.reshape(this.params[n], [-1]), tf.reshape(grads[n], [-1]), ms[i], vs[i], c, k);
+          ps.push(u.p);
+          ms[i] = u.m;
+          vs[i] = u.v;
+        });
+        this.assignParts(c, ps.length === 1 ? ps[0] : tf.concat(ps), present);
+        c.m.assign(tf.concat(ms));
+        c.v.assign(tf.concat(vs));
       }
     });
   }
 
-  /** `m.<name>` and `v.<name>` for every parameter; the step count is `stepCount`. */
+  /** Writes the flat update `flat` back into the parameters of `c` marked in `which`. */
+  private assignParts(c: FlatChunk, flat: tf.Tensor, which: boolean[]): void {
+    const names = c.names.filter((_, i) => which[i]);
+    const sizes = c.sizes.filter((_, i) => which[i]);
+    const parts = names.length === 1 ? [flat] : tf.split(flat, sizes);
+    names.forEach((n, i) => this.params[n].assign(tf.reshape(parts[i], this.params[n].shape)));
+  }
+
+  /**
+   * `m.<name>` and `v.<name>` for every parameter; the step count is `stepCount`. The tensors
+   * are views the optimizer owns (do not dispose them), valid until its next `step`,
+   * `loadState`, `state` or `dispose`: read or save them before stepping again.
+   */
   state(): Record<string, tf.Tensor> {
-    const out: Record<string, tf.Tensor> = {};
-    for (const name of Object.keys(this.params)) {
-      out[`m.${name}`] = this.m.get(name)!;
-      out[`v.${name}`] = this.v.get(name)!;
+    this.disposeViews();
+    const views = tf.tidy(() => {
+      const out: Record<string, tf.Tensor> = {};
+      for (const c of this.chunks) {
+        const ms = splitFlat(c.m, c);
+        const vs = splitFlat(c.v, c);
+        c.names.forEach((n, i) => {
+          out[`m.${n}`] = tf.reshape(ms[i], this.params[n].shape);
+          out[`v.${n}`] = tf.reshape(vs[i], this.params[n].shape);
+        });
+      }
+      return out;
+    });
+    // Ordered like the parameters, as before the chunks existed (checkpoint files list them so).
+    const ordered: Record<string, tf.Tensor> = {};
+    for (const n of Object.keys(this.params)) {
+      ordered[`m.${n}`] = views[`m.${n}`];
+      ordered[`v.${n}`] = views[`v.${n}`];
     }
-    return out;
+    this.views = ordered;
+    return ordered;
   }
 
   loadState(record: Record<string, tf.Tensor>, step: number): void {
@@ -258,18 +308,94 @@ export class AdamW implements Optimizer {
       expected.set(`v.${name}`, p.shape);
     }
     validateState('AdamW', record, step, expected);
-    for (const name of Object.keys(this.params)) {
-      copyInto(this.m.get(name)!, record[`m.${name}`]);
-      copyInto(this.v.get(name)!, record[`v.${name}`]);
-    }
+    tf.tidy(() => {
+      for (const c of this.chunks) {
+        c.m.assign(flatten(c.names.map((n) => tf.cast(record[`m.${n}`], 'float32'))));
+        c.v.assign(flatten(c.names.map((n) => tf.cast(record[`v.${n}`], 'float32'))));
+      }
+    });
+    // After the copy: `record` may be this optimizer's own views.
+    this.disposeViews();
     this.t = step;
   }
 
   dispose(): void {
-    for (const x of [...this.m.values(), ...this.v.values()]) x.dispose();
-    this.m.clear();
-    this.v.clear();
+    this.disposeViews();
+    for (const c of this.chunks) {
+      c.m.dispose();
+      c.v.dispose();
+    }
+    this.chunks.length = 0;
   }
+
+  private disposeViews(): void {
+    if (this.views) tf.dispose(Object.values(this.views));
+    this.views = null;
+  }
+}
+
+/**
+ * The default largest flat chunk, in elements: 2²⁴ float32 is 64 MiB, half of the smallest
+ * binding limit WebGPU allows (128 MiB), so a concatenated chunk can always be bound. A larger
+ * parameter is a chunk of its own.
+ */
+const FLAT_MAX_ELEMENTS = 2 ** 24;
+
+/** Parameters of one (lrScale, weightDecay) group, updated as one flat vector. */
+interface FlatChunk {
+  names: string[];
+  sizes: number[];
+  lrScale: number;
+  weightDecay: number;
+  m: tf.Variable;
+  v: tf.Variable;
+}
+
+function flatChunks(params: NamedVariables, groups: Map<string, Resolved>, maxElements: number): FlatChunk[] {
+  const chunks: Omit<FlatChunk, 'm' | 'v'>[] = [];
+  const open = new Map<string, Omit<FlatChunk, 'm' | 'v'> & { total: number }>();
+  for (const [name, p] of Object.entries(params)) {
+    const { lrScale, weightDecay } = groups.get(name)!;
+    const key = `${lrScale}|${weightDecay}`;
+    let c = open.get(key);
+    if (c && c.total + p.size > maxElements) c = undefined;
+    if (!c) {
+      c = { names: [], sizes: [], lrScale, weightDecay, total: 0 };
+      open.set(key, c);
+      chunks.push(c);
+    }
+    c.names.push(name);
+    c.sizes.push(p.size);
+    c.total += p.size;
+  }
+  return chunks.map(({ names, sizes, lrScale, weightDecay }) => {
+    const n = sizes.reduce((a, b) => a + b, 0);
+    const zeros = (): tf.Variable => tf.tidy(() => tf.variable(tf.zeros([n]), false));
+    return { names, sizes, lrScale, weightDecay, m: zeros(), v: zeros() };
+  });
+}
+
+/** The tensors raveled and joined (one tensor: raveled only). */
+function flatten(xs: tf.Tensor[]): tf.Tensor1D {
+  const flat = xs.map((x) => tf.reshape(x, [-1]));
+  return (flat.length === 1 ? flat[0] : tf.concat(flat)) as tf.Tensor1D;
+}
+
+function splitFlat(x: tf.Tensor, c: FlatChunk): tf.Tensor[] {
+  return c.names.length === 1 ? [x] : tf.split(x, c.sizes);
+}
+
+/** AdamW on flat vectors; the operation order of the per-parameter formula above. */
+function adamwUpdate(
+  p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, group: { lrScale: number; weightDecay: number },
+  k: { beta1: number; beta2: number; eps: number; bc1: number; sqrtBc2: number; lr: number },
+): { p: tf.Tensor; m: tf.Tensor; v: tf.Tensor } {
+  const eta = k.lr * group.lrScale;
+  const mNew = tf.add(tf.mul(m, k.beta1), tf.mul(g, 1 - k.beta1));
+  const vNew = tf.add(tf.mul(v, k.beta2), tf.mul(tf.square(g), 1 - k.beta2));
+  const denom = tf.add(tf.div(tf.sqrt(vNew), k.sqrtBc2), k.eps);
+  const decayed = group.weightDecay > 0 ? tf.mul(p, 1 - eta * group.weightDecay) : p;
+  return { p: tf.sub(decayed, tf.mul(tf.div(mNew, denom), eta / k.bc1)), m: mNew, v: vNew };
 }
 
 export interface SGDOptions {
