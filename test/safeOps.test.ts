@@ -130,6 +130,18 @@ describe('second-order-safe ops', () => {
     tf.dispose([lse, ce, big]);
   });
 
+  it('acosViaAtan2 (acos on webgpu) is arccos within 1e-6 rad on [−1, 1], exact at the ends, NaN outside', () => {
+    const n = 2001;
+    const xs = Array.from({ length: n }, (_, i) => Math.fround(-1 + (2 * i) / (n - 1)));
+    const got = tf.tidy(() => ops.acosViaAtan2(tf.tensor1d([...xs, 1.5, -1.5]))).dataSync();
+    let worst = 0;
+    xs.forEach((x, i) => { worst = Math.max(worst, Math.abs(got[i] - Math.acos(x))); });
+    assert.ok(worst < 1e-6, `max |acosViaAtan2 − Math.acos| = ${worst}`);
+    assert.equal(got[0], Math.fround(Math.PI));
+    assert.equal(got[n - 1], 0);
+    assert.ok(Number.isNaN(got[n]) && Number.isNaN(got[n + 1]));
+  });
+
   it('tf.exp, by contrast, loses its second derivative (the reason these ops exist)', () => {
     const x = tf.tensor1d([0.3]);
     let broken = false;

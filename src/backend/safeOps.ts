@@ -102,10 +102,24 @@ export function tanh(x: T): T {
   return tanhOp(x);
 }
 
+/**
+ * arccos as atan2(√((1−x)(1+x)), x), the form `acos` uses on webgpu. tfjs-backend-webgpu's
+ * Acos is WGSL's acos, whose precision the WGSL spec leaves to the driver: on Mesa lavapipe it
+ * is off by up to 1.6e-4 rad over [−1, 1] (wasm: 2e-7), this form by 3.3e-6. SAM and every
+ * additive-angle head take θ = acos(cos θ), so the error lands in every logit.
+ *
+ * @example acosViaAtan2(tf.tensor1d([0.5])) // ≈ π/3
+ */
+export function acosViaAtan2(x: T): T {
+  checkTensor(x, 'acosViaAtan2');
+  return tf.tidy(() => tf.atan2(tf.sqrt(tf.mul(tf.sub(1, x), tf.add(1, x))), x));
+}
+
 const acosOp = tf.customGrad((x, save) => {
   (save as tf.GradSaveFunc)([x as T]);
   return {
-    value: tf.acos(x as T),
+    // cpu/wasm keep tf.acos (correctly rounded there, and the trained figures depend on it).
+    value: tf.getBackend() === 'webgpu' ? acosViaAtan2(x as T) : tf.acos(x as T),
     gradFunc: (dy: T, [xs]: T[]) => tf.neg(tf.div(dy, tf.sqrt(tf.sub(1, tf.square(xs))))),
   };
 });
