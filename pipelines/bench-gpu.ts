@@ -32,6 +32,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
+import { assertNoWebGPUErrors, webgpuCounters } from '../src/backend/webgpuGuard.js';
+import { acosViaAtan2 } from '../src/backend/safeOps.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
 import { mwnStepAsync } from '../src/meta/metaStep.js';
@@ -41,6 +43,7 @@ import { countDualEncoderParams, encodeText, encodeVideo, initDualEncoder, param
 import { valueAndGradsOf } from '../src/nn/params.js';
 import { clampLogitScale } from '../src/train/gradients.js';
 import { AdamW } from '../src/train/optimizer.js';
+import { disposeBatch, hostBatch, toTensors } from './lib/hostBatch.js';
 
 // tfjs's own frames fill the default 10 before the call site in vlmargin is reached.
 Error.stackTraceLimit = 60;
@@ -85,6 +88,13 @@ export interface BenchRow {
   kernelsPerStep: number | null;
   topKernels: { name: string; count: number; totalMs: number }[];
   profileError?: string;
+  /** webgpu: GPU programs dispatched per timed step (kernels that only reshape or alias dispatch nothing). */
+  dispatchesPerStep?: number | null;
+  /** webgpu: shaders compiled during the warm-up, and during the timed steps (0 when shapes are steady). */
+  compilesWarmup?: number | null;
+  compilesTimed?: number | null;
+  /** plain step: median ms until the step's kernels are all recorded, before the loss read waits for the GPU. */
+  msEnqueue?: number | null;
 }
 
 interface Settings {
@@ -143,45 +153,6 @@ function configFor(model: PresetName, frames: number): DualEncoderConfig {
   return getConfig(model, { temporal: { maxFrames: Math.max(frames, base.temporal.maxFrames) } });
 }
 
-/**
- * The synthetic batch both this bench and sam_reference.py use, bit for bit: frame value i
- * (row-major over [B, T, S, S, 3]) is 2u − 1 with u = ((i·2654435761 + 40503·seed) mod 2³²)/2³²
- * (a hash, not a generator, so Python gets the same numbers without porting one); token row b
- * has length 4 + (b mod (L − 4)) with id 1 + ((31b + 7i + seed) mod (V − 2)), the rest
- * padding (id 0, mask 0).
- */
-interface HostBatch { frames: Float32Array; framesShape: number[]; ids: Int32Array; mask: Int32Array; L: number }
-
-function hostBatch(cfg: DualEncoderConfig, batch: number, frames: number, seed: number): HostBatch {
-  const S = cfg.vision.imageSize;
-  const L = cfg.text.contextLength;
-  const V = cfg.text.vocabSize;
-  const framesShape = [batch, frames, S, S, 3];
-  const data = new Float32Array(batch * frames * S * S * 3);
-  const offset = Math.imul(seed, 40503);
-  for (let i = 0; i < data.length; i++) data[i] = 2 * (((Math.imul(i, 2654435761) + offset) >>> 0) / 2 ** 32) - 1;
-  const ids = new Int32Array(batch * L);
-  const mask = new Int32Array(batch * L);
-  for (let b = 0; b < batch; b++) {
-    const len = 4 + (b % (L - 4));
-    for (let i = 0; i < len; i++) { ids[b * L + i] = 1 + ((31 * b + 7 * i + seed) % (V - 2)); mask[b * L + i] = 1; }
-  }
-  return { frames: data, framesShape, ids, mask, L };
-}
-
-/** Fresh tensors per step, as the pretraining loader hands them over (the upload is part of the step). */
-function toTensors(h: HostBatch, batch: number): DualEncoderBatch {
-  return {
-    frames: tf.tensor(h.frames, h.framesShape),
-    ids: tf.tensor2d(h.ids, [batch, h.L], 'int32'),
-    mask: tf.tensor2d(h.mask, [batch, h.L], 'int32'),
-  };
-}
-
-function disposeBatch(b: DualEncoderBatch): void {
-  tf.dispose([b.frames, b.ids, b.mask]);
-}
-
 /** The message and the first project frames of the stack: on a GPU host, where it broke matters. */
 function errText(e: unknown): string {
   const m = e instanceof Error ? `${e.constructor.name}: ${e.message}` : String(e);
@@ -218,8 +189,10 @@ function makeCell(model: PresetName, batch: number, frames: number) {
   const metaModel = dualEncoderMetaModel(cfg, { marginRad: MARGIN_RAD });
   let weightNet: WeightNet | undefined;
   let stepIndex = 0;
+  const enqueueMs: number[] = [];
 
   const plain = async (): Promise<number> => {
+    const t0 = performance.now();
     const b = toTensors(train, batch);
     try {
       const { value, grads } = valueAndGradsOf((p) => samContrastiveLoss(
@@ -228,6 +201,7 @@ function makeCell(model: PresetName, batch: number, frames: number) {
       optimizer.step(grads);
       clampLogitScale(params.logit_scale);
       tf.dispose(Object.values(grads));
+      enqueueMs.push(performance.now() - t0);
       const loss = (await value.data())[0];
       value.dispose();
       return loss;
@@ -258,6 +232,8 @@ function makeCell(model: PresetName, batch: number, frames: number) {
   return {
     cfg,
     steps,
+    /** Enqueue times of the plain steps since the last call. */
+    takeEnqueueMs(): number[] { return enqueueMs.splice(0); },
     dispose() {
       optimizer.dispose();
       store.dispose();
@@ -273,22 +249,34 @@ async function runVariant(step: () => Promise<number>, s: Settings): Promise<Omi
     numTensors: [] as number[], tensorsFlat: null, kernelsPerStep: null, topKernels: [] as BenchRow['topKernels'],
   };
   const times: number[] = [];
+  const webgpu = tf.getBackend() === 'webgpu';
+  const c0 = webgpuCounters();
+  let c1 = c0;
   try {
-    for (let i = 0; i < s.warmup; i++) await step();
+    for (let i = 0; i < s.warmup; i++) {
+      await step();
+      assertNoWebGPUErrors(`warm-up step ${i + 1}`);
+    }
     base.numTensors.push(tf.memory().numTensors);
+    c1 = webgpuCounters();
     for (let i = 0; i < s.steps; i++) {
       const t0 = performance.now();
       const loss = await step();
       times.push(performance.now() - t0);
       base.numTensors.push(tf.memory().numTensors);
+      assertNoWebGPUErrors(`timed step ${i + 1}`);
       if (!Number.isFinite(loss)) throw new Error(`non-finite loss ${loss} at timed step ${i + 1}`);
     }
   } catch (e) {
     return { ...base, ...(times.length ? timing(times) : {}), error: errText(e) };
   }
+  const c2 = webgpuCounters();
   const mem = gpuMemory();
   const row = {
     ...base, ...timing(times),
+    dispatchesPerStep: webgpu ? round((c2.dispatches - c1.dispatches) / s.steps) : null,
+    compilesWarmup: webgpu ? c1.compiles - c0.compiles : null,
+    compilesTimed: webgpu ? c2.compiles - c1.compiles : null,
     numBytes: mem.numBytes, numBytesInGPU: mem.numBytesInGPU, numBytesAllocatedInGPU: mem.numBytesAllocatedInGPU,
     tensorsFlat: base.numTensors.every((n) => n === base.numTensors[0]),
   };
@@ -349,8 +337,12 @@ async function runCell(model: PresetName, batch: number, s: Settings, onRow?: (r
   try {
     for (const variant of variants) {
       console.error(`bench-gpu: ${model} batch ${batch} ${variant}: ${s.warmup} warm-up + ${s.steps} timed steps`);
+      cell.takeEnqueueMs();
       const r = await runVariant(cell.steps[variant], s);
       const row: BenchRow = { ...common, variant, ...r, ratioVsPlain: null };
+      // The enqueue times of the timed steps: the last s.steps before the profiled step.
+      const enq = cell.takeEnqueueMs();
+      if (variant === 'plain' && enq.length >= s.steps + s.warmup) row.msEnqueue = round(median(enq.slice(s.warmup, s.warmup + s.steps)));
       row.samplesPerSec = row.msPerStep ? round((1000 * batch) / row.msPerStep) : null;
       const plainMs = rows.find((x) => x.variant === 'plain')?.msPerStep;
       row.ratioVsPlain = plainMs && row.msPerStep ? round(row.msPerStep / plainMs) : null;
@@ -369,7 +361,31 @@ async function startBackend(s: Settings): Promise<BackendChoice> {
   return choice;
 }
 
-interface CellOutput { backend: BackendChoice; rows: BenchRow[]; complete: boolean }
+interface CellOutput { backend: BackendChoice; rows: BenchRow[]; complete: boolean; numerics?: Numerics }
+
+/** Max |f(x) − arccos x| over 2001 float32 points of [−1, 1], against float64 Math.acos. */
+interface Numerics { acosMaxErr: number; acosViaAtan2MaxErr: number }
+
+/**
+ * How exact this backend's arccos is, as tf.acos and as the atan2 form safeOps.acos uses on
+ * webgpu (WGSL leaves acos's precision to the driver; every margin head depends on it).
+ */
+async function numerics(): Promise<Numerics> {
+  const n = 2001;
+  const xs = Array.from({ length: n }, (_, i) => Math.fround(-1 + (2 * i) / (n - 1)));
+  const x = tf.tensor1d(xs);
+  const a = tf.acos(x);
+  const b = acosViaAtan2(x);
+  const [va, vb] = [await a.data(), await b.data()];
+  tf.dispose([x, a, b]);
+  let ea = 0;
+  let eb = 0;
+  xs.forEach((v, i) => {
+    ea = Math.max(ea, Math.abs(va[i] - Math.acos(v)));
+    eb = Math.max(eb, Math.abs(vb[i] - Math.acos(v)));
+  });
+  return { acosMaxErr: ea, acosViaAtan2MaxErr: eb };
+}
 
 /** Runs one cell in a child process of this script; a crash, a signal or a timeout becomes an error row. */
 async function runCellChild(model: PresetName, batch: number, argv: string[], timeoutS: number): Promise<{ out: CellOutput | null; error: string | null }> {
@@ -402,11 +418,11 @@ function fmtBytes(n: number | null): string {
 
 function table(rows: BenchRow[]): string {
   const lines = [
-    '| model | batch | frames | variant | ms/step | samples/s | peak tensor MiB | GPU pool MiB | kernels/step | vs plain | tensors flat | error |',
-    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
+    '| model | batch | frames | variant | ms/step | enqueue ms | samples/s | peak tensor MiB | GPU pool MiB | kernels/step | dispatches/step | shader compiles (warm-up/timed) | vs plain | tensors flat | error |',
+    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.model} | ${r.batch} | ${r.frames} | ${r.variant} | ${r.msPerStep ?? ''} | ${r.samplesPerSec ?? ''} | ${fmtBytes(r.peakBytes)} | ${fmtBytes(r.numBytesAllocatedInGPU)} | ${r.kernelsPerStep ?? ''} | ${r.variant === 'plain' ? '' : r.ratioVsPlain ?? ''} | ${r.tensorsFlat === null ? '' : r.tensorsFlat ? 'yes' : `NO (${r.numTensors.join(' ')})`} | ${r.error ? r.error.replace(/\|/g, '/') : ''} |`);
+    lines.push(`| ${r.model} | ${r.batch} | ${r.frames} | ${r.variant} | ${r.msPerStep ?? ''} | ${r.msEnqueue ?? ''} | ${r.samplesPerSec ?? ''} | ${fmtBytes(r.peakBytes)} | ${fmtBytes(r.numBytesAllocatedInGPU)} | ${r.kernelsPerStep ?? ''} | ${r.dispatchesPerStep ?? ''} | ${r.compilesWarmup == null ? '' : `${r.compilesWarmup}/${r.compilesTimed}`} | ${r.variant === 'plain' ? '' : r.ratioVsPlain ?? ''} | ${r.tensorsFlat === null ? '' : r.tensorsFlat ? 'yes' : `NO (${r.numTensors.join(' ')})`} | ${r.error ? r.error.replace(/\|/g, '/') : ''} |`);
   }
   return lines.join('\n');
 }
@@ -468,18 +484,23 @@ async function main(): Promise<void> {
     const batch = positiveInt('--cell batch', b);
     if (!values['cell-out']) fail('--cell needs --cell-out');
     const backend = await startBackend(s);
+    const num = await numerics();
     const out = values['cell-out'];
     // Written after every variant, so a cell killed in a later variant keeps the earlier rows.
-    const save = (rows: BenchRow[]) => writeFile(out, JSON.stringify({ backend, rows, complete: false } satisfies CellOutput));
+    const save = (rows: BenchRow[]) => writeFile(out, JSON.stringify({ backend, rows, complete: false, numerics: num } satisfies CellOutput));
     const rows = await runCell(model, batch, s, save);
-    await writeFile(out, JSON.stringify({ backend, rows, complete: true } satisfies CellOutput));
+    await writeFile(out, JSON.stringify({ backend, rows, complete: true, numerics: num } satisfies CellOutput));
     return;
   }
 
   const t0 = performance.now();
   const rows: BenchRow[] = [];
   let backend: BackendChoice | null = null;
-  if (values['in-process']) backend = await startBackend(s);
+  let num: Numerics | null = null;
+  if (values['in-process']) {
+    backend = await startBackend(s);
+    num = await numerics();
+  }
   const forward = process.argv.slice(2).filter((a) => a !== '--in-process');
   const jsonIdx = forward.indexOf('--json');
   if (jsonIdx >= 0) forward.splice(jsonIdx, 2);
@@ -506,6 +527,7 @@ async function main(): Promise<void> {
       const r = await runCellChild(model, batch, forward, timeout);
       if (r.out) {
         backend ??= r.out.backend;
+        num ??= r.out.numerics ?? null;
         rows.push(...r.out.rows);
       }
       if (r.error) {
@@ -530,12 +552,14 @@ async function main(): Promise<void> {
     backendSkipped: backend?.skipped ?? [],
     host: { platform: `${os.platform()} ${os.arch()}`, cpu: os.cpus()[0]?.model ?? '', cpus: os.cpus().length },
     versions: await versions(),
+    numerics: num,
     settings: { ...s, models, batches, marginRad: MARGIN_RAD, lr: LR, weightDecay: WEIGHT_DECAY, metaAlpha: META_ALPHA, isolated: !values['in-process'] },
     seconds: round((performance.now() - t0) / 1000),
     rows,
   };
   console.log(`backend ${report.backend ?? '(none started)'} ${JSON.stringify(report.backendInfo ?? {})}; ${s.warmup} warm-up + ${s.steps} timed steps per row (median)\n`);
   console.log(table(rows));
+  if (num) console.log(`\narccos max error on [−1, 1]: tf.acos ${num.acosMaxErr.toExponential(2)}, atan2 form ${num.acosViaAtan2MaxErr.toExponential(2)} rad`);
   for (const r of rows.filter((x) => x.topKernels.length)) {
     console.log(`\n${r.model} b${r.batch} ${r.variant}: ${r.kernelsPerStep} kernels/step; most time: ${r.topKernels.slice(0, 5).map((k) => `${k.name}×${k.count} ${k.totalMs} ms`).join(', ')}`);
   }

@@ -3,28 +3,34 @@
 # the node binary, the built dist/, a pruned node_modules (tfjs core + backends, the webgpu
 # package with only its linux-x64 Dawn binary, zod, commander, mocha for test-webgpu, the
 # tokenizer and plot libraries; no onnxruntime, sharp, ffmpeg installers, tfjs-node-gpu or
-# typescript), the Vulkan loader .debs, the reference scripts and run.sh.
+# typescript), the Vulkan loader .debs, the reference scripts, run.sh, and the default synthetic
+# corpus with its cached frame shards (so `run.sh pretrain` trains on the GPU host without ffmpeg).
 #
-#   bash pipelines/gpu/pack.sh [--out .gpu-bundle] [--no-build] [--frames DIR]
+#   bash pipelines/gpu/pack.sh [--out .gpu-bundle] [--no-build] [--frames DIR] [--corpus DIR|none]
 #
 # Writes OUT/vlmargin-gpu.tar.xz (and prints its size; it must stay under 64 MiB) and leaves
 # the staged tree in OUT/stage. On the GPU host:
 #   mkdir -p /tmp/vg && tar -xJf vlmargin-gpu.tar.xz -C /tmp/vg && /tmp/vg/vlmargin-gpu/run.sh doctor
 # --frames DIR adds a frame cache folder (e.g. one built by `vlmargin frames`) as
 # vlmargin-gpu/frames/ if the bundle stays under the limit with it.
+# --corpus DIR (default data/synth-default, which `npm run pretrain` writes) copies the corpus:
+# its manifest, corpus.json, clips, tokenizer and the frame cache of the default config
+# (frames-4x32-uniform-s1); `none` leaves it out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="$ROOT/.gpu-bundle"
 BUILD=1
 FRAMES=""
+CORPUS="data/synth-default"
 LIMIT=$((64 * 1024 * 1024))
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --frames) FRAMES="$2"; shift 2 ;;
-    *) echo "pack.sh: unknown argument '$1' (expected --out DIR, --no-build, --frames DIR)" >&2; exit 2 ;;
+    --corpus) CORPUS="$2"; shift 2 ;;
+    *) echo "pack.sh: unknown argument '$1' (expected --out DIR, --no-build, --frames DIR, --corpus DIR|none)" >&2; exit 2 ;;
   esac
 done
 [ -z "$FRAMES" ] || [ -d "$FRAMES" ] || { echo "pack.sh: --frames '$FRAMES' is not a directory" >&2; exit 2; }
@@ -60,6 +66,19 @@ cp pipelines/reference/*.py "$B/pipelines/reference/"
 [ -d meta-data ] && cp -r meta-data "$B/"
 cp pipelines/gpu/run.sh "$B/run.sh"
 chmod +x "$B/run.sh"
+
+# --- the default corpus and its frame cache (pretrain reuses the cache: no ffmpeg needed) -----
+if [ "$CORPUS" != none ]; then
+  SHARDS="$CORPUS/frames-4x32-uniform-s1"
+  if [ -f "$CORPUS/corpus.json" ] && [ -f "$SHARDS/index.json" ]; then
+    mkdir -p "$B/$CORPUS"
+    tar -C "$CORPUS" --exclude='frames-*' --exclude='*.lock' -cf - . | tar -xf - -C "$B/$CORPUS"
+    cp -r "$SHARDS" "$B/$SHARDS"
+    rm -f "$B/$SHARDS"/*.lock
+  else
+    echo "pack.sh: warning: $CORPUS has no corpus.json or no frame cache $SHARDS; run 'npm run pretrain' once (it writes both) or pass --corpus none" >&2
+  fi
+fi
 
 # --- node_modules: the runtime closure, minus what a GPU host does not run -----------------
 # Packages left out: native or downloaded binaries the GPU benchmarks never call. The three

@@ -2,11 +2,16 @@
 # Runs a named vlmargin job on a GPU host from the unpacked bundle that pipelines/gpu/pack.sh
 # builds (this file is the bundle's run.sh). Sets up the Vulkan loader from the bundled .debs,
 # points Dawn at the NVIDIA ICD, prints what the host has, runs the job with the bundled node,
-# and copies the JSON/text results to $OUT when it is set.
+# and, when $OUT is set, packs results/ (everything the jobs so far wrote) into $OUT/JOB.tgz:
+# the device tool brings back at most 8 files, so one archive per job.
 #
 #   run.sh doctor                      vlmargin doctor (backends, GPU adapter) → results/doctor.json
 #   run.sh bench-gpu [args]            node dist/pipelines/bench-gpu.js [args] → results/bench-gpu.json
+#   run.sh check-webgpu [args]         node dist/pipelines/check-webgpu.js [args]: one step on webgpu and on wasm,
+#                                      compared (loss, gradients, AdamW update, MWN weights) → results/check-webgpu.json
 #   run.sh test-webgpu [grep]          the mocha suite on the webgpu backend (VLMARGIN_TEST_BACKEND=webgpu)
+#   run.sh pretrain [args]             npm run pretrain's job on webgpu from the bundled corpus and frame cache
+#                                      (default config; args go to pipelines/pretrain.js) → results/pretrain/
 #   run.sh reference [args]            python3 pipelines/reference/sam_reference.py [args] → results/sam_reference.json
 #   run.sh clip-fixture [args]         python3 pipelines/reference/make_clip_fixture.py → results/clip-tiny/
 #   run.sh node SCRIPT [args]          any script with the bundled node, from the bundle root
@@ -21,7 +26,7 @@ NODE="$DIR/bin/node"
 PY="${PYTHON:-$(command -v python3 || command -v python || true)}"
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 [ $# -ge 1 ] || usage
@@ -82,8 +87,18 @@ case "$JOB" in
     if has_json "$@"; then "$NODE" dist/pipelines/bench-gpu.js "$@"; rc=$?
     else "$NODE" dist/pipelines/bench-gpu.js "$@" --json "$RESULTS/bench-gpu.json"; rc=$?; fi
     ;;
+  check-webgpu)
+    if has_json "$@"; then "$NODE" dist/pipelines/check-webgpu.js "$@"; rc=$?
+    else "$NODE" dist/pipelines/check-webgpu.js "$@" --json "$RESULTS/check-webgpu.json"; rc=$?; fi
+    ;;
   test-webgpu)
     VLMARGIN_TEST_BACKEND=webgpu "$NODE" test/run-mocha.mjs "$@" 2>&1 | tee "$RESULTS/test-webgpu.txt"; rc=${PIPESTATUS[0]}
+    ;;
+  pretrain)
+    # The default config, on the GPU, from the bundled frame cache; --backend/--out can be overridden.
+    "$NODE" dist/pipelines/pretrain.js --config pipelines/configs/default.json --backend webgpu --out "$RESULTS/pretrain" "$@" 2>&1 | tee "$RESULTS/pretrain.txt"; rc=${PIPESTATUS[0]}
+    # Weights stay in the bundle folder; only the small reports travel back.
+    find "$RESULTS/pretrain" -name '*.safetensors' -delete 2> /dev/null
     ;;
   reference)
     [ -n "$PY" ] || { echo "run.sh: reference needs python3 with torch" >&2; exit 1; }
@@ -106,7 +121,7 @@ esac
 
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
-  cp -r "$RESULTS"/. "$OUT"/
-  echo "run.sh: results copied to $OUT: $(cd "$RESULTS" && find . -type f | sort | tr '\n' ' ')" >&2
+  tar -czf "$OUT/$JOB.tgz" -C "$RESULTS" .
+  echo "run.sh: results packed to $OUT/$JOB.tgz: $(cd "$RESULTS" && find . -type f | wc -l) files" >&2
 fi
 exit "$rc"
