@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { renderSvg, savePlot } from '../src/eval/plot.js';
 
@@ -26,6 +28,26 @@ describe('plots', () => {
     assert.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     const meta = await sharp(bytes).metadata();
     assert.ok(meta.width! >= 400 && meta.height! >= 200, `${meta.width}x${meta.height}`);
+  });
+
+  it('without sharp (its load fails) writes the SVG beside the asked PNG, warns once, and the run goes on', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-plot-nosharp-'));
+    // A child process whose module resolution refuses 'sharp', as where its native binary is absent.
+    await writeFile(path.join(dir, 'hooks.mjs'), "export async function resolve(s, c, next) { if (s === 'sharp') throw new Error('sharp refused for this test'); return next(s, c); }\n");
+    await writeFile(path.join(dir, 'register.mjs'), "import { register } from 'node:module'; register('./hooks.mjs', import.meta.url);\n");
+    const plotJs = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/eval/plot.js')).href;
+    await writeFile(path.join(dir, 'child.mjs'), `import { savePlot } from ${JSON.stringify(plotJs)};
+const spec = ${JSON.stringify(spec)};
+const a = await savePlot(spec, ${JSON.stringify(path.join(dir, 'a.png'))});
+const b = await savePlot(spec, ${JSON.stringify(path.join(dir, 'b.png'))});
+console.log(JSON.stringify([a, b]));
+`);
+    const r = spawnSync(process.execPath, ['--import', pathToFileURL(path.join(dir, 'register.mjs')).href, path.join(dir, 'child.mjs')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), [path.join(dir, 'a.svg'), path.join(dir, 'b.svg')]);
+    assert.match(await readFile(path.join(dir, 'a.svg'), 'utf8'), /^<svg[\s\S]*recall %/);
+    assert.equal(r.stderr.match(/savePlot: no PNG \(.*sharp refused for this test.*\); writing SVG plots instead/g)?.length, 1, r.stderr);
+    assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.png') || f.includes('.tmp-')), []);
   });
 
   it('refuses a file name that is neither .png nor .svg', async () => {
