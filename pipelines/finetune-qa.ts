@@ -267,7 +267,7 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
         return value;
       });
       frames?.dispose();
-      const lv = loss.dataSync()[0];
+      const lv = (await loss.data())[0];
       loss.dispose();
       if (step === 0) trainLossFirst = lv;
       trainLossLast = lv;
@@ -276,7 +276,7 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
     const test = stack(openTest, testEmb);
     const logits = tf.tidy(() => head.logits(tf.tensor2d(test.v, [openTest.length, d]), tf.tensor2d(test.q, [openTest.length, d])));
     const pred = tf.tidy(() => tf.argMax(logits, 1));
-    const p = pred.dataSync();
+    const p = await pred.data();
     tf.dispose([logits, pred]);
     openAcc = summarise(openTest, openTest.map((_, i) => p[i] === test.y[i]), (t) => 1 / QA_QUESTIONS[t].answers.length);
   } finally {

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
+import { assertCanReadSync } from '../src/backend/readback.js';
 import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
@@ -133,12 +134,39 @@ export async function fixedBatch(cache: FrameCache, entries: ManifestEntry[], to
   };
 }
 
-/** SAM contrastive loss of a batch (a number; no gradients kept). */
+/**
+ * SAM contrastive loss of a batch (a number; no gradients kept). `batchLossAsync` is the same
+ * with an asynchronous read.
+ *
+ * @example const before = batchLoss(params, info.model, probe, cfg.loss);
+ */
 export function batchLoss(params: Params, cfg: DualEncoderConfig, b: FixedBatch, loss: FinetuneRetrievalConfig['loss']): number {
+  assertCanReadSync('batchLoss', 'batchLossAsync');
+  const l = samLossOf(params, cfg, b, loss);
+  const v = l.dataSync()[0];
+  l.dispose();
+  return v;
+}
+
+/**
+ * `batchLoss` reading the loss asynchronously (webgpu in Node); the same number, bit for bit.
+ *
+ * @example const before = await batchLossAsync(params, info.model, probe, cfg.loss);
+ */
+export async function batchLossAsync(params: Params, cfg: DualEncoderConfig, b: FixedBatch, loss: FinetuneRetrievalConfig['loss']): Promise<number> {
+  const l = samLossOf(params, cfg, b, loss);
+  try {
+    return (await l.data())[0];
+  } finally {
+    l.dispose();
+  }
+}
+
+function samLossOf(params: Params, cfg: DualEncoderConfig, b: FixedBatch, loss: FinetuneRetrievalConfig['loss']): tf.Tensor {
   return tf.tidy(() => {
     const v = encodeVideo(params, b.frames, cfg);
     const t = encodeText(params, b.ids, b.mask, cfg);
-    return samContrastiveLoss(v, t, { marginRad: loss.marginRad, logitScale: params.logit_scale, detachMargin: loss.detachMargin }).loss.dataSync()[0];
+    return samContrastiveLoss(v, t, { marginRad: loss.marginRad, logitScale: params.logit_scale, detachMargin: loss.detachMargin }).loss;
   });
 }
 
@@ -195,7 +223,7 @@ export async function runFinetuneRetrieval(
     },
   });
   const probe = await fixedBatch(cache, trainEntries, tok, info.maxLen, cfg.train.batchSize);
-  const lossBefore = batchLoss(params, info.model, probe, cfg.loss);
+  const lossBefore = await batchLossAsync(params, info.model, probe, cfg.loss);
   const table = encodeCaptions(trainEntries, (c) => tok.encode(c, info.maxLen));
   const loader = new BatchLoader(cache, table, { batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id) });
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps: cfg.train.steps, minLr: cfg.train.minLr });
@@ -220,7 +248,7 @@ export async function runFinetuneRetrieval(
           const t = encodeText(p, ids, mask, info.model);
           return samContrastiveLoss(v, t, { marginRad: cfg.loss.marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin }).loss as tf.Scalar;
         }, params, names);
-        const loss = value.dataSync()[0];
+        const loss = (await value.data())[0];
         tf.dispose([value, frames, ids, mask]);
         return { loss, grads, samples: batch.framesShape[0] };
       },
@@ -229,7 +257,7 @@ export async function runFinetuneRetrieval(
   } finally {
     optimizer.dispose();
   }
-  const lossAfter = batchLoss(params, info.model, probe, cfg.loss);
+  const lossAfter = await batchLossAsync(params, info.model, probe, cfg.loss);
   tf.dispose([probe.frames, probe.ids, probe.mask]);
   const frozen = Object.keys(params).length - names.length;
   store.dispose();

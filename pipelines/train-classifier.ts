@@ -150,7 +150,7 @@ function importantIndex(cfg: TrainClassifierConfig, classes: string[]): number {
 }
 
 /** Closed-set predictions of the head on every image of `ds`. */
-function classify(params: Params, model: BackboneConfig, head: MarginHead, ds: ImageFolderDataset): number[] {
+async function classify(params: Params, model: BackboneConfig, head: MarginHead, ds: ImageFolderDataset): Promise<number[]> {
   const S = model.imageSize;
   const per = S * S * 3;
   const pred: number[] = [];
@@ -159,8 +159,11 @@ function classify(params: Params, model: BackboneConfig, head: MarginHead, ds: I
     const buf = new Float32Array(n * per);
     for (let i = 0; i < n; i++) toFloatImage(ds, s + i, buf.subarray(i * per, (i + 1) * per));
     const p = tf.tidy(() => tf.argMax(head.logits(embedImages(params, tf.tensor4d(buf, [n, S, S, 3]), model), { weight: params['head.weight'] }), 1));
-    pred.push(...p.dataSync());
-    p.dispose();
+    try {
+      pred.push(...(await p.data()));
+    } finally {
+      p.dispose();
+    }
   }
   return pred;
 }
@@ -172,7 +175,7 @@ async function evaluate(
   if (data.test) {
     const test = await ImageFolderDataset.open(data.test, { size: cfg.model.imageSize, classes: train.classes });
     if (test.skipped.length) log(`test: ${test.skipped.length} unreadable image(s) skipped (first: ${test.skipped[0].path}: ${test.skipped[0].reason})`);
-    const pred = classify(params, cfg.model, head, test);
+    const pred = await classify(params, cfg.model, head, test);
     out.classification = { ...classificationMetrics(pred, Array.from(test.labels), train.classes.length), images: test.length };
     if (cfg.loss.importantClass !== undefined) {
       const k = importantIndex(cfg, train.classes);
@@ -252,25 +255,31 @@ export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: Train
       for (let i = 0; i < B; i++) toFloatImage(train, idx[i], buf.subarray(i * per, (i + 1) * per), { flip: cfg.train.flip, cropPad: cfg.train.cropPad }, augRand);
       const images = tf.tensor4d(buf, [B, S, S, 3]);
       const labels = tf.tensor1d(Int32Array.from(idx, (i) => train.labels[i]), 'int32');
-      let embData: Float32Array | undefined;
+      // KappaFace's memory takes this step's embeddings: kept past the gradient call and read
+      // (asynchronously) after it, since the loss function itself cannot wait for a read.
+      let emb: tf.Tensor | undefined;
       const { value, grads } = valueAndGradsOf((p) => {
-        const emb = embedImages(p, images, cfg.model);
-        if (head.kappa) embData = emb.dataSync() as Float32Array;
-        return head.loss(emb, labels, { weight: p['head.weight'], bias: p['head.bias'], step }).loss as tf.Scalar;
+        const e = embedImages(p, images, cfg.model);
+        if (head.kappa) emb = tf.keep(e);
+        return head.loss(e, labels, { weight: p['head.weight'], bias: p['head.bias'], step }).loss as tf.Scalar;
       }, params);
-      const loss = value.dataSync()[0];
+      const sampleIds = emb && tf.tensor1d(idx, 'int32');
+      let loss: number;
+      try {
+        loss = (await value.data())[0];
+        if (head.kappa && emb && sampleIds) await head.kappa.updateAsync(sampleIds, emb, labels);
+      } finally {
+        tf.dispose([emb, sampleIds]);
+      }
       losses.push(loss);
       const extra: Record<string, number> = {};
-      if (head.kappa && embData) {
-        tf.tidy(() => head.kappa!.update(tf.tensor1d(idx, 'int32'), tf.tensor2d(embData!, [B, cfg.model.embedDim]), labels));
-        if ((step + 1) % epochSteps === 0) {
-          head.kappa.endEpoch();
-          const m = head.kappa.margins();
-          const margins = Array.from(m.dataSync());
-          m.dispose();
-          await appendFile(kappaFile, JSON.stringify({ epoch: head.kappa.epoch, step: step + 1, margins }) + '\n');
-          extra.kappaMarginMean = margins.reduce((a, b) => a + b, 0) / margins.length;
-        }
+      if (head.kappa && (step + 1) % epochSteps === 0) {
+        head.kappa.endEpoch();
+        const m = head.kappa.margins();
+        const margins = Array.from(await m.data());
+        m.dispose();
+        await appendFile(kappaFile, JSON.stringify({ epoch: head.kappa.epoch, step: step + 1, margins }) + '\n');
+        extra.kappaMarginMean = margins.reduce((a, b) => a + b, 0) / margins.length;
       }
       head.step = step + 1;
       tf.dispose([value, images, labels]);
@@ -283,7 +292,7 @@ export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: Train
   const evalReport = await evaluate(cfg, snapshot, head, data, train, log);
   if (head.kappa && head.kappa.epoch > 0) {
     const m = head.kappa.margins();
-    const margins = Array.from(m.dataSync());
+    const margins = Array.from(await m.data());
     m.dispose();
     await savePlot({
       $schema: 'https://vega.github.io/schema/vega-lite/v5.json',

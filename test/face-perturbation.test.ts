@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { tf } from '../src/backend/tf.js';
-import { fitLogisticProbe, perturbationByGroup } from '../src/face/perturbation.js';
+import { fitLogisticProbe, perturbationByGroup, perturbationByGroupAsync } from '../src/face/perturbation.js';
 import { mulberry32 } from '../src/face/synthIdentities.js';
 
 describe('face: analyze perturbation (probe margins, flip rates)', () => {
   const rand = mulberry32(11);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
 
-  it('expected flip rate per group matches a Monte Carlo of Gaussian noise on w', () => {
+  it('expected flip rate per group matches a Monte Carlo of Gaussian noise on w; the async variant gives the same numbers', async () => {
     const n = 60;
     const d = 5;
     const X = Float64Array.from({ length: n * d }, gauss);
@@ -34,6 +34,13 @@ describe('face: analyze perturbation (probe margins, flip rates)', () => {
     // α by hand for example 0.
     const a0 = (y[0] * dot(w, 0)) / Math.hypot(...X.subarray(0, d));
     assert.ok(Math.abs(r.margins[0] - a0) < 1e-5);
+    // The asynchronous read: the same numbers, bit for bit, and no tensor left behind.
+    const ra = await perturbationByGroupAsync(w, X, n, d, y, groups, sigma);
+    assert.equal(tf.memory().numTensors, before);
+    assert.ok(Buffer.from(ra.margins.buffer).equals(Buffer.from(r.margins.buffer)), 'margins');
+    assert.ok(Buffer.from(ra.flip.buffer).equals(Buffer.from(r.flip.buffer)), 'flip probabilities');
+    assert.deepEqual(ra.groups, r.groups);
+    await assert.rejects(() => perturbationByGroupAsync(w, X, n, d, y, groups.slice(1), sigma), /perturbationByGroupAsync: 'groups' has 59 entries, expected 60/);
   });
 
   it('the logistic probe separates linearly separable data and has unit norm', () => {

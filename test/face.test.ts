@@ -7,6 +7,7 @@ import { tf } from '../src/backend/tf.js';
 import { backboneConfigSchema, embedImages, initBackbone } from '../src/face/backbone.js';
 import { BatchSampler, ImageFolderDataset, toFloatImage } from '../src/face/imageFolder.js';
 import { generateSynthIdentities } from '../src/face/synthIdentities.js';
+import { embedFloatImages, embedFloatImagesAsync } from '../src/face/verify.js';
 import { MARGIN_HEAD_NAMES, MarginHead, type MarginHeadConfig } from '../src/margin/head.js';
 import { valueAndGradsOf, type Params } from '../src/nn/params.js';
 import { AdamW } from '../src/train/optimizer.js';
@@ -88,6 +89,34 @@ describe('face: image folders, backbone, heads, train-classifier', function () {
       store.dispose(); head.dispose(); opt.dispose();
     }
     tf.dispose([x, y, ids]);
+  });
+
+  it('embedFloatImagesAsync equals embedFloatImages bit for bit (batches, flip), unit rows, mirror-symmetric with flip', async () => {
+    const cfg = backboneConfigSchema.parse({ imageSize: 8, patch: 4, width: 16, layers: 1, heads: 2, mlpRatio: 2, embedDim: 8 });
+    const store = initBackbone(cfg, 4);
+    const params = store.snapshot();
+    const S = 8;
+    const u = tf.tidy(() => tf.randomUniform([5 * S * S * 3], -1, 1, 'float32', 9).dataSync() as Float32Array);
+    const images = Array.from({ length: 5 }, (_, i) => u.slice(i * S * S * 3, (i + 1) * S * S * 3));
+    const mirror = (im: Float32Array) => {
+      const o = new Float32Array(im.length);
+      for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) for (let k = 0; k < 3; k++) o[(y * S + x) * 3 + k] = im[(y * S + S - 1 - x) * 3 + k];
+      return o;
+    };
+    const before = tf.memory().numTensors;
+    for (const flip of [false, true]) {
+      const sync = embedFloatImages(params, cfg, images, { flip, batchSize: 2 });
+      const async = await embedFloatImagesAsync(params, cfg, images, { flip, batchSize: 2 });
+      assert.ok(Buffer.from(sync.buffer).equals(Buffer.from(async.buffer)), `flip ${flip}: async differs from sync`);
+      for (let i = 0; i < 5; i++) assert.ok(Math.abs(Math.hypot(...sync.subarray(i * 8, (i + 1) * 8)) - 1) < 1e-5, `row ${i} not unit`);
+    }
+    assert.equal(tf.memory().numTensors, before);
+    // With flip, an image and its mirror embed alike (the sum of the two views commutes).
+    const a = await embedFloatImagesAsync(params, cfg, images.slice(0, 2), { flip: true });
+    const b = await embedFloatImagesAsync(params, cfg, images.slice(0, 2).map(mirror), { flip: true });
+    for (let j = 0; j < a.length; j++) assert.ok(Math.abs(a[j] - b[j]) < 1e-5, `mirror ${j}: ${a[j]} vs ${b[j]}`);
+    await assert.rejects(() => embedFloatImagesAsync(params, cfg, images, { batchSize: 0 }), /'batchSize' must be a positive integer/);
+    store.dispose();
   });
 
   it('train-classifier runs end to end: eval.json with verification and per-class recall; KappaFace margins logged per epoch and plotted', async function () {

@@ -4,9 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadJsonConfig } from '../pipelines/config.js';
-import { parseFinetuneRetrievalConfig, runFinetuneRetrieval, trainableNames } from '../pipelines/finetune-retrieval.js';
+import { batchLoss, batchLossAsync, parseFinetuneRetrievalConfig, runFinetuneRetrieval, trainableNames } from '../pipelines/finetune-retrieval.js';
+import { tf } from '../src/backend/tf.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
+import { getConfig } from '../src/nn/configs.js';
+import { initDualEncoder } from '../src/nn/dualEncoder.js';
 import { readSafetensors } from '../src/train/safetensors.js';
+import { seededUniform } from './helpers/fd.js';
 import { makeSmallRun, type SmallRun } from './helpers/smallRun.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -79,5 +83,41 @@ describe('finetune-retrieval pipeline', function () {
     assert.ok(encoders > 0);
     assert.ok(!bytes(before, 'video.proj.weight').equals(bytes(after, 'video.proj.weight')), 'video.proj.weight did not move');
     assert.ok(r.lossAfter < r.lossBefore, `loss ${r.lossBefore} → ${r.lossAfter}`);
+  });
+});
+
+describe('finetune-retrieval batchLoss', () => {
+  it('batchLossAsync equals batchLoss bit for bit on a micro model, and leaves no tensor behind', async () => {
+    const cfg = getConfig('tiny', {
+      name: 'micro',
+      vision: { imageSize: 8, patchSize: 4, width: 8, layers: 1, heads: 2 },
+      text: { vocabSize: 20, contextLength: 6, width: 8, layers: 1, heads: 2 },
+      temporal: { pooling: 'transformer', maxFrames: 3, layers: 1, heads: 2 },
+      embedDim: 8,
+    });
+    const store = initDualEncoder(cfg, 3);
+    const params = store.snapshot();
+    const B = 4;
+    const L = 5;
+    const u = seededUniform(B * L, 7, 0, 1);
+    const ids = Int32Array.from(u, (x) => 1 + Math.floor(x * 19));
+    const mask = Int32Array.from({ length: B * L }, (_, i) => (i % L < 2 + (Math.floor(i / L) % 3) ? 1 : 0));
+    const batch = {
+      frames: tf.tensor(seededUniform(B * 2 * 8 * 8 * 3, 8, -1.5, 1.5), [B, 2, 8, 8, 3]),
+      ids: tf.tensor2d(ids, [B, L], 'int32'),
+      mask: tf.tensor2d(mask, [B, L], 'int32'),
+    };
+    const loss = { marginRad: 0.1, detachMargin: false };
+    const before = tf.memory().numTensors;
+    const sync = batchLoss(params, cfg, batch, loss);
+    for (let k = 0; k < 3; k++) {
+      const got = await batchLossAsync(params, cfg, batch, loss);
+      assert.ok(Object.is(got, sync), `async ${got} vs sync ${sync}`);
+    }
+    assert.equal(tf.memory().numTensors, before);
+    // B pairs in a softmax over B: a random model's loss is near log B, far from 0.
+    assert.ok(Number.isFinite(sync) && sync > 0.5, `loss ${sync}`);
+    tf.dispose([batch.frames, batch.ids, batch.mask]);
+    store.dispose();
   });
 });

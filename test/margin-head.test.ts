@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { tf } from '../src/backend/tf.js';
-import { KappaMemory, MARGIN_HEAD_NAMES, MarginHead, kappaMargins, type MarginHeadConfig, type MarginHeadName } from '../src/margin/index.js';
+import { KappaMemory, MARGIN_HEAD_NAMES, MarginHead, kappaMargins, kappaMarginsAsync, type MarginHeadConfig, type MarginHeadName } from '../src/margin/index.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
 
 type Mat = number[][];
@@ -280,6 +280,50 @@ describe('margin: KappaFace', () => {
     close(mem.margins().dataSync(), kappaRef(sums, [2, 2, 2]), 1e-5, 'margins after the epoch');
     assert.throws(() => mem.update(tf.tensor1d([0], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /sample 0 was class 0/);
     assert.throws(() => mem.update(tf.tensor1d([6], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /'sampleIds'\[0\] = 6/);
+  });
+
+  it('kappaMarginsAsync and KappaMemory.updateAsync: the same numbers as the sync ones, bit for bit, and no tensor growth', async () => {
+    const sums = [sumOf(tight), sumOf(spread), sumOf(medium), sumOf([[0, 1, 0.3], [0.2, 1, 0]])];
+    const counts = [3, 3, 6, 2];
+    const S = tf.tensor2d(sums);
+    const N = tf.tensor1d(counts);
+    const bits = (a: ArrayLike<number>) => Buffer.from(Float32Array.from(a).buffer);
+    const before = tf.memory().numTensors;
+    const sync = kappaMargins(S, N, { m0: 0.5, T: 1, gamma: 0.3 });
+    const got = await kappaMarginsAsync(S, N, { m0: 0.5, T: 1, gamma: 0.3 });
+    assert.ok(bits(got.dataSync()).equals(bits(sync.dataSync())), 'kappaMarginsAsync');
+    close(got.dataSync(), kappaRef(sums, counts, 0.5, 1, 0.3), 1e-5, 'by hand');
+    tf.dispose([sync, got]);
+    assert.equal(tf.memory().numTensors, before);
+    await assert.rejects(() => kappaMarginsAsync(S, tf.tensor1d([3, 3, 1.5, 2])), /kappaMarginsAsync: 'counts'\[2\] = 1.5 must be a non-negative integer/);
+    // Two memories fed the same epoch, one through update and one through updateAsync.
+    const a = new KappaMemory({ numSamples: 6, dim: 3, numClasses: 3 });
+    const b = new KappaMemory({ numSamples: 6, dim: 3, numClasses: 3 });
+    const feed = [
+      { ids: [0, 1, 2, 3], f: [tight[0], tight[1], spread[0], spread[1]], y: [0, 0, 1, 1] },
+      { ids: [4, 5, 0], f: [medium[0], medium[1], [0.5, 0.5, 0]], y: [2, 2, 0] },
+      { ids: [2, 4], f: [[0.3, -1, 0.2], [0, 0, 2]], y: [1, 2] },
+    ];
+    const start = tf.memory().numTensors;
+    for (const { ids, f, y } of feed) {
+      const t = [tf.tensor1d(ids, 'int32'), tf.tensor2d(f), tf.tensor1d(y, 'int32')] as const;
+      a.update(...t);
+      await b.updateAsync(...t);
+      tf.dispose([...t]);
+      assert.equal(tf.memory().numTensors, start, 'updateAsync keeps no tensor');
+    }
+    const sa = a.classStats();
+    const sb = b.classStats();
+    assert.ok(bits(sb.classSums.dataSync()).equals(bits(sa.classSums.dataSync())), 'class sums');
+    assert.ok(bits(sb.counts.dataSync()).equals(bits(sa.counts.dataSync())), 'counts');
+    a.endEpoch();
+    b.endEpoch();
+    assert.ok(bits(b.margins().dataSync()).equals(bits(a.margins().dataSync())), 'margins after the epoch');
+    // Class 1 by hand: z̄₃ = unit(f₃); z̄₂ = normalize(0.1·unit(f₂) + 0.9·unit(f₂')) after its second visit.
+    const z2 = unit(unit(spread[0]).map((v, k) => 0.1 * v + 0.9 * unit([0.3, -1, 0.2])[k]));
+    close(sa.classSums.dataSync().slice(3, 6), unit(spread[1]).map((v, k) => v + z2[k]), 1e-6, 'class 1 sum');
+    await assert.rejects(() => b.updateAsync(tf.tensor1d([0], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /sample 0 was class 0/);
+    await assert.rejects(() => b.updateAsync(tf.tensor1d([6], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /'sampleIds'\[0\] = 6/);
   });
 
   it('the kappaface head uses the memory margins inside ArcFace', () => {

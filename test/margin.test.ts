@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { tf } from '../src/backend/tf.js';
 import {
-  angularMargins, camriLogits, flipProbability, interClassRegularizer, marginLogits, samContrastiveLoss, sphereFace2InitBias,
+  angularMargins, camriLogits, flipProbability, flipProbabilityAsync, interClassRegularizer, marginLogits, nearestOtherClass, samContrastiveLoss, sphereFace2InitBias,
   sphereFace2Loss, sphereFaceLambda, sphereFaceLogits, sphereFaceRLogits, sphereFaceRLoss, virtualSoftmaxLoss,
   type SphereFace2Options,
 } from '../src/margin/index.js';
@@ -514,6 +514,52 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
     const before = tf.memory().numTensors;
     for (let k = 0; k < 3; k++) tf.tidy(() => { tf.grad(f)(w); });
     assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+  });
+
+  it('nearestOtherClass reads nothing back (webgpu in Node cannot read synchronously), cuts the tape, and frees its data', () => {
+    const W = seeded(7, 3, 402);
+    const Wn = W.map(unit);
+    const want = Wn.map((a, i) => Wn.reduce((best, b, j) => (j !== i && (best < 0 || dot(a, b) > dot(a, Wn[best])) ? j : best), -1));
+    const w = tf.tensor2d(W);
+    const proto = tf.Tensor.prototype as unknown as Record<'dataSync' | 'arraySync', (this: tf.Tensor) => unknown>;
+    const saved = { dataSync: proto.dataSync, arraySync: proto.arraySync };
+    let nearest: tf.Tensor;
+    // Only checkFinite's scalar may be read (it is skipped where sync reads fail); any other read throws.
+    proto.dataSync = function (this: tf.Tensor) {
+      if (this.rank !== 0) throw new Error(`a sync read of [${this.shape}]`);
+      return saved.dataSync.call(this);
+    };
+    proto.arraySync = () => { throw new Error('a sync read'); };
+    try {
+      nearest = nearestOtherClass(w, { blockRows: 3 });
+      // Gather's gradient for its indices is int32, which the tape refuses: this throws if the indices lead back to W.
+      tf.tidy(() => { tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, nearestOtherClass(t))))(w); });
+    } finally {
+      Object.assign(proto, saved);
+    }
+    assert.equal(nearest.dtype, 'int32');
+    assert.deepEqual(Array.from(nearest.dataSync()), want);
+    nearest.dispose();
+    const mem = tf.memory();
+    for (let k = 0; k < 3; k++) nearestOtherClass(w).dispose();
+    assert.equal(tf.memory().numTensors, mem.numTensors, 'tensors');
+    assert.equal(tf.memory().numBytes, mem.numBytes, 'bytes');
+    assert.equal(tf.memory().numDataBuffers, mem.numDataBuffers, 'data buffers');
+  });
+
+  it('flipProbabilityAsync: the tensor variant, bit for bit, from an asynchronous read', async () => {
+    const alpha = tf.tensor2d([[1, -2, 0], [0.25, 5, -0.01]]);
+    const before = tf.memory().numTensors;
+    const sync = flipProbability(alpha, 2);
+    const got = await flipProbabilityAsync(alpha, 2);
+    assert.deepEqual(got.shape, [2, 3]);
+    assert.ok(Buffer.from(got.dataSync().buffer).equals(Buffer.from(sync.dataSync().buffer)));
+    close(got.dataSync().slice(0, 3), [0.308537538725987, 0.158655253931457, 0.5], 1e-6, 'table values');
+    tf.dispose([sync, got]);
+    assert.equal(tf.memory().numTensors, before);
+    await assert.rejects(() => flipProbabilityAsync(alpha, 0), /flipProbabilityAsync: 'sigma'/);
+    await assert.rejects(() => flipProbabilityAsync(tf.tensor1d([1, NaN]), 1), /flipProbabilityAsync: 'alpha' must be finite/);
+    alpha.dispose();
   });
 
   it('angular margins y⟨w,x⟩/‖x‖ and flip probabilities Φ(−|α|/σ)', () => {

@@ -8,7 +8,7 @@ import { parseFinetuneQaConfig, runFinetuneQa } from '../pipelines/finetune-qa.j
 import { tf } from '../src/backend/tf.js';
 import { COLOR_NAMES } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { mcLogits, mcLoss } from '../src/qa/qaModel.js';
+import { argmaxAccuracy, argmaxAccuracyAsync, mcLogits, mcLoss } from '../src/qa/qaModel.js';
 import { generateSynthQa, QA_ANSWER_VOCAB, readQaJsonl, writeQaJsonl } from '../src/qa/synthQa.js';
 import { makeSmallRun } from './helpers/smallRun.js';
 
@@ -65,6 +65,20 @@ describe('synthetic QA set', () => {
       assert.ok(Math.abs(mcLoss(l, Int32Array.of(1)).dataSync()[0] - (10 + Math.log1p(Math.exp(-10)))) < 1e-4);
       assert.throws(() => mcLogits(tf.tensor2d([[1, 0]]), tf.tensor2d([[1, 0]]), 2, 1), /\[B·K, d\]/);
     });
+  });
+});
+
+describe('argmaxAccuracy', () => {
+  it('by hand (ties go to the lowest index); the async read gives the same fraction and leaves no tensor', async () => {
+    // Row predictions: 1, 0 (tie 2 = 2 → index 0), 2, 1.
+    const logits = tf.tensor2d([[0, 3, 1], [2, 2, 1], [-1, -2, 0], [0.5, 0.7, 0.6]]);
+    const correct = [1, 1, 2, 0];
+    assert.equal(argmaxAccuracy(logits, correct), 2 / 4);
+    const before = tf.memory().numTensors;
+    for (let k = 0; k < 3; k++) assert.equal(await argmaxAccuracyAsync(logits, correct), 2 / 4);
+    assert.equal(await argmaxAccuracyAsync(logits, [1, 0, 2, 1]), 1);
+    assert.equal(tf.memory().numTensors, before);
+    logits.dispose();
   });
 });
 

@@ -5,7 +5,8 @@
  * angular margin α = y⟨w, x⟩/‖x‖ flips with probability Φ(−|α|/σ). Reported per group.
  */
 import { tf } from '../backend/tf.js';
-import { angularMargins, flipProbability } from '../margin/fairness.js';
+import { assertCanReadSync } from '../backend/readback.js';
+import { angularMargins, flipProbability, flipProbabilityAsync } from '../margin/fairness.js';
 
 /**
  * Full-batch gradient descent on the mean logistic loss log(1 + e^(−y⟨w, x̂⟩)) + ½λ‖w‖²
@@ -60,24 +61,64 @@ export interface GroupPerturbation {
   expectedFlipRate: number;
 }
 
+export interface GroupPerturbationResult { margins: Float32Array; flip: Float32Array; groups: GroupPerturbation[] }
+
 /**
- * Angular margins and expected flip rates per group.
+ * Angular margins and expected flip rates per group. `perturbationByGroupAsync` is the same
+ * with asynchronous reads.
  *
  * @example perturbationByGroup(w, X, n, d, y, groups, 0.1).groups // [{ group: 'tail', expectedFlipRate: … }, …]
  */
 export function perturbationByGroup(
   w: ArrayLike<number>, X: ArrayLike<number>, n: number, d: number, y: ArrayLike<number>, groups: readonly string[], sigma: number,
-): { margins: Float32Array; flip: Float32Array; groups: GroupPerturbation[] } {
-  if (groups.length !== n) throw new Error(`perturbationByGroup: 'groups' has ${groups.length} entries, expected ${n}`);
+): GroupPerturbationResult {
+  assertCanReadSync('perturbationByGroup', 'perturbationByGroupAsync');
+  checkGroups('perturbationByGroup', groups, n);
   const [margins, flip] = tf.tidy(() => {
-    const a = angularMargins(tf.tensor1d(Float32Array.from(w)), tf.tensor2d(Float32Array.from(X), [n, d]), tf.tensor1d(Float32Array.from(y)));
+    const a = marginsOf(w, X, n, d, y);
     return [a.dataSync() as Float32Array, flipProbability(a, sigma).dataSync() as Float32Array];
   });
-  const names = [...new Set(groups)].sort();
-  const out = names.map((group) => {
+  return { margins, flip, groups: byGroup(margins, flip, groups) };
+}
+
+/**
+ * `perturbationByGroup` reading the margins asynchronously (webgpu in Node); the same numbers, bit for bit.
+ *
+ * @example (await perturbationByGroupAsync(w, X, n, d, y, groups, 0.1)).groups
+ */
+export async function perturbationByGroupAsync(
+  w: ArrayLike<number>, X: ArrayLike<number>, n: number, d: number, y: ArrayLike<number>, groups: readonly string[], sigma: number,
+): Promise<GroupPerturbationResult> {
+  checkGroups('perturbationByGroupAsync', groups, n);
+  const a = tf.tidy(() => marginsOf(w, X, n, d, y));
+  let margins: Float32Array;
+  let flip: Float32Array;
+  try {
+    margins = (await a.data()) as Float32Array;
+    const f = await flipProbabilityAsync(a, sigma);
+    try {
+      flip = (await f.data()) as Float32Array;
+    } finally {
+      f.dispose();
+    }
+  } finally {
+    a.dispose();
+  }
+  return { margins, flip, groups: byGroup(margins, flip, groups) };
+}
+
+function checkGroups(fn: string, groups: readonly string[], n: number): void {
+  if (groups.length !== n) throw new Error(`${fn}: 'groups' has ${groups.length} entries, expected ${n}`);
+}
+
+function marginsOf(w: ArrayLike<number>, X: ArrayLike<number>, n: number, d: number, y: ArrayLike<number>): tf.Tensor {
+  return angularMargins(tf.tensor1d(Float32Array.from(w)), tf.tensor2d(Float32Array.from(X), [n, d]), tf.tensor1d(Float32Array.from(y)));
+}
+
+function byGroup(margins: Float32Array, flip: Float32Array, groups: readonly string[]): GroupPerturbation[] {
+  return [...new Set(groups)].sort().map((group) => {
     const idx = groups.map((g, i) => (g === group ? i : -1)).filter((i) => i >= 0);
     const mean = (f: (i: number) => number) => idx.reduce((s, i) => s + f(i), 0) / idx.length;
     return { group, examples: idx.length, accuracy: mean((i) => (margins[i] > 0 ? 1 : 0)), meanMargin: mean((i) => margins[i]), expectedFlipRate: mean((i) => flip[i]) };
   });
-  return { margins, flip, groups: out };
 }

@@ -6,6 +6,7 @@
 import sharp from 'sharp';
 import pLimit from 'p-limit';
 import { tf } from '../backend/tf.js';
+import { assertCanReadSync } from '../backend/readback.js';
 import { verificationMetrics, type VerificationMetrics } from '../eval/verification.js';
 import type { Params } from '../nn/params.js';
 import { embedImages, type BackboneConfig } from './backbone.js';
@@ -30,32 +31,62 @@ function mirror(img: Float32Array, S: number): Float32Array {
 
 /**
  * Unit-norm embeddings [N·d] of float images (each size²·3); with `flip`, each is the
- * normalised sum of the image's and its mirror's embeddings.
+ * normalised sum of the image's and its mirror's embeddings. `embedFloatImagesAsync` is the
+ * same with asynchronous reads.
  *
  * @example const emb = embedFloatImages(params, cfg, images, { flip: true });
  */
 export function embedFloatImages(params: Params, cfg: BackboneConfig, images: Float32Array[], opts: { flip?: boolean; batchSize?: number } = {}): Float32Array {
-  const S = cfg.imageSize;
-  const d = cfg.embedDim;
-  const bs = opts.batchSize ?? 128;
-  const out = new Float32Array(images.length * d);
+  assertCanReadSync('embedFloatImages', 'embedFloatImagesAsync');
+  const bs = batchSizeOf(opts.batchSize, 'embedFloatImages');
+  const out = new Float32Array(images.length * cfg.embedDim);
   for (let s = 0; s < images.length; s += bs) {
-    const chunk = images.slice(s, s + bs);
-    const buf = new Float32Array(chunk.length * S * S * 3);
-    chunk.forEach((im, i) => buf.set(im, i * S * S * 3));
-    const e = tf.tidy(() => {
-      let emb: tf.Tensor = embedImages(params, tf.tensor4d(buf, [chunk.length, S, S, 3]), cfg);
-      if (opts.flip) {
-        const fbuf = new Float32Array(buf.length);
-        chunk.forEach((im, i) => fbuf.set(mirror(im, S), i * S * S * 3));
-        emb = tf.add(tf.div(emb, tf.norm(emb, 2, 1, true)), l2(embedImages(params, tf.tensor4d(fbuf, [chunk.length, S, S, 3]), cfg)));
-      }
-      return l2(emb);
-    });
-    out.set(e.dataSync(), s * d);
+    const e = embedChunk(params, cfg, images.slice(s, s + bs), opts.flip);
+    out.set(e.dataSync(), s * cfg.embedDim);
     e.dispose();
   }
   return out;
+}
+
+/**
+ * `embedFloatImages` reading each batch asynchronously (webgpu in Node); the same embeddings, bit for bit.
+ *
+ * @example const emb = await embedFloatImagesAsync(params, cfg, images, { flip: true });
+ */
+export async function embedFloatImagesAsync(params: Params, cfg: BackboneConfig, images: Float32Array[], opts: { flip?: boolean; batchSize?: number } = {}): Promise<Float32Array> {
+  const bs = batchSizeOf(opts.batchSize, 'embedFloatImagesAsync');
+  const out = new Float32Array(images.length * cfg.embedDim);
+  for (let s = 0; s < images.length; s += bs) {
+    const e = embedChunk(params, cfg, images.slice(s, s + bs), opts.flip);
+    try {
+      out.set(await e.data(), s * cfg.embedDim);
+    } finally {
+      e.dispose();
+    }
+  }
+  return out;
+}
+
+function batchSizeOf(batchSize: number | undefined, fn: string): number {
+  const bs = batchSize ?? 128;
+  if (!Number.isInteger(bs) || bs < 1) throw new Error(`${fn}: 'batchSize' must be a positive integer, got ${batchSize}`);
+  return bs;
+}
+
+/** Unit-norm embeddings [n, d] of one batch of images. */
+function embedChunk(params: Params, cfg: BackboneConfig, chunk: Float32Array[], flip: boolean | undefined): tf.Tensor {
+  const S = cfg.imageSize;
+  const buf = new Float32Array(chunk.length * S * S * 3);
+  chunk.forEach((im, i) => buf.set(im, i * S * S * 3));
+  return tf.tidy(() => {
+    let emb: tf.Tensor = embedImages(params, tf.tensor4d(buf, [chunk.length, S, S, 3]), cfg);
+    if (flip) {
+      const fbuf = new Float32Array(buf.length);
+      chunk.forEach((im, i) => fbuf.set(mirror(im, S), i * S * S * 3));
+      emb = tf.add(tf.div(emb, tf.norm(emb, 2, 1, true)), l2(embedImages(params, tf.tensor4d(fbuf, [chunk.length, S, S, 3]), cfg)));
+    }
+    return l2(emb);
+  });
 }
 
 function l2(x: tf.Tensor): tf.Tensor {
@@ -83,7 +114,7 @@ export async function verifyPairs(
   const index = new Map(keys.map((k, i) => [k, i]));
   const limit = pLimit(4);
   const images = await Promise.all(keys.map((k) => limit(() => readImageFloats(p.paths.get(k)!, cfg.imageSize))));
-  const emb = embedFloatImages(params, cfg, images, { flip: opts.flip });
+  const emb = await embedFloatImagesAsync(params, cfg, images, { flip: opts.flip });
   const d = cfg.embedDim;
   const scores = new Float64Array(p.pairs.length);
   const labels = new Uint8Array(p.pairs.length);

@@ -83,6 +83,10 @@ export function checkLabels(labels: unknown, fn: string, n: number, numClasses: 
     throw new Error(`${fn}: '${arg}' must have shape [${n}] (one label per row), got [${labels.shape}]`);
   }
   if (labels.dtype !== 'int32') throw new Error(`${fn}: '${arg}' must be int32, got ${labels.dtype}`);
+  // The range check needs a sync read: skipped where there is none (webgpu in Node, see
+  // checkFinite). There, an out-of-range label one-hots to a zero row and gathers are
+  // bounds-checked, so a bad label gives a wrong loss, not a memory fault.
+  if (!canReadSync()) return;
   const v = labels.dataSync();
   for (let i = 0; i < v.length; i++) {
     if (v[i] < 0 || v[i] >= numClasses) {

@@ -5,6 +5,7 @@
  * probability Φ(−|α|/σ).
  */
 import { tf } from '../backend/tf.js';
+import { assertCanReadSync, canReadSync } from '../backend/readback.js';
 import { checkFinite, checkMatrix, checkNumber, checkTensor, checkVector, rowNorm } from './core.js';
 
 type T = tf.Tensor;
@@ -22,9 +23,13 @@ export function angularMargins(w: T, X: T, y: T): T {
   checkVector(w, fn, 'w', X.shape[1]);
   checkTensor(y, fn, 'y');
   if (y.rank !== 1 || y.shape[0] !== X.shape[0]) throw new Error(`${fn}: 'y' must have shape [${X.shape[0]}], got [${y.shape}]`);
-  const yv = y.dataSync();
-  for (let i = 0; i < yv.length; i++) {
-    if (yv[i] !== 1 && yv[i] !== -1) throw new Error(`${fn}: 'y'[${i}] = ${yv[i]}; labels must be −1 or +1`);
+  // The label check needs a sync read: skipped where there is none (webgpu in Node), where
+  // a label other than ±1 scales its margin instead of failing.
+  if (canReadSync()) {
+    const yv = y.dataSync();
+    for (let i = 0; i < yv.length; i++) {
+      if (yv[i] !== 1 && yv[i] !== -1) throw new Error(`${fn}: 'y'[${i}] = ${yv[i]}; labels must be −1 or +1`);
+    }
   }
   return tf.tidy(() => {
     const scores = tf.reshape(tf.matMul(X, tf.reshape(w, [-1, 1])), [-1]);
@@ -51,7 +56,8 @@ function flipOne(alpha: number, sigma: number): number {
 
 /**
  * Probability Φ(−|α|/σ) that Gaussian noise of standard deviation σ on w flips a prediction
- * with angular margin α. Numbers give a number, tensors a float32 tensor of the same shape.
+ * with angular margin α. Numbers give a number, tensors a float32 tensor of the same shape
+ * (computed on the host in float64; `flipProbabilityAsync` reads the tensor asynchronously).
  *
  * @example flipProbability(1, 1) // 0.158655…
  */
@@ -64,8 +70,28 @@ export function flipProbability(alpha: number | T, sigma: number): number | T {
     checkNumber(alpha, fn, 'alpha');
     return flipOne(alpha, sigma);
   }
+  checkFlipTensor(alpha, fn);
+  assertCanReadSync(fn, 'flipProbabilityAsync');
+  return flipTensor(alpha.dataSync(), alpha.shape, sigma);
+}
+
+/**
+ * `flipProbability` of a tensor, read asynchronously (webgpu in Node); the same values, bit for bit.
+ *
+ * @example const p = await flipProbabilityAsync(alphas, 0.1);
+ */
+export async function flipProbabilityAsync(alpha: T, sigma: number): Promise<T> {
+  const fn = 'flipProbabilityAsync';
+  checkNumber(sigma, fn, 'sigma', Number.MIN_VALUE);
+  checkFlipTensor(alpha, fn);
+  return flipTensor(await alpha.data(), alpha.shape, sigma);
+}
+
+function checkFlipTensor(alpha: unknown, fn: string): asserts alpha is T {
   checkTensor(alpha, fn, 'alpha');
   checkFinite(alpha, fn, 'alpha');
-  const v = alpha.dataSync();
-  return tf.tensor(Float32Array.from(v, (a) => flipOne(a, sigma)), alpha.shape, 'float32');
+}
+
+function flipTensor(v: ArrayLike<number>, shape: number[], sigma: number): T {
+  return tf.tensor(Float32Array.from(v, (a) => flipOne(a, sigma)), shape, 'float32');
 }

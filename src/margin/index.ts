@@ -8,11 +8,11 @@ export {
   type SphereFaceROptions, type SphereFaceRLossOptions, type FeatureNormalization, type SphereFaceRVersion,
 } from './sphereFaceR.js';
 export { sphereFace2Loss, sphereFace2InitBias, type SphereFace2Options, type SphereFace2LossOptions } from './sphereFace2.js';
-export { kappaMargins, KappaMemory, type KappaOptions, type KappaMemoryOptions } from './kappaface.js';
+export { kappaMargins, kappaMarginsAsync, KappaMemory, type KappaOptions, type KappaMemoryOptions } from './kappaface.js';
 export { camriLogits, type CamriOptions } from './camri.js';
 export { virtualSoftmaxLoss } from './virtualSoftmax.js';
 export { interClassRegularizer, nearestOtherClass } from './regularizer.js';
-export { angularMargins, flipProbability } from './fairness.js';
+export { angularMargins, flipProbability, flipProbabilityAsync } from './fairness.js';
 export {
   MarginHead, MARGIN_HEAD_NAMES, marginHeadConfigSchema,
   type MarginHeadName, type MarginHeadConfig, type MarginHeadSettings, type MarginHeadLossOptions,

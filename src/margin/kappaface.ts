@@ -8,7 +8,10 @@
  *   ψ_c = γ·wκ_c + (1 − γ)·ws_c;   ψ ≡ 1 in the first epoch.
  */
 import { tf } from '../backend/tf.js';
+import { assertCanReadSync } from '../backend/readback.js';
 import { checkFinite, checkLabels, checkMatrix, checkNumber, checkTensor } from './core.js';
+
+type Values = ArrayLike<number>;
 
 export interface KappaOptions {
   /** Base margin m0 in radians (paper: 0.8). */
@@ -73,23 +76,46 @@ function kappaMarginsFromArrays(sums: ArrayLike<number>, counts: ArrayLike<numbe
 
 /**
  * KappaFace margins [C] (radians) from per-class sums of normalised memory features [C,d]
- * and per-class sample counts [C].
+ * and per-class sample counts [C]. `kappaMarginsAsync` is the same with asynchronous reads.
  *
  * @example
  * const margins = kappaMargins(classSums, counts); // feed as marginLogits' perClassM2
  */
 export function kappaMargins(classSums: tf.Tensor, counts: tf.Tensor, opts: KappaOptions = {}): tf.Tensor1D {
   const fn = 'kappaMargins';
+  const d = checkKappaInputs(classSums, counts, fn);
+  assertCanReadSync(fn, 'kappaMarginsAsync');
+  const n = counts.dataSync();
+  return tf.tensor1d(marginsFromValues(classSums.dataSync(), n, d, opts, fn));
+}
+
+/**
+ * `kappaMargins` reading its inputs asynchronously (webgpu in Node); the same margins, bit for bit.
+ *
+ * @example const margins = await kappaMarginsAsync(classSums, counts);
+ */
+export async function kappaMarginsAsync(classSums: tf.Tensor, counts: tf.Tensor, opts: KappaOptions = {}): Promise<tf.Tensor1D> {
+  const fn = 'kappaMarginsAsync';
+  const d = checkKappaInputs(classSums, counts, fn);
+  const [sums, n] = await Promise.all([classSums.data(), counts.data()]);
+  return tf.tensor1d(marginsFromValues(sums, n, d, opts, fn));
+}
+
+/** Shapes (and finiteness where it can be read); returns d. */
+function checkKappaInputs(classSums: tf.Tensor, counts: tf.Tensor, fn: string): number {
   checkMatrix(classSums, fn, 'classSums');
   checkFinite(classSums, fn, 'classSums');
   checkTensor(counts, fn, 'counts');
   const [C, d] = classSums.shape;
   if (counts.rank !== 1 || counts.shape[0] !== C) throw new Error(`${fn}: 'counts' must have shape [${C}] (one per class), got [${counts.shape}]`);
-  const n = counts.dataSync();
-  for (let c = 0; c < C; c++) {
+  return d;
+}
+
+function marginsFromValues(sums: Values, n: Values, d: number, opts: KappaOptions, fn: string): Float32Array {
+  for (let c = 0; c < n.length; c++) {
     if (!Number.isInteger(n[c]) || n[c] < 0) throw new Error(`${fn}: 'counts'[${c}] = ${n[c]} must be a non-negative integer`);
   }
-  return tf.tensor1d(kappaMarginsFromArrays(classSums.dataSync(), n, d, resolve(opts, fn)));
+  return kappaMarginsFromArrays(sums, n, d, resolve(opts, fn));
 }
 
 export interface KappaMemoryOptions extends KappaOptions {
@@ -144,17 +170,50 @@ export class KappaMemory {
     this.current = new Float32Array(opts.numClasses).fill(this.opts.m0);
   }
 
-  /** z̄ᵢ ← normalize(α·z̄ᵢ + (1−α)·zᵢ) for each row, and the class sums follow. */
+  /**
+   * z̄ᵢ ← normalize(α·z̄ᵢ + (1−α)·zᵢ) for each row, and the class sums follow.
+   * `updateAsync` is the same with asynchronous reads.
+   */
   update(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor): void {
     const fn = 'KappaMemory.update';
+    const B = this.checkUpdate(sampleIds, features, labels, fn);
+    assertCanReadSync(fn, 'updateAsync');
+    this.apply(sampleIds.dataSync(), labels.dataSync(), features.dataSync(), B, fn);
+  }
+
+  /**
+   * `update` reading the ids, labels and features asynchronously (webgpu in Node); the memory
+   * and margins end up the same, bit for bit.
+   *
+   * @example await mem.updateAsync(sampleIds, embeddings, labels);
+   */
+  async updateAsync(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor): Promise<void> {
+    const fn = 'KappaMemory.updateAsync';
+    const B = this.checkUpdate(sampleIds, features, labels, fn);
+    const [ids, ys, z] = await Promise.all([sampleIds.data(), labels.data(), features.data()]);
+    this.apply(ids, ys, z, B, fn);
+  }
+
+  private checkUpdate(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor, fn: string): number {
     checkMatrix(features, fn, 'features', undefined, this.dim);
     checkFinite(features, fn, 'features');
     const B = features.shape[0];
     checkLabels(labels, fn, B, this.numClasses);
     checkLabels(sampleIds, fn, B, this.numSamples, 'sampleIds');
-    const ids = sampleIds.dataSync();
-    const ys = labels.dataSync();
-    const z = features.dataSync();
+    return B;
+  }
+
+  private apply(ids: Values, ys: Values, z: Values, B: number, fn: string): void {
+    // The tensor checks skip their value checks where sync reads fail (webgpu in Node), so
+    // the values read are checked again (B·d numbers, cheap) before anything changes: an id
+    // out of range would write past the memory unseen, and a NaN would poison a class sum for good.
+    for (let i = 0; i < B; i++) {
+      if (!(ids[i] >= 0 && ids[i] < this.numSamples)) throw new Error(`${fn}: 'sampleIds'[${i}] = ${ids[i]} is out of range; sample ids must be in [0, ${this.numSamples})`);
+      if (!(ys[i] >= 0 && ys[i] < this.numClasses)) throw new Error(`${fn}: 'labels'[${i}] = ${ys[i]} is out of range; labels must be in [0, ${this.numClasses})`);
+    }
+    for (let j = 0; j < B * this.dim; j++) {
+      if (!Number.isFinite(z[j])) throw new Error(`${fn}: 'features' must be finite, found ${z[j]} at [${Math.floor(j / this.dim)}, ${j % this.dim}]`);
+    }
     const d = this.dim;
     const a = this.momentum;
     const next = new Float64Array(d);

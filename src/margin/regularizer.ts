@@ -47,10 +47,22 @@ export function nearestOtherClass(weights: T, opts: { blockRows?: number } = {})
   const blockRows = opts.blockRows ?? 1024;
   if (!Number.isInteger(blockRows) || blockRows < 1) throw new Error(`${fn}: 'blockRows' must be a positive integer, got ${blockRows}`);
   return tf.tidy(() => {
-    // Off the tape (and read back into a fresh tensor), so no C×C block is kept for a backward pass.
+    // Off the tape, so no C×C block is kept for a backward pass.
     const idx = piecewiseConstant([weights], (w) => nearestOtherRow(l2Normalize(w, 1), blockRows));
-    return tf.tensor1d(idx.dataSync(), 'int32');
+    return detached(tf.cast(idx, 'int32') as tf.Tensor1D);
   });
+}
+
+/**
+ * A new handle on x's data with no edge on the gradient tape back to x. Indices must not lead
+ * back to the weights: gather's gradient for its indices is int32, and the tape refuses any
+ * non-float gradient on the path. Reading the values into a fresh tensor would cut the edge
+ * too, but webgpu in Node cannot read synchronously; this shares the data instead (counted
+ * like a reshape's: the backend frees it when the last handle goes), so nothing is read.
+ */
+function detached<R extends T>(x: R): R {
+  tf.backend().incRef(x.dataId);
+  return tf.engine().makeTensorFromTensorInfo({ dataId: x.dataId, shape: x.shape, dtype: x.dtype }) as R;
 }
 
 /**
