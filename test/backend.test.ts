@@ -44,6 +44,35 @@ describe('wasm gradient kernels', function () {
     assert.deepEqual(Array.from(g), [1, 1, 2, 2, 0, 0, 1, 1]);
   });
 
+  it('Slice (the contiguous-copy stand-in) equals plain indexing for contiguous and strided slices of every dtype', () => {
+    // Expected values by hand-indexing a host array: row-major offsets of the slice's elements.
+    const shape = [3, 4, 5];
+    const host = Array.from({ length: 60 }, (_, i) => i * 1.5 - 7);
+    const cases: [number[], number[]][] = [
+      [[1, 0, 0], [2, 4, 5]], // contiguous: whole trailing rows (the fast path)
+      [[2, 1, 0], [1, 2, 5]], // contiguous: inside one leading index
+      [[0, 1, 2], [3, 2, 2]], // strided: the original kernel
+      [[0, 0, 0], [3, 4, 5]],
+    ];
+    for (const dtype of ['float32', 'int32', 'bool'] as const) {
+      const vals = dtype === 'bool' ? host.map((v) => (Math.round(v) % 3 === 0 ? 1 : 0)) : dtype === 'int32' ? host.map(Math.round) : host;
+      for (const [begin, size] of cases) {
+        const want: number[] = [];
+        for (let i = 0; i < size[0]; i++) for (let j = 0; j < size[1]; j++) for (let k = 0; k < size[2]; k++) {
+          want.push(vals[(begin[0] + i) * 20 + (begin[1] + j) * 5 + (begin[2] + k)]);
+        }
+        const got = tf.tidy(() => Array.from(tf.slice(tf.tensor(vals, shape, dtype), begin, size).dataSync()));
+        assert.deepEqual(got.map(Number), want.map((v) => (dtype === 'float32' ? Math.fround(v) : v)), `${dtype} begin ${begin} size ${size}`);
+      }
+    }
+    // A 1-D cut of a long vector (the AdamW case), and one after the heap has grown under it.
+    const flat = tf.range(0, 3e6, 1, 'float32');
+    const big = tf.zeros([64e6 / 4]); // 64 MB: forces a heap growth while `flat` is alive
+    const piece = tf.slice(flat, [2999990], [10]);
+    assert.deepEqual(Array.from(piece.dataSync()), Array.from({ length: 10 }, (_, i) => 2999990 + i));
+    tf.dispose([flat, big, piece]);
+  });
+
   it('BatchMatMul with transposed operands (the fast wrapper) matches the cpu backend, batched and not', async () => {
     const a = seededUniform(2 * 5 * 3, 4);
     const b = seededUniform(2 * 4 * 5, 5);

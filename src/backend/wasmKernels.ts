@@ -1,6 +1,7 @@
 /**
  * Gradient kernels that `@tensorflow/tfjs-backend-wasm` 4.x does not ship, written in JS
- * over the backend's heap. `UnsortedSegmentSum` is the gradient of every `gather` (so of
+ * over the backend's heap, and two faster stand-ins (matMul with transpose flags, contiguous
+ * slices). `UnsortedSegmentSum` is the gradient of every `gather` (so of
  * every embedding lookup); `Conv2DBackpropFilter` is the filter gradient of `conv2d`.
  * Both are checked against the cpu backend in test/backend.test.ts.
  */
@@ -114,6 +115,37 @@ function fastTransposeMatMul(original: tf.KernelFunc, transpose: tf.KernelFunc):
   };
 }
 
+interface WasmHeap {
+  dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
+  wasm: { HEAPU8: Uint8Array };
+}
+
+/**
+ * tfjs-backend-wasm's Slice reads its input with `readSync`, which copies the whole buffer
+ * out of the heap before taking the piece: cutting a 12 M-float vector into 158 parameters
+ * took 1.2 s (the multi-tensor AdamW does exactly that). A contiguous slice (every leading
+ * axis of size 1 in the slice, as in a slice of a flat vector or along the first axis) is
+ * copied here straight from a view of the heap; any other slice goes to the original kernel.
+ */
+function contiguousSlice(original: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+    const [begin_, size_] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, begin, size);
+    const b = args.backend as unknown as WasmLike & WasmHeap;
+    if (x.dtype === 'string' || x.dtype === 'complex64' || !b.dataIdMap || !b.wasm?.HEAPU8
+      || !tf.slice_util.isSliceContinous(x.shape, begin_, size_)) return original(args);
+    const per = tf.util.bytesPerElement(x.dtype);
+    const offset = tf.slice_util.computeFlatOffset(begin_, tf.util.computeStrides(x.shape));
+    const n = size_.reduce((a, c) => a * c, 1);
+    const out = b.makeOutput(size_, x.dtype);
+    // Offsets are read after the allocation, which may have grown (and moved) the heap.
+    const from = b.dataIdMap.get(x.dataId)!.memoryOffset + offset * per;
+    b.wasm.HEAPU8.copyWithin(b.dataIdMap.get(out.dataId)!.memoryOffset, from, from + n * per);
+    return out;
+  };
+}
+
 let registered = false;
 
 /** Registers the missing kernels for the `wasm` backend (idempotent). */
@@ -125,6 +157,11 @@ export function registerWasmKernels(): void {
   }
   if (!tf.getKernel('Conv2DBackpropFilter', 'wasm')) {
     tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter as tf.KernelFunc });
+  }
+  const slice = tf.getKernel('Slice', 'wasm');
+  if (slice) {
+    tf.unregisterKernel('Slice', 'wasm');
+    tf.registerKernel({ ...slice, kernelFunc: contiguousSlice(slice.kernelFunc) });
   }
   for (const name of ['BatchMatMul', '_FusedMatMul']) {
     const mm = tf.getKernel(name, 'wasm');
