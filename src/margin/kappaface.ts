@@ -134,7 +134,7 @@ export interface KappaMemoryOptions extends KappaOptions {
  *
  * @example
  * const mem = new KappaMemory({ numSamples: N, dim: 512, numClasses: C });
- * mem.update(sampleIds, embeddings, labels);   // every step
+ * mem.update(sampleIds, embeddings, labels);   // every step (await mem.updateAsync(…) on webgpu in Node)
  * const m = mem.margins();                      // m0 everywhere in the first epoch
  * mem.endEpoch();                               // margins for the next epoch
  */
