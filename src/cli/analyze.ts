@@ -15,8 +15,8 @@ import { tf } from '../backend/tf.js';
 import { initBackend, parseBackendPreference } from '../backend/init.js';
 import { loadFaceCheckpoint } from '../face/checkpoint.js';
 import { ImageFolderDataset, isFolder, toFloatImage } from '../face/imageFolder.js';
-import { fitLogisticProbe, perturbationByGroup } from '../face/perturbation.js';
-import { embedFloatImages } from '../face/verify.js';
+import { fitLogisticProbe, perturbationByGroupAsync } from '../face/perturbation.js';
+import { embedFloatImagesAsync } from '../face/verify.js';
 
 interface IdentityTask { label: number; group: string }
 
@@ -76,12 +76,12 @@ export function register(program: Command): void {
         if (keep.length < 2) throw new Error(`${images}: fewer than 2 images of identities named in the task`);
         const per = ck.model.imageSize ** 2 * 3;
         const floats = keep.map((i) => toFloatImage(ds, i, new Float32Array(per)));
-        const X = embedFloatImages(ck.params, ck.model, floats);
+        const X = await embedFloatImagesAsync(ck.params, ck.model, floats);
         const d = ck.model.embedDim;
         const y = keep.map((i) => task.get(ds.classes[ds.labels[i]])!.label);
         const groups = keep.map((i) => task.get(ds.classes[ds.labels[i]])!.group);
         const w = fitLogisticProbe(X, keep.length, d, y);
-        const r = perturbationByGroup(w, X, keep.length, d, y, groups, sigma);
+        const r = await perturbationByGroupAsync(w, X, keep.length, d, y, groups, sigma);
         const out = o.out ?? path.join(ck.dir, `perturbation-sigma${sigma}.json`);
         await mkdir(path.dirname(out), { recursive: true });
         await writeFile(out, JSON.stringify({
