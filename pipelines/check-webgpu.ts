@@ -6,7 +6,15 @@
  * results found there").
  *
  *   node dist/pipelines/check-webgpu.js [--backend webgpu] [--reference wasm] [--models tiny,base]
- *       [--batch tiny:16,base:2] [--frames tiny:4,base:1] [--meta tiny] [--json out.json]
+ *       [--batch tiny:16,base:2] [--frames tiny:4,base:1] [--meta tiny] [--layers N] [--budget S] [--json out.json]
+ *
+ * `--layers N` keeps a preset's widths, heads, patch, image size, vocabulary and context but
+ * gives each tower N layers: the same kernels on the same shapes at a fraction of the cost.
+ * The wasm reference cannot hold all of `base` (its heap aborts on the first matMul at 149.6 M
+ * parameters), so base is compared with `--layers 1` or 2.
+ *
+ * `--budget S` starts no new comparison after S seconds (those left get an error row); the JSON
+ * is rewritten after every row, so a run cut short keeps what it finished.
  *
  * Per model and step kind it reports the loss and the global gradient norm on both backends,
  * the largest relative gradient difference over the parameters (max |Δg| / max |g| of each
@@ -116,6 +124,8 @@ const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e
 
 export interface CheckRow {
   model: string; batch: number; frames: number; kind: Kind;
+  /** Layers per tower when --layers cut them; null for the preset's own. */
+  layers?: number | null;
   loss: number | null; lossRef: number | null; lossRelDiff: number | null;
   gradNorm: number | null; gradNormRef: number | null; gradNormRelDiff: number | null;
   /** max over parameters of max|Δg| / max|g_ref|, and the parameter it was found in. */
@@ -170,6 +180,8 @@ async function main(): Promise<void> {
       batch: { type: 'string', default: 'tiny:16,base:2' },
       frames: { type: 'string', default: 'tiny:4,base:1' },
       meta: { type: 'string', default: 'tiny' },
+      budget: { type: 'string', default: '0' },
+      layers: { type: 'string' },
       json: { type: 'string' },
     },
   });
@@ -179,17 +191,39 @@ async function main(): Promise<void> {
   for (const m of models) if (!(PRESET_NAMES as string[]).includes(m)) throw new Error(`check-webgpu: --models: unknown preset '${m}' (known: ${PRESET_NAMES.join(', ')})`);
   const batches = pairs(values.batch!, '--batch');
   const frameCounts = pairs(values.frames!, '--frames');
-  const metaModels = new Set(values.meta!.split(',').map((s) => s.trim()).filter(Boolean));
-
   const rows: CheckRow[] = [];
   const info: Record<string, unknown> = {};
+  const metaModels = new Set(values.meta!.split(',').map((s) => s.trim()).filter(Boolean));
+  const layers = values.layers === undefined ? null : Number(values.layers);
+  if (layers !== null && !(Number.isInteger(layers) && layers >= 1)) throw new Error(`check-webgpu: --layers must be a positive integer, got '${values.layers}'`);
+  const budget = Number(values.budget);
+  if (!(budget >= 0)) throw new Error(`check-webgpu: --budget must be a number of seconds ≥ 0 (0: none), got '${values.budget}'`);
+  const t0 = performance.now();
+  const save = async () => {
+    if (!values.json) return;
+    await writeFile(values.json, JSON.stringify({ tool: 'check-webgpu', date: new Date().toISOString(), backend: values.backend, reference: values.reference, info, rows }, null, 2) + '\n');
+  };
+
   for (const model of models as PresetName[]) {
     const batch = batches.get(model) ?? 4;
     const frames = frameCounts.get(model) ?? 1;
     const base = getConfig(model);
-    const cfg = getConfig(model, { temporal: { maxFrames: Math.max(frames, base.temporal.maxFrames) } });
+    const cfg = getConfig(model, {
+      temporal: { maxFrames: Math.max(frames, base.temporal.maxFrames), ...(layers ? { layers: Math.min(layers, base.temporal.layers) } : {}) },
+      ...(layers ? { vision: { layers }, text: { layers } } : {}),
+    });
     for (const kind of KINDS) {
       if (kind !== 'plain' && !metaModels.has(model)) continue;
+      const failed = (error: string): CheckRow => ({
+        model, batch, frames, kind, loss: null, lossRef: null, lossRelDiff: null, gradNorm: null, gradNormRef: null,
+        gradNormRelDiff: null, gradMaxRelDiff: null, gradWorstParam: null, paramMaxAbsDiff: null, weightMaxAbsDiff: null,
+        ms: null, msRef: null, ok: false, error,
+      });
+      if (budget > 0 && (performance.now() - t0) / 1000 > budget) {
+        rows.push(failed(`skipped: the --budget of ${budget} s was spent`));
+        await save();
+        continue;
+      }
       console.error(`check-webgpu: ${model} batch ${batch} × ${frames} frames, ${kind}`);
       try {
         const choiceT = await initBackend({ prefer: backend });
@@ -198,25 +232,22 @@ async function main(): Promise<void> {
         const choiceR = await initBackend({ prefer: reference });
         info[choiceR.name] = choiceR.info;
         const r = await step(cfg, batch, frames, kind);
-        rows.push(compare(model, batch, frames, kind, t, r));
+        rows.push({ ...compare(model, batch, frames, kind, t, r), layers });
       } catch (e) {
-        rows.push({
-          model, batch, frames, kind, loss: null, lossRef: null, lossRelDiff: null, gradNorm: null, gradNormRef: null,
-          gradNormRelDiff: null, gradMaxRelDiff: null, gradWorstParam: null, paramMaxAbsDiff: null, weightMaxAbsDiff: null,
-          ms: null, msRef: null, ok: false, error: (e as Error).message.split('\n')[0].slice(0, 400),
-        });
+        rows.push(failed((e as Error).message.split('\n')[0].slice(0, 400)));
       }
+      await save();
     }
   }
   const e = (x: number | null) => (x === null ? '' : x.toExponential(1));
-  console.log(`${values.backend} against ${values.reference}`);
+  console.log(`${values.backend} against ${values.reference}${layers ? ` (${layers} layer${layers > 1 ? 's' : ''} per tower)` : ''}`);
   console.log('| model | batch | frames | step | loss | loss rel. diff | grad norm rel. diff | max grad rel. diff (param) | max Δparam after AdamW | max Δweight | ms (test/ref) | ok |');
   console.log('| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |');
   for (const r of rows) {
     console.log(`| ${r.model} | ${r.batch} | ${r.frames} | ${r.kind} | ${r.loss?.toFixed(5) ?? ''} | ${e(r.lossRelDiff)} | ${e(r.gradNormRelDiff)} | ${e(r.gradMaxRelDiff)}${r.gradWorstParam ? ` (${r.gradWorstParam})` : ''} | ${e(r.paramMaxAbsDiff)} | ${e(r.weightMaxAbsDiff)} | ${r.ms ?? ''}/${r.msRef ?? ''} | ${r.ok ? 'yes' : `NO${r.error ? `: ${r.error.replace(/\|/g, '/')}` : ''}`} |`);
   }
   if (values.json) {
-    await writeFile(values.json, JSON.stringify({ tool: 'check-webgpu', date: new Date().toISOString(), backend: values.backend, reference: values.reference, info, rows }, null, 2) + '\n');
+    await save();
     console.log(`wrote ${values.json}`);
   }
 }

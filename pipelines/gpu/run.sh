@@ -15,6 +15,8 @@
 #   run.sh reference [args]            python3 pipelines/reference/sam_reference.py [args] → results/sam_reference.json
 #   run.sh clip-fixture [args]         python3 pipelines/reference/make_clip_fixture.py → results/clip-tiny/
 #   run.sh node SCRIPT [args]          any script with the bundled node, from the bundle root
+# JOB_TIMEOUT=S in the environment stops a job's node or python process after S seconds; the
+# results so far are still packed to $OUT.
 set -uo pipefail
 
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +28,7 @@ NODE="$DIR/bin/node"
 PY="${PYTHON:-$(command -v python3 || command -v python || true)}"
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 [ $# -ge 1 ] || usage
@@ -76,42 +78,47 @@ has_json() {
   return 1
 }
 
+# A timeout around run.sh would kill the shell and leave node running; this one stops the job.
+limit() {
+  if [ -n "${JOB_TIMEOUT:-}" ]; then timeout -k 10 "$JOB_TIMEOUT" "$@"; else "$@"; fi
+}
+
 cd "$DIR"
 rc=0
 case "$JOB" in
   doctor)
-    "$NODE" dist/src/cli/main.js doctor --json > "$RESULTS/doctor.json"; rc=$?
+    limit "$NODE" dist/src/cli/main.js doctor --json > "$RESULTS/doctor.json"; rc=$?
     cat "$RESULTS/doctor.json"
     ;;
   bench-gpu)
-    if has_json "$@"; then "$NODE" dist/pipelines/bench-gpu.js "$@"; rc=$?
-    else "$NODE" dist/pipelines/bench-gpu.js "$@" --json "$RESULTS/bench-gpu.json"; rc=$?; fi
+    if has_json "$@"; then limit "$NODE" dist/pipelines/bench-gpu.js "$@"; rc=$?
+    else limit "$NODE" dist/pipelines/bench-gpu.js "$@" --json "$RESULTS/bench-gpu.json"; rc=$?; fi
     ;;
   check-webgpu)
-    if has_json "$@"; then "$NODE" dist/pipelines/check-webgpu.js "$@"; rc=$?
-    else "$NODE" dist/pipelines/check-webgpu.js "$@" --json "$RESULTS/check-webgpu.json"; rc=$?; fi
+    if has_json "$@"; then limit "$NODE" dist/pipelines/check-webgpu.js "$@"; rc=$?
+    else limit "$NODE" dist/pipelines/check-webgpu.js "$@" --json "$RESULTS/check-webgpu.json"; rc=$?; fi
     ;;
   test-webgpu)
-    VLMARGIN_TEST_BACKEND=webgpu "$NODE" test/run-mocha.mjs "$@" 2>&1 | tee "$RESULTS/test-webgpu.txt"; rc=${PIPESTATUS[0]}
+    VLMARGIN_TEST_BACKEND=webgpu limit "$NODE" test/run-mocha.mjs "$@" 2>&1 | tee "$RESULTS/test-webgpu.txt"; rc=${PIPESTATUS[0]}
     ;;
   pretrain)
     # The default config, on the GPU, from the bundled frame cache; --backend/--out can be overridden.
-    "$NODE" dist/pipelines/pretrain.js --config pipelines/configs/default.json --backend webgpu --out "$RESULTS/pretrain" "$@" 2>&1 | tee "$RESULTS/pretrain.txt"; rc=${PIPESTATUS[0]}
+    limit "$NODE" dist/pipelines/pretrain.js --config pipelines/configs/default.json --backend webgpu --out "$RESULTS/pretrain" "$@" 2>&1 | tee "$RESULTS/pretrain.txt"; rc=${PIPESTATUS[0]}
     # Weights stay in the bundle folder; only the small reports travel back.
     find "$RESULTS/pretrain" -name '*.safetensors' -delete 2> /dev/null
     ;;
   reference)
     [ -n "$PY" ] || { echo "run.sh: reference needs python3 with torch" >&2; exit 1; }
-    if has_json "$@"; then "$PY" pipelines/reference/sam_reference.py "$@"; rc=$?
-    else "$PY" pipelines/reference/sam_reference.py "$@" --json "$RESULTS/sam_reference.json"; rc=$?; fi
+    if has_json "$@"; then limit "$PY" pipelines/reference/sam_reference.py "$@"; rc=$?
+    else limit "$PY" pipelines/reference/sam_reference.py "$@" --json "$RESULTS/sam_reference.json"; rc=$?; fi
     ;;
   clip-fixture)
     [ -n "$PY" ] || { echo "run.sh: clip-fixture needs python3 with torch and transformers" >&2; exit 1; }
-    "$PY" pipelines/reference/make_clip_fixture.py --out "$RESULTS/clip-tiny" "$@"; rc=$?
+    limit "$PY" pipelines/reference/make_clip_fixture.py --out "$RESULTS/clip-tiny" "$@"; rc=$?
     ;;
   node)
     [ $# -ge 1 ] || usage
-    "$NODE" "$@"; rc=$?
+    limit "$NODE" "$@"; rc=$?
     ;;
   *)
     echo "run.sh: unknown job '$JOB'" >&2
