@@ -382,12 +382,12 @@ export async function retrievalMetricsBlocked(
   const caps = captionsPerVideo(q2v, nv);
 
   const t2v = new Int32Array(nq);
-  await forEachBlock(textEmb, videoEmb, nq, nv, d, blockRows, (block, r0, r1) => {
+  await forEachSimilarityBlock(textEmb, videoEmb, nq, nv, d, blockRows, (block, r0, r1) => {
     for (let r = r0; r < r1; r++) t2v[r] = rowRank(block, (r - r0) * nv, nv, q2v[r]);
   });
 
   const v2t = new Int32Array(nv);
-  await forEachBlock(videoEmb, textEmb, nv, nq, d, blockRows, (block, r0, r1) => {
+  await forEachSimilarityBlock(videoEmb, textEmb, nv, nq, d, blockRows, (block, r0, r1) => {
     for (let j = r0; j < r1; j++) {
       const off = (j - r0) * nq;
       let best = -Infinity;
@@ -402,8 +402,11 @@ export async function retrievalMetricsBlocked(
   return { t2v: metricsFromRanks(t2v), v2t: metricsFromRanks(v2t) };
 }
 
-/** Calls `visit` with row blocks of A·Bᵀ (A: [na, d], B: [nb, d]), one at a time, each disposed before the next. */
-async function forEachBlock(
+/**
+ * Calls `visit` with row blocks of A·Bᵀ (A: [na, d], B: [nb, d]), one at a time, each read
+ * asynchronously and disposed before the next.
+ */
+export async function forEachSimilarityBlock(
   a: Float32Array, b: Float32Array, na: number, nb: number, d: number, blockRows: number,
   visit: (block: Float32Array, r0: number, r1: number) => void,
 ): Promise<void> {

@@ -22,7 +22,7 @@ import { listCheckpoints, loadCheckpoint } from '../train/checkpoint.js';
 import { embeddingCacheKey, readEmbeddingCache, writeEmbeddingCache, type CachedEmbeddings } from './embeddingCache.js';
 import { savePlot } from './plot.js';
 import {
-  dualSoftmax, metricsFromRanks, qbNorm, retrievalRanks, retrievalRanksV2T, type DenseMatrix, type RetrievalMetrics,
+  dualSoftmax, forEachSimilarityBlock, metricsFromRanks, qbNorm, retrievalRanks, retrievalRanksV2T, type DenseMatrix, type RetrievalMetrics,
 } from './retrieval.js';
 
 /** Above this many caption × video entries the matrix is scored block by block (64 MB of float32). */
@@ -150,26 +150,6 @@ function forEachBlock(a: Float32Array, b: Float32Array, na: number, nb: number, 
   }
 }
 
-/** `forEachBlock` with asynchronous reads. */
-async function forEachBlockAsync(a: Float32Array, b: Float32Array, na: number, nb: number, d: number, blockRows: number, visit: BlockVisitor): Promise<void> {
-  const bT = transposed(b, nb, d);
-  try {
-    for (let r0 = 0; r0 < na; r0 += blockRows) {
-      const r1 = Math.min(na, r0 + blockRows);
-      const block = blockOf(a, bT, r0, r1, d);
-      let values: Float32Array;
-      try {
-        values = (await block.data()) as Float32Array;
-      } finally {
-        block.dispose();
-      }
-      visit(values, r0, r1);
-    }
-  } finally {
-    bT.dispose();
-  }
-}
-
 /**
  * The blocked path's rank arrays and the visitors that fill them from blocks of text × video
  * (t2v) and video × text (v2t) similarities; same tie rules as retrievalRanks / retrievalRanksV2T.
@@ -215,8 +195,8 @@ async function blockedRanksAsync(e: CachedEmbeddings, blockRows: number): Promis
   const r = blockedRankers(e);
   const nv = e.videoIds.length;
   const nq = e.queryToVideo.length;
-  await forEachBlockAsync(e.textEmb, e.videoEmb, nq, nv, e.d, blockRows, r.t2vBlock);
-  await forEachBlockAsync(e.videoEmb, e.textEmb, nv, nq, e.d, blockRows, r.v2tBlock);
+  await forEachSimilarityBlock(e.textEmb, e.videoEmb, nq, nv, e.d, blockRows, r.t2vBlock);
+  await forEachSimilarityBlock(e.videoEmb, e.textEmb, nv, nq, e.d, blockRows, r.v2tBlock);
   return { t2v: r.t2v, v2t: r.v2t };
 }
 
