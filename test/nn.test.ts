@@ -4,7 +4,7 @@ import * as ops from '../src/backend/safeOps.js';
 import {
   ParamStore, initialValues, valueAndGradsOf, type Params,
 } from '../src/nn/params.js';
-import { layerNorm, linear, matMul, patchify } from '../src/nn/layers.js';
+import { layerNorm, linear, matMul, matMulFlagged, patchify } from '../src/nn/layers.js';
 import { attentionBias, multiHeadAttention } from '../src/nn/attention.js';
 import {
   countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,
@@ -186,6 +186,34 @@ describe('nn: layers against plain-JS references', () => {
       tf.dispose([a, b, ref, w, v]);
     }
     assert.throws(() => matMul(tf.zeros([2, 3]), tf.zeros([2, 3])), /do not multiply/);
+  }));
+
+  it('matMulFlagged (matMul on webgpu): every flag pair, rank 2 and batched; value, gradients and HVP against finite differences', () => tf.tidy(() => {
+    const sw = (t: tf.Tensor) => (t.rank === 2 ? tf.transpose(t) : tf.transpose(t, [0, 2, 1]));
+    for (const batched of [false, true]) {
+      for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+        // op(a) is [3, 4] and op(b) is [4, 2] (with a leading 2 when batched).
+        const lead = batched ? [2] : [];
+        const sa = [...lead, ...(ta ? [4, 3] : [3, 4])];
+        const sb = [...lead, ...(tb ? [2, 4] : [4, 2])];
+        const a = tf.tensor(seededUniform(sa.reduce((x, y) => x * y), 31), sa);
+        const b = tf.tensor(seededUniform(sb.reduce((x, y) => x * y), 32), sb);
+        const what = `transposeA ${ta}, transposeB ${tb}${batched ? ', batched' : ''}`;
+        const ref = tf.matMul((ta ? sw(a) : a) as tf.Tensor3D, (tb ? sw(b) : b) as tf.Tensor3D);
+        close(matMulFlagged(a, b, ta, tb).dataSync(), ref.dataSync(), 1e-6, `value (${what})`);
+        const w = tf.tensor(seededUniform(ref.size, 33), ref.shape);
+        const fa = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMulFlagged(t, b, ta, tb)), w));
+        const fb = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMulFlagged(a, t, ta, tb)), w));
+        close(tf.tidy(() => tf.grad(fa)(a).dataSync()), fdGrad(fa, a, 1e-2), 1e-2, `gradient wrt a (${what})`);
+        close(tf.tidy(() => tf.grad(fb)(b).dataSync()), fdGrad(fb, b, 1e-2), 1e-2, `gradient wrt b (${what})`);
+        const ha = hvpBothWays(fa, a, tf.tensor(seededUniform(a.size, 34), a.shape), 1e-2);
+        close(ha.auto, ha.fd, 2e-2, `HVP wrt a (${what})`);
+        const hb = hvpBothWays(fb, b, tf.tensor(seededUniform(b.size, 35), b.shape), 1e-2);
+        close(hb.auto, hb.fd, 2e-2, `HVP wrt b (${what})`);
+      }
+    }
+    assert.throws(() => matMulFlagged(tf.zeros([2, 3]), tf.zeros([2, 3]), false, false), /do not multiply \(|do not multiply$/);
+    assert.throws(() => matMulFlagged(tf.zeros([2, 3]), tf.zeros([4, 3]), true, true), /do not multiply \(transposeA true, transposeB true\)/);
   }));
 
   it('patchify orders patches row-major and each patch as (row, column, channel)', () => tf.tidy(() => {

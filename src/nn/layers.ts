@@ -29,21 +29,66 @@ const matMulOp = tf.customGrad((a, b, save) => {
   };
 });
 
+// On webgpu the opposite holds: the matmul shader reads either operand transposed for free,
+// and an explicit transpose is one more dispatch (two per product in every backward pass).
+// There the gradient is written with flags, each a flagged product of the saved inputs.
+const flaggedOps = new Map<string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor>();
+
+function flaggedOp(ta: boolean, tb: boolean): (a: tf.Tensor, b: tf.Tensor) => tf.Tensor {
+  const key = `${ta}|${tb}`;
+  let op = flaggedOps.get(key);
+  if (!op) {
+    op = tf.customGrad((a, b, save) => {
+      (save as tf.GradSaveFunc)([a as tf.Tensor, b as tf.Tensor]);
+      return {
+        value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D, ta, tb),
+        // C = op(A)·op(B): dA and dB as products of dC and the inputs, flags chosen so no
+        // operand is transposed in memory.
+        gradFunc: (dy: tf.Tensor, [as, bs]: tf.Tensor[]) => {
+          if (!ta && !tb) return [matMulFlagged(dy, bs, false, true), matMulFlagged(as, dy, true, false)];
+          if (!ta && tb) return [matMulFlagged(dy, bs, false, false), matMulFlagged(dy, as, true, false)];
+          if (ta && !tb) return [matMulFlagged(bs, dy, false, true), matMulFlagged(as, dy, false, false)];
+          return [matMulFlagged(bs, dy, true, true), matMulFlagged(dy, as, true, true)];
+        },
+      };
+    }) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+    flaggedOps.set(key, op);
+  }
+  return op;
+}
+
+/**
+ * op(a)·op(b) with tfjs's transpose flags (op = transpose of the last two axes when set), with
+ * a gradient of flagged products, differentiable to second order. `matMul` uses it on webgpu.
+ *
+ * @example matMulFlagged(tf.ones([3, 2]), tf.ones([4, 3]), true, true) // [2, 4] of 3s
+ */
+export function matMulFlagged(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
+  checkMatMul('matMulFlagged', a, b, transposeA, transposeB);
+  return flaggedOp(transposeA, transposeB)(a, b);
+}
+
+function checkMatMul(fn: string, a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean): void {
+  if (a.rank !== b.rank || (a.rank !== 2 && a.rank !== 3)) {
+    throw new Error(`${fn}: 'a' and 'b' must both be rank 2 or both rank 3, got [${a.shape}] and [${b.shape}]`);
+  }
+  const r = a.rank;
+  const k = ta ? a.shape[r - 2] : a.shape[r - 1];
+  const kb = tb ? b.shape[r - 1] : b.shape[r - 2];
+  if (k !== kb || (r === 3 && a.shape[0] !== b.shape[0])) {
+    throw new Error(`${fn}: shapes [${a.shape}] and [${b.shape}] do not multiply${ta || tb ? ` (transposeA ${ta}, transposeB ${tb})` : ''}`);
+  }
+}
+
 /**
  * a·b for [M, K]·[K, N] or batched [B, M, K]·[B, K, N] (same batch), with a gradient of
- * plain products.
+ * plain products (flagged products on webgpu; the same values).
  *
  * @example matMul(tf.ones([2, 3]), tf.ones([3, 4])) // [2, 4] of 3s
  */
 export function matMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  if (a.rank !== b.rank || (a.rank !== 2 && a.rank !== 3)) {
-    throw new Error(`matMul: 'a' and 'b' must both be rank 2 or both rank 3, got [${a.shape}] and [${b.shape}]`);
-  }
-  const r = a.rank;
-  if (a.shape[r - 1] !== b.shape[r - 2] || (r === 3 && a.shape[0] !== b.shape[0])) {
-    throw new Error(`matMul: shapes [${a.shape}] and [${b.shape}] do not multiply`);
-  }
-  return matMulOp(a, b);
+  checkMatMul('matMul', a, b, false, false);
+  return tf.getBackend() === 'webgpu' ? flaggedOp(false, false)(a, b) : matMulOp(a, b);
 }
 
 /** The MLP nonlinearity by name. @example activate(x, 'quickGelu') // x·sigmoid(1.702x) */
