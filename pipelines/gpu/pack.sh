@@ -162,13 +162,15 @@ for (const [name, code] of Object.entries(STUBS)) {
 console.error(`pack.sh: node_modules: ${seen.size} packages, ${files} files, ${(bytes / 2 ** 20).toFixed(1)} MiB (+ ${Object.keys(STUBS).length} stubs)`);
 EOF
 
-# --- Vulkan loader (the GPU host may have only the NVIDIA ICD, not libvulkan.so.1) --------
+# --- Vulkan loader and glvnd (the GPU host may have only the NVIDIA ICD) --------------------
 APT_LISTS="$OUT/apt-lists"
 mkdir -p "$APT_LISTS/partial"
 o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$APT_LISTS")
 if apt-get "${o[@]}" update > "$OUT/apt-update.log" 2>&1; then
-  (cd "$B/debs" && apt-get "${o[@]}" download libvulkan1 > "$OUT/apt-download.log" 2>&1) \
-    || echo "pack.sh: warning: apt-get download libvulkan1 failed (see $OUT/apt-download.log); the bundle has no Vulkan loader" >&2
+  # The loader, and the glvnd libraries NVIDIA's Vulkan driver links against (the device
+  # machines' notes name these seven for headless Vulkan/EGL there).
+  (cd "$B/debs" && apt-get "${o[@]}" download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 > "$OUT/apt-download.log" 2>&1) \
+    || echo "pack.sh: warning: apt-get download of the Vulkan loader and glvnd failed (see $OUT/apt-download.log); the bundle has none" >&2
 else
   echo "pack.sh: warning: apt-get update failed (see $OUT/apt-update.log); the bundle has no Vulkan loader" >&2
 fi

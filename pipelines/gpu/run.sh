@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a named vlmargin job on a GPU host from the unpacked bundle that pipelines/gpu/pack.sh
-# builds (this file is the bundle's run.sh). Sets up the Vulkan loader from the bundled .debs,
+# builds (this file is the bundle's run.sh). Sets up the Vulkan loader (and the glvnd libraries
+# NVIDIA's Vulkan driver needs) from the bundled .debs,
 # points Dawn at the NVIDIA ICD, prints what the host has, runs the job with the bundled node,
 # and, when $OUT is set, packs results/ (everything the jobs so far wrote) into $OUT/JOB.tgz:
 # the device tool brings back at most 8 files, so one archive per job.
@@ -28,26 +29,47 @@ NODE="$DIR/bin/node"
 PY="${PYTHON:-$(command -v python3 || command -v python || true)}"
 
 usage() {
-  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  awk 'NR > 1 && /^set -uo/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 [ $# -ge 1 ] || usage
 JOB="$1"; shift
 
-# --- Vulkan loader ------------------------------------------------------------------------
-# Always unpacked beside the bundle (works without root); also installed to / when root and
-# the host has no libvulkan.so.1 of its own (a host loader is never replaced).
+# --- Vulkan loader and the GL dispatch libraries -----------------------------------------
+# NVIDIA's Vulkan driver (its ICD library) links against glvnd's libGLdispatch/libGLX, which a
+# bare CUDA image may lack, as it may lack the loader itself. Each bundled package is
+# installed to / (when root) only if the host lacks its library, so a host library is never
+# replaced; without root the libraries are used from the bundle through LD_LIBRARY_PATH.
+soname_of() {
+  case "$(basename "$1")" in
+    libvulkan1_*) echo libvulkan.so.1 ;;
+    libglvnd0_*) echo libGLdispatch.so.0 ;;
+    libglx0_*) echo libGLX.so.0 ;;
+    libgl1_*) echo libGL.so.1 ;;
+    libegl1_*) echo libEGL.so.1 ;;
+    libopengl0_*) echo libOpenGL.so.0 ;;
+    libgles2_*) echo libGLESv2.so.2 ;;
+    *) echo "" ;;
+  esac
+}
 if ls "$DIR"/debs/*.deb > /dev/null 2>&1; then
   mkdir -p "$DIR/sysroot"
-  for d in "$DIR"/debs/*.deb; do dpkg -x "$d" "$DIR/sysroot" 2> /dev/null || echo "run.sh: dpkg -x $d failed" >&2; done
-  if ! ldconfig -p 2> /dev/null | grep -q 'libvulkan\.so\.1 '; then
-    if [ "$(id -u)" = 0 ]; then
-      for d in "$DIR"/debs/*.deb; do dpkg -x "$d" / ; done
-      ldconfig
-      echo "run.sh: installed the bundled Vulkan loader to /" >&2
+  missing=0
+  for d in "$DIR"/debs/*.deb; do
+    dpkg -x "$d" "$DIR/sysroot" 2> /dev/null || echo "run.sh: dpkg -x $d failed" >&2
+    so="$(soname_of "$d")"
+    if [ -n "$so" ] && ! ldconfig -p 2> /dev/null | grep -q "$so "; then
+      missing=1
+      if [ "$(id -u)" = 0 ]; then
+        dpkg -x "$d" / && echo "run.sh: installed $(basename "$d") to / (the host had no $so)" >&2
+      fi
+    fi
+  done
+  if [ "$missing" = 1 ]; then
+    if [ "$(id -u)" = 0 ]; then ldconfig
     else
       export LD_LIBRARY_PATH="$DIR/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-      echo "run.sh: not root: using the bundled Vulkan loader via LD_LIBRARY_PATH" >&2
+      echo "run.sh: not root: using the bundled libraries via LD_LIBRARY_PATH" >&2
     fi
   fi
 fi
