@@ -52,13 +52,21 @@ soname_of() {
     *) echo "" ;;
   esac
 }
+export PATH="$PATH:/usr/sbin:/sbin"
+if ! command -v ldconfig > /dev/null; then
+  # Without ldconfig there is no telling what the host has: nothing is installed to /.
+  echo "run.sh: no ldconfig: the bundled libraries are used from the bundle (LD_LIBRARY_PATH)" >&2
+  NO_LDCONFIG=1
+fi
 if ls "$DIR"/debs/*.deb > /dev/null 2>&1; then
   mkdir -p "$DIR/sysroot"
   missing=0
   for d in "$DIR"/debs/*.deb; do
     dpkg -x "$d" "$DIR/sysroot" 2> /dev/null || echo "run.sh: dpkg -x $d failed" >&2
     so="$(soname_of "$d")"
-    if [ -n "$so" ] && ! ldconfig -p 2> /dev/null | grep -q "$so "; then
+    if [ -n "${NO_LDCONFIG:-}" ]; then
+      missing=1
+    elif [ -n "$so" ] && ! ldconfig -p 2> /dev/null | grep -q "$so "; then
       missing=1
       if [ "$(id -u)" = 0 ]; then
         dpkg -x "$d" / && echo "run.sh: installed $(basename "$d") to / (the host had no $so)" >&2
@@ -66,7 +74,7 @@ if ls "$DIR"/debs/*.deb > /dev/null 2>&1; then
     fi
   done
   if [ "$missing" = 1 ]; then
-    if [ "$(id -u)" = 0 ]; then ldconfig
+    if [ "$(id -u)" = 0 ] && [ -z "${NO_LDCONFIG:-}" ]; then ldconfig
     else
       export LD_LIBRARY_PATH="$DIR/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
       echo "run.sh: not root: using the bundled libraries via LD_LIBRARY_PATH" >&2
@@ -83,8 +91,18 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
   echo "== bundle"; cat "$DIR/BUNDLE.txt" 2> /dev/null
   echo "== node $("$NODE" --version 2>&1) ($NODE)"
   echo "== VK_DRIVER_FILES=${VK_DRIVER_FILES:-(unset)}"
-  for f in /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
-    [ -f "$f" ] && echo "icd: $f"
+  for f in ${VK_DRIVER_FILES//:/ } /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
+    [ -f "$f" ] || continue
+    echo "icd: $f"
+    # The driver library the ICD names, where it resolves, and any library it cannot find:
+    # the usual reason Dawn sees no adapter.
+    lib="$(sed -n 's/.*"library_path" *: *"\([^"]*\)".*/\1/p' "$f" | head -1)"
+    if [ -n "$lib" ]; then
+      path="$lib"
+      case "$lib" in /*) ;; *) path="$(ldconfig -p 2> /dev/null | awk -v l="$lib" '$1 == l { print $NF; exit }')" ;; esac
+      echo "  library $lib -> ${path:-(not found by ldconfig)}"
+      [ -n "$path" ] && [ -f "$path" ] && ldd "$path" 2> /dev/null | grep 'not found' | sed 's/^/  missing: /'
+    fi
   done
   if command -v nvidia-smi > /dev/null; then echo "== nvidia-smi"; nvidia-smi; else echo "== no nvidia-smi"; fi
   if command -v vulkaninfo > /dev/null; then echo "== vulkaninfo --summary"; vulkaninfo --summary 2>&1 | head -60; fi
