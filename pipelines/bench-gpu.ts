@@ -93,6 +93,10 @@ export interface BenchRow {
   /** webgpu: shaders compiled during the warm-up, and during the timed steps (0 when shapes are steady). */
   compilesWarmup?: number | null;
   compilesTimed?: number | null;
+  /** webgpu: host → GPU uploads per timed step (batch tensors, and every JS number an op turns into a tensor), their KiB, and GPU → host reads. */
+  uploadsPerStep?: number | null;
+  uploadKiBPerStep?: number | null;
+  readsPerStep?: number | null;
   /** plain step: median ms until the step's kernels are all recorded, before the loss read waits for the GPU. */
   msEnqueue?: number | null;
 }
@@ -277,6 +281,9 @@ async function runVariant(step: () => Promise<number>, s: Settings): Promise<Omi
     dispatchesPerStep: webgpu ? round((c2.dispatches - c1.dispatches) / s.steps) : null,
     compilesWarmup: webgpu ? c1.compiles - c0.compiles : null,
     compilesTimed: webgpu ? c2.compiles - c1.compiles : null,
+    uploadsPerStep: webgpu ? round((c2.uploads - c1.uploads) / s.steps) : null,
+    uploadKiBPerStep: webgpu ? round((c2.uploadBytes - c1.uploadBytes) / 1024 / s.steps) : null,
+    readsPerStep: webgpu ? round((c2.reads - c1.reads) / s.steps) : null,
     numBytes: mem.numBytes, numBytesInGPU: mem.numBytesInGPU, numBytesAllocatedInGPU: mem.numBytesAllocatedInGPU,
     tensorsFlat: base.numTensors.every((n) => n === base.numTensors[0]),
   };
@@ -418,11 +425,11 @@ function fmtBytes(n: number | null): string {
 
 function table(rows: BenchRow[]): string {
   const lines = [
-    '| model | batch | frames | variant | ms/step | enqueue ms | samples/s | peak tensor MiB | GPU pool MiB | kernels/step | dispatches/step | shader compiles (warm-up/timed) | vs plain | tensors flat | error |',
-    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
+    '| model | batch | frames | variant | ms/step | enqueue ms | samples/s | peak tensor MiB | GPU pool MiB | kernels/step | dispatches/step | uploads/step (KiB) | reads/step | shader compiles (warm-up/timed) | vs plain | tensors flat | error |',
+    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.model} | ${r.batch} | ${r.frames} | ${r.variant} | ${r.msPerStep ?? ''} | ${r.msEnqueue ?? ''} | ${r.samplesPerSec ?? ''} | ${fmtBytes(r.peakBytes)} | ${fmtBytes(r.numBytesAllocatedInGPU)} | ${r.kernelsPerStep ?? ''} | ${r.dispatchesPerStep ?? ''} | ${r.compilesWarmup == null ? '' : `${r.compilesWarmup}/${r.compilesTimed}`} | ${r.variant === 'plain' ? '' : r.ratioVsPlain ?? ''} | ${r.tensorsFlat === null ? '' : r.tensorsFlat ? 'yes' : `NO (${r.numTensors.join(' ')})`} | ${r.error ? r.error.replace(/\|/g, '/') : ''} |`);
+    lines.push(`| ${r.model} | ${r.batch} | ${r.frames} | ${r.variant} | ${r.msPerStep ?? ''} | ${r.msEnqueue ?? ''} | ${r.samplesPerSec ?? ''} | ${fmtBytes(r.peakBytes)} | ${fmtBytes(r.numBytesAllocatedInGPU)} | ${r.kernelsPerStep ?? ''} | ${r.dispatchesPerStep ?? ''} | ${r.uploadsPerStep == null ? '' : `${r.uploadsPerStep} (${r.uploadKiBPerStep})`} | ${r.readsPerStep ?? ''} | ${r.compilesWarmup == null ? '' : `${r.compilesWarmup}/${r.compilesTimed}`} | ${r.variant === 'plain' ? '' : r.ratioVsPlain ?? ''} | ${r.tensorsFlat === null ? '' : r.tensorsFlat ? 'yes' : `NO (${r.numTensors.join(' ')})`} | ${r.error ? r.error.replace(/\|/g, '/') : ''} |`);
   }
   return lines.join('\n');
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
-import { seededUniform, relErr } from './helpers/fd.js';
+import { hvpBothWays, seededUniform, relErr } from './helpers/fd.js';
 
 /** Runs `f` on the cpu backend, returns its values, and restores the previous backend. */
 async function onCpu(f: () => tf.Tensor): Promise<Float32Array> {
@@ -26,6 +26,27 @@ describe('backend selection', () => {
     assert.deepEqual(choice.skipped.map((s) => s.name), order.slice(0, order.indexOf(choice.name)));
     for (const s of choice.skipped) assert.ok(s.reason.length > 10, `reason for ${s.name}: ${s.reason}`);
     await initBackend({ prefer: prev as 'wasm' });
+  });
+});
+
+describe('Sum and Mean gradients (device-made ones in the broadcast)', () => {
+  it('match hand values over an axis and over all, and differentiate twice (finite differences)', () => {
+    const xv = [1, 2, 3, -4, 5, 0.5];
+    // f = Σ_rows (mean of row)²: ∂f/∂x_ij = 2·mean_i / 3.
+    const f = (x: tf.Tensor) => tf.sum(tf.square(tf.mean(x, 1)));
+    const g = tf.tidy(() => Array.from(tf.grad(f)(tf.tensor2d(xv, [2, 3])).dataSync()));
+    const m = [2, 0.5];
+    assert.deepEqual(g.map((v) => Math.round(v * 1e6) / 1e6), [0, 0, 0, 1, 1, 1].map((r) => Math.round(((2 * m[r]) / 3) * 1e6) / 1e6));
+    // f = (Σ x)² with keepDims through a reshape: ∂f/∂x = 2·Σx everywhere.
+    const f2 = (x: tf.Tensor) => tf.square(tf.sum(tf.sum(x, 0, true)));
+    const g2 = tf.tidy(() => Array.from(tf.grad(f2)(tf.tensor2d(xv, [2, 3])).dataSync()));
+    assert.deepEqual(g2, xv.map(() => 2 * 7.5));
+    const x0 = tf.tensor2d(seededUniform(12, 41), [3, 4]);
+    const v = tf.tensor2d(seededUniform(12, 42), [3, 4]);
+    const f3 = (x: tf.Tensor) => tf.sum(tf.mul(tf.square(tf.mean(tf.square(x), 0)), tf.sum(x, 1, true)));
+    const h = hvpBothWays(f3, x0, v, 1e-2);
+    assert.ok(relErr(h.auto, h.fd, 1e-2) < 2e-2, `HVP ${h.auto.slice(0, 3)} vs ${h.fd.slice(0, 3)}`);
+    tf.dispose([x0, v]);
   });
 });
 

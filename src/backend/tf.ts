@@ -47,6 +47,46 @@ if (!tf.getGradient('LogicalNot')) {
   });
 }
 
+// tfjs's Sum and Mean gradients broadcast dy by multiplying it with `ones(x.shape)`, a tensor
+// made on the host: on webgpu every backward pass uploads one per reduction (for base at batch
+// 256, a layer norm's mean over [256, 197, 768] is 155 MB; a tiny step uploaded 1.2 MB where
+// its batch is 0.2). Here the ones come from `fill`, which the device makes: the same product
+// with the same constant, so the values, and the graph a second-order pass sees, are unchanged.
+// (broadcastTo would be a Tile, whose gradient is one slice and add per repeat.)
+function expandedDy(dy: tf.Tensor, x: tf.Tensor, axis: number | number[]): tf.Tensor {
+  const shape = x.shape.slice();
+  for (const a of tf.util.parseAxisParam(axis, x.shape)) shape[a] = 1;
+  return tf.mul(tf.reshape(dy, shape), tf.fill(x.shape, 1, 'float32'));
+}
+const quiet = <T>(f: () => T): T => {
+  // registerGradient warns when it replaces a gradient; these replacements are deliberate.
+  const warn = console.warn;
+  console.warn = () => {};
+  try { return f(); } finally { console.warn = warn; }
+};
+quiet(() => {
+  tf.registerGradient({
+    kernelName: 'Sum',
+    inputsToSave: ['x'],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs?: tf.NamedAttrMap) => {
+      const [x] = saved;
+      const { axis } = attrs as unknown as { axis: number | number[] };
+      return { x: () => expandedDy(dy as tf.Tensor, x, axis) };
+    },
+  });
+  tf.registerGradient({
+    kernelName: 'Mean',
+    inputsToSave: ['x'],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs?: tf.NamedAttrMap) => {
+      const [x] = saved;
+      const { axis } = attrs as unknown as { axis: number | number[] };
+      const axes = tf.util.parseAxisParam(axis, x.shape);
+      const reduceSize = axes.reduce((n, a) => n * x.shape[a], 1);
+      return { x: () => tf.div(expandedDy(dy as tf.Tensor, x, axis), reduceSize) };
+    },
+  });
+});
+
 export { tf };
 export type Tensor = tf.Tensor;
 export type Scalar = tf.Scalar;

@@ -12,8 +12,8 @@
  *   names the program, the shape and the limit (`checkBindingSizes`);
  * - uncaptured device errors are kept, and `assertNoWebGPUErrors` (called by the trainer after
  *   every step, before any checkpoint) turns them into an exception;
- * - dispatches and shader compiles are counted (`webgpuCounters`), for bench-gpu's
- *   per-step figures.
+ * - dispatches, shader compiles, uploads and reads are counted (`webgpuCounters`), for
+ *   bench-gpu's per-step figures.
  *
  * All of it is a no-op on the other backends.
  *
@@ -55,15 +55,20 @@ export function checkBindingSizes(program: string, outputs: BindingInfo[], input
   }
 }
 
-interface Counters { dispatches: number; compiles: number; errors: string[] }
-const counters: Counters = { dispatches: 0, compiles: 0, errors: [] };
+interface Counters { dispatches: number; compiles: number; uploads: number; uploadBytes: number; reads: number; errors: string[] }
+const counters: Counters = { dispatches: 0, compiles: 0, uploads: 0, uploadBytes: 0, reads: 0, errors: [] };
 /** Kept errors are capped: one bad op can report thousands. */
 const MAX_KEPT_ERRORS = 20;
 let errorsSeen = 0;
 
-/** Dispatches, new shader pipelines and uncaptured device errors since the process started. */
-export function webgpuCounters(): { dispatches: number; compiles: number; errors: number } {
-  return { dispatches: counters.dispatches, compiles: counters.compiles, errors: errorsSeen };
+/**
+ * Since the process started: dispatches, new shader pipelines, host → GPU uploads (each a
+ * staging buffer and a copy; a JS number in an op such as `tf.mul(x, 0.5)` is one), their
+ * bytes, GPU → host reads (each waits for the queue), and uncaptured device errors.
+ */
+export function webgpuCounters(): { dispatches: number; compiles: number; uploads: number; uploadBytes: number; reads: number; errors: number } {
+  const { dispatches, compiles, uploads, uploadBytes, reads } = counters;
+  return { dispatches, compiles, uploads, uploadBytes, reads, errors: errorsSeen };
 }
 
 /**
@@ -83,6 +88,9 @@ export function assertNoWebGPUErrors(where: string): void {
 
 interface WebGPUBackendLike {
   device?: { limits?: { maxStorageBufferBindingSize?: number }; onuncapturederror?: unknown };
+  tensorMap?: { get(id: object): { resource?: unknown; values?: ArrayLike<number> | null; dtype: string; shape: number[] } | undefined };
+  uploadToGPU?: (dataId: object) => void;
+  read?: (dataId: object) => Promise<unknown>;
   pipelineCache?: Record<string, unknown>;
   runWebGPUProgram?: (program: { outputShape: number[]; constructor: { name: string } }, inputs: BindingInfo[], outputDtype: string, ...rest: unknown[]) => unknown;
   vlmarginGuarded?: boolean;
@@ -107,6 +115,24 @@ export function installWebGPUGuards(backend: unknown): void {
     counters.dispatches += 1;
     return out;
   };
+  if (typeof b.uploadToGPU === 'function') {
+    const upload = b.uploadToGPU.bind(b);
+    b.uploadToGPU = (dataId) => {
+      const t = b.tensorMap?.get(dataId);
+      if (t && t.resource == null && t.values) {
+        counters.uploads += 1;
+        counters.uploadBytes += sizeOf(t.shape) * bytesPerElement(t.dtype);
+      }
+      upload(dataId);
+    };
+  }
+  if (typeof b.read === 'function') {
+    const read = b.read.bind(b);
+    b.read = (dataId) => {
+      counters.reads += 1;
+      return read(dataId);
+    };
+  }
   if (b.pipelineCache) {
     // A new key in the cache is a shader compiled (and a pipeline created).
     b.pipelineCache = new Proxy(b.pipelineCache, {
