@@ -33,7 +33,7 @@ export function attentionBias(batch: number, length: number, mask: AttentionMask
     throw new Error(`attentionBias: 'keyPadding' must be [${batch}, ${length}], got [${keyPadding.shape}]`);
   }
   return tf.tidy(() => {
-    let bias: tf.Tensor = tf.zeros([1, 1, length, length]);
+    let bias: tf.Tensor = tf.fill([1, 1, length, length], 0); // made on the device (tf.zeros is a host upload on webgpu)
     if (causal) {
       const i = tf.reshape(tf.range(0, length, 1, 'int32'), [length, 1]);
       const j = tf.reshape(tf.range(0, length, 1, 'int32'), [1, length]);

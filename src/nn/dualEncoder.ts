@@ -107,7 +107,8 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
   return tf.tidy(() => {
     const n = b * t;
     const patches = patchEmbed(params, 'video.patch_embed', tf.reshape(frames, [n, h, w, c]), v.patchSize);
-    const cls = tf.add(tf.zeros([n, 1, v.width]), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
+    // fill, not zeros: zeros are made on the host and uploaded every step on webgpu.
+    const cls = tf.add(tf.fill([n, 1, v.width], 0), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
     let x = tf.add(tf.concat([cls, patches], 1), param(params, 'video.pos_embed'));
     x = layerNorm(params, 'video.ln_pre', x, cfg.layerNormEps);
     x = transformer(params, 'video.blocks', x, v.layers, blockOpts(cfg, v.heads));
