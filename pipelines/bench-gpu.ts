@@ -320,6 +320,17 @@ function round(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
+/** A row with no measurement: the cell failed, timed out or was skipped, as `error` says. */
+function failedRow(model: PresetName, batch: number, frames: number, variant: Variant, s: Settings, error: string): BenchRow {
+  const cfg = configFor(model, frames);
+  return {
+    model, batch, frames, imageSize: cfg.vision.imageSize, contextLength: cfg.text.contextLength, variant,
+    params: countDualEncoderParams(cfg), warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null,
+    msPerStepMin: null, samplesPerSec: null, peakBytes: null, ratioVsPlain: null, error, numBytes: null,
+    numBytesInGPU: null, numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null, kernelsPerStep: null, topKernels: [],
+  };
+}
+
 /** Every variant of one (model, batch) in this process; a failure is recorded, never thrown. */
 async function runCell(model: PresetName, batch: number, s: Settings, onRow?: (rows: BenchRow[]) => Promise<void>): Promise<BenchRow[]> {
   const frames = s.frames ?? defaultFrames(model);
@@ -329,11 +340,7 @@ async function runCell(model: PresetName, batch: number, s: Settings, onRow?: (r
     model, batch, frames, imageSize: cfg0.vision.imageSize, contextLength: cfg0.text.contextLength,
     params: countDualEncoderParams(cfg0),
   };
-  const failed = (variant: Variant, error: string): BenchRow => ({
-    ...common, variant, warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null, msPerStepMin: null,
-    samplesPerSec: null, peakBytes: null, ratioVsPlain: null, error, numBytes: null, numBytesInGPU: null,
-    numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null, kernelsPerStep: null, topKernels: [],
-  });
+  const failed = (variant: Variant, error: string): BenchRow => failedRow(model, batch, frames, variant, s, error);
   let cell: ReturnType<typeof makeCell>;
   try {
     cell = makeCell(model, batch, frames);
@@ -516,14 +523,8 @@ async function main(): Promise<void> {
       const elapsed = (performance.now() - t0) / 1000;
       const frames = s.frames ?? defaultFrames(model);
       if (budget > 0 && elapsed > budget) {
-        const cfg = configFor(model, frames);
-        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).map((variant) => ({
-          model, batch, frames, imageSize: cfg.vision.imageSize, contextLength: cfg.text.contextLength, variant,
-          params: countDualEncoderParams(cfg), warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null,
-          msPerStepMin: null, samplesPerSec: null, peakBytes: null, ratioVsPlain: null,
-          error: `skipped: the --budget of ${budget} s was spent`, numBytes: null, numBytesInGPU: null,
-          numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null, kernelsPerStep: null, topKernels: [],
-        } satisfies BenchRow)));
+        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).map((variant) =>
+          failedRow(model, batch, frames, variant, s, `skipped: the --budget of ${budget} s was spent`)));
         continue;
       }
       if (values['in-process']) {
@@ -538,15 +539,9 @@ async function main(): Promise<void> {
         rows.push(...r.out.rows);
       }
       if (r.error) {
-        const cfg = configFor(model, frames);
         const done = new Set(r.out?.rows.map((x) => x.variant) ?? []);
-        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).filter((v) => !done.has(v)).map((variant) => ({
-          model, batch, frames, imageSize: cfg.vision.imageSize, contextLength: cfg.text.contextLength, variant,
-          params: countDualEncoderParams(cfg), warmup: s.warmup, steps: s.steps, msPerStep: null, msPerStepMean: null,
-          msPerStepMin: null, samplesPerSec: null, peakBytes: null, ratioVsPlain: null, error: r.error,
-          numBytes: null, numBytesInGPU: null, numBytesAllocatedInGPU: null, numTensors: [], tensorsFlat: null,
-          kernelsPerStep: null, topKernels: [],
-        } satisfies BenchRow)));
+        rows.push(...(s.meta ? VARIANTS : (['plain'] as const)).filter((v) => !done.has(v)).map((variant) =>
+          failedRow(model, batch, frames, variant, s, r.error!)));
       }
     }
   }

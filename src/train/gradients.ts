@@ -73,9 +73,7 @@ export function clipByGlobalNorm(grads: NamedGradients, maxNorm: number): { grad
  */
 export async function clipByGlobalNormAsync(grads: NamedGradients, maxNorm: number): Promise<{ grads: NamedGradients; norm: number }> {
   checkClipArgs('clipByGlobalNormAsync', grads, maxNorm);
-  const normT = globalNorm(grads);
-  const norm = (await normT.data())[0];
-  normT.dispose();
+  const { norm } = await gradNormAsync(grads);
   return { grads: scaleToNorm(grads, norm, maxNorm), norm };
 }
 

@@ -249,8 +249,8 @@ export class AdamW implements Optimizer {
         }
         // Some parameters of the chunk have no gradient this step: they are neither decayed
         // nor moved, and their moments keep their values.
-        const ms = splitFlat(c.m, c);
-        const vs = splitFlat(c.v, c);
+        const ms = sliceParts(c.m, c.sizes);
+        const vs = sliceParts(c.v, c.sizes);
         const ps: tf.Tensor[] = [];
         c.names.forEach((n, i) => {
           if (!present[i]) return;
@@ -270,7 +270,7 @@ export class AdamW implements Optimizer {
   private assignParts(c: FlatChunk, flat: tf.Tensor, which: boolean[]): void {
     const names = c.names.filter((_, i) => which[i]);
     const sizes = c.sizes.filter((_, i) => which[i]);
-    const parts = names.length === 1 ? [flat] : sliceParts(flat, sizes);
+    const parts = sliceParts(flat, sizes);
     names.forEach((n, i) => this.params[n].assign(tf.reshape(parts[i], this.params[n].shape)));
   }
 
@@ -284,8 +284,8 @@ export class AdamW implements Optimizer {
     const views = tf.tidy(() => {
       const out: Record<string, tf.Tensor> = {};
       for (const c of this.chunks) {
-        const ms = splitFlat(c.m, c);
-        const vs = splitFlat(c.v, c);
+        const ms = sliceParts(c.m, c.sizes);
+        const vs = sliceParts(c.v, c.sizes);
         c.names.forEach((n, i) => {
           out[`m.${n}`] = tf.reshape(ms[i], this.params[n].shape);
           out[`v.${n}`] = tf.reshape(vs[i], this.params[n].shape);
@@ -384,15 +384,13 @@ function flatten(xs: tf.Tensor[]): tf.Tensor1D {
   return (flat.length === 1 ? flat[0] : tf.concat(flat)) as tf.Tensor1D;
 }
 
-function splitFlat(x: tf.Tensor, c: FlatChunk): tf.Tensor[] {
-  return c.names.length === 1 ? [x] : sliceParts(x, c.sizes);
-}
-
 /**
- * Consecutive pieces of a flat vector. One slice each rather than tf.split: wasm's SplitV
- * took 1.2 s to cut 12 M floats into 100 pieces, where the slices take milliseconds.
+ * Consecutive pieces of a flat vector (the vector itself when there is one piece). One slice
+ * each rather than tf.split: wasm's SplitV took 1.2 s to cut 12 M floats into 100 pieces,
+ * where the slices take milliseconds.
  */
 function sliceParts(x: tf.Tensor, sizes: number[]): tf.Tensor[] {
+  if (sizes.length === 1) return [x];
   let at = 0;
   return sizes.map((n) => {
     const part = tf.slice(x, [at], [n]);
