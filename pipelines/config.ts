@@ -104,7 +104,7 @@ export const PretrainConfigSchema = z.object({
   eval: z.object({
     batchSize: z.number().int().min(1).default(64),
   }).strict().default({ batchSize: 64 }),
-  /** Meta-learned sample weighting (DESIGN.md §6). */
+  /** Meta-learned sample weighting (docs/DESIGN.md §6). */
   weighting: z.object({
     method: z.enum(['none', 'mwn', 'l2rw']).default('none'),
     /** 'heads': projections and logit scale take part in the virtual step (cheap); 'all': every parameter. */

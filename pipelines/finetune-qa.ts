@@ -23,7 +23,8 @@ import { initBackend, parseBackendPreference } from '../src/backend/init.js';
 import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { readManifest } from '../src/data/manifest.js';
 import { seededRandom } from '../src/data/synth.js';
-import { encodeTextEmbeddings, encodeVideoEmbeddings, readCheckpointInfo } from '../src/eval/retrievalEval.js';
+import { encodeTextEmbeddings, encodeVideoEmbeddings } from '../src/eval/retrievalEval.js';
+import { readCheckpointInfo, loadModel } from '../src/train/checkpointInfo.js';
 import { MARGIN_HEAD_NAMES } from '../src/margin/head.js';
 import type { DualEncoderConfig } from '../src/nn/configs.js';
 import { encodeText, encodeVideo, paramGroup } from '../src/nn/dualEncoder.js';
@@ -34,7 +35,6 @@ import type { Tokenizer } from '../src/text/tokenizer.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { formatIssues, loadJsonConfig } from './config.js';
-import { loadModel } from './finetune-retrieval.js';
 
 export const FinetuneQaConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-qa'),

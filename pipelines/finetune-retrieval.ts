@@ -24,13 +24,13 @@ import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
 import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { evaluateCheckpointRetrieval, readCheckpointInfo, type CheckpointInfo, type RetrievalEvalReport } from '../src/eval/retrievalEval.js';
+import { readCheckpointInfo, loadModel } from '../src/train/checkpointInfo.js';
+import { evaluateCheckpointRetrieval, type RetrievalEvalReport } from './eval-retrieval.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import type { DualEncoderConfig } from '../src/nn/configs.js';
-import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
-import { valueAndGradsOf, type ParamStore, type Params } from '../src/nn/params.js';
+import { encodeText, encodeVideo, paramGroup } from '../src/nn/dualEncoder.js';
+import { valueAndGradsOf, type Params } from '../src/nn/params.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
-import { loadCheckpoint } from '../src/train/checkpoint.js';
 import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
@@ -105,18 +105,6 @@ export async function loadDownstream(d: FinetuneRetrievalConfig['data'], runDir:
     ? await readMsrvtt1kA(d.testCsv, { videoDir: d.videoDir, allowOutsideRoot: d.allowOutsideRoot })
     : await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'test', allowOutsideRoot: d.allowOutsideRoot });
   return { train: train.entries, test: test.entries, source: path.resolve(d.testCsv ?? d.annotations), framesRoot: runDir };
-}
-
-/** Loads a checkpoint's weights into a fresh parameter store of its model. */
-export async function loadModel(info: CheckpointInfo, seed: number): Promise<ParamStore> {
-  const ck = await loadCheckpoint(info.dir, { onWarning: () => undefined });
-  const store = initDualEncoder(info.model, seed);
-  try {
-    store.assign(ck.params, { requireAll: true });
-  } finally {
-    tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
-  }
-  return store;
 }
 
 export interface FixedBatch { frames: tf.Tensor; ids: tf.Tensor2D; mask: tf.Tensor2D }

@@ -38,7 +38,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-describe('nn: Hugging Face CLIP parity (test/fixtures/clip-tiny, made by pipelines/reference/make_clip_fixture.py)', () => {
+describe('nn: Hugging Face CLIP parity (test/fixtures/clip-tiny, made by tools/reference/make_clip_fixture.py)', () => {
   it('the mapped weights reproduce CLIPModel image and text embeddings within 1e-4', async () => {
     const cfg = configFromHf(JSON.parse(readFileSync(path.join(DIR, 'config.json'), 'utf8')) as HfClipConfig);
     const weights = (await readSafetensors(path.join(DIR, 'model.safetensors'))).tensors;

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { embeddingCacheKey, readEmbeddingCache, writeEmbeddingCache } from '../src/eval/embeddingCache.js';
 import { retrievalMetricsBlocked } from '../src/eval/retrieval.js';
-import { conceptRecall, evaluateCheckpointRetrieval, recallCurve, scoreRetrieval, scoreRetrievalAsync } from '../src/eval/retrievalEval.js';
+import { conceptRecall, recallCurve, scoreRetrieval, scoreRetrievalAsync } from '../src/eval/retrievalEval.js';
+import { evaluateCheckpointRetrieval } from '../pipelines/eval-retrieval.js';
 import { makeSmallRun, type SmallRun } from './helpers/smallRun.js';
 
 // 3 videos, 4 captions (video 0 has two), 2-D unit embeddings; ranks worked by hand:

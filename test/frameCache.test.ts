@@ -186,7 +186,7 @@ describe('frame cache', function () {
       JSON.stringify({ id: 'gone', video: 'gone.mp4', caption: 'missing file' }),
       'not json',
     ].join('\n'));
-    const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
+    const cli = new URL('../pipelines/cli/main.js', import.meta.url).pathname;
     const out = path.join(dir, 'c5');
     const runCli = (): Promise<{ code: number | null; stdout: string; stderr: string }> => new Promise((resolve) => {
       const child = spawn(process.execPath, [cli, 'frames', '--manifest', manifest, '--out', out, '--frames', '2', '--size', '16'], { stdio: ['ignore', 'pipe', 'pipe'] });

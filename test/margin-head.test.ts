@@ -71,7 +71,7 @@ describe('margin: MarginHead', () => {
     }
   });
 
-  it('defaults follow the papers (DESIGN.md §5 table)', () => {
+  it('defaults follow the papers (docs/DESIGN.md §5 table)', () => {
     const make = (name: MarginHeadName, extra: object = {}) => new MarginHead({ name, numClasses: C, dim: D, ...extra } as MarginHeadConfig).settings as Record<string, unknown>;
     const expect: [MarginHeadName, Record<string, unknown>, object?][] = [
       ['normface', { scale: 64 }],
@@ -209,7 +209,7 @@ describe('margin: MarginHead', () => {
 
 // ---- KappaFace ------------------------------------------------------------------------
 
-/** DESIGN.md §5's KappaFace margins, written out in float64 (N − 1 std, K = 1.05·max n). */
+/** docs/DESIGN.md §5's KappaFace margins, written out in float64 (N − 1 std, K = 1.05·max n). */
 function kappaRef(sums: Mat, counts: number[], m0 = 0.8, T = 0.4, gamma = 0.7): number[] {
   const d = sums[0].length;
   const r = sums.map((s, c) => norm(s) / counts[c]);

@@ -341,7 +341,7 @@ describe('text tokenizer', () => {
       ];
       await fs.writeFile(manifest, lines.join('\n') + '\n');
       const out = path.join(dir, 'tok');
-      const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+      const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'pipelines', 'cli', 'main.js');
       const { stdout, stderr } = await promisify(execFile)(process.execPath, [main, 'tokenizer', 'build', '--manifest', manifest, '--out', out, '--vocab-size', '100']);
       assert.match(stdout, /wordpiece tokenizer: \d+ tokens .* from 4 captions of 3 entries/);
       assert.match(stderr, /manifest\.jsonl:2/);

@@ -92,8 +92,8 @@ export async function probeWebGPU(): Promise<{ adapter: Record<string, unknown> 
 
 /**
  * The Dawn instance the webgpu backend runs on, held for the life of the process. A second
- * initBackend used to create a new instance and replace navigator.gpu; the first one was then
- * collected under the running backend's device (segfaults, hangs, a pthread mutex assertion).
+ * instance replacing navigator.gpu would let the first be collected under the running
+ * backend's device (segfaults, hangs, a pthread mutex assertion).
  */
 let webgpuStarted: { adapter: Record<string, unknown>; gpu: unknown } | undefined;
 

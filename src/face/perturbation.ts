@@ -1,5 +1,5 @@
 /**
- * Fairness under output perturbation for a linear probe on embeddings (DESIGN.md §9): a
+ * Fairness under output perturbation for a linear probe on embeddings (docs/DESIGN.md §9): a
  * logistic-regression probe w without bias, scaled to ‖w‖ = 1, so that with noise N(0, σ²I)
  * added to w the score of x̂ = x/‖x‖ moves by N(0, σ²) and the prediction of an example with
  * angular margin α = y⟨w, x⟩/‖x‖ flips with probability Φ(−|α|/σ). Reported per group.

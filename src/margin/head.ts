@@ -1,6 +1,6 @@
 /**
  * MarginHead: a classification head W [C,d] with one of the margin losses, built by name with
- * the papers' defaults (DESIGN.md §5). The weights live in a tf.Variable; `loss` also takes W
+ * the papers' defaults (docs/DESIGN.md §5). The weights live in a tf.Variable; `loss` also takes W
  * (and SphereFace2's b) as plain tensors so that the bilevel step can evaluate the head at
  * θ' = θ − α∇θL.
  */

@@ -1,4 +1,4 @@
-/** The margin core and every margin loss (DESIGN.md §5). */
+/** The margin core and every margin loss (docs/DESIGN.md §5). */
 export { COS_EPS, type RowScale, type MarginSpec, applyMargin, applyMaskedMargin, targetCrossEntropy, multiPositiveCrossEntropy } from './core.js';
 export { samContrastiveLoss, samMargin, type SamOptions } from './sam.js';
 export { marginLogits, combinedMargin, type MarginLogitsOptions } from './combined.js';

@@ -293,7 +293,7 @@ export class AdamW implements Optimizer {
       }
       return out;
     });
-    // Ordered like the parameters, as before the chunks existed (checkpoint files list them so).
+    // Ordered like the parameters, as the checkpoint files list them.
     const ordered: Record<string, tf.Tensor> = {};
     for (const n of Object.keys(this.params)) {
       ordered[`m.${n}`] = views[`m.${n}`];

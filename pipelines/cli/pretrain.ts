@@ -1,0 +1,22 @@
+/** `vlmargin pretrain --config C [--data DIR] [--out runs/NAME] [--backend B] [--resume]`. */
+import type { Command } from 'commander';
+import { formatEvalTable, runPretrain } from '../pretrain.js';
+import { loadPretrainConfig } from '../config.js';
+
+export function register(program: Command): void {
+  program.command('pretrain')
+    .description('pretrain a dual encoder with the SAM contrastive loss and report test retrieval')
+    .option('--config <fileOrName>', 'a JSON config, or the name of one in pipelines/configs', 'default')
+    .option('--data <dir>', 'data folder (overrides the config)')
+    .option('--out <dir>', 'run folder (default runs/<config name>)')
+    .option('--backend <name>', 'auto, tensorflow, webgpu, wasm or cpu (overrides the config)')
+    .option('--resume', 'continue from the latest checkpoint in the run folder')
+    .option('--quiet', 'no progress output')
+    .action(async (o: { config: string; data?: string; out?: string; backend?: string; resume?: boolean; quiet?: boolean }) => {
+      const cfg = await loadPretrainConfig(o.config);
+      const r = await runPretrain(cfg, { out: o.out, dataDir: o.data, backend: o.backend, resume: o.resume, quiet: o.quiet });
+      console.log(formatEvalTable(r.eval));
+      console.log(`run: ${r.runDir} (${r.steps} steps on ${r.backend}, ${r.wallSeconds.toFixed(0)} s)`);
+      if (r.stopped === 'signal') process.exitCode = 130;
+    });
+}
