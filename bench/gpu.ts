@@ -34,7 +34,7 @@ import { initBackend, parseBackendPreference, type BackendChoice } from '../src/
 import { assertNoWebGPUErrors, webgpuCounters } from '../src/backend/webgpuGuard.js';
 import { acosViaAtan2 } from '../src/backend/safeOps.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
-import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
+import { dualEncoderMetaModel } from '../src/meta/dualEncoderModel.js';
 import { mwnStepAsync } from '../src/meta/metaStep.js';
 import { WeightNet } from '../src/meta/weightNet.js';
 import { getConfig, PRESET_NAMES, type DualEncoderConfig, type PresetName } from '../src/nn/configs.js';

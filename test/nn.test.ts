@@ -107,16 +107,16 @@ describe('nn: parameter store', () => {
       assert.deepEqual(s1.get(n).dataSync(), s2.get(n).dataSync(), `${n}: same seed, any order, same values`);
       assert.notDeepEqual(s1.get(n).dataSync(), s3.get(n).dataSync(), `${n}: other seed, other values`);
     }
-    const a = Array.from(s1.get("a").dataSync());
+    const a = Array.from(s1.get('a').dataSync());
     const mean = a.reduce((x, v) => x + v, 0) / a.length;
     const sd = Math.sqrt(a.reduce((x, v) => x + (v - mean) ** 2, 0) / a.length);
     assert.ok(Math.abs(mean) < 0.02 && Math.abs(sd - 0.5) < 0.02, `normal(0.5): mean ${mean}, sd ${sd}`);
-    const b = Array.from(s1.get("b").dataSync());
+    const b = Array.from(s1.get('b').dataSync());
     assert.ok(b.every((v) => Math.abs(v) <= 4), 'trunc normal stays within 2 std');
     // Var of N(0,1) truncated to ±2 is 1 − 4φ(2)/(2Φ(2) − 1) ≈ 0.7737.
     const sdB = Math.sqrt(b.reduce((x, v) => x + v * v, 0) / b.length);
     assert.ok(Math.abs(sdB - 2 * Math.sqrt(0.7737)) < 0.05, `trunc normal sd ${sdB}`);
-    const c = Array.from(s1.get("c").dataSync());
+    const c = Array.from(s1.get('c').dataSync());
     const bound = Math.sqrt(6 / 100);
     assert.ok(c.every((v) => Math.abs(v) <= bound) && Math.max(...c.map(Math.abs)) > 0.95 * bound, 'xavier uniform bound √(6/(30+70))');
     assert.deepEqual(Array.from(s1.get('d').dataSync()), [1, 1, 1, 1, 1]);
@@ -428,7 +428,7 @@ describe('nn: dual encoder', () => {
     assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
     const fd = fdGrad(metaLoss, eps0, 5e-3);
     assert.ok(Math.max(...Array.from(fd, Math.abs)) > 1e-3, 'the hypergradient is not trivially zero');
-    close(hyper, fd, 1e-2, "hypergradient");
+    close(hyper, fd, 1e-2, 'hypergradient');
     tf.dispose([frames, ids, mask, mFrames, m.ids, m.mask, eps0]);
     store.dispose();
   });
