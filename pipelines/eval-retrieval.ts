@@ -1,7 +1,8 @@
 /**
- * The retrieval-evaluation job: evaluate a checkpoint on a manifest split. Encodes once
- * (embeddings cached next to the checkpoint), ranks both ways, per-concept R@1, and writes
- * the report (eval.json, eval.md, PNGs).
+ * The retrieval-evaluation job: evaluate a model (a checkpoint, or a Hugging Face CLIP folder
+ * zero-shot) on a manifest split. Encodes once (embeddings cached next to the checkpoint, or
+ * under runs/<folder>-zero-shot/ for a CLIP folder, which is never written to), ranks both
+ * ways, per-concept R@1, and writes the report (eval.json, eval.md, PNGs).
  */
 import { stat, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import type { ManifestEntry } from '../src/data/types.js';
 import type { Params } from '../src/nn/params.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { readCheckpointInfo, type CheckpointInfo } from '../src/train/checkpointInfo.js';
+import { loadModel, readModelInfo, type CheckpointInfo } from '../src/train/checkpointInfo.js';
 import { embeddingCacheKey, readEmbeddingCache, writeEmbeddingCache } from '../src/eval/embeddingCache.js';
 import { savePlot } from '../src/eval/plot.js';
 import type { RetrievalMetrics } from '../src/eval/retrieval.js';
@@ -21,8 +22,10 @@ import {
 } from '../src/eval/retrievalEval.js';
 
 export interface RetrievalEvalOptions {
-  /** Checkpoint folder or run folder. */
+  /** Checkpoint folder, run folder, or Hugging Face CLIP folder (zero-shot). */
   checkpoint: string;
+  /** Frames per clip for a CLIP folder (default 12; a checkpoint keeps its own). */
+  frames?: number;
   /** Native JSONL manifest, or pass `entries` (then `manifest` only names the data in the report and cache key). */
   manifest: string;
   entries?: ManifestEntry[];
@@ -84,6 +87,7 @@ function pickSplit(entries: ManifestEntry[], split: string, source: string, what
 }
 
 async function loadWeights(info: CheckpointInfo): Promise<Params> {
+  if (info.kind === 'clip') return (await loadModel(info, 0)).snapshot();
   const ck = await loadCheckpoint(info.dir, { onWarning: () => undefined });
   if (ck.optimizer) tf.dispose(Object.values(ck.optimizer));
   return ck.params;
@@ -100,7 +104,9 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
   const log = opts.onLog ?? (() => undefined);
   if (typeof opts.manifest !== 'string' || !opts.manifest) throw new Error('--manifest: expected a manifest path');
   const split = opts.split ?? 'test';
-  const info = await readCheckpointInfo(opts.checkpoint);
+  const info = await readModelInfo(opts.checkpoint, { frames: opts.frames });
+  // A CLIP folder is someone's download: reports and caches go to a run folder of its own.
+  const home = info.kind === 'clip' ? path.resolve('runs', `${path.basename(info.dir)}-zero-shot`) : info.dir;
   const manifestPath = path.resolve(opts.manifest);
   let entries = opts.entries;
   let manifestMtime = 0;
@@ -117,7 +123,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
   const wanted = pickSplit(entries, split, manifestPath, '--manifest');
   const batchSize = opts.batchSize ?? info.batchSize;
   const rescoring = opts.dsl ? 'dsl' : opts.qbnorm ? 'qbnorm' : 'none';
-  const out = path.resolve(opts.out ?? path.join(info.dir, 'eval', `${path.parse(manifestPath).name}-${split}${rescoring === 'none' ? '' : `-${rescoring}`}`));
+  const out = path.resolve(opts.out ?? path.join(home, 'eval', `${path.parse(manifestPath).name}-${split}${rescoring === 'none' ? '' : `-${rescoring}`}`));
   const framesDir = path.resolve(opts.framesDir
     ?? path.join(path.dirname(manifestPath), '.vlmargin', `frames-${info.frames.count}x${info.frames.size}-${info.frames.strategy}-s${info.seed}`));
 
@@ -126,7 +132,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
     ids: opts.entries ? embeddingCacheKey({ e: wanted.map((e) => [e.id, e.video, e.captions]) }) : undefined,
     frames: info.frames, seed: info.seed, maxLen: info.maxLen, tokenizer: info.tokenizerDir,
   };
-  const cacheDir = path.join(info.dir, 'embeddings');
+  const cacheDir = path.join(home, 'embeddings');
   const key = embeddingCacheKey(keyParts);
   const useCache = !opts.params;
   let emb = useCache ? await readEmbeddingCache(cacheDir, key) : null;
@@ -151,7 +157,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
       params ??= await loadWeights(info);
       const captions = usable.flatMap((e) => e.captions);
       const queryToVideo = Int32Array.from(usable.flatMap((e, j) => e.captions.map(() => j)));
-      const videoEmb = await encodeVideoEmbeddings(params, info.model, cache, usable.map((e) => e.id), batchSize);
+      const videoEmb = await encodeVideoEmbeddings(params, info.model, cache, usable.map((e) => e.id), batchSize, info.preprocess);
       const textEmb = await encodeTextEmbeddings(params, info.model, tok, captions, info.maxLen, batchSize);
       emb = { d: info.model.embedDim, videoIds: usable.map((e) => e.id), videoEmb, queryToVideo, textEmb };
       encoded = { videos: usable.length, captions: captions.length };

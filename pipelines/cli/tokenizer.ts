@@ -15,7 +15,7 @@ const BuildArgs = z.object({
 });
 
 export function register(program: Command): void {
-  const tokenizer = program.command('tokenizer').description('text tokenizers (Hugging Face folders read offline by transformers.js)');
+  const tokenizer = program.command('tokenizer').description('text tokenizers (Hugging Face folders, read by tokenizers.js)');
   tokenizer.command('build')
     .description('learn a vocabulary from the captions of a native JSONL manifest and write tokenizer.json, tokenizer_config.json, special_tokens_map.json (+ vocab.txt)')
     .requiredOption('--manifest <file>', 'native JSONL manifest (caption or captions per line)')

@@ -18,7 +18,7 @@ export interface CaptionTable {
   maxLen: number;
 }
 
-/** Turns captions into padded token rows, flat [n, maxLen] (e.g. a transformers.js tokenizer). */
+/** Turns captions into padded token rows, flat [n, maxLen] (e.g. a tokenizers.js tokenizer). */
 export type CaptionEncoder = (captions: string[]) => { ids: Int32Array; mask: Int32Array };
 
 /**

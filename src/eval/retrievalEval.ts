@@ -29,16 +29,18 @@ function l2Rows(x: tf.Tensor2D): tf.Tensor2D {
 
 /**
  * L2-normalised video embeddings [ids × E] of cached clips, `batchSize` clips per forward pass.
+ * `norm` is the frames' per-channel mean and std (default OpenAI CLIP's; a CLIP folder states its own).
  * @example const v = await encodeVideoEmbeddings(params, cfg, cache, ['test-0000', 'test-0001'], 16);
  */
 export async function encodeVideoEmbeddings(
   params: Params, cfg: DualEncoderConfig, cache: FrameCache, ids: string[], batchSize: number,
+  norm: { mean?: readonly number[]; std?: readonly number[] } = {},
 ): Promise<Float32Array> {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`encodeVideoEmbeddings: batchSize must be a positive integer, got ${batchSize}`);
   const d = cfg.embedDim;
   const out = new Float32Array(ids.length * d);
   for (let s = 0; s < ids.length; s += batchSize) {
-    const { data, shape } = await readNormalizedClips(cache, ids.slice(s, s + batchSize));
+    const { data, shape } = await readNormalizedClips(cache, ids.slice(s, s + batchSize), { mean: norm.mean, std: norm.std });
     const emb = tf.tidy(() => l2Rows(encodeVideo(params, tf.tensor(data, shape), cfg)));
     // Asynchronous reads work on every backend (webgpu in Node has no sync read).
     out.set(await emb.data(), s * d);

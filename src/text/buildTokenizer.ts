@@ -1,18 +1,18 @@
 /**
  * Learns a subword vocabulary from a caption corpus and writes a Hugging Face tokenizer folder
  * (tokenizer.json, tokenizer_config.json, special_tokens_map.json, and vocab.txt for WordPiece)
- * that `loadTokenizer` and transformers.js read offline.
+ * that `loadTokenizer` (tokenizers.js) and Hugging Face Python read.
  *
  * Text handling, both kinds: NFKC (full-width forms, ligatures), then BERT's normaliser (drop
  * control characters, space around CJK ideographs, lower-case, strip accents by NFD and removing
  * combining marks), then BERT's pre-tokeniser (split on whitespace and on every punctuation
- * character). Training runs the very normaliser and pre-tokeniser transformers.js builds from
+ * character). Training runs the very normaliser and pre-tokeniser tokenizers.js builds from
  * the written tokenizer.json, so the words it learns from are the words encoding will see.
  */
 import { writeFileAtomic } from '../util/atomicWrite.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { PreTrainedTokenizer } from '@xenova/transformers';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 export type TokenizerKind = 'wordpiece' | 'bpe';
 
@@ -57,7 +57,7 @@ const WORDPIECE_SPECIALS = { pad: '[PAD]', unk: '[UNK]', bos: '[CLS]', eos: '[SE
 const BPE_SPECIALS = { pad: '<|pad|>', unk: '<|unk|>', bos: '<|startoftext|>', eos: '<|endoftext|>' };
 const CONTINUATION = '##';
 const END_OF_WORD = '</w>';
-/** transformers.js (and HF) turn a longer word into a single [UNK]; learning from such words only wastes merges. */
+/** tokenizers.js (and HF) turn a longer word into a single [UNK]; learning from such words only wastes merges. */
 const MAX_WORD_CHARS = 100;
 const MODEL_MAX_LENGTH = 512;
 const PAIR_SHIFT = 2 ** 21;
@@ -290,7 +290,7 @@ function tokenizerConfig(kind: TokenizerKind): JsonObject {
   const common = { do_lower_case: true, model_max_length: MODEL_MAX_LENGTH, clean_up_tokenization_spaces: true };
   return kind === 'wordpiece'
     ? { tokenizer_class: 'BertTokenizer', ...common, strip_accents: null, tokenize_chinese_chars: true, ...specialTokensMap(kind) }
-    // "PreTrainedTokenizerFast": generic loader of tokenizer.json in HF Python; the base class in transformers.js.
+    // "PreTrainedTokenizerFast": generic loader of tokenizer.json in HF Python; the base class in tokenizers.js.
     : { tokenizer_class: 'PreTrainedTokenizerFast', ...common, ...specialTokensMap(kind) };
 }
 
@@ -298,11 +298,13 @@ function tokenizerConfig(kind: TokenizerKind): JsonObject {
 function countWords(captions: string[], kind: TokenizerKind): Map<string, number> {
   const sp = specialsFor(kind);
   const skeleton = tokenizerJson(kind, sp.list, []);
-  const tok = new PreTrainedTokenizer(skeleton, tokenizerConfig(kind));
+  const tok = new HfTokenizer(skeleton, tokenizerConfig(kind));
+  if (!tok.pre_tokenizer) throw new Error('buildTokenizer: internal: the tokenizer skeleton has no pre-tokenizer');
+  const specials = new RegExp(`(${sp.list.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`);
   const counts = new Map<string, number>();
   for (const caption of captions) {
     // Literal special tokens in a caption are kept whole at encoding time, so they are not words.
-    const sections = tok.added_tokens_regex ? caption.split(tok.added_tokens_regex) : [caption];
+    const sections = caption.split(specials);
     for (const section of sections) {
       if (!section || sp.list.includes(section)) continue;
       const normalized = tok.normalizer ? tok.normalizer.normalize(section) : section;

@@ -1,11 +1,12 @@
 /**
  * Loads a local Hugging Face tokenizer folder (`tokenizer.json` + `tokenizer_config.json`) with
- * transformers.js, offline, and turns caption batches into the fixed-shape id/mask arrays the text
- * encoder takes.
+ * Hugging Face's tokenizers.js (`@huggingface/tokenizers`, the tokenizer half of transformers.js),
+ * and turns caption batches into the fixed-shape id/mask arrays the text encoder takes. The files
+ * are read here and handed over as objects: nothing is fetched and nothing is cached.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { AutoTokenizer, env, type PreTrainedTokenizer } from '@xenova/transformers';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 /** A padded, truncated batch: row-major `[N, maxLen]`; `mask` is 1 on real tokens, 0 on padding. */
 export interface EncodedBatch {
@@ -43,7 +44,7 @@ export interface Tokenizer {
   decode(ids: ArrayLike<number>, opts?: { skipSpecialTokens?: boolean }): string;
 }
 
-/** Keys transformers.js reads from tokenizer.json without checking; a missing one would crash it unhelpfully. */
+/** Keys tokenizers.js reads from tokenizer.json without checking; a missing one would crash it unhelpfully. */
 const TOKENIZER_JSON_KEYS = ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder'] as const;
 
 async function readJsonFile(file: string, expected: string): Promise<Record<string, unknown>> {
@@ -67,7 +68,7 @@ async function readJsonFile(file: string, expected: string): Promise<Record<stri
   return parsed as Record<string, unknown>;
 }
 
-async function checkFolder(dir: string): Promise<void> {
+async function readFolder(dir: string): Promise<{ json: Record<string, unknown>; config: Record<string, unknown> }> {
   const tjFile = path.join(dir, 'tokenizer.json');
   const tj = await readJsonFile(tjFile, 'a Hugging Face tokenizer.json object (model, added_tokens, normalizer, pre_tokenizer, post_processor, decoder)');
   const model = tj.model as Record<string, unknown> | undefined;
@@ -80,39 +81,23 @@ async function checkFolder(dir: string): Promise<void> {
   for (const k of TOKENIZER_JSON_KEYS) {
     if (!(k in tj)) throw new Error(`loadTokenizer: ${tjFile} has no "${k}" field; expected an object or null`);
   }
-  await readJsonFile(path.join(dir, 'tokenizer_config.json'), 'a Hugging Face tokenizer_config.json object (tokenizer_class, special tokens)');
+  const config = await readJsonFile(path.join(dir, 'tokenizer_config.json'), 'a Hugging Face tokenizer_config.json object (tokenizer_class, special tokens)');
+  return { json: tj, config };
 }
 
-/**
- * transformers.js reads its settings from one global `env`; loads are run one at a time and the
- * previous settings restored, so a concurrent load elsewhere never sees ours half-set.
- */
-let loadQueue: Promise<unknown> = Promise.resolve();
-
-async function fromPretrainedOffline(dir: string): Promise<PreTrainedTokenizer> {
-  const saved = {
-    allowRemoteModels: env.allowRemoteModels, allowLocalModels: env.allowLocalModels,
-    localModelPath: env.localModelPath, useFSCache: env.useFSCache, useBrowserCache: env.useBrowserCache,
-  };
-  // The FS cache is keyed by folder name only, so a stale "tok/tokenizer.json" cached for another
-  // folder of the same name would be returned instead of ours: read the folder itself, always.
-  env.allowRemoteModels = false;
-  env.allowLocalModels = true;
-  env.localModelPath = path.dirname(dir);
-  env.useFSCache = false;
-  env.useBrowserCache = false;
-  try {
-    return await AutoTokenizer.from_pretrained(path.basename(dir), { local_files_only: true });
-  } finally {
-    Object.assign(env, saved);
-  }
+/** A special token of tokenizer_config.json: a string, or an AddedToken object `{ content }`. */
+function specialId(tok: HfTokenizer, config: Record<string, unknown>, key: string): number | null {
+  const v = config[key];
+  const content = typeof v === 'string' ? v : v !== null && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : null;
+  if (content === null) return null;
+  return tok.token_to_id(content) ?? null;
 }
 
 /** The template's special tokens around a caption, found by encoding a probe with and without them. */
-function templateOf(tok: PreTrainedTokenizer, dir: string): { prefix: number; suffix: number } {
+function templateOf(tok: HfTokenizer, dir: string): { prefix: number; suffix: number } {
   for (const probe of ['a', 'the', 'x', '1']) {
-    const full = tok.encode(probe);
-    const content = tok.encode(probe, null, { add_special_tokens: false });
+    const full = tok.encode(probe).ids;
+    const content: number[] = tok.encode(probe, { add_special_tokens: false }).ids;
     if (content.length === 0) continue;
     for (let p = 0; p + content.length <= full.length; p++) {
       if (content.every((id, j) => full[p + j] === id)) return { prefix: p, suffix: full.length - p - content.length };
@@ -122,19 +107,20 @@ function templateOf(tok: PreTrainedTokenizer, dir: string): { prefix: number; su
   throw new Error(`loadTokenizer: the tokenizer in ${dir} produces no tokens for simple words ("a", "the"); expected a working vocabulary`);
 }
 
-function wrap(tok: PreTrainedTokenizer, dir: string): Tokenizer {
+function wrap(tok: HfTokenizer, config: Record<string, unknown>, dir: string): Tokenizer {
   const { prefix, suffix } = templateOf(tok, dir);
   if (suffix === 0) {
     throw new Error(`loadTokenizer: the tokenizer in ${dir} adds no end token after a caption; expected a post_processor that appends [SEP] or an EOS token (the text encoder pools on it)`);
   }
-  const template = tok.encode('a');
+  const template = tok.encode('a').ids;
   const eosId = template[template.length - 1];
   const bosId = prefix > 0 ? template[0] : null;
-  let maxId = tok.model.vocab.length - 1;
-  for (const id of tok.model.tokens_to_ids.values()) if (id > maxId) maxId = id;
+  let maxId = -1;
+  for (const id of tok.get_vocab(true).values()) if (id > maxId) maxId = id;
   const vocabSize = maxId + 1;
-  const padId = typeof tok.pad_token_id === 'number' ? tok.pad_token_id : eosId;
-  const unkId = typeof tok.unk_token_id === 'number' ? tok.unk_token_id : null;
+  // CLIP's folders name <|endoftext|> as the pad token; a folder without one pads with its end token.
+  const padId = specialId(tok, config, 'pad_token') ?? eosId;
+  const unkId = specialId(tok, config, 'unk_token');
 
   return {
     dir, vocabSize, padId, bosId, eosId, unkId,
@@ -149,7 +135,7 @@ function wrap(tok: PreTrainedTokenizer, dir: string): Tokenizer {
       for (let i = 0; i < n; i++) {
         const c = captions[i];
         if (typeof c !== 'string') throw new Error(`encode: captions[${i}] must be a string, got ${c === null ? 'null' : typeof c}`);
-        let row = tok.encode(c);
+        let row = tok.encode(c).ids;
         if (row.length > maxLen) {
           // Cut caption tokens, never the template's end: the encoder pools on the last real token.
           row = row.slice(0, maxLen - suffix).concat(row.slice(row.length - suffix));
@@ -161,7 +147,7 @@ function wrap(tok: PreTrainedTokenizer, dir: string): Tokenizer {
     },
     tokenize(caption: string): string[] {
       if (typeof caption !== 'string') throw new Error(`tokenize: caption must be a string, got ${typeof caption}`);
-      return tok.model.convert_ids_to_tokens(tok.encode(caption, null, { add_special_tokens: false }));
+      return tok.encode(caption, { add_special_tokens: false }).tokens;
     },
     decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean } = {}): string {
       const list = Array.from(ids);
@@ -177,7 +163,7 @@ function wrap(tok: PreTrainedTokenizer, dir: string): Tokenizer {
 }
 
 /**
- * Load a tokenizer folder offline (remote models off, no cache) through transformers.js.
+ * Load a tokenizer folder through tokenizers.js (the folder's own files; nothing fetched or cached).
  * Errors name the folder or file and what was expected.
  * @example
  * const tok = await loadTokenizer('runs/tok');
@@ -193,14 +179,12 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer> {
     throw new Error(`loadTokenizer: tokenizer folder ${abs} does not exist; expected a folder with tokenizer.json and tokenizer_config.json (write one with \`vlmargin tokenizer build\`)`);
   }
   if (!stat.isDirectory()) throw new Error(`loadTokenizer: ${abs} is a file; expected a folder with tokenizer.json and tokenizer_config.json`);
-  await checkFolder(abs);
-  const run = loadQueue.then(() => fromPretrainedOffline(abs));
-  loadQueue = run.catch(() => undefined);
-  let tok: PreTrainedTokenizer;
+  const { json, config } = await readFolder(abs);
+  let tok: HfTokenizer;
   try {
-    tok = await run;
+    tok = new HfTokenizer(json, config);
   } catch (e) {
-    throw new Error(`loadTokenizer: transformers.js could not build a tokenizer from ${abs}: ${(e as Error).message}`);
+    throw new Error(`loadTokenizer: tokenizers.js could not build a tokenizer from ${abs}: ${(e as Error).message}`);
   }
-  return wrap(tok, abs);
+  return wrap(tok, config, abs);
 }

@@ -1,6 +1,8 @@
 /**
- * A checkpoint's settings (model shape, tokenizer, frames) read without its weights, and the
- * dual encoder restored from it. Shared by evaluation and every fine-tuning job.
+ * A model's settings (shape, tokenizer, frames, normalisation) read without its weights, and
+ * the dual encoder restored from it. A model is a vlmargin checkpoint (or a run folder: its
+ * newest checkpoint) or a Hugging Face CLIP folder. Shared by evaluation, embedding and every
+ * fine-tuning job.
  */
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -10,6 +12,13 @@ import { dualEncoderConfigSchema, type DualEncoderConfig } from '../nn/configs.j
 import { initDualEncoder } from '../nn/dualEncoder.js';
 import type { ParamStore } from '../nn/params.js';
 import { listCheckpoints, loadCheckpoint } from './checkpoint.js';
+import { fileSha256, isClipFolder, loadClipWeights, readClipFolder, temporalMeanInit, type ClipFolderInfo, type ClipTemporalOptions } from './clipFolder.js';
+
+/** OpenAI CLIP's frame normalisation, which checkpoints without a `preprocess` entry were trained with. */
+const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
+/** Frames per clip from a CLIP folder unless asked otherwise (CLIP4Clip's 12). */
+export const CLIP_DEFAULT_FRAMES = 12;
 
 /** The parts of a checkpoint's config.json that evaluation needs (the pretrain pipeline writes them). */
 const checkpointConfigSchema = z.object({
@@ -21,9 +30,13 @@ const checkpointConfigSchema = z.object({
   }).loose(),
   model: dualEncoderConfigSchema,
   tokenizer: z.string(),
+  /** The frames' normalisation when it is not OpenAI CLIP's (a model started from a CLIP folder with its own). */
+  preprocess: z.object({ mean: z.array(z.number()).length(3), std: z.array(z.number().positive()).length(3) }).loose().optional(),
 }).loose();
 
 export interface CheckpointInfo {
+  /** `checkpoint`: a vlmargin checkpoint folder; `clip`: a Hugging Face CLIP folder (step 0). */
+  kind: 'checkpoint' | 'clip';
   dir: string;
   step: number;
   /** SHA-256 of model.safetensors, from state.json. */
@@ -34,8 +47,12 @@ export interface CheckpointInfo {
   seed: number;
   maxLen: number;
   batchSize: number;
-  /** The whole config.json, for pipelines that extend it. */
+  /** Per-channel normalisation of frames scaled to [0, 1]. */
+  preprocess: { mean: number[]; std: number[] };
+  /** The whole config.json (for a CLIP folder, the same fields made from it), for pipelines that extend it. */
   raw: Record<string, unknown>;
+  /** The CLIP folder's own description (kind `clip` only). */
+  clip?: ClipFolderInfo;
 }
 
 /**
@@ -76,19 +93,70 @@ export async function readCheckpointInfo(where: string): Promise<CheckpointInfo>
   }
   const c = parsed.data;
   return {
-    dir, step: state.step as number, modelSha, model: c.model, tokenizerDir: c.tokenizer,
+    kind: 'checkpoint', dir, step: state.step as number, modelSha, model: c.model, tokenizerDir: c.tokenizer,
     frames: { count: c.pretrain.frames.count, size: c.pretrain.frames.size, strategy: c.pretrain.frames.strategy },
     seed: c.pretrain.seed, maxLen: c.pretrain.tokenizer.maxLen, batchSize: c.pretrain.eval?.batchSize ?? 64,
+    preprocess: c.preprocess ? { mean: c.preprocess.mean, std: c.preprocess.std } : { mean: [...CLIP_MEAN], std: [...CLIP_STD] },
     raw: raw as Record<string, unknown>,
   };
 }
 
+export interface ModelInfoOptions {
+  /** Frames per clip for a CLIP folder (default 12); a checkpoint keeps its own. */
+  frames?: number;
+  /** Temporal pooling on top of a CLIP folder (default meanP). */
+  temporal?: ClipTemporalOptions;
+  /** Encoding batch size for a CLIP folder (default 64). */
+  batchSize?: number;
+}
+
 /**
- * The dual encoder of a checkpoint as a parameter store (every tensor of the checkpoint is
- * required; optimizer state is dropped).
+ * The settings of a model: a Hugging Face CLIP folder (config.json with text_config and
+ * vision_config, model.safetensors, tokenizer.json) or a vlmargin checkpoint / run folder.
+ * For a CLIP folder, `raw` is a config.json in the checkpoint's own layout, so a checkpoint
+ * saved from it reads back with `readCheckpointInfo`.
+ *
+ * @example const info = await readModelInfo('models/clip-vit-base-patch32', { frames: 12 }); info.maxLen // 77
+ */
+export async function readModelInfo(where: string, opts: ModelInfoOptions = {}): Promise<CheckpointInfo> {
+  if (typeof where !== 'string' || !where) throw new Error('--model: expected a Hugging Face CLIP folder, a checkpoint folder or a run folder');
+  if (!(await isClipFolder(where))) return readCheckpointInfo(where);
+  const frames = opts.frames ?? CLIP_DEFAULT_FRAMES;
+  const temporal = { ...opts.temporal, maxFrames: Math.max(opts.temporal?.maxFrames ?? 32, frames) };
+  const clip = await readClipFolder(where, temporal);
+  const batchSize = opts.batchSize ?? 64;
+  const framesCfg = { count: frames, size: clip.preprocess.imageSize, strategy: 'uniform' as const };
+  const preprocess = { mean: [...clip.preprocess.mean], std: [...clip.preprocess.std] };
+  return {
+    kind: 'clip', dir: clip.dir, step: 0, modelSha: await fileSha256(clip.weightsFile), model: clip.config, tokenizerDir: clip.dir,
+    frames: framesCfg, seed: 0, maxLen: clip.contextLength, batchSize, preprocess, clip,
+    raw: {
+      pretrain: { seed: 0, frames: framesCfg, tokenizer: { maxLen: clip.contextLength }, eval: { batchSize } },
+      model: clip.config, tokenizer: clip.dir, preprocess, init: { clip: clip.dir },
+    },
+  };
+}
+
+/**
+ * The dual encoder of a model as a parameter store. From a checkpoint every tensor is
+ * required and optimizer state is dropped; from a CLIP folder every CLIP tensor is required
+ * and a temporal transformer starts as the mean (`temporalMeanInit`).
  * @example const store = await loadModel(await readCheckpointInfo('runs/default'), 0);
  */
 export async function loadModel(info: CheckpointInfo, seed: number): Promise<ParamStore> {
+  if (info.kind === 'clip') {
+    if (!info.clip) throw new Error(`loadModel: ${info.dir} is a CLIP folder but its description is missing; read it with readModelInfo`);
+    const weights = await loadClipWeights(info.clip);
+    const store = initDualEncoder(info.model, seed);
+    try {
+      store.assign(weights);
+      store.assign(temporalMeanInit(info.model));
+    } catch (e) {
+      store.dispose();
+      throw e;
+    }
+    return store;
+  }
   const ck = await loadCheckpoint(info.dir, { onWarning: () => undefined });
   const store = initDualEncoder(info.model, seed);
   try {
