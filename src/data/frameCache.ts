@@ -6,13 +6,17 @@
  *   shard-00000.bin        clips back to back, each [T, size, size, 3] uint8
  *   shard-00000.json       { items: [{ id, offset, timestamps, … }], errors: [...] }
  *
- * A shard's .bin is written under a temporary name and renamed, then its .json the same
- * way; the .json is the commit mark. A re-run after a crash deletes temporary files and any
- * .bin without its .json, keeps every committed shard, and decodes only what is missing.
+ * Shard k holds the k-th run of `shardSize` usable manifest entries (planFrameCache), so a
+ * shard is a unit of work any process can build (buildFrameCacheShard), alone or as a job of
+ * a queue, with the same bytes. A shard's .bin is written under a temporary name and renamed,
+ * then its .json the same way; the .json is the commit mark, and records the .bin's SHA-256.
+ * A re-run after a crash deletes temporary files and any .bin without its .json, keeps every
+ * committed shard, and decodes only what is missing.
  */
-import { open, readdir, readFile, rm, stat, mkdir } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readdir, readFile, rename, rm, stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import pLimit from 'p-limit';
+import pLimit, { type LimitFunction } from 'p-limit';
 import type { ItemError, ManifestEntry } from './types.js';
 import { writeFileAtomic } from '../util/atomicWrite.js';
 import { withDirLock } from '../util/dirLock.js';
@@ -47,6 +51,8 @@ interface ShardFile {
   version: number;
   clipBytes: number;
   bytes: number;
+  /** Hex SHA-256 of the shard's .bin. */
+  sha256?: string;
   items: CachedClipMeta[];
   errors: ItemError[];
 }
@@ -55,6 +61,8 @@ interface IndexFile extends FrameCacheConfig {
   format: string;
   version: number;
   shardSize: number;
+  /** The manifest's plan: shard and item counts, and the checksum of its ids (see planFrameCache). */
+  planned?: { shards: number; items: number; idsSha256: string };
   shards: string[];
   clips: number;
   errors: ItemError[];
@@ -109,13 +117,44 @@ export interface FrameCacheSummary {
 
 const shardName = (n: number): string => `shard-${String(n).padStart(5, '0')}`;
 const SHARD_RE = /^shard-(\d{5,})\.json$/;
+// Temporary names: `<file>.tmp-<pid>` (writeFileAtomic) or `<file>.tmp-<pid>-<hex>` (shards,
+// whose writers may be processes on other machines with the same pid).
+const TMP_RE = /\.tmp-\d+(-[0-9a-f]+)?$/;
 
 const writeAtomic = (file: string, data: Uint8Array | string): Promise<void> => writeFileAtomic(file, data, { sync: true });
+
+/** Like writeAtomic, with a temporary name no other process (on any host) shares. */
+async function writeShardFile(file: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.datasync();
+  } catch (e) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, file);
+}
 
 interface ScanResult {
   shards: { name: string; number: number; file: ShardFile }[];
   /** Files removed because they were temporary or uncommitted. */
   discarded: string[];
+}
+
+/** Reads a shard's commit mark; null unless it is a shard file whose .bin has the size it names. */
+async function readShardFile(dir: string, name: string): Promise<ShardFile | null> {
+  try {
+    const file = JSON.parse(await readFile(path.join(dir, `${name}.json`), 'utf8')) as ShardFile;
+    if (file.format !== `${FORMAT}-shard` || !Array.isArray(file.items) || !Array.isArray(file.errors)) return null;
+    const st = await stat(path.join(dir, `${name}.bin`)).catch(() => null);
+    return st && st.size === file.bytes ? file : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Committed shards of a cache folder, in shard order; with `clean`, deletes leftovers. */
@@ -128,17 +167,7 @@ async function scanShards(dir: string, clean: boolean): Promise<ScanResult> {
     const m = SHARD_RE.exec(name);
     if (!m) continue;
     const base = name.slice(0, -'.json'.length);
-    let file: ShardFile | null = null;
-    try {
-      file = JSON.parse(await readFile(path.join(dir, name), 'utf8')) as ShardFile;
-      if (file.format !== `${FORMAT}-shard` || !Array.isArray(file.items) || !Array.isArray(file.errors)) file = null;
-      else {
-        const st = await stat(path.join(dir, `${base}.bin`)).catch(() => null);
-        if (!st || st.size !== file.bytes) file = null;
-      }
-    } catch {
-      file = null;
-    }
+    const file = await readShardFile(dir, base);
     if (file) {
       shards.push({ name: base, number: Number(m[1]), file });
       committed.add(base);
@@ -149,7 +178,7 @@ async function scanShards(dir: string, clean: boolean): Promise<ScanResult> {
   }
   if (clean) {
     for (const name of names) {
-      const tmp = /\.tmp-\d+$/.test(name);
+      const tmp = TMP_RE.test(name);
       const orphanBin = /^shard-\d{5,}\.bin$/.test(name) && !committed.has(name.slice(0, -'.bin'.length));
       if (tmp || orphanBin) {
         await rm(path.join(dir, name), { force: true });
@@ -172,63 +201,72 @@ function sameConfig(a: FrameCacheConfig, b: FrameCacheConfig): boolean {
   return a.frames === b.frames && a.size === b.size && a.strategy === b.strategy && a.fps === b.fps && a.seed === b.seed;
 }
 
-/**
- * Decodes the videos of a manifest once into a sharded frame cache, resuming a cache that a
- * killed run left behind (committed shards are kept and not decoded again). Bad videos are
- * recorded with reasons and skipped.
- *
- * @example
- * const s = await buildFrameCache(manifest.entries, { out: 'cache/msrvtt-8x224', frames: 8, size: 224 });
- * console.log(s.decoded, s.reused, s.skipped.length);
- */
-export async function buildFrameCache(entries: ManifestEntry[], opts: BuildFrameCacheOptions): Promise<FrameCacheSummary> {
-  if (!opts || typeof opts.out !== 'string' || !opts.out) throw new Error('buildFrameCache: opts.out must be a folder path');
-  await mkdir(path.resolve(opts.out), { recursive: true });
-  // Two runs building the same cache at once would interleave shard numbers and indexes.
-  return withDirLock(opts.out, () => buildFrameCacheLocked(entries, opts), { what: 'frame cache' });
+/** What a shard's decode needs of a manifest entry. */
+export type FrameCacheItem = Pick<ManifestEntry, 'id' | 'video' | 'start' | 'end'>;
+
+/** One unit of work: shard `number` holds exactly these items (clips or recorded failures). */
+export interface FrameCacheShardPlan {
+  number: number;
+  name: string;
+  items: FrameCacheItem[];
 }
 
-async function buildFrameCacheLocked(entries: ManifestEntry[], opts: BuildFrameCacheOptions): Promise<FrameCacheSummary> {
-  if (!Array.isArray(entries)) throw new Error('buildFrameCache: entries must be an array of manifest entries');
-  if (!opts || typeof opts.out !== 'string' || !opts.out) throw new Error('buildFrameCache: opts.out must be a folder path');
+/**
+ * How a manifest maps onto shards: its usable entries in manifest order, cut every
+ * `shardSize`. The plan depends only on the entries and options, so every machine that
+ * builds a shard of it writes the same bytes, and a shard is the same whoever builds it.
+ */
+export interface FrameCachePlan {
+  config: FrameCacheConfig;
+  shardSize: number;
+  /** Entries given, usable or not. */
+  total: number;
+  shards: FrameCacheShardPlan[];
+  /** Entries left out of the plan: malformed, or a repeated id. */
+  manifestErrors: ItemError[];
+  /** Checksum of the planned ids, shard by shard; `--verify` recomputes it from the shards. */
+  idsSha256: string;
+}
+
+export interface PlanFrameCacheOptions {
+  frames: number;
+  size: number;
+  strategy?: SampleStrategy;
+  fps?: number;
+  seed?: number;
+  /** Clips per shard (default 32). */
+  shardSize?: number;
+  /** Per-clip ffmpeg time limit, checked here so a plan is only made from valid options. */
+  timeoutMs?: number;
+}
+
+/** The ids a shard holds (clips and failures), as a checksum input: sorted, so either order agrees. */
+const shardIdsText = (ids: string[]): string => [...ids].sort().join('\n');
+
+function idsChecksum(perShard: string[][]): string {
+  const h = createHash('sha256');
+  for (const ids of perShard) h.update(`${shardIdsText(ids)}\n\n`);
+  return h.digest('hex');
+}
+
+/**
+ * Cuts a manifest into shards (see FrameCachePlan). Entries without an id or video, and
+ * repeated ids (the first is kept), are left out and reported in `manifestErrors`.
+ *
+ * @example
+ * const plan = planFrameCache(manifest.entries, { frames: 8, size: 224, shardSize: 32 });
+ * plan.shards.length // ⌈usable entries / 32⌉
+ */
+export function planFrameCache(entries: ManifestEntry[] | FrameCacheItem[], opts: PlanFrameCacheOptions): FrameCachePlan {
+  if (!Array.isArray(entries)) throw new Error('planFrameCache: entries must be an array of manifest entries');
+  if (!opts) throw new Error('planFrameCache: opts { frames, size } are required');
   const strategy = opts.strategy ?? 'uniform';
-  checkSampleOptions({ frames: opts.frames, size: opts.size, strategy, fps: opts.fps, timeoutMs: opts.timeoutMs }, 'buildFrameCache');
-  const concurrency = opts.concurrency ?? 2;
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`buildFrameCache: concurrency must be a positive integer, got ${opts.concurrency}`);
+  checkSampleOptions({ frames: opts.frames, size: opts.size, strategy, fps: opts.fps, timeoutMs: opts.timeoutMs }, 'planFrameCache');
   const shardSize = opts.shardSize ?? 32;
-  if (!Number.isInteger(shardSize) || shardSize < 1) throw new Error(`buildFrameCache: shardSize must be a positive integer, got ${opts.shardSize}`);
-  const out = path.resolve(opts.out);
-  const config = configOf({ frames: opts.frames, size: opts.size, strategy, fps: opts.fps, seed: opts.seed });
-  await mkdir(out, { recursive: true });
-
-  const indexPath = path.join(out, INDEX);
-  const existing = await readFile(indexPath, 'utf8').then((t) => JSON.parse(t) as IndexFile, (e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') return null;
-    throw new Error(`buildFrameCache: ${indexPath} is unreadable (${e.message}); delete the folder or choose another --out`);
-  });
-  if (existing) {
-    if (existing.format !== FORMAT) throw new Error(`buildFrameCache: ${out} holds something other than a frame cache (${indexPath})`);
-    const had = configOf(existing);
-    if (!sameConfig(had, config)) {
-      throw new Error(`buildFrameCache: ${out} was built with ${JSON.stringify(had)}, asked ${JSON.stringify(config)}; choose another --out or delete it`);
-    }
-  }
-
-  const { shards } = await scanShards(out, true);
-  const known = new Map<string, 'clip' | 'error'>();
-  const oldErrors: ItemError[] = [];
-  for (const s of shards) {
-    for (const it of s.file.items) known.set(it.id, 'clip');
-    for (const er of s.file.errors) {
-      if (er.id !== undefined) known.set(er.id, 'error');
-      oldErrors.push(er);
-    }
-  }
-
+  if (!Number.isInteger(shardSize) || shardSize < 1) throw new Error(`planFrameCache: shardSize must be a positive integer, got ${opts.shardSize}`);
   const seen = new Set<string>();
   const manifestErrors: ItemError[] = [];
-  const todo: ManifestEntry[] = [];
-  let reused = 0;
+  const usable: FrameCacheItem[] = [];
   for (const e of entries) {
     if (!e || typeof e.id !== 'string' || typeof e.video !== 'string') {
       manifestErrors.push({ source: String(e?.video ?? ''), reason: `entry without id/video: ${JSON.stringify(e)}` });
@@ -236,81 +274,240 @@ async function buildFrameCacheLocked(entries: ManifestEntry[], opts: BuildFrameC
     }
     if (seen.has(e.id)) { manifestErrors.push({ source: e.video, id: e.id, reason: 'duplicate id in the manifest; kept the first' }); continue; }
     seen.add(e.id);
-    if (known.has(e.id)) reused++; else todo.push(e);
+    const item: FrameCacheItem = { id: e.id, video: e.video };
+    if (e.start !== undefined) item.start = e.start;
+    if (e.end !== undefined) item.end = e.end;
+    usable.push(item);
   }
+  const shards: FrameCacheShardPlan[] = [];
+  for (let k = 0; k * shardSize < usable.length; k++) {
+    shards.push({ number: k, name: shardName(k), items: usable.slice(k * shardSize, (k + 1) * shardSize) });
+  }
+  return {
+    config: configOf({ frames: opts.frames, size: opts.size, strategy, fps: opts.fps, seed: opts.seed }),
+    shardSize, total: entries.length, shards, manifestErrors,
+    idsSha256: idsChecksum(shards.map((s) => s.items.map((it) => it.id))),
+  };
+}
 
-  const shardNames = shards.map((s) => s.name);
-  let nextShard = shards.length ? shards[shards.length - 1].number + 1 : 0;
-  const clipBytes = opts.frames * opts.size * opts.size * 3;
-  const newErrors: ItemError[] = [];
+/** Whether a committed shard holds exactly the planned items. */
+function shardMatches(file: ShardFile, plan: FrameCacheShardPlan): boolean {
+  const ids = [...file.items.map((it) => it.id), ...file.errors.map((e) => e.id ?? '')];
+  return ids.length === plan.items.length && shardIdsText(ids) === shardIdsText(plan.items.map((it) => it.id));
+}
+
+export interface BuildShardOptions {
+  /** Per-clip ffmpeg time limit. */
+  timeoutMs?: number;
+  /** ffmpeg processes at a time for this shard (default 2); ignored when `limit` is given. */
+  concurrency?: number;
+  /** A pool shared with other shards being built at once (p-limit). */
+  limit?: LimitFunction;
+  /** Called as each item finishes, decoded or failed. */
+  onItem?: (o: SampleOutcome) => void;
+}
+
+export interface ShardBuildResult {
+  name: string;
+  /** Clips decoded (0 when the shard was already committed). */
+  decoded: number;
+  /** Items that failed, with reasons, in plan order. */
+  errors: ItemError[];
+  padded: { id: string; padded: number }[];
+  /** The shard was found committed with the planned items and left as it was. */
+  reused: boolean;
+}
+
+/**
+ * Decodes one planned shard and commits it (.bin, then .json as the commit mark, each under a
+ * temporary name then renamed). Idempotent: a shard already committed with the planned items
+ * is kept, and two processes building the same shard write the same bytes, so a shard is never
+ * duplicated or torn. A clip that fails is recorded in the shard with its reason.
+ *
+ * @example
+ * const plan = planFrameCache(entries, { frames: 8, size: 224 });
+ * await buildFrameCacheShard('cache/msrvtt', plan.config, plan.shards[0], { concurrency: 2 });
+ */
+export async function buildFrameCacheShard(
+  out: string, config: FrameCacheConfig, shard: FrameCacheShardPlan, opts: BuildShardOptions = {},
+): Promise<ShardBuildResult> {
+  if (typeof out !== 'string' || !out) throw new Error('buildFrameCacheShard: out must be a folder path');
+  if (!shard || !Number.isInteger(shard.number) || shard.name !== shardName(shard.number) || !Array.isArray(shard.items)) {
+    throw new Error(`buildFrameCacheShard: shard must be one of planFrameCache's shards, got ${JSON.stringify(shard)?.slice(0, 200)}`);
+  }
+  checkSampleOptions({ ...config, timeoutMs: opts.timeoutMs }, 'buildFrameCacheShard');
+  const dir = path.resolve(out);
+  const existing = await readShardFile(dir, shard.name);
+  if (existing && shardMatches(existing, shard)) {
+    return { name: shard.name, decoded: 0, errors: existing.errors, padded: [], reused: true };
+  }
+  const concurrency = opts.concurrency ?? 2;
+  if (!opts.limit && (!Number.isInteger(concurrency) || concurrency < 1)) throw new Error(`buildFrameCacheShard: concurrency must be a positive integer, got ${opts.concurrency}`);
+  const limit = opts.limit ?? pLimit(concurrency);
+  const sampleOpts = { frames: config.frames, size: config.size, strategy: config.strategy, fps: config.fps, seed: config.seed, timeoutMs: opts.timeoutMs };
+  const outcomes = await Promise.all(shard.items.map((it) => limit(async () => {
+    const o = await sampleItem({ id: it.id, video: it.video, start: it.start, end: it.end }, sampleOpts);
+    opts.onItem?.(o);
+    return o;
+  })));
+  const clipBytes = config.frames * config.size * config.size * 3;
+  const ok = outcomes.filter((o): o is Extract<SampleOutcome, { ok: true }> => o.ok);
+  const bin = new Uint8Array(ok.length * clipBytes);
+  const items: CachedClipMeta[] = ok.map((o, i) => {
+    bin.set(o.clip.data, i * clipBytes);
+    return {
+      id: o.item.id!, video: o.clip.info.file, offset: i * clipBytes,
+      timestamps: o.clip.timestamps, frameTimes: o.clip.frameTimes, padded: o.clip.padded,
+    };
+  });
+  const errors = outcomes.flatMap((o) => (o.ok ? [] : [o.error]));
+  const sha256 = createHash('sha256').update(bin).digest('hex');
+  const file: ShardFile = { format: `${FORMAT}-shard`, version: VERSION, clipBytes, bytes: bin.length, sha256, items, errors };
+  // A stale commit mark must go first: between the two renames below it would vouch for the
+  // new .bin.
+  if (existing) await rm(path.join(dir, `${shard.name}.json`), { force: true });
+  await writeShardFile(path.join(dir, `${shard.name}.bin`), bin);
+  await writeShardFile(path.join(dir, `${shard.name}.json`), JSON.stringify(file));
+  return {
+    name: shard.name, decoded: ok.length, errors, reused: false,
+    padded: ok.filter((o) => o.clip.padded > 0).map((o) => ({ id: o.item.id!, padded: o.clip.padded })),
+  };
+}
+
+/** What `prepareFrameCache` found: committed shards of the plan, by number. */
+export interface PreparedFrameCache {
+  out: string;
+  committed: Map<number, { items: number; errors: ItemError[] }>;
+  /** Leftover or stale files removed (temporary, uncommitted, or shards of another plan). */
+  discarded: string[];
+}
+
+/**
+ * Readies a folder for a plan: refuses a cache built with other options, removes temporary
+ * files, uncommitted shards and committed shards whose items differ from the plan (an edited
+ * manifest), and writes the index (not yet complete). Call it holding the folder's lock.
+ */
+export async function prepareFrameCache(out: string, plan: FrameCachePlan): Promise<PreparedFrameCache> {
+  const dir = path.resolve(out);
+  await mkdir(dir, { recursive: true });
+  const indexPath = path.join(dir, INDEX);
+  const existing = await readFile(indexPath, 'utf8').then((t) => JSON.parse(t) as IndexFile, (e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return null;
+    throw new Error(`buildFrameCache: ${indexPath} is unreadable (${e.message}); delete the folder or choose another --out`);
+  });
+  if (existing) {
+    if (existing.format !== FORMAT) throw new Error(`buildFrameCache: ${dir} holds something other than a frame cache (${indexPath})`);
+    const had = configOf(existing);
+    if (!sameConfig(had, plan.config)) {
+      throw new Error(`buildFrameCache: ${dir} was built with ${JSON.stringify(had)}, asked ${JSON.stringify(plan.config)}; choose another --out or delete it`);
+    }
+  }
+  const { shards, discarded } = await scanShards(dir, true);
+  const committed: PreparedFrameCache['committed'] = new Map();
+  for (const s of shards) {
+    const planned = plan.shards[s.number];
+    if (planned && s.name === planned.name && shardMatches(s.file, planned)) {
+      committed.set(s.number, { items: s.file.items.length, errors: s.file.errors });
+      continue;
+    }
+    await rm(path.join(dir, `${s.name}.json`), { force: true });
+    await rm(path.join(dir, `${s.name}.bin`), { force: true });
+    discarded.push(`${s.name}.json`, `${s.name}.bin`);
+  }
+  await writeFrameCacheIndex(dir, plan, committed);
+  return { out: dir, committed, discarded };
+}
+
+/**
+ * Writes `index.json` from the plan and the committed shards; the cache is complete when every
+ * planned shard is committed. The same plan and shards give the same bytes, whoever built them.
+ */
+export async function writeFrameCacheIndex(out: string, plan: FrameCachePlan, committed: PreparedFrameCache['committed']): Promise<void> {
+  const numbers = [...committed.keys()].sort((a, b) => a - b);
+  const index: IndexFile = {
+    format: FORMAT, version: VERSION, ...plan.config, shardSize: plan.shardSize,
+    planned: { shards: plan.shards.length, items: plan.shards.reduce((n, s) => n + s.items.length, 0), idsSha256: plan.idsSha256 },
+    shards: numbers.map(shardName),
+    clips: numbers.reduce((n, k) => n + committed.get(k)!.items, 0),
+    errors: [...numbers.flatMap((k) => committed.get(k)!.errors), ...plan.manifestErrors],
+    complete: numbers.length === plan.shards.length,
+  };
+  await writeAtomic(path.join(path.resolve(out), INDEX), `${JSON.stringify(index, null, 1)}\n`);
+}
+
+/**
+ * Reads the committed shards of a plan back from the folder (after workers elsewhere built
+ * them) and writes the index; returns the committed shards.
+ */
+export async function finishFrameCache(out: string, plan: FrameCachePlan): Promise<PreparedFrameCache['committed']> {
+  const dir = path.resolve(out);
+  const committed: PreparedFrameCache['committed'] = new Map();
+  for (const s of plan.shards) {
+    const file = await readShardFile(dir, s.name);
+    if (file && shardMatches(file, s)) committed.set(s.number, { items: file.items.length, errors: file.errors });
+  }
+  await writeFrameCacheIndex(dir, plan, committed);
+  return committed;
+}
+
+/**
+ * Decodes the videos of a manifest once into a sharded frame cache, resuming a cache that a
+ * killed run left behind (committed shards are kept and not decoded again). Bad videos are
+ * recorded with reasons and skipped. The shards are those of `planFrameCache`, built with
+ * `buildFrameCacheShard`, so the result is byte for byte what workers on a queue build.
+ *
+ * @example
+ * const s = await buildFrameCache(manifest.entries, { out: 'cache/msrvtt-8x224', frames: 8, size: 224 });
+ * console.log(s.decoded, s.reused, s.skipped.length);
+ */
+export async function buildFrameCache(entries: ManifestEntry[], opts: BuildFrameCacheOptions): Promise<FrameCacheSummary> {
+  if (!opts || typeof opts.out !== 'string' || !opts.out) throw new Error('buildFrameCache: opts.out must be a folder path');
+  if (!Array.isArray(entries)) throw new Error('buildFrameCache: entries must be an array of manifest entries');
+  const plan = planFrameCache(entries, opts);
+  const concurrency = opts.concurrency ?? 2;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`buildFrameCache: concurrency must be a positive integer, got ${opts.concurrency}`);
+  await mkdir(path.resolve(opts.out), { recursive: true });
+  // Two runs building the same cache at once would interleave shard writes and indexes.
+  return withDirLock(opts.out, () => buildFrameCacheLocked(plan, opts, concurrency), { what: 'frame cache' });
+}
+
+async function buildFrameCacheLocked(plan: FrameCachePlan, opts: BuildFrameCacheOptions, concurrency: number): Promise<FrameCacheSummary> {
+  const out = path.resolve(opts.out);
+  const { committed } = await prepareFrameCache(out, plan);
+  const todo = plan.shards.filter((s) => !committed.has(s.number));
+  const reused = plan.shards.reduce((n, s) => n + (committed.has(s.number) ? s.items.length : 0), 0);
+  const todoItems = todo.reduce((n, s) => n + s.items.length, 0);
   const padded: FrameCacheSummary['padded'] = [];
   let decoded = 0;
+  let skipped = 0;
   let done = 0;
 
-  const writeIndex = async (complete: boolean): Promise<void> => {
-    const clips = [...known.values()].filter((v) => v === 'clip').length;
-    const index: IndexFile = {
-      format: FORMAT, version: VERSION, ...config, shardSize, shards: shardNames, clips,
-      errors: [...oldErrors, ...newErrors, ...manifestErrors], complete,
-    };
-    await writeAtomic(indexPath, `${JSON.stringify(index, null, 1)}\n`);
-  };
-
-  const writeShard = async (batch: SampleOutcome[]): Promise<void> => {
-    const name = shardName(nextShard++);
-    const ok = batch.filter((o): o is Extract<SampleOutcome, { ok: true }> => o.ok);
-    const bin = new Uint8Array(ok.length * clipBytes);
-    const items: CachedClipMeta[] = ok.map((o, i) => {
-      bin.set(o.clip.data, i * clipBytes);
-      return {
-        id: o.item.id!, video: o.clip.info.file, offset: i * clipBytes,
-        timestamps: o.clip.timestamps, frameTimes: o.clip.frameTimes, padded: o.clip.padded,
-      };
-    });
-    const errors = batch.flatMap((o) => (o.ok ? [] : [o.error]));
-    const file: ShardFile = { format: `${FORMAT}-shard`, version: VERSION, clipBytes, bytes: bin.length, items, errors };
-    await writeAtomic(path.join(out, `${name}.bin`), bin);
-    await writeAtomic(path.join(out, `${name}.json`), JSON.stringify(file));
-    for (const it of items) known.set(it.id, 'clip');
-    for (const er of errors) known.set(er.id!, 'error');
-    shardNames.push(name);
-    await writeIndex(false);
-  };
-
-  // One pool across all clips; finished clips gather in a buffer that is written out every
-  // `shardSize` items, one shard write at a time, while decoding goes on.
+  // One ffmpeg pool across shards; a few shards in flight so the pool never waits on one
+  // shard's last clip, and the index rewritten after each commit, one write at a time.
   const limit = pLimit(concurrency);
-  let buffer: SampleOutcome[] = [];
-  let writing: Promise<void> = Promise.resolve();
-  let writeError: Error | null = null;
-  const flush = (): void => {
-    const batch = buffer;
-    buffer = [];
-    writing = writing.then(() => writeShard(batch)).catch((e: Error) => { writeError ??= e; });
-  };
-  const sampleOpts = { frames: opts.frames, size: opts.size, strategy, fps: opts.fps, seed: config.seed, timeoutMs: opts.timeoutMs };
-  await Promise.all(todo.map((e) => limit(async () => {
-    if (writeError) return;
-    const o = await sampleItem({ id: e.id, video: e.video, start: e.start, end: e.end }, sampleOpts);
-    if (o.ok) {
-      decoded++;
-      if (o.clip.padded > 0) padded.push({ id: e.id, padded: o.clip.padded });
-    } else {
-      newErrors.push(o.error);
-    }
-    done++;
-    buffer.push(o);
-    if (buffer.length >= shardSize) flush();
-    opts.onProgress?.({ total: entries.length, done, todo: todo.length, decoded, reused, skipped: newErrors.length, id: e.id });
+  const shardPool = pLimit(concurrency + 1);
+  let indexWrite: Promise<void> = Promise.resolve();
+  await Promise.all(todo.map((shard) => shardPool(async () => {
+    const r = await buildFrameCacheShard(out, plan.config, shard, {
+      limit, timeoutMs: opts.timeoutMs,
+      onItem: (o) => {
+        done++;
+        if (o.ok) decoded++; else skipped++;
+        opts.onProgress?.({ total: plan.total, done, todo: todoItems, decoded, reused, skipped, id: o.item.id! });
+      },
+    }).catch((e: Error) => { throw new Error(`buildFrameCache: writing ${shard.name} in ${out} failed: ${e.message}`); });
+    padded.push(...r.padded);
+    committed.set(shard.number, { items: shard.items.length - r.errors.length, errors: r.errors });
+    indexWrite = indexWrite.then(() => writeFrameCacheIndex(out, plan, committed));
+    await indexWrite;
   })));
-  if (buffer.length) flush();
-  await writing;
-  if (writeError) throw new Error(`buildFrameCache: writing a shard in ${out} failed: ${(writeError as Error).message}`);
-  await writeIndex(true);
+  await writeFrameCacheIndex(out, plan, committed);
+  const order = new Map(plan.shards.flatMap((s) => s.items.map((it, i) => [it.id, s.number * plan.shardSize + i] as const)));
+  padded.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
   return {
-    out, total: entries.length, decoded, reused,
-    skipped: [...oldErrors.filter((er) => er.id === undefined || seen.has(er.id)), ...newErrors, ...manifestErrors],
-    padded, shards: shardNames.length,
+    out, total: plan.total, decoded, reused,
+    skipped: [...plan.shards.flatMap((s) => committed.get(s.number)?.errors ?? []), ...plan.manifestErrors],
+    padded, shards: committed.size,
   };
 }
 
