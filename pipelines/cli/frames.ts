@@ -1,11 +1,16 @@
-/** `vlmargin frames`: decode a manifest's videos once into a frame cache, resumably. */
+/**
+ * `vlmargin frames`: decode a manifest's videos once into a frame cache, resumably: in this
+ * process, or with `--queue` as jobs for `vlmargin worker`s on other machines; `--verify`
+ * checks a cache.
+ */
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { z } from 'zod';
-import { buildFrameCache, type FrameCacheSummary } from '../../src/data/frameCache.js';
+import { buildFrameCache, planFrameCache, verifyFrameCache, type FrameCacheSummary } from '../../src/data/frameCache.js';
 import { readManifest } from '../../src/data/manifest.js';
 import type { ItemError } from '../../src/data/types.js';
 import { SAMPLE_STRATEGIES } from '../../src/video/sampler.js';
+import { DEFAULT_FRAMES_QUEUE, enqueueFrameCache, type QueueProgress, type QueueSummary } from '../frames-queue.js';
 
 const FramesArgs = z.object({
   manifest: z.string().min(1, 'expected a path to a JSONL manifest'),
@@ -21,6 +26,8 @@ const FramesArgs = z.object({
   split: z.string().min(1).optional(),
   allowOutsideRoot: z.boolean().optional(),
   progress: z.boolean(),
+  queue: z.string().min(1).optional(),
+  queueName: z.string().min(1),
 }).refine((a) => a.strategy !== 'fps' || a.fps !== undefined, { message: '--strategy fps needs --fps', path: ['fps'] });
 
 /** Groups failure reasons so a summary of 10 000 bad files stays a few lines long. */
@@ -45,11 +52,39 @@ function printSummary(s: FrameCacheSummary, manifestErrors: ItemError[], seconds
   }
 }
 
+const duration = (s: number): string => (s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
+
+function printQueueSummary(s: QueueSummary): void {
+  console.log(`frame cache ${s.out}: ${s.shards} shards: ${s.built} built by workers, ${s.reused} already committed, ${s.failed.length} failed; ` +
+    `${s.clips} clips, ${s.skipped} items skipped; ${s.seconds.toFixed(1)} s`);
+  for (const f of s.failed.slice(0, 10)) console.log(`  ${f.shard}: ${f.reason}`);
+  if (s.failed.length > 10) console.log(`  … and ${s.failed.length - 10} more failed shards`);
+}
+
+async function verify(dir: string, json: boolean): Promise<void> {
+  const r = await verifyFrameCache(dir);
+  if (json) {
+    console.log(JSON.stringify(r));
+  } else {
+    const plan = r.planned ? ` of ${r.planned.shards} planned (${r.planned.items} items)` : '';
+    console.log(`frame cache ${r.dir}: ${r.clips} clips, ${r.failed} failed items, ${r.shards} intact shards${plan}; ${r.complete ? 'complete' : 'NOT complete'}`);
+    if (r.unchecked) console.log(`  ${r.unchecked} shards record no checksum (built by an older version): only their sizes were checked`);
+    if (r.leftovers) console.log(`  ${r.leftovers} temporary or uncommitted files (a build running, or killed; the next build removes them)`);
+    for (const p of r.problems.slice(0, 20)) console.log(`  problem: ${p}`);
+    if (r.problems.length > 20) console.log(`  … and ${r.problems.length - 20} more problems`);
+  }
+  if (!r.complete) process.exitCode = 1;
+}
+
 export function register(program: Command): void {
   program.command('frames')
-    .description('decode the videos of a native JSONL manifest once into a sharded frame cache (re-run to resume)')
-    .requiredOption('--manifest <file>', 'native JSONL manifest')
-    .requiredOption('--out <dir>', 'cache folder (created; an existing cache with the same settings is resumed)')
+    .description('decode the videos of a native JSONL manifest once into a sharded frame cache (re-run to resume), locally or through a queue; or --verify one')
+    .option('--manifest <file>', 'native JSONL manifest')
+    .option('--out <dir>', 'cache folder (created; an existing cache with the same settings is resumed)')
+    .option('--verify <dir>', 'check a cache (every shard against its checksum, all of its manifest present); exit 1 unless complete')
+    .option('--json', 'with --verify: print the report as JSON (clips, failed, shards, complete, …)')
+    .option('--queue <url>', 'enqueue one job per shard on this Redis (redis://HOST:PORT[/DB]) for `vlmargin worker`s, and wait')
+    .option('--queue-name <name>', 'queue name on that Redis (workers must use the same)', DEFAULT_FRAMES_QUEUE)
     .option('--frames <n>', 'frames per clip', '8')
     .option('--size <px>', 'side of the square frames: short side scaled to it, centre cropped', '224')
     .option('--strategy <name>', `frame sampling: ${SAMPLE_STRATEGIES.join(', ')}`, 'uniform')
@@ -62,6 +97,13 @@ export function register(program: Command): void {
     .option('--allow-outside-root', 'accept video paths that leave the manifest folder')
     .option('--no-progress', 'no progress bar (logs only the summary)')
     .action(async (raw: Record<string, unknown>) => {
+      if (typeof raw.verify === 'string') {
+        if (raw.manifest !== undefined || raw.out !== undefined || raw.queue !== undefined) throw new Error('frames: --verify DIR checks a cache; give it without --manifest, --out or --queue');
+        await verify(raw.verify, raw.json === true);
+        return;
+      }
+      if (raw.json) throw new Error('frames: --json goes with --verify DIR');
+      if (raw.manifest === undefined || raw.out === undefined) throw new Error('frames: expected --manifest FILE and --out DIR (or --verify DIR)');
       const parsed = FramesArgs.safeParse(raw);
       if (!parsed.success) throw new Error(`frames: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`);
       const a = parsed.data;
@@ -69,6 +111,39 @@ export function register(program: Command): void {
       for (const e of m.errors.slice(0, 10)) console.warn(`skipped ${e.source}:${e.line ?? '?'}: ${e.reason}`);
       if (m.errors.length > 10) console.warn(`… and ${m.errors.length - 10} more unusable manifest lines`);
       if (m.entries.length === 0) throw new Error(`frames: ${m.path} has no usable entries (${m.errors.length} lines skipped)`);
+
+      if (a.queue !== undefined) {
+        const plan = planFrameCache(m.entries, {
+          frames: a.frames, size: a.size, strategy: a.strategy, fps: a.fps, seed: a.seed, shardSize: a.shardSize, timeoutMs: a.timeout * 1000,
+        });
+        const tty = a.progress && process.stderr.isTTY;
+        const qbar = tty
+          ? new cliProgress.SingleBar({
+            format: 'shards |{bar}| {value}/{total} done | {failed} failed | {remaining} remaining | {eta} left',
+            stream: process.stderr, hideCursor: true,
+          }, cliProgress.Presets.shades_classic)
+          : null;
+        let lastLog = 0;
+        const show = (p: QueueProgress): void => {
+          const eta = p.etaSeconds === null ? '?' : duration(p.etaSeconds);
+          if (qbar) {
+            if (!qbar.isActive) qbar.start(p.shards, p.done, { failed: p.failed, remaining: p.remaining, eta });
+            qbar.update(p.done, { failed: p.failed, remaining: p.remaining, eta });
+          } else if (a.progress && Date.now() - lastLog > 10_000) {
+            lastLog = Date.now();
+            console.error(`frames: shards ${p.done}/${p.shards} done, ${p.failed} failed, ${p.remaining} remaining, ETA ${eta}`);
+          }
+        };
+        try {
+          const s = await enqueueFrameCache(plan, { out: a.out, queue: a.queue, name: a.queueName, timeoutMs: a.timeout * 1000, onProgress: show });
+          qbar?.stop();
+          printQueueSummary(s);
+          if (s.failed.length) throw new Error(`frames: ${s.failed.length} of ${s.shards} shards failed on the workers (above); run the command again to retry them`);
+        } finally {
+          qbar?.stop();
+        }
+        return;
+      }
 
       const bar = a.progress && process.stderr.isTTY
         ? new cliProgress.SingleBar({

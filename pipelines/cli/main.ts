@@ -11,10 +11,11 @@ import { register as frames } from './frames.js';
 import { register as synthIdentities } from './synthIdentities.js';
 import { register as analyze } from './analyze.js';
 import { register as embed } from './embed.js';
+import { register as worker } from './worker.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
-for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, synthIdentities, analyze, embed]) register(program);
+for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, worker, synthIdentities, analyze, embed]) register(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },

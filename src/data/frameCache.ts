@@ -14,6 +14,7 @@
  * committed shard, and decodes only what is missing.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, readdir, readFile, rename, rm, stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit, { type LimitFunction } from 'p-limit';
@@ -604,4 +605,110 @@ export async function readNormalizedClips(
   const clips = await Promise.all(ids.map((id) => cache.get(id)));
   clips.forEach((c, i) => normalizeFrames(c.data, { mean: opts.mean, std: opts.std, out: data.subarray(i * clipLen, (i + 1) * clipLen) }));
   return { data, shape: [ids.length, cache.frames, cache.size, cache.size, 3] };
+}
+
+/** What `verifyFrameCache` found. */
+export interface FrameCacheReport {
+  dir: string;
+  /** Clips in the committed shards that passed every check. */
+  clips: number;
+  /** Items recorded as failed (with reasons) in those shards. */
+  failed: number;
+  /** Committed shards that passed every check. */
+  shards: number;
+  /** Every shard of the manifest's plan is committed, intact, and holds the planned ids. */
+  complete: boolean;
+  /** The plan the index records (absent in caches from before plans were recorded). */
+  planned: { shards: number; items: number } | null;
+  /** Shards whose .json records no checksum, so only their sizes were checked. */
+  unchecked: number;
+  /** Temporary or uncommitted files (a build in progress, or one that was killed). */
+  leftovers: number;
+  /** Each thing wrong, naming the file. */
+  problems: string[];
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/**
+ * Checks a frame cache folder: every committed shard against its .json (sizes, offsets, the
+ * SHA-256 of its .bin), and the set of shards against the plan recorded in the index. Reads
+ * every byte once; changes nothing.
+ *
+ * @example
+ * const r = await verifyFrameCache('cache/msrvtt-8x224');
+ * r.complete; r.problems // e.g. ['shard-00003.bin: SHA-256 … differs from the … its .json records']
+ */
+export async function verifyFrameCache(dir: string): Promise<FrameCacheReport> {
+  if (typeof dir !== 'string' || !dir) throw new Error('verifyFrameCache: dir must be a folder path');
+  const root = path.resolve(dir);
+  const indexPath = path.join(root, INDEX);
+  let index: IndexFile;
+  try {
+    index = JSON.parse(await readFile(indexPath, 'utf8')) as IndexFile;
+  } catch (e) {
+    throw new Error(`verifyFrameCache: ${indexPath} is missing or unreadable (${(e as Error).message}); is ${root} a frame cache?`);
+  }
+  if (index?.format !== FORMAT || !(index.frames > 0) || !(index.size > 0)) throw new Error(`verifyFrameCache: ${indexPath} is not a vlmargin frame cache index`);
+  const clipBytes = index.frames * index.size * index.size * 3;
+  const names = (await readdir(root)).sort();
+  const problems: string[] = [];
+  const good = new Map<number, string[]>();
+  let clips = 0;
+  let failed = 0;
+  let unchecked = 0;
+  let leftovers = 0;
+  const committedBins = new Set<string>();
+  for (const name of names) {
+    const m = SHARD_RE.exec(name);
+    if (!m) continue;
+    const base = name.slice(0, -'.json'.length);
+    const bad = (what: string): void => { problems.push(`${base}: ${what}`); };
+    let file: ShardFile;
+    try {
+      file = JSON.parse(await readFile(path.join(root, name), 'utf8')) as ShardFile;
+    } catch (e) {
+      bad(`${name} is unreadable (${(e as Error).message})`);
+      continue;
+    }
+    if (file?.format !== `${FORMAT}-shard` || !Array.isArray(file.items) || !Array.isArray(file.errors)) { bad(`${name} is not a shard record`); continue; }
+    committedBins.add(`${base}.bin`);
+    const st = await stat(path.join(root, `${base}.bin`)).catch(() => null);
+    if (!st) { bad(`${base}.bin is missing`); continue; }
+    if (file.clipBytes !== clipBytes) { bad(`clips of ${file.clipBytes} bytes, the index says ${clipBytes}`); continue; }
+    if (file.bytes !== file.items.length * clipBytes) { bad(`${name} lists ${file.items.length} clips but ${file.bytes} bytes`); continue; }
+    if (st.size !== file.bytes) { bad(`${base}.bin is ${st.size} bytes, its .json says ${file.bytes}`); continue; }
+    const off = file.items.findIndex((it, i) => it.offset !== i * clipBytes);
+    if (off >= 0) { bad(`clip ${JSON.stringify(file.items[off].id)} at offset ${file.items[off].offset}, expected ${off * clipBytes}`); continue; }
+    if (typeof file.sha256 === 'string') {
+      const got = await sha256File(path.join(root, `${base}.bin`));
+      if (got !== file.sha256) { bad(`${base}.bin has SHA-256 ${got}, its .json records ${file.sha256}`); continue; }
+    } else {
+      unchecked++;
+    }
+    good.set(Number(m[1]), [...file.items.map((it) => it.id), ...file.errors.map((e) => e.id ?? '')]);
+    clips += file.items.length;
+    failed += file.errors.length;
+  }
+  for (const name of names) {
+    if (TMP_RE.test(name) || (/^shard-\d{5,}\.bin$/.test(name) && !committedBins.has(name))) leftovers++;
+  }
+  const p = index.planned;
+  let complete: boolean;
+  if (p) {
+    const numbers = [...good.keys()].sort((a, b) => a - b);
+    const all = numbers.length === p.shards && numbers.every((k, i) => k === i);
+    complete = problems.length === 0 && all && idsChecksum(numbers.map((k) => good.get(k)!)) === p.idsSha256;
+    if (problems.length === 0 && all && !complete) problems.push(`${indexPath}: the shards hold other ids than the manifest's plan (a build from another manifest into this folder?)`);
+  } else {
+    complete = problems.length === 0 && index.complete === true;
+  }
+  return {
+    dir: root, clips, failed, shards: good.size, complete,
+    planned: p ? { shards: p.shards, items: p.items } : null, unchecked, leftovers, problems,
+  };
 }
