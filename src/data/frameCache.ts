@@ -438,10 +438,11 @@ export async function writeFrameCacheIndex(out: string, plan: FrameCachePlan, co
 
 /**
  * Reads the committed shards of a plan back from the folder (after workers elsewhere built
- * them) and writes the index; returns the committed shards.
+ * them), removes what killed workers left, and writes the index; returns the committed shards.
  */
 export async function finishFrameCache(out: string, plan: FrameCachePlan): Promise<PreparedFrameCache['committed']> {
   const dir = path.resolve(out);
+  await scanShards(dir, true);
   const committed: PreparedFrameCache['committed'] = new Map();
   for (const s of plan.shards) {
     const file = await readShardFile(dir, s.name);
