@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
-import { buildFrameCache, openFrameCache, type FrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, buildFrameCacheShard, openFrameCache, planFrameCache, verifyFrameCache, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type CaptionTable } from '../src/data/loader.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { CLIP_MEAN, CLIP_STD } from '../src/video/transforms.js';
@@ -205,6 +206,90 @@ describe('frame cache', function () {
     assert.match(second.stdout, /0 decoded, 3 reused from an earlier run, 1 skipped/);
     const cache = await openFrameCache(out);
     assert.deepEqual([...cache.ids].sort(), ['blue', 'red']);
+  });
+
+  it('a shard is one unit of work: built twice (one after the other, or at once) it is the same files, never duplicated', async () => {
+    const out = path.join(dir, 'c-shard');
+    mkdirSync(out);
+    const plan = planFrameCache([...entries, ...bad], { frames: 2, size: 8, shardSize: 3 });
+    assert.deepEqual(plan.shards.map((s) => s.items.map((it) => it.id)), [['red', 'lime', 'blue'], ['yellow', 'white', 'magenta'], ['gone', 'empty']]);
+    const first = await buildFrameCacheShard(out, plan.config, plan.shards[1]);
+    assert.deepEqual([first.decoded, first.reused], [3, false]);
+    const bytes = readFileSync(path.join(out, 'shard-00001.bin'));
+    const meta = JSON.parse(readFileSync(path.join(out, 'shard-00001.json'), 'utf8')) as { sha256: string; items: { id: string }[] };
+    assert.equal(meta.sha256, createHash('sha256').update(bytes).digest('hex'));
+    assert.deepEqual(meta.items.map((it) => it.id), ['yellow', 'white', 'magenta']);
+    const again = await buildFrameCacheShard(out, plan.config, plan.shards[1]);
+    assert.deepEqual([again.decoded, again.reused], [0, true]);
+    const both = await Promise.all([0, 0].map(() => buildFrameCacheShard(out, plan.config, plan.shards[0])));
+    assert.deepEqual(both.map((r) => r.decoded), [3, 3]);
+    const failed = await buildFrameCacheShard(out, plan.config, plan.shards[2]);
+    assert.deepEqual([failed.decoded, failed.errors.map((e) => e.id)], [0, ['gone', 'empty']]);
+    assert.deepEqual(readdirSync(out).sort(), ['shard-00000.bin', 'shard-00000.json', 'shard-00001.bin', 'shard-00001.json', 'shard-00002.bin', 'shard-00002.json']);
+    assert.ok(readFileSync(path.join(out, 'shard-00001.bin')).equals(bytes));
+  });
+
+  it('an edited manifest rebuilds only the shards whose items changed', async () => {
+    const out = path.join(dir, 'c-edit');
+    await buildFrameCache(entries, { out, frames: 2, size: 8, shardSize: 2 });
+    const swapped = [entries[0], entries[1], entries[3], entries[2], entries[4], entries[5]];
+    const spy = countFfmpegCalls(dir);
+    let s;
+    try {
+      s = await buildFrameCache([...swapped, bad[0]], { out, frames: 2, size: 8, shardSize: 2 });
+    } finally {
+      spy.restore();
+    }
+    // Shard 1 holds the same two clips in another order: kept. Shard 3 is new.
+    assert.deepEqual([s.decoded, s.reused, s.shards], [0, 6, 4]);
+    const cut = await buildFrameCache([entries[0], entries[2], entries[1], entries[3]], { out, frames: 2, size: 8, shardSize: 2 });
+    assert.deepEqual([cut.decoded, cut.reused, cut.shards], [4, 0, 2]);
+    assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('shard-')).sort(), ['shard-00000.bin', 'shard-00000.json', 'shard-00001.bin', 'shard-00001.json']);
+    assert.deepEqual([...(await openFrameCache(out)).ids].sort(), ['blue', 'lime', 'red', 'yellow']);
+  });
+
+  it('--verify: checksums, sizes and the plan; a flipped byte, a lost shard and another manifest\'s shards are found', async () => {
+    const out = path.join(dir, 'c-verify');
+    await buildFrameCache([...entries, ...bad], { out, frames: 2, size: 8, shardSize: 3 });
+    const ok = await verifyFrameCache(out);
+    assert.deepEqual([ok.clips, ok.failed, ok.shards, ok.complete, ok.planned, ok.problems], [6, 2, 3, true, { shards: 3, items: 8 }, []]);
+    const runVerify = (...args: string[]): Promise<{ code: number | null; stdout: string }> => new Promise((resolve) => {
+      const child = spawn(process.execPath, [new URL('../pipelines/cli/main.js', import.meta.url).pathname, 'frames', '--verify', out, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let stdout = '';
+      child.stdout.on('data', (d) => { stdout += d; });
+      child.on('exit', (code) => resolve({ code, stdout }));
+    });
+    const good = await runVerify('--json');
+    assert.equal(good.code, 0);
+    const report = JSON.parse(good.stdout) as Record<string, unknown>;
+    assert.deepEqual([report.clips, report.failed, report.shards, report.complete], [6, 2, 3, true]);
+
+    const bin = path.join(out, 'shard-00001.bin');
+    const bytes = readFileSync(bin);
+    const flipped = Buffer.from(bytes);
+    flipped[100] ^= 1;
+    writeFileSync(bin, flipped);
+    const r1 = await verifyFrameCache(out);
+    assert.deepEqual([r1.clips, r1.shards, r1.complete], [3, 2, false]);
+    assert.match(r1.problems.join('\n'), /shard-00001: shard-00001\.bin has SHA-256 [0-9a-f]{64}, its \.json records/);
+    const bad1 = await runVerify();
+    assert.equal(bad1.code, 1);
+    assert.match(bad1.stdout, /NOT complete[^]*problem: shard-00001/);
+    writeFileSync(bin, bytes);
+
+    const json2 = readFileSync(path.join(out, 'shard-00002.json'));
+    rmSync(path.join(out, 'shard-00002.json'));
+    const r2 = await verifyFrameCache(out);
+    assert.deepEqual([r2.shards, r2.complete, r2.leftovers, r2.problems], [2, false, 1, []]);
+    writeFileSync(path.join(out, 'shard-00002.json'), json2);
+
+    // Shards of another plan: same number of shards, other ids.
+    const other = path.join(dir, 'c-verify-other');
+    await buildFrameCache([entries[5], entries[4], entries[3], entries[2], entries[1], entries[0], ...bad], { out: other, frames: 2, size: 8, shardSize: 3 });
+    for (const n of ['shard-00000', 'shard-00001']) for (const ext of ['.bin', '.json']) copyFileSync(path.join(other, n + ext), path.join(out, n + ext));
+    const r3 = await verifyFrameCache(out);
+    assert.deepEqual([r3.shards, r3.complete], [3, false]);
+    assert.match(r3.problems.join('\n'), /other ids than the manifest's plan/);
   });
 
   describe('BatchLoader', () => {
