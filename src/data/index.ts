@@ -22,3 +22,6 @@ export {
 export {
   BatchLoader, encodeCaptions, type CaptionTable, type CaptionEncoder, type LoaderState, type BatchLoaderOptions, type Batch,
 } from './loader.js';
+export { scanVoxCeleb, parseTrials, readTrials, AUDIO_EXTENSIONS, type SpeakerUtterance, type VoxCelebScan, type Trial } from './voxceleb.js';
+export { parseAsvspoofProtocol, readAsvspoofProtocol, asvspoofAudioPath, type SpoofTrial } from './asvspoof.js';
+export { generateSynthSpeakers, generateSynthSpoof, type SynthSpeakerOptions, type SynthSpoofOptions } from './synthSpeech.js';

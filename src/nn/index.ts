@@ -6,3 +6,5 @@ export * from './transformer.js';
 export * from './configs.js';
 export * from './dualEncoder.js';
 export * from './clipMapping.js';
+export * from './speakerNet.js';
+export * from './lightCnn.js';
