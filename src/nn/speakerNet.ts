@@ -11,7 +11,7 @@ import { tf } from '../backend/tf.js';
 import { layerNorm, layerNormSpecs, linear, linearSpecs } from './layers.js';
 import { ParamStore, param, type ParamSpec, type Params } from './params.js';
 
-export const speakerNetConfigSchema = z.object({
+const speakerNetFields = z.object({
   /** Feature dimension per frame (80 log-mel filters by default). */
   inputDim: z.number().int().min(1).default(80),
   /** Width of every frame layer. */
@@ -22,9 +22,12 @@ export const speakerNetConfigSchema = z.object({
   /** Hidden size of the pooling's attention. */
   attentionDim: z.number().int().min(1).default(32),
   embedDim: z.number().int().min(2).default(64),
-}).refine((c) => c.kernels.length === c.dilations.length, { message: 'kernels and dilations must have the same length' })
+});
+export const speakerNetConfigSchema = speakerNetFields.refine((c) => c.kernels.length === c.dilations.length, { message: 'kernels and dilations must have the same length' })
   .refine((c) => c.kernels.every((k) => k % 2 === 1), { message: 'every kernel must be odd' });
 export type SpeakerNetConfig = z.output<typeof speakerNetConfigSchema>;
+/** The network's options without its input size (a job takes that from its features). */
+export const speakerNetOptionsSchema = speakerNetFields.omit({ inputDim: true }).partial();
 
 /** Frames the frame layers consume at the edges: Σ (k − 1)·d. An input needs more frames than this. */
 export function receptiveField(cfg: SpeakerNetConfig): number {
