@@ -12,10 +12,12 @@ import { register as synthIdentities } from './synthIdentities.js';
 import { register as analyze } from './analyze.js';
 import { register as embed } from './embed.js';
 import { register as worker } from './worker.js';
+import { register as train } from './train.js';
+import { register as synthSpeech } from './synthSpeech.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
-for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, worker, synthIdentities, analyze, embed]) register(program);
+for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, worker, synthIdentities, analyze, embed, train, synthSpeech]) register(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },
