@@ -25,6 +25,7 @@ import { BatchSampler, ImageFolderDataset, isFolder, toFloatImage } from '../src
 import { generateSynthIdentities, mulberry32, readSynthIdentityOptions } from '../src/face/synthIdentities.js';
 import { verifyPairs } from '../src/face/verify.js';
 import { MARGIN_HEAD_NAMES, MarginHead, type MarginHeadConfig } from '../src/margin/head.js';
+import { momentumEncoderUpdate } from '../src/margin/kappaface.js';
 import { valueAndGradsOf, type Params } from '../src/nn/params.js';
 import { loadLatestCheckpoint } from '../src/train/checkpoint.js';
 import { MetricsLogger } from '../src/train/logger.js';
@@ -230,6 +231,9 @@ export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: Train
       log(`resumed from ${ck.dir} (step ${ck.step})`);
     }
   }
+  const encoder = head.kappa?.source === 'momentum-encoder'
+    ? Object.fromEntries(Object.entries(store.snapshot()).map(([k, v]) => [k, tf.variable(tf.clone(v), false)]))
+    : undefined;
   const sampler = new BatchSampler(train.labels, classes.length, { batchSize: cfg.train.batchSize, sampling: cfg.train.sampling, seed: cfg.seed, resumeFrom });
   const augRand = mulberry32(cfg.seed * 7919 + 17 + resumeFrom);
   const S = cfg.model.imageSize;
@@ -260,9 +264,15 @@ export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: Train
       let emb: tf.Tensor | undefined;
       const { value, grads } = valueAndGradsOf((p) => {
         const e = embedImages(p, images, cfg.model);
-        if (head.kappa) emb = tf.keep(e);
+        if (head.kappa && !encoder) emb = tf.keep(e);
         return head.loss(e, labels, { weight: p['head.weight'], bias: p['head.bias'], step }).loss as tf.Scalar;
       }, params);
+      if (encoder) {
+        // The official momentum encoder: θ_k ← μ·θ_k + (1 − μ)·θ from the parameters as the
+        // previous steps left them, then its features of this batch feed the class sums.
+        momentumEncoderUpdate(encoder, params, (head.settings as { encoderMomentum: number }).encoderMomentum);
+        emb = embedImages(encoder, images, cfg.model);
+      }
       const sampleIds = emb && tf.tensor1d(idx, 'int32');
       let loss: number;
       try {
@@ -318,6 +328,7 @@ export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: Train
     skippedImages: train.skipped.map((s) => s.path), classCounts: counts, wallSeconds, config: cfg,
   }, null, 2) + '\n');
   store.dispose();
+  if (encoder) tf.dispose(Object.values(encoder));
   head.dispose();
   optimizer.dispose();
   return result;

@@ -2,7 +2,9 @@
  * `vlmargin analyze perturbation --checkpoint C --sigma S`: fits a logistic-regression probe
  * (no bias, ‖w‖ = 1) on the checkpoint's embeddings of a binary task and reports angular
  * margins α = y⟨w, x⟩/‖x‖ and the expected flip rate Φ(−|α|/σ) per group under Gaussian noise
- * σ on w.
+ * σ on w, and the gap between the groups' expected flip rates. σ is given (`--sigma`) or
+ * derived from a differential-privacy budget (`--epsilon E --delta D [--sensitivity S]`) by the
+ * Gaussian mechanism.
  *
  * Task and groups: `--labels FILE` with lines `identity ±1 group`; without it, on the synthetic
  * identity benchmark, y = +1 for identities whose skin is lighter than the median identity's,
@@ -16,6 +18,7 @@ import { initBackend, parseBackendPreference } from '../../src/backend/init.js';
 import { loadFaceCheckpoint } from '../../src/face/checkpoint.js';
 import { ImageFolderDataset, isFolder, toFloatImage } from '../../src/face/imageFolder.js';
 import { fitLogisticProbe, perturbationByGroupAsync } from '../../src/face/perturbation.js';
+import { flipRateGap, gaussianMechanismSigma, type GaussianMechanism } from '../../src/margin/fairness.js';
 import { embedFloatImagesAsync } from '../../src/face/verify.js';
 
 interface IdentityTask { label: number; group: string }
@@ -47,19 +50,47 @@ async function synthLabels(dataDir: string): Promise<Map<string, IdentityTask>> 
   return new Map(j.train.map((t, i) => [t.name, { label: light[i] >= lm ? 1 : -1, group: t.count >= cm ? 'head' : 'tail' }]));
 }
 
+/** σ given directly, or from (ε, δ, Δ) by the Gaussian mechanism; exactly one of the two. */
+export function sigmaFromOptions(o: { sigma?: string; epsilon?: string; delta?: string; sensitivity?: string; mechanism?: string }): {
+  sigma: number; privacy?: { epsilon: number; delta: number; sensitivity: number; mechanism: GaussianMechanism };
+} {
+  const positive = (v: string | undefined, name: string): number => {
+    const n = Number(v);
+    if (v === undefined || !(n > 0) || !Number.isFinite(n)) throw new Error(`${name} must be a positive number, got '${v}'`);
+    return n;
+  };
+  const dp = o.epsilon !== undefined || o.delta !== undefined;
+  if (o.sigma !== undefined && dp) throw new Error('give either --sigma or --epsilon with --delta, not both');
+  if (!dp) return { sigma: positive(o.sigma, '--sigma') };
+  const epsilon = positive(o.epsilon, '--epsilon');
+  const delta = positive(o.delta, '--delta');
+  if (delta >= 1) throw new Error(`--delta must be below 1, got '${o.delta}'`);
+  const sensitivity = positive(o.sensitivity ?? '1', '--sensitivity');
+  const mechanism = (o.mechanism ?? 'classic') as GaussianMechanism;
+  if (mechanism !== 'classic' && mechanism !== 'analytic') throw new Error(`--mechanism must be classic or analytic, got '${o.mechanism}'`);
+  if (mechanism === 'classic' && epsilon >= 1) throw new Error(`--epsilon ${epsilon}: the classic Gaussian mechanism needs ε < 1; pass --mechanism analytic`);
+  return { sigma: gaussianMechanismSigma(epsilon, delta, sensitivity, mechanism), privacy: { epsilon, delta, sensitivity, mechanism } };
+}
+
 export function register(program: Command): void {
   const an = program.command('analyze').description('analyses of trained checkpoints');
   an.command('perturbation')
     .description('angular margins of a linear probe on the embeddings and the expected flip rate per group under Gaussian noise σ on its weights')
     .requiredOption('--checkpoint <dir>', 'a train-classifier checkpoint (or its run folder)')
-    .requiredOption('--sigma <s>', 'standard deviation of the noise on the unit-norm probe weights')
+    .option('--sigma <s>', 'standard deviation of the noise on the unit-norm probe weights')
+    .option('--epsilon <e>', 'privacy budget ε: σ from the Gaussian mechanism instead of --sigma (with --delta)')
+    .option('--delta <d>', 'privacy budget δ (with --epsilon)')
+    .option('--sensitivity <s>', "L2 sensitivity Δ of the released weights (default 1, the unit-norm probe's)", '1')
+    .option('--mechanism <m>', "classic (ε < 1: σ = Δ√(2 ln(1.25/δ))/ε) or analytic (Balle & Wang 2018, any ε)", 'classic')
     .option('--images <dir>', 'folder-per-identity images to embed (default: the run\'s data test/ split, else train/)')
     .option('--labels <file>', "lines 'identity ±1 group' (default: the synthetic benchmark's skin-lightness task, head/tail groups)")
     .option('--out <file>', 'JSON report (default <checkpoint>/perturbation-sigma<S>.json)')
     .option('--backend <name>', 'auto, tensorflow, webgpu, wasm or cpu', 'auto')
-    .action(async (o: { checkpoint: string; sigma: string; images?: string; labels?: string; out?: string; backend: string }) => {
-      const sigma = Number(o.sigma);
-      if (!(sigma > 0) || !Number.isFinite(sigma)) throw new Error(`--sigma must be a positive number, got '${o.sigma}'`);
+    .action(async (o: {
+      checkpoint: string; sigma?: string; epsilon?: string; delta?: string; sensitivity: string; mechanism: string;
+      images?: string; labels?: string; out?: string; backend: string;
+    }) => {
+      const { sigma, privacy } = sigmaFromOptions(o);
       await initBackend({ prefer: parseBackendPreference(o.backend) });
       const ck = await loadFaceCheckpoint(o.checkpoint);
       try {
@@ -85,10 +116,11 @@ export function register(program: Command): void {
         const out = o.out ?? path.join(ck.dir, `perturbation-sigma${sigma}.json`);
         await mkdir(path.dirname(out), { recursive: true });
         await writeFile(out, JSON.stringify({
-          checkpoint: ck.dir, images, sigma, probe: 'logistic regression on embeddings, no bias, ‖w‖ = 1', groups: r.groups,
+          checkpoint: ck.dir, images, sigma, ...(privacy && { privacy }), probe: 'logistic regression on embeddings, no bias, ‖w‖ = 1', groups: r.groups,
+          flipRateGap: flipRateGap(r.groups),
           examples: keep.map((i, k) => ({ file: ds.files[i], identity: ds.classes[ds.labels[i]], y: y[k], group: groups[k], margin: r.margins[k], flipProbability: r.flip[k] })),
         }, null, 1) + '\n');
-        console.log(JSON.stringify({ sigma, groups: r.groups, report: out }, null, 2));
+        console.log(JSON.stringify({ sigma, ...(privacy && { privacy }), groups: r.groups, flipRateGap: flipRateGap(r.groups), report: out }, null, 2));
       } finally {
         tf.dispose(Object.values(ck.params));
       }

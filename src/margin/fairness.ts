@@ -95,3 +95,65 @@ function checkFlipTensor(alpha: unknown, fn: string): asserts alpha is T {
 function flipTensor(v: ArrayLike<number>, shape: number[], sigma: number): T {
   return tf.tensor(Float32Array.from(v, (a) => flipOne(a, sigma)), shape, 'float32');
 }
+
+/** Φ(x), the standard normal CDF, from the same erfc (accurate in both tails). */
+export function normalCdf(x: number): number {
+  const e = erfcNonNegative(Math.abs(x) / Math.SQRT2);
+  return x >= 0 ? 1 - 0.5 * e : 0.5 * e;
+}
+
+export type GaussianMechanism = 'classic' | 'analytic';
+
+/**
+ * σ of the Gaussian mechanism that makes releasing w + N(0, σ²I) (ε, δ)-differentially private
+ * for a query of L2 sensitivity Δ:
+ *
+ *   classic (Dwork & Roth, Thm A.1; needs ε < 1):  σ = Δ·√(2·ln(1.25/δ))/ε
+ *   analytic (Balle & Wang 2018; any ε > 0): the smallest σ with
+ *     Φ(Δ/(2σ) − εσ/Δ) − e^ε·Φ(−Δ/(2σ) − εσ/Δ) ≤ δ, found by bisection.
+ *
+ * @example gaussianMechanismSigma(0.5, 1e-5, 1) // 9.6896… (classic)
+ */
+export function gaussianMechanismSigma(epsilon: number, delta: number, sensitivity: number, mechanism: GaussianMechanism = 'classic'): number {
+  const fn = 'gaussianMechanismSigma';
+  checkNumber(epsilon, fn, 'epsilon', Number.MIN_VALUE);
+  checkNumber(delta, fn, 'delta', Number.MIN_VALUE, 1);
+  if (delta >= 1) throw new Error(`${fn}: 'delta' must be below 1, got ${delta}`);
+  checkNumber(sensitivity, fn, 'sensitivity', Number.MIN_VALUE);
+  if (mechanism === 'classic') {
+    if (epsilon >= 1) throw new Error(`${fn}: the classic Gaussian mechanism's bound holds for epsilon < 1, got ${epsilon}; use the 'analytic' mechanism`);
+    return (sensitivity * Math.sqrt(2 * Math.log(1.25 / delta))) / epsilon;
+  }
+  if (mechanism !== 'analytic') throw new Error(`${fn}: 'mechanism' must be 'classic' or 'analytic', got ${String(mechanism)}`);
+  const deltaOf = (sigma: number): number => {
+    const a = sensitivity / (2 * sigma);
+    const b = (epsilon * sigma) / sensitivity;
+    return normalCdf(a - b) - Math.exp(epsilon) * normalCdf(-a - b);
+  };
+  // δ(σ) falls from 1 − e^ε·0 towards 0 as σ grows: bisect on log σ.
+  let lo = Math.log(sensitivity * 1e-6);
+  let hi = Math.log(sensitivity * 1e6);
+  if (deltaOf(Math.exp(hi)) > delta) throw new Error(`${fn}: no σ below ${sensitivity * 1e6} reaches delta ${delta}`);
+  for (let k = 0; k < 200; k++) {
+    const mid = (lo + hi) / 2;
+    if (deltaOf(Math.exp(mid)) > delta) lo = mid; else hi = mid;
+  }
+  return Math.exp(hi);
+}
+
+/**
+ * The largest difference between groups' expected flip rates (max − min), with the groups
+ * that attain it.
+ *
+ * @example flipRateGap([{ group: 'head', expectedFlipRate: 0.1 }, { group: 'tail', expectedFlipRate: 0.3 }]) // { gap: 0.2, … }
+ */
+export function flipRateGap(groups: readonly { group: string; expectedFlipRate: number }[]): { gap: number; highest: string; lowest: string } {
+  if (groups.length === 0) throw new Error('flipRateGap: no groups');
+  let hi = groups[0];
+  let lo = groups[0];
+  for (const g of groups) {
+    if (g.expectedFlipRate > hi.expectedFlipRate) hi = g;
+    if (g.expectedFlipRate < lo.expectedFlipRate) lo = g;
+  }
+  return { gap: hi.expectedFlipRate - lo.expectedFlipRate, highest: hi.group, lowest: lo.group };
+}

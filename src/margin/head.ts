@@ -64,15 +64,22 @@ export const marginHeadConfigSchema = z.discriminatedUnion('name', [
     name: z.literal('sphereface-r'), ...common, scale: scale(30), m: z.number().positive().default(1.5),
     version: z.enum(['v1', 'v2']).default('v1'), featureNormalization: z.enum(['none', 'hard', 'soft']).default('hard'),
     lw: z.number().min(0).optional(), t: z.number().min(0).default(0.01), detachMargin: z.boolean().default(true),
+    /** The release's margin schedule of the none/soft variants, m = 1 + dm·(milestones passed); replaces m. */
+    marginSteps: z.array(z.number().int().min(0)).optional(), dm: z.number().min(0).optional(),
   }),
   z.object({
     name: z.literal('sphereface2'), ...common, lambda: z.number().gt(0).lt(1).default(0.7), r: scale(40),
     m: z.number().default(0.4), t: z.number().int().min(1).max(16).default(3), bias: z.number().optional(),
-    detachMargin: z.boolean().default(false),
+    /** OpenSphere's defaults: margin type C, loss weight 50, g and m without gradient. */
+    variant: z.enum(['C', 'A', 'M']).default('C'), lw: z.number().min(0).default(50), detachMargin: z.boolean().default(true),
   }),
   z.object({
     name: z.literal('kappaface'), ...common, scale: scale(64), m0: angle(0.8), T: z.number().min(0).default(0.4),
     gamma: z.number().min(0).max(1).default(0.7), numSamples: z.number().int().min(1), momentum: z.number().min(0).max(1).default(0.1),
+    /** Where the concentration's features come from: the per-sample memory, or a momentum encoder (the official default config). */
+    kappaSource: z.enum(['memory', 'momentum-encoder']).default('memory'),
+    /** μ of the momentum encoder θ_k ← μ·θ_k + (1 − μ)·θ (official: 0.9). */
+    encoderMomentum: z.number().min(0).max(1).default(0.9),
     easyMargin: z.boolean().default(false), detachMargin: z.boolean().default(false),
   }),
   z.object({
@@ -93,7 +100,7 @@ export interface MarginHeadLossOptions {
   bias?: T;
   /** Per-sample weights [B]: loss = Σ wᵢℓᵢ (+ λR) instead of the mean. */
   sampleWeights?: T;
-  /** SphereFace's annealing iteration (default: the head's `step`). */
+  /** SphereFace's annealing iteration and SphereFace-R's schedule step (default: the head's `step`). */
   step?: number;
 }
 
@@ -114,7 +121,7 @@ export class MarginHead {
   readonly bias?: tf.Variable;
   /** KappaFace's feature memory: call `kappa.update(ids, emb, labels)` each step and `kappa.endEpoch()` once an epoch. */
   readonly kappa?: KappaMemory;
-  /** SphereFace's annealing iteration; the trainer advances it. */
+  /** SphereFace's annealing iteration and SphereFace-R's margin-schedule step; the trainer advances it. */
   step = 0;
   private readonly sphereFaceR?: SphereFaceRSettings;
   private nearest?: tf.Tensor1D;
@@ -135,7 +142,9 @@ export class MarginHead {
     }
     if (s.name === 'sphereface-r') this.sphereFaceR = sphereFaceRSettings(s, 'MarginHead');
     if (s.name === 'kappaface') {
-      this.kappa = new KappaMemory({ numSamples: s.numSamples, dim: s.dim, numClasses: C, m0: s.m0, T: s.T, gamma: s.gamma, momentum: s.momentum });
+      this.kappa = new KappaMemory({
+        numSamples: s.numSamples, dim: s.dim, numClasses: C, m0: s.m0, T: s.T, gamma: s.gamma, momentum: s.momentum, source: s.kappaSource,
+      });
     }
     // Xavier-normal, as the papers' code initialises W.
     this.weight = tf.tidy(() => tf.variable(tf.randomNormal([C, s.dim], 0, Math.sqrt(2 / (C + s.dim)), 'float32', s.seed), true));
@@ -233,7 +242,7 @@ export class MarginHead {
       }
       case 'sphereface-r': {
         const r = this.sphereFaceR as SphereFaceRSettings;
-        return sphereFaceRPerSample(cos(), labels, r, r.norm === 'hard' ? undefined : rowNorm(x));
+        return sphereFaceRPerSample(cos(), labels, r, r.norm === 'hard' ? undefined : rowNorm(x), opts.step ?? this.step);
       }
       case 'sphereface2':
         return sphereFace2PerSample(cos(), labels, s, opts.bias ?? (this.bias as tf.Variable), s.detachMargin);

@@ -4,15 +4,15 @@ export { samContrastiveLoss, samMargin, type SamOptions } from './sam.js';
 export { marginLogits, combinedMargin, type MarginLogitsOptions } from './combined.js';
 export { sphereFaceLogits, sphereFaceLambda, sphereFaceMargin, type SphereFaceOptions } from './sphereface.js';
 export {
-  sphereFaceRLogits, sphereFaceRLoss, sphereFaceRMargin,
+  sphereFaceRLogits, sphereFaceRLoss, sphereFaceRMargin, sphereFaceRScheduledMargin,
   type SphereFaceROptions, type SphereFaceRLossOptions, type FeatureNormalization, type SphereFaceRVersion,
 } from './sphereFaceR.js';
-export { sphereFace2Loss, sphereFace2InitBias, type SphereFace2Options, type SphereFace2LossOptions } from './sphereFace2.js';
-export { kappaMargins, kappaMarginsAsync, KappaMemory, type KappaOptions, type KappaMemoryOptions } from './kappaface.js';
+export { sphereFace2Loss, sphereFace2InitBias, type SphereFace2Options, type SphereFace2LossOptions, type SphereFace2Variant } from './sphereFace2.js';
+export { kappaMargins, kappaMarginsAsync, KappaMemory, momentumEncoderUpdate, type KappaOptions, type KappaMemoryOptions, type KappaSource } from './kappaface.js';
 export { camriLogits, type CamriOptions } from './camri.js';
 export { virtualSoftmaxLoss } from './virtualSoftmax.js';
 export { interClassRegularizer, nearestOtherClass } from './regularizer.js';
-export { angularMargins, flipProbability, flipProbabilityAsync } from './fairness.js';
+export { angularMargins, flipProbability, flipProbabilityAsync, gaussianMechanismSigma, flipRateGap, normalCdf, type GaussianMechanism } from './fairness.js';
 export {
   MarginHead, MARGIN_HEAD_NAMES, marginHeadConfigSchema,
   type MarginHeadName, type MarginHeadConfig, type MarginHeadSettings, type MarginHeadLossOptions,

@@ -6,6 +6,12 @@
  *   r_c = ‖Σ z̄‖/n_c,   κ_c = r_c(d − r_c²)/(1 − r_c²),   κ̃ = (κ − mean κ)/std κ (N − 1),
  *   wκ_c = 1 − sigmoid(T·κ̃_c),   ws_c = (cos(π·n_c/K) + 1)/2 with K = 1.05·max n,
  *   ψ_c = γ·wκ_c + (1 − γ)·ws_c;   ψ ≡ 1 in the first epoch.
+ *
+ * z̄ comes from one of the two sources of the official code: a per-sample memory
+ * z̄ ← normalize(α·z̄ + (1 − α)·z) (α = 0.1), or — the official default config — a momentum
+ * encoder, an exponential moving average of the backbone's parameters (θ_k ← 0.9·θ_k + 0.1·θ
+ * after every step, {@link momentumEncoderUpdate}) whose normalised features of each batch are
+ * summed per class over the epoch and start again from zero after it.
  */
 import { tf } from '../backend/tf.js';
 import { assertCanReadSync } from '../backend/readback.js';
@@ -126,6 +132,32 @@ export interface KappaMemoryOptions extends KappaOptions {
   numClasses: number;
   /** Weight of the old memory in z̄ ← normalize(α·z̄ + (1 − α)·z) (paper: 0.1). */
   momentum?: number;
+  /**
+   * 'memory' (default): the per-sample feature memory. 'momentum-encoder': `update` takes a
+   * momentum encoder's features, added to per-class sums that restart every epoch.
+   */
+  source?: KappaSource;
+}
+
+export type KappaSource = 'memory' | 'momentum-encoder';
+
+/**
+ * One momentum-encoder step, θ_k ← μ·θ_k + (1 − μ)·θ for every parameter of `encoder`
+ * (variables, updated in place) from the trained `params` of the same names (official: μ = 0.9).
+ *
+ * @example momentumEncoderUpdate(encoder, store.snapshot(), 0.9);
+ */
+export function momentumEncoderUpdate(encoder: Record<string, tf.Variable>, params: Record<string, tf.Tensor>, momentum = 0.9): void {
+  const fn = 'momentumEncoderUpdate';
+  checkNumber(momentum, fn, 'momentum', 0, 1);
+  for (const [name, v] of Object.entries(encoder)) {
+    const p = params[name];
+    if (!(p instanceof tf.Tensor)) throw new Error(`${fn}: 'params' has no '${name}' (the encoder must mirror the trained parameters)`);
+    if (p.shape.join() !== v.shape.join()) throw new Error(`${fn}: '${name}' is [${p.shape}] in params and [${v.shape}] in the encoder`);
+  }
+  tf.tidy(() => {
+    for (const [name, v] of Object.entries(encoder)) v.assign(tf.add(tf.mul(v, momentum), tf.mul(params[name], 1 - momentum)));
+  });
 }
 
 /**
@@ -142,6 +174,7 @@ export class KappaMemory {
   readonly numSamples: number;
   readonly dim: number;
   readonly numClasses: number;
+  readonly source: KappaSource;
   /** Completed epochs. */
   epoch = 0;
   private readonly opts: Required<KappaOptions>;
@@ -160,10 +193,13 @@ export class KappaMemory {
     this.opts = resolve(opts, fn);
     this.momentum = opts.momentum ?? 0.1;
     checkNumber(this.momentum, fn, 'momentum', 0, 1);
+    this.source = opts.source ?? 'memory';
+    if (this.source !== 'memory' && this.source !== 'momentum-encoder') throw new Error(`${fn}: 'source' must be 'memory' or 'momentum-encoder', got ${String(this.source)}`);
     this.numSamples = opts.numSamples;
     this.dim = opts.dim;
     this.numClasses = opts.numClasses;
-    this.memory = new Float32Array(opts.numSamples * opts.dim);
+    // The encoder source keeps no per-sample memory.
+    this.memory = new Float32Array(this.source === 'memory' ? opts.numSamples * opts.dim : 0);
     this.sampleClass = new Int32Array(opts.numSamples).fill(-1);
     this.sums = new Float64Array(opts.numClasses * opts.dim);
     this.counts = new Float64Array(opts.numClasses);
@@ -171,8 +207,9 @@ export class KappaMemory {
   }
 
   /**
-   * z̄ᵢ ← normalize(α·z̄ᵢ + (1−α)·zᵢ) for each row, and the class sums follow.
-   * `updateAsync` is the same with asynchronous reads.
+   * z̄ᵢ ← normalize(α·z̄ᵢ + (1−α)·zᵢ) for each row, and the class sums follow; with the
+   * momentum-encoder source, normalize(zᵢ) of the encoder's features is added to its class's
+   * sum for the epoch. `updateAsync` is the same with asynchronous reads.
    */
   update(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor): void {
     const fn = 'KappaMemory.update';
@@ -215,6 +252,16 @@ export class KappaMemory {
       if (!Number.isFinite(z[j])) throw new Error(`${fn}: 'features' must be finite, found ${z[j]} at [${Math.floor(j / this.dim)}, ${j % this.dim}]`);
     }
     const d = this.dim;
+    if (this.source === 'momentum-encoder') {
+      for (let i = 0; i < B; i++) {
+        let zn = 0;
+        for (let k = 0; k < d; k++) zn += z[i * d + k] ** 2;
+        zn = Math.sqrt(zn) || 1;
+        for (let k = 0; k < d; k++) this.sums[ys[i] * d + k] += z[i * d + k] / zn;
+        this.counts[ys[i]] += 1;
+      }
+      return;
+    }
     const a = this.momentum;
     const next = new Float64Array(d);
     for (let i = 0; i < B; i++) {
@@ -243,10 +290,17 @@ export class KappaMemory {
     }
   }
 
-  /** Recomputes the margins from the memory (call once an epoch, at its end). */
+  /**
+   * Recomputes the margins from the memory (call once an epoch, at its end). With the
+   * momentum-encoder source the epoch's class sums and counts then restart from zero.
+   */
   endEpoch(): void {
     this.current = kappaMarginsFromArrays(this.sums, this.counts, this.dim, this.opts);
     this.epoch += 1;
+    if (this.source === 'momentum-encoder') {
+      this.sums.fill(0);
+      this.counts.fill(0);
+    }
   }
 
   /** The current margins [C] in radians (m0 for every class until the first `endEpoch`). */
