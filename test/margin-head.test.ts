@@ -41,7 +41,7 @@ function fdConfig(name: MarginHeadName): MarginHeadConfig {
     case 'softmax': case 'virtual-softmax': return { name, ...base };
     case 'sphereface': return { name, ...base };
     case 'sphereface-r': return { name, ...base, scale: 4, detachMargin: false };
-    case 'sphereface2': return { name, ...base, r: 6 };
+    case 'sphereface2': return { name, ...base, r: 6, detachMargin: false };
     case 'kappaface': return { name, ...base, scale: 4, numSamples: 10 };
     case 'camri': return { name, ...base, scale: 4, importantClass: 1 };
     default: return { name, ...base, scale: 4 };
@@ -81,7 +81,7 @@ describe('margin: MarginHead', () => {
       ['aam-softmax', { scale: 30, m2: 0.2 }],
       ['sphereface', { m: 4, lambdaBase: 1000, lambdaGamma: 0.12, lambdaMin: 5 }],
       ['sphereface-r', { scale: 30, m: 1.5, featureNormalization: 'hard', version: 'v1', detachMargin: true }],
-      ['sphereface2', { lambda: 0.7, r: 40, m: 0.4, t: 3 }],
+      ['sphereface2', { lambda: 0.7, r: 40, m: 0.4, t: 3, variant: 'C', lw: 50, detachMargin: true }],
       ['kappaface', { scale: 64, m0: 0.8, T: 0.4, gamma: 0.7 }, { numSamples: 3 }],
     ];
     for (const [name, want, extra] of expect) {

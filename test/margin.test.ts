@@ -430,10 +430,11 @@ describe('margin: SphereFace family', () => {
     const { C, y } = cosInputs();
     const c = tf.tensor2d(C);
     const yt = tf.tensor1d(y, 'int32');
-    close(sphereFace2Loss(c, yt, { bias: -3 }).perSample.dataSync(), sf2Ref(C, y, -3), 1e-4, 'paper defaults');
-    close(sphereFace2Loss(c, yt, { bias: 1, lambda: 0.5, r: 10, m: 0.2, t: 2 }).perSample.dataSync(), sf2Ref(C, y, 1, 0.5, 10, 0.2, 2), 1e-4, 'other settings');
+    close(sphereFace2Loss(c, yt, { bias: -3, lw: 1 }).perSample.dataSync(), sf2Ref(C, y, -3), 1e-4, 'paper defaults, lw = 1');
+    close(sphereFace2Loss(c, yt, { bias: -3 }).perSample.dataSync(), sf2Ref(C, y, -3).map((v) => 50 * v), 1e-4, 'the release weights the loss by lw = 50');
+    close(sphereFace2Loss(c, yt, { bias: 1, lambda: 0.5, r: 10, m: 0.2, t: 2, lw: 1 }).perSample.dataSync(), sf2Ref(C, y, 1, 0.5, 10, 0.2, 2), 1e-4, 'other settings');
     const b = tf.scalar(0.5);
-    const o = { r: 6, m: 0.2 };
+    const o = { r: 6, m: 0.2, lw: 1, detachMargin: false };
     const fc = (x: tf.Tensor) => sphereFace2Loss(x, yt, { ...o, bias: b }).loss;
     const fb = (x: tf.Tensor) => sphereFace2Loss(c, yt, { ...o, bias: x }).loss;
     close(tf.grad(fc)(c).dataSync(), fdGrad(fc, c, 1e-3), 1e-2, 'd/dcosine');
