@@ -81,7 +81,7 @@ export function register(program: Command): void {
     .option('--epsilon <e>', 'privacy budget ε: σ from the Gaussian mechanism instead of --sigma (with --delta)')
     .option('--delta <d>', 'privacy budget δ (with --epsilon)')
     .option('--sensitivity <s>', "L2 sensitivity Δ of the released weights (default 1, the unit-norm probe's)", '1')
-    .option('--mechanism <m>', "classic (ε < 1: σ = Δ√(2 ln(1.25/δ))/ε) or analytic (Balle & Wang 2018, any ε)", 'classic')
+    .option('--mechanism <m>', 'classic (ε < 1: σ = Δ√(2 ln(1.25/δ))/ε) or analytic (Balle & Wang 2018, any ε)', 'classic')
     .option('--images <dir>', 'folder-per-identity images to embed (default: the run\'s data test/ split, else train/)')
     .option('--labels <file>', "lines 'identity ±1 group' (default: the synthetic benchmark's skin-lightness task, head/tail groups)")
     .option('--out <file>', 'JSON report (default <checkpoint>/perturbation-sigma<S>.json)')
