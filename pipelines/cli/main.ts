@@ -14,10 +14,12 @@ import { register as embed } from './embed.js';
 import { register as worker } from './worker.js';
 import { register as train } from './train.js';
 import { register as synthSpeech } from './synthSpeech.js';
+import { register as exportModel } from './export.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
 for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, worker, synthIdentities, analyze, embed, train, synthSpeech]) register(program);
+exportModel(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },

@@ -12,7 +12,7 @@
  * CLIP checkpoints differ in their MLP activation (OpenAI: quick_gelu; LAION: gelu): set
  * `cfg.activation` from the checkpoint's config.json `hidden_act`.
  */
-import type { DualEncoderConfig } from './configs.js';
+import { validateConfig, type DualEncoderConfig } from './configs.js';
 import { dualEncoderSpecs } from './dualEncoder.js';
 import { shapeSize, type HostTensor } from './params.js';
 
@@ -29,70 +29,110 @@ export interface ClipSourceTensor {
 
 export type ClipSource = Record<string, ClipSourceTensor> | ReadonlyMap<string, ClipSourceTensor>;
 
-type Convert = (src: Float32Array[], hfShapes: number[][]) => Float32Array;
+/**
+ * One layout change, both ways: `toOurs` joins the Hugging Face tensors of a rule into our
+ * one tensor; `toHf` splits ours back into theirs. Each is the exact inverse of the other (a
+ * permutation of the same float32 values), so a round trip reproduces every byte.
+ */
+interface Layout {
+  toOurs: (hf: Float32Array[], hfShapes: number[][]) => Float32Array;
+  toHf: (ours: Float32Array, hfShapes: number[][]) => Float32Array[];
+}
 
 interface Rule {
   ours: string;
   oursShape: number[];
   hf: string[];
   hfShapes: number[][];
-  convert: Convert;
+  layout: Layout;
 }
 
-// A copy, so the mapped weights never alias the caller's arrays.
-const copy: Convert = ([a]) => a.slice();
-
-/** [out, in] → [in, out]. */
-const transpose2d: Convert = ([a], [[rows, cols]]) => {
-  const out = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
-  return out;
+// Copies, so the mapped weights never alias the caller's arrays.
+const same: Layout = {
+  toOurs: ([a]) => a.slice(),
+  toHf: (a) => [a.slice()],
 };
 
-/** q, k, v weights [D, D] each ([out, in]) → [D, 3D] ([in, out], q | k | v). */
-const qkvWeight: Convert = (parts, [[d]]) => {
-  const out = new Float32Array(3 * d * d);
-  parts.forEach((a, s) => {
-    for (let o = 0; o < d; o++) for (let i = 0; i < d; i++) out[i * 3 * d + s * d + o] = a[o * d + i];
-  });
-  return out;
+/** HF [out, in] ↔ ours [in, out]. */
+const transposed: Layout = {
+  toOurs: ([a], [[rows, cols]]) => {
+    const out = new Float32Array(a.length);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+    return out;
+  },
+  toHf: (a, [[rows, cols]]) => {
+    const out = new Float32Array(a.length);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = a[c * rows + r];
+    return [out];
+  },
 };
 
-const qkvBias: Convert = (parts) => {
-  const d = parts[0].length;
-  const out = new Float32Array(3 * d);
-  parts.forEach((a, s) => out.set(a, s * d));
-  return out;
+/** HF q, k, v weights [D, D] each ([out, in]) ↔ ours [D, 3D] ([in, out], q | k | v). */
+const qkvWeight: Layout = {
+  toOurs: (parts, [[d]]) => {
+    const out = new Float32Array(3 * d * d);
+    parts.forEach((a, s) => {
+      for (let o = 0; o < d; o++) for (let i = 0; i < d; i++) out[i * 3 * d + s * d + o] = a[o * d + i];
+    });
+    return out;
+  },
+  toHf: (a, [[d]]) => [0, 1, 2].map((s) => {
+    const part = new Float32Array(d * d);
+    for (let o = 0; o < d; o++) for (let i = 0; i < d; i++) part[o * d + i] = a[i * 3 * d + s * d + o];
+    return part;
+  }),
 };
 
-/** conv [D, C, p, p] → [p·p·C, D], row (ky·p + kx)·C + c. */
-const patchWeight: Convert = ([a], [[d, c, p]]) => {
-  const out = new Float32Array(a.length);
+/** HF q, k, v biases [D] each ↔ ours [3D]. */
+const qkvBias: Layout = {
+  toOurs: (parts) => {
+    const d = parts[0].length;
+    const out = new Float32Array(3 * d);
+    parts.forEach((a, s) => out.set(a, s * d));
+    return out;
+  },
+  toHf: (a, [[d]]) => [0, 1, 2].map((s) => a.slice(s * d, (s + 1) * d)),
+};
+
+/** HF conv [D, C, p, p] ↔ ours [p·p·C, D], row (ky·p + kx)·C + c. */
+function patchIndex(d: number, c: number, p: number, visit: (hf: number, ours: number) => void): void {
   for (let o = 0; o < d; o++) {
     for (let ch = 0; ch < c; ch++) {
       for (let ky = 0; ky < p; ky++) {
-        for (let kx = 0; kx < p; kx++) out[((ky * p + kx) * c + ch) * d + o] = a[((o * c + ch) * p + ky) * p + kx];
+        for (let kx = 0; kx < p; kx++) visit(((o * c + ch) * p + ky) * p + kx, ((ky * p + kx) * c + ch) * d + o);
       }
     }
   }
-  return out;
+}
+
+const patchWeight: Layout = {
+  toOurs: ([a], [[d, c, p]]) => {
+    const out = new Float32Array(a.length);
+    patchIndex(d, c, p, (hf, ours) => { out[ours] = a[hf]; });
+    return out;
+  },
+  toHf: (a, [[d, c, p]]) => {
+    const out = new Float32Array(a.length);
+    patchIndex(d, c, p, (hf, ours) => { out[hf] = a[ours]; });
+    return [out];
+  },
 };
 
 function rules(cfg: DualEncoderConfig): Rule[] {
   const shapes = new Map(dualEncoderSpecs(cfg).map((s) => [s.name, s.shape]));
   const out: Rule[] = [];
-  const add = (ours: string, hf: string[], hfShapes: number[][], convert: Convert) => {
+  const add = (ours: string, hf: string[], hfShapes: number[][], layout: Layout) => {
     const oursShape = shapes.get(ours);
     if (!oursShape) throw new Error(`clipMapping: internal: no parameter '${ours}' in the dual encoder`);
-    out.push({ ours, oursShape, hf, hfShapes, convert });
+    out.push({ ours, oursShape, hf, hfShapes, layout });
   };
-  const same = (ours: string, hf: string) => add(ours, [hf], [shapes.get(ours)!], copy);
+  const copy = (ours: string, hf: string) => add(ours, [hf], [shapes.get(ours)!], same);
   const lin = (ours: string, hf: string, bias = true) => {
     const [din, dout] = shapes.get(`${ours}.weight`)!;
-    add(`${ours}.weight`, [`${hf}.weight`], [[dout, din]], transpose2d);
-    if (bias) same(`${ours}.bias`, `${hf}.bias`);
+    add(`${ours}.weight`, [`${hf}.weight`], [[dout, din]], transposed);
+    if (bias) copy(`${ours}.bias`, `${hf}.bias`);
   };
-  const norm = (ours: string, hf: string) => { same(`${ours}.weight`, `${hf}.weight`); same(`${ours}.bias`, `${hf}.bias`); };
+  const norm = (ours: string, hf: string) => { copy(`${ours}.weight`, `${hf}.weight`); copy(`${ours}.bias`, `${hf}.bias`); };
   const blocks = (ours: string, hf: string, layers: number, width: number) => {
     for (let i = 0; i < layers; i++) {
       const o = `${ours}.${i}`;
@@ -109,19 +149,19 @@ function rules(cfg: DualEncoderConfig): Rule[] {
   };
   const v = cfg.vision;
   const t = cfg.text;
-  same('video.class_embedding', 'vision_model.embeddings.class_embedding');
+  copy('video.class_embedding', 'vision_model.embeddings.class_embedding');
   add('video.patch_embed.weight', ['vision_model.embeddings.patch_embedding.weight'], [[v.width, 3, v.patchSize, v.patchSize]], patchWeight);
-  same('video.pos_embed', 'vision_model.embeddings.position_embedding.weight');
+  copy('video.pos_embed', 'vision_model.embeddings.position_embedding.weight');
   norm('video.ln_pre', 'vision_model.pre_layrnorm'); // sic: HF's spelling
   blocks('video.blocks', 'vision_model.encoder.layers', v.layers, v.width);
   norm('video.ln_post', 'vision_model.post_layernorm');
   lin('video.proj', 'visual_projection', false);
-  same('text.token_embed.weight', 'text_model.embeddings.token_embedding.weight');
-  same('text.pos_embed', 'text_model.embeddings.position_embedding.weight');
+  copy('text.token_embed.weight', 'text_model.embeddings.token_embedding.weight');
+  copy('text.pos_embed', 'text_model.embeddings.position_embedding.weight');
   blocks('text.blocks', 'text_model.encoder.layers', t.layers, t.width);
   norm('text.ln_final', 'text_model.final_layer_norm');
   lin('text.proj', 'text_projection', false);
-  same('logit_scale', 'logit_scale');
+  copy('logit_scale', 'logit_scale');
   return out;
 }
 
@@ -195,7 +235,201 @@ export function mapClipWeights(source: ClipSource, cfg: DualEncoderConfig, sourc
       const d = byName.get(n)!.data;
       return d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number>);
     });
-    out[r.ours] = { shape: [...r.oursShape], data: r.convert(parts, r.hfShapes) };
+    out[r.ours] = { shape: [...r.oursShape], data: r.layout.toOurs(parts, r.hfShapes) };
   }
   return out;
+}
+
+/**
+ * Our parameters in Hugging Face CLIP's names and layouts: the inverse of `mapClipWeights`
+ * through the same table, so `toClipWeights(mapClipWeights(w, cfg), cfg)` reproduces every
+ * tensor of `w` bit for bit. Parameters CLIP has no place for (`clipUncoveredParams`) are
+ * left out; every missing, unknown or mis-shaped parameter is named in one error.
+ *
+ * @param params our name → {shape, data} (float32, e.g. read back from a ParamStore)
+ * @example
+ * const hf = toClipWeights(mapClipWeights(hfTensors, cfg), cfg); // HF name → {shape, data}
+ * await writeSafetensors('model.safetensors', Object.fromEntries(Object.entries(hf).map(([k, v]) => [k, { dtype: 'F32', ...v }])));
+ */
+export function toClipWeights(params: Record<string, HostTensor>, cfg: DualEncoderConfig, sourceName = 'vlmargin parameters'): Record<string, HostTensor> {
+  if (params === null || typeof params !== 'object') throw new Error(`toClipWeights: 'params' must be a record of name → {shape, data}`);
+  if (!cfg.text.causal || cfg.text.pooling !== 'eos') {
+    throw new Error(`toClipWeights: CLIP's text encoder is causal with EOS pooling; cfg.text has causal=${cfg.text.causal}, pooling=${cfg.text.pooling}, which CLIP cannot represent`);
+  }
+  const rs = rules(cfg);
+  const known = new Set([...rs.map((r) => r.ours), ...clipUncoveredParams(cfg)]);
+  const problems: string[] = [];
+  for (const r of rs) {
+    const t = params[r.ours];
+    if (!t) { problems.push(`missing '${r.ours}' [${r.oursShape}]`); continue; }
+    if (!Array.isArray(t.shape) || t.shape.length !== r.oursShape.length || t.shape.some((d, k) => d !== r.oursShape[k])) {
+      problems.push(`'${r.ours}' has shape [${t.shape}], expected [${r.oursShape}] for config '${cfg.name}'`);
+    } else if (!(t.data instanceof Float32Array) || t.data.length !== shapeSize(r.oursShape)) {
+      problems.push(`'${r.ours}' data must be a Float32Array of ${shapeSize(r.oursShape)} values`);
+    }
+  }
+  for (const name of Object.keys(params)) if (!known.has(name)) problems.push(`unexpected '${name}' (not a parameter of config '${cfg.name}')`);
+  if (problems.length) {
+    const shown = problems.slice(0, 40);
+    const more = problems.length > shown.length ? `\n  … and ${problems.length - shown.length} more` : '';
+    throw new Error(`toClipWeights (${sourceName}): ${problems.length} problem(s):\n  ${shown.join('\n  ')}${more}`);
+  }
+  const out: Record<string, HostTensor> = {};
+  for (const r of rs) {
+    const parts = r.layout.toHf(params[r.ours].data, r.hfShapes);
+    r.hf.forEach((name, i) => { out[name] = { shape: [...r.hfShapes[i]], data: parts[i] }; });
+  }
+  return out;
+}
+
+/** The special token ids CLIP's text config records; the text model pools on the first `eos` of each row. */
+export interface ClipTokenIds {
+  bos: number | null;
+  eos: number;
+  pad: number;
+}
+
+type Tower = 'vision' | 'text';
+const HF_TOWER: Record<Tower, string> = { vision: 'vision_config', text: 'text_config' };
+
+/**
+ * One table for the config in both directions: our field, CLIP's field (in `text_config` or
+ * `vision_config`), and CLIP's default where a config.json leaves the field out (those of
+ * transformers' CLIPTextConfig and CLIPVisionConfig).
+ */
+const CONFIG_FIELDS: { tower: Tower; ours: string; hf: string; hfDefault: number }[] = [
+  { tower: 'vision', ours: 'imageSize', hf: 'image_size', hfDefault: 224 },
+  { tower: 'vision', ours: 'patchSize', hf: 'patch_size', hfDefault: 32 },
+  { tower: 'vision', ours: 'width', hf: 'hidden_size', hfDefault: 768 },
+  { tower: 'vision', ours: 'layers', hf: 'num_hidden_layers', hfDefault: 12 },
+  { tower: 'vision', ours: 'heads', hf: 'num_attention_heads', hfDefault: 12 },
+  { tower: 'text', ours: 'vocabSize', hf: 'vocab_size', hfDefault: 49408 },
+  { tower: 'text', ours: 'contextLength', hf: 'max_position_embeddings', hfDefault: 77 },
+  { tower: 'text', ours: 'width', hf: 'hidden_size', hfDefault: 512 },
+  { tower: 'text', ours: 'layers', hf: 'num_hidden_layers', hfDefault: 12 },
+  { tower: 'text', ours: 'heads', hf: 'num_attention_heads', hfDefault: 8 },
+];
+const HF_INTERMEDIATE_DEFAULT: Record<Tower, number> = { vision: 3072, text: 2048 };
+const ACTIVATIONS: { ours: DualEncoderConfig['activation']; hf: string }[] = [
+  { ours: 'quickGelu', hf: 'quick_gelu' },
+  { ours: 'gelu', hf: 'gelu' },
+];
+const HF_DEFAULTS = { hiddenAct: 'quick_gelu', layerNormEps: 1e-5, projectionDim: 512, logitScaleInit: 2.6592 };
+
+/**
+ * A transformers `CLIPConfig` (config.json) for `cfg`. HF's text model pools on the first
+ * occurrence of `eos_token_id`, except that an id of 2 selects its older rule (the largest id
+ * in the row), which matches ours only when EOS is the largest id: that case is refused.
+ *
+ * @example
+ * const json = clipConfigJson(getConfig('base'), { bos: 49406, eos: 49407, pad: 49407 });
+ * json.text_config.vocab_size // 49408
+ */
+export function clipConfigJson(cfg: DualEncoderConfig, tokens: ClipTokenIds): Record<string, unknown> & { text_config: Record<string, unknown>; vision_config: Record<string, unknown> } {
+  if (!cfg.text.causal || cfg.text.pooling !== 'eos') {
+    throw new Error(`clipConfigJson: CLIP's text encoder is causal with EOS pooling; this model has causal=${cfg.text.causal}, pooling=${cfg.text.pooling}, which CLIPModel cannot run`);
+  }
+  const ids = { bos: tokens.bos, eos: tokens.eos, pad: tokens.pad };
+  for (const [k, v] of Object.entries(ids)) {
+    if (v !== null && (!Number.isInteger(v) || v < 0 || v >= cfg.text.vocabSize)) {
+      throw new Error(`clipConfigJson: token id ${k}=${v} is not in [0, ${cfg.text.vocabSize}) (the model's vocabulary)`);
+    }
+  }
+  if (ids.eos === 2) {
+    throw new Error('clipConfigJson: the EOS token id is 2, which transformers\' CLIP text model reads as "pool on the largest id in each row" (its rule for old configs), not on the EOS token; vlmargin pools on EOS, so the exported text embeddings would differ. Use a tokenizer whose EOS id is not 2');
+  }
+  const act = ACTIVATIONS.find((a) => a.ours === cfg.activation);
+  if (!act) throw new Error(`clipConfigJson: activation '${cfg.activation}' has no CLIP hidden_act`);
+  const tower = (t: Tower): Record<string, unknown> => {
+    const c = cfg[t] as Record<string, number>;
+    const out: Record<string, unknown> = {};
+    for (const f of CONFIG_FIELDS) if (f.tower === t) out[f.hf] = c[f.ours];
+    out.intermediate_size = c.mlpRatio * c.width;
+    out.hidden_act = act.hf;
+    out.layer_norm_eps = cfg.layerNormEps;
+    out.projection_dim = cfg.embedDim;
+    out.attention_dropout = 0;
+    return out;
+  };
+  const text = tower('text');
+  if (ids.bos !== null) text.bos_token_id = ids.bos;
+  text.eos_token_id = ids.eos;
+  text.pad_token_id = ids.pad;
+  const vision = { ...tower('vision'), num_channels: 3 };
+  return {
+    architectures: ['CLIPModel'],
+    model_type: 'clip',
+    projection_dim: cfg.embedDim,
+    logit_scale_init_value: cfg.logitScaleInit,
+    text_config: text,
+    vision_config: vision,
+  };
+}
+
+/**
+ * Our dual-encoder config from a transformers CLIP config.json (the inverse of
+ * `clipConfigJson` through the same table); fields the file leaves out take CLIP's defaults.
+ * CLIP has no temporal model: `temporal` (default mean pooling over up to 32 frames) comes
+ * from the caller. Every field CLIP sets that we cannot follow is named in one error.
+ *
+ * @example
+ * const cfg = dualEncoderConfigFromClip(JSON.parse(await readFile('clip/config.json', 'utf8')), 'clip/config.json');
+ */
+export function dualEncoderConfigFromClip(json: unknown, source = 'config.json', temporal?: DualEncoderConfig['temporal'], name = 'clip'): DualEncoderConfig {
+  const obj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!obj(json)) throw new Error(`dualEncoderConfigFromClip (${source}): expected a JSON object (a transformers CLIPConfig)`);
+  if (json.model_type !== undefined && json.model_type !== 'clip') {
+    throw new Error(`dualEncoderConfigFromClip (${source}): model_type is ${JSON.stringify(json.model_type)}, expected "clip"`);
+  }
+  const problems: string[] = [];
+  const section = (t: Tower): Record<string, unknown> => {
+    const v = json[HF_TOWER[t]];
+    if (v === undefined) return {};
+    if (!obj(v)) { problems.push(`${HF_TOWER[t]} must be an object`); return {}; }
+    return v;
+  };
+  const sections = { vision: section('vision'), text: section('text') };
+  const num = (t: Tower | null, key: string, dflt: number, integer: boolean): number => {
+    const where = t ? sections[t] : json;
+    const v = where[key] ?? dflt;
+    const label = t ? `${HF_TOWER[t]}.${key}` : key;
+    if (typeof v !== 'number' || !Number.isFinite(v) || (integer && (!Number.isInteger(v) || v <= 0))) {
+      problems.push(`${label} is ${JSON.stringify(v)}, expected ${integer ? 'a positive integer' : 'a number'}`);
+      return dflt;
+    }
+    return v;
+  };
+  const towers = { vision: {} as Record<string, number>, text: {} as Record<string, number> };
+  for (const f of CONFIG_FIELDS) towers[f.tower][f.ours] = num(f.tower, f.hf, f.hfDefault, true);
+  const acts = new Set<string>();
+  const epss = new Set<number>();
+  for (const t of ['vision', 'text'] as Tower[]) {
+    const width = towers[t].width;
+    const inter = num(t, 'intermediate_size', HF_INTERMEDIATE_DEFAULT[t], true);
+    if (inter % width !== 0) problems.push(`${HF_TOWER[t]}.intermediate_size ${inter} is not a multiple of hidden_size ${width} (vlmargin's MLP width is a whole ratio)`);
+    towers[t].mlpRatio = Math.max(1, Math.round(inter / width));
+    const act = sections[t].hidden_act ?? HF_DEFAULTS.hiddenAct;
+    acts.add(String(act));
+    epss.add(num(t, 'layer_norm_eps', HF_DEFAULTS.layerNormEps, false));
+  }
+  const channels = num('vision', 'num_channels', 3, true);
+  if (channels !== 3) problems.push(`vision_config.num_channels is ${channels}; vlmargin's frames are RGB (3)`);
+  if (acts.size > 1) problems.push(`the towers use different activations (${[...acts].join(', ')}); vlmargin uses one for both`);
+  const hfAct = [...acts][0];
+  const act = ACTIVATIONS.find((a) => a.hf === hfAct);
+  if (!act) problems.push(`hidden_act ${JSON.stringify(hfAct)} is not one vlmargin runs (${ACTIVATIONS.map((a) => a.hf).join(', ')})`);
+  if (epss.size > 1) problems.push(`the towers use different layer_norm_eps (${[...epss].join(', ')}); vlmargin uses one for both`);
+  const embedDim = num(null, 'projection_dim', HF_DEFAULTS.projectionDim, true);
+  const logitScaleInit = num(null, 'logit_scale_init_value', HF_DEFAULTS.logitScaleInit, false);
+  if (problems.length) throw new Error(`dualEncoderConfigFromClip (${source}): ${problems.length} problem(s):\n  ${problems.join('\n  ')}`);
+  return validateConfig({
+    name,
+    vision: towers.vision,
+    text: { ...towers.text, causal: true, pooling: 'eos' },
+    temporal: temporal ?? { pooling: 'mean', maxFrames: 32, layers: 0, heads: 1 },
+    embedDim,
+    activation: act!.ours,
+    layerNormEps: [...epss][0],
+    logitScaleInit,
+  }, source);
 }

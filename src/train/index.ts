@@ -5,3 +5,4 @@ export * from './optimizer.js';
 export * from './schedule.js';
 export * from './gradients.js';
 export * from './logger.js';
+export * from './clipExport.js';

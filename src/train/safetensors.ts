@@ -352,6 +352,77 @@ export function bf16ToF32(bits: Uint16Array): Float32Array {
   return out;
 }
 
+/**
+ * Rounds float32 values to IEEE half precision (F16) bit patterns, to nearest with ties to
+ * even (as PyTorch's `.half()`): magnitudes from 65520 up become ±Infinity, below 2⁻²⁵ ±0,
+ * and between them the subnormal range keeps what it can. NaN becomes a quiet NaN.
+ *
+ * @example
+ * f32ToF16(new Float32Array([1, -2, 65520])); // Uint16Array [0x3c00, 0xc000, 0x7c00]
+ */
+export function f32ToF16(values: Float32Array): Uint16Array {
+  if (!(values instanceof Float32Array)) throw new Error('f32ToF16: values must be a Float32Array');
+  const u = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    const sign = (x >>> 16) & 0x8000;
+    const exp = (x >>> 23) & 0xff;
+    const mant = x & 0x7fffff;
+    if (exp === 0xff) {
+      out[i] = sign | (mant ? 0x7e00 : 0x7c00);
+      continue;
+    }
+    const e = exp - 112; // the half-precision biased exponent
+    if (e >= 31) {
+      out[i] = sign | 0x7c00;
+    } else if (e >= 1) {
+      const rest = mant & 0x1fff;
+      let h = (e << 10) | (mant >>> 13);
+      // A carry out of the mantissa moves to the next binade (and from the largest one to Infinity): the bit layout makes that an increment.
+      if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h += 1;
+      out[i] = sign | h;
+    } else {
+      // Subnormal result in units of 2⁻²⁴: the full 24-bit significand shifted right.
+      const shift = 14 - e;
+      if (shift > 24) {
+        out[i] = sign;
+        continue;
+      }
+      const sig = mant | 0x800000;
+      let h = sig >>> shift;
+      const rest = sig & ((1 << shift) - 1);
+      const half = 1 << (shift - 1);
+      if (rest > half || (rest === half && (h & 1))) h += 1;
+      out[i] = sign | h;
+    }
+  }
+  return out;
+}
+
+/**
+ * Rounds float32 values to bfloat16 (BF16) bit patterns, to nearest with ties to even (as
+ * PyTorch's `.bfloat16()`): values past bfloat16's largest finite value round to ±Infinity.
+ * NaN becomes a quiet NaN.
+ *
+ * @example
+ * f32ToBf16(new Float32Array([1, 1 + 2 ** -8])); // Uint16Array [0x3f80, 0x3f80] (a tie, to even)
+ */
+export function f32ToBf16(values: Float32Array): Uint16Array {
+  if (!(values instanceof Float32Array)) throw new Error('f32ToBf16: values must be a Float32Array');
+  const u = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) {
+      out[i] = (x >>> 16) | 0x0040;
+      continue;
+    }
+    out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
 function toInt32Exact(name: string, t: SafetensorsTensor): Int32Array {
   const out = new Int32Array(t.data.length);
   for (let i = 0; i < t.data.length; i++) {
