@@ -16,7 +16,7 @@ import { initBackend } from '../src/backend/init.js';
 import { tf } from '../src/backend/tf.js';
 import { encodeText, encodeVideo } from '../src/nn/dualEncoder.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
-import { readClipFolder } from '../src/train/clipExport.js';
+import { loadModel, readModelInfo } from '../src/train/checkpointInfo.js';
 import { writeSafetensors } from '../src/train/safetensors.js';
 import { mulberry32 } from '../src/util/rng.js';
 import { normalizeFrames } from '../src/video/transforms.js';
@@ -29,10 +29,11 @@ async function main(): Promise<void> {
   const n = Number(values.n);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--n: expected a positive integer, got '${values.n}'`);
   await initBackend({ prefer: 'cpu' });
-  const f = await readClipFolder(values.export);
-  let cfg = f.config;
-  const params: Record<string, tf.Tensor> = {};
-  for (const [k, v] of Object.entries(f.params)) if (!k.startsWith('video.temporal.')) params[k] = tf.tensor(v.data, v.shape);
+  const info = await readModelInfo(values.export);
+  if (info.kind !== 'clip') throw new Error(`${info.dir} is a vlmargin checkpoint; give the folder \`vlmargin export hf\` wrote`);
+  let cfg = info.model;
+  const store = await loadModel(info, 0);
+  const params = store.snapshot();
   if (cfg.temporal.pooling === 'transformer') {
     console.error('the model has a temporal transformer, which CLIPModel lacks: embedding single images without it');
     cfg = { ...cfg, temporal: { ...cfg.temporal, pooling: 'mean' } };
@@ -41,14 +42,13 @@ async function main(): Promise<void> {
   const L = cfg.text.contextLength;
   const rng = mulberry32(Number(values.seed));
   const pixels = Uint8Array.from({ length: n * s * s * 3 }, () => Math.floor(rng() * 256));
-  const frames = normalizeFrames(pixels); // [N, S, S, 3]
+  const frames = normalizeFrames(pixels, info.preprocess); // [N, S, S, 3]
   const pixelValues = new Float32Array(frames.length); // [N, 3, S, S]
   for (let b = 0; b < n; b++) for (let y = 0; y < s; y++) for (let x = 0; x < s; x++) for (let c = 0; c < 3; c++) {
     pixelValues[((b * 3 + c) * s + y) * s + x] = frames[((b * s + y) * s + x) * 3 + c];
   }
   const captions = Array.from({ length: n }, (_, i) => CAPTIONS[i % CAPTIONS.length]);
-  if (!f.tokenizerDir) throw new Error(`${f.dir} has no tokenizer.json; the probe encodes captions with the exported tokenizer`);
-  const tok = await loadTokenizer(f.tokenizerDir);
+  const tok = await loadTokenizer(info.tokenizerDir);
   const enc = tok.encode(captions, L);
   const [image, text] = tf.tidy(() => [
     encodeVideo(params, tf.tensor(frames, [n, 1, s, s, 3]), cfg),
@@ -63,7 +63,8 @@ async function main(): Promise<void> {
     attention_mask: { dtype: 'I32', shape: enc.shape, data: enc.mask },
   }, { captions: JSON.stringify(captions) });
   await writeSafetensors(path.join(out, 'expected.safetensors'), { image_embeds: image, text_embeds: text });
-  tf.dispose([image, text, ...Object.values(params)]);
+  tf.dispose([image, text]);
+  store.dispose();
   console.log(`wrote ${path.join(out, 'inputs.safetensors')} and expected.safetensors: ${n} images of ${s}px, ${n} captions of ${L} tokens, embeddings [${n}, ${cfg.embedDim}]`);
 }
 

@@ -5,11 +5,10 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
-import type { HostTensor } from '../src/nn/params.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { readCheckpointInfo } from '../src/train/checkpointInfo.js';
-import { CLIP_EXPORT_DTYPES, exportClipFolder, readClipFolder, type ClipExportDtype, type ExportClipResult } from '../src/train/clipExport.js';
+import { loadModel, readModelInfo } from '../src/train/checkpointInfo.js';
+import { CLIP_EXPORT_DTYPES, exportClipFolder, type ClipExportDtype, type ExportClipResult } from '../src/train/clipExport.js';
 
 export interface ExportHfOptions {
   /** A checkpoint folder, a run folder (its newest checkpoint), or a CLIP folder (config.json + model.safetensors). */
@@ -63,10 +62,14 @@ export async function runExportHf(opts: ExportHfOptions): Promise<ExportHfResult
   if (!opts.out) throw new Error('export hf: --out is required (the folder to write)');
   const src = path.resolve(opts.model);
   if (!(await isDir(src))) throw new Error(`export hf: --model ${src} is not a folder; expected a checkpoint folder, a run folder, or a CLIP folder`);
-
   const isCheckpoint = (await isFile(path.join(src, 'state.json'))) || (await isDir(path.join(src, 'checkpoints')));
-  if (isCheckpoint) {
-    const info = await readCheckpointInfo(src);
+  if (!isCheckpoint && !(await isFile(path.join(src, 'config.json')))) {
+    throw new Error(`export hf: --model ${src} holds neither a vlmargin checkpoint (state.json, or checkpoints/step-*) nor a CLIP folder (config.json + model.safetensors)`);
+  }
+  const info = await readModelInfo(src);
+  const normalization = info.preprocess;
+
+  if (info.kind === 'checkpoint') {
     const tok = await tokenizerFor(info.tokenizerDir, opts.tokenizer, `${path.join(info.dir, 'config.json')} ("tokenizer")`);
     const ck = await loadCheckpoint(info.dir, { onWarning: () => undefined });
     try {
@@ -74,10 +77,10 @@ export async function runExportHf(opts: ExportHfOptions): Promise<ExportHfResult
       const extra: Record<string, tf.Tensor> = {};
       for (const [k, v] of Object.entries(ck.optimizer ?? {})) if (k.startsWith('wnet.')) extra[k] = v;
       const weighting = (info.raw.pretrain as { weighting?: { method?: string; hidden?: number } } | undefined)?.weighting;
-      const extraMetadata: Record<string, unknown> = { source: { checkpoint: info.dir, step: info.step } };
+      const extraMetadata: Record<string, unknown> = { frames: info.frames, source: { checkpoint: info.dir, step: info.step } };
       if (Object.keys(extra).length) extraMetadata.weightNet = { method: weighting?.method ?? 'mwn', hidden: weighting?.hidden ?? extra['wnet.fc1.weight']?.shape[1] };
       const r = await exportClipFolder(opts.out, {
-        config: info.model, params: ck.params, dtype, tokenizer: tok, extra, extraMetadata, overwrite: opts.overwrite,
+        config: info.model, params: ck.params, dtype, tokenizer: tok, extra, extraMetadata, normalization, overwrite: opts.overwrite,
       });
       return { ...r, source: { kind: 'checkpoint', dir: info.dir, step: info.step }, tokenizerDir: tok.dir };
     } finally {
@@ -85,14 +88,15 @@ export async function runExportHf(opts: ExportHfOptions): Promise<ExportHfResult
     }
   }
 
-  if (await isFile(path.join(src, 'config.json'))) {
-    const f = await readClipFolder(src);
-    const tok = await tokenizerFor(f.tokenizerDir, opts.tokenizer, `${src} (it has no tokenizer.json)`);
-    const extra: Record<string, HostTensor> = f.extra;
+  const tok = await tokenizerFor(info.tokenizerDir, opts.tokenizer, `${src}`);
+  const store = await loadModel(info, 0);
+  try {
+    const extra = info.clip?.extra;
     const r = await exportClipFolder(opts.out, {
-      config: f.config, params: f.params, dtype, tokenizer: tok, extra, extraMetadata: f.extraMetadata, overwrite: opts.overwrite,
+      config: info.model, params: store.snapshot(), dtype, tokenizer: tok, extra: extra?.tensors, extraMetadata: extra?.metadata, normalization, overwrite: opts.overwrite,
     });
-    return { ...r, source: { kind: 'clip', dir: f.dir }, tokenizerDir: tok.dir };
+    return { ...r, source: { kind: 'clip', dir: info.dir }, tokenizerDir: tok.dir };
+  } finally {
+    store.dispose();
   }
-  throw new Error(`export hf: --model ${src} holds neither a vlmargin checkpoint (state.json, or checkpoints/step-*) nor a CLIP folder (config.json + model.safetensors)`);
 }

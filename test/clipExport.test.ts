@@ -5,13 +5,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
-import { clipConfigJson, dualEncoderConfigFromClip, mapClipWeights, toClipWeights } from '../src/nn/clipMapping.js';
+import { clipConfigJson, mapClipWeights, toClipWeights } from '../src/nn/clipMapping.js';
 import { getConfig, validateConfig, type DualEncoderConfig } from '../src/nn/configs.js';
 import { encodeText, encodeVideo, initDualEncoder } from '../src/nn/dualEncoder.js';
 import type { HostTensor } from '../src/nn/params.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
-import { CLIP_EXTRA_FILE, exportClipFolder, readClipFolder } from '../src/train/clipExport.js';
+import { loadModel, readModelInfo } from '../src/train/checkpointInfo.js';
+import { CLIP_EXTRA_FILE, exportClipFolder } from '../src/train/clipExport.js';
+import { clipConfigFromHf } from '../src/train/clipFolder.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, readSafetensors, type SafetensorsTensor } from '../src/train/safetensors.js';
 import { runExportHf } from '../pipelines/export-hf.js';
 import { makeSmallRun } from './helpers/smallRun.js';
@@ -70,19 +72,22 @@ describe('safetensors: float32 → F16 / BF16 rounding', () => {
   });
 });
 
-describe('nn: the CLIP config table, both ways', () => {
-  it('config.json of the fixture gives the config its Python script recorded; and back', () => {
+describe('nn: CLIP config.json written from our config', () => {
+  it('the fixture\'s config.json read and written again gives its fields back; our presets survive the trip', () => {
     const hf = JSON.parse(readFileSync(path.join(FIXTURE, 'config.json'), 'utf8'));
-    const recorded = JSON.parse(readFileSync(path.join(FIXTURE, 'fixture.json'), 'utf8')).dualEncoderConfig;
-    const cfg = dualEncoderConfigFromClip(hf, 'fixture config.json', recorded.temporal, recorded.name);
-    assert.deepEqual(cfg, validateConfig(recorded));
-    const back = clipConfigJson(cfg, { bos: 998, eos: 999, pad: 0 });
+    const cfg = clipConfigFromHf(hf, 'fixture config.json');
+    const back = clipConfigJson(cfg, { bos: 620, eos: 621, pad: 621 });
     for (const tower of ['text_config', 'vision_config'] as const) {
+      // projection_dim inside a tower is read only by the single-tower models: we write the real one.
       for (const [k, v] of Object.entries(back[tower])) if (k !== 'projection_dim') assert.deepEqual(v, hf[tower][k], `${tower}.${k}`);
     }
     assert.equal(back.projection_dim, hf.projection_dim);
     assert.equal(back.logit_scale_init_value, hf.logit_scale_init_value);
-    assert.equal(back.text_config.projection_dim, cfg.embedDim);
+    for (const preset of ['tiny', 'small', 'base'] as const) {
+      const c = getConfig(preset);
+      const again = clipConfigFromHf(clipConfigJson(c, { bos: 5, eos: 6, pad: 0 }), `/x/${preset}/config.json`, c.temporal);
+      assert.deepEqual({ ...again, name: preset }, c, preset);
+    }
   });
 
   it('refuses what CLIPModel cannot run, saying why', () => {
@@ -90,8 +95,6 @@ describe('nn: the CLIP config table, both ways', () => {
     assert.throws(() => clipConfigJson(getConfig('tiny', { text: { causal: false, pooling: 'cls' } }), { bos: 2, eos: 3, pad: 0 }), /causal with EOS pooling.*causal=false, pooling=cls/);
     assert.throws(() => clipConfigJson(tiny, { bos: 1, eos: 2, pad: 0 }), /EOS token id is 2.*largest id/);
     assert.throws(() => clipConfigJson(tiny, { bos: 1, eos: 5000, pad: 0 }), /eos=5000 is not in \[0, 1000\)/);
-    assert.throws(() => dualEncoderConfigFromClip({ text_config: { hidden_act: 'gelu' }, vision_config: { hidden_act: 'quick_gelu', intermediate_size: 1000 } }),
-      /2 problem\(s\)[\s\S]*intermediate_size 1000 is not a multiple of hidden_size 768[\s\S]*different activations/);
   });
 });
 
@@ -105,7 +108,7 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
   before(async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-export-'));
     hf = (await readSafetensors(path.join(FIXTURE, 'model.safetensors'))).tensors;
-    cfg = dualEncoderConfigFromClip(JSON.parse(readFileSync(path.join(FIXTURE, 'config.json'), 'utf8')), 'fixture', { pooling: 'mean', maxFrames: 1, layers: 0, heads: 1 }, 'clip-tiny');
+    cfg = clipConfigFromHf(JSON.parse(readFileSync(path.join(FIXTURE, 'config.json'), 'utf8')), path.join(FIXTURE, 'config.json'));
     ours = mapClipWeights(hf, cfg);
   });
   after(async () => { await rm(tmp, { recursive: true, force: true }); });
@@ -123,10 +126,11 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
       /2 problem\(s\)[\s\S]*missing 'text.blocks.1.ln_2.bias'[\s\S]*unexpected 'text.blocks.9.ln_2.bias'/);
   });
 
-  it('f32: every tensor of model.safetensors has the fixture\'s bytes, and vlmargin reads the folder back to the CLIPModel embeddings', async () => {
+  it('f32: every tensor has the fixture\'s bytes, the tokenizer and preprocessing come along, and vlmargin reads it back to the CLIPModel embeddings', async () => {
     const out = path.join(tmp, 'f32');
-    const r = await exportClipFolder(out, { config: cfg, params: ours, tokenIds: { bos: 998, eos: 999, pad: 0 } });
-    assert.deepEqual(r.files.sort(), ['config.json', 'model.safetensors', 'preprocessor_config.json', CLIP_EXTRA_FILE].sort());
+    const r = await runExportHf({ model: FIXTURE, out });
+    assert.equal(r.source.kind, 'clip');
+    assert.deepEqual(r.files.sort(), ['config.json', 'merges.txt', 'model.safetensors', 'preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json', CLIP_EXTRA_FILE, 'vocab.json'].sort());
     const m = await readSafetensors(path.join(out, 'model.safetensors'));
     assert.equal(m.metadata.format, 'pt');
     assert.deepEqual([...m.tensors.keys()].sort(), [...hf.keys()].sort());
@@ -135,24 +139,28 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
       assert.equal(e.dtype, 'F32');
       assert.ok(Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)), `${name}: bytes differ`);
     }
+    for (const f of ['tokenizer.json', 'vocab.json', 'merges.txt']) assert.ok((await readFile(path.join(out, f))).equals(await readFile(path.join(FIXTURE, f))), f);
+    const want = JSON.parse(await readFile(path.join(FIXTURE, 'config.json'), 'utf8'));
+    const got = JSON.parse(await readFile(path.join(out, 'config.json'), 'utf8'));
+    for (const k of ['bos_token_id', 'eos_token_id', 'pad_token_id', 'vocab_size']) assert.equal(got.text_config[k], want.text_config[k], k);
     const pre = JSON.parse(await readFile(path.join(out, 'preprocessor_config.json'), 'utf8'));
-    assert.deepEqual(pre.crop_size, { height: 32, width: 32 });
-    assert.equal(pre.image_processor_type, 'CLIPImageProcessor');
+    const wantPre = JSON.parse(await readFile(path.join(FIXTURE, 'preprocessor_config.json'), 'utf8'));
+    for (const k of ['image_mean', 'image_std', 'crop_size', 'size', 'resample', 'image_processor_type']) assert.deepEqual(pre[k], wantPre[k], k);
 
-    // Back into vlmargin: the same parameters, and the embeddings PyTorch computed for the fixture.
-    const f = await readClipFolder(out);
-    assert.deepEqual(f.config, cfg);
-    assert.equal(f.dtype, 'f32');
-    for (const [name, t] of Object.entries(ours)) assert.deepEqual(f.params[name].data, t.data, name);
+    // Back into vlmargin through the CLIP-folder loader: the embeddings PyTorch computed for the fixture.
+    const info = await readModelInfo(out);
+    assert.equal(info.kind, 'clip');
+    assert.deepEqual(info.model, cfg);
+    assert.deepEqual(info.preprocess, { mean: wantPre.image_mean, std: wantPre.image_std });
+    const store = await loadModel(info, 0);
     const inputs = (await readSafetensors(path.join(FIXTURE, 'inputs.safetensors'))).tensors;
     const expected = (await readSafetensors(path.join(FIXTURE, 'expected.safetensors'))).tensors;
-    const params = Object.fromEntries(Object.entries(f.params).map(([k, v]) => [k, tf.tensor(v.data, v.shape)]));
     const input = (name: string, dtype?: 'int32') => tf.tensor(inputs.get(name)!.data as Float32Array | Int32Array, inputs.get(name)!.shape, dtype);
     const [image, text] = tf.tidy(() => [
-      encodeVideo(params, input('frames'), cfg).dataSync(),
-      encodeText(params, input('input_ids', 'int32'), input('attention_mask', 'int32'), cfg).dataSync(),
+      encodeVideo(store.snapshot(), input('frames'), info.model).dataSync(),
+      encodeText(store.snapshot(), input('input_ids', 'int32'), input('attention_mask', 'int32'), info.model).dataSync(),
     ]);
-    tf.dispose(Object.values(params));
+    store.dispose();
     const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i])));
     assert.ok(maxDiff(image, expected.get('image_embeds')!.data as Float32Array) < 1e-4);
     assert.ok(maxDiff(text, expected.get('text_embeds')!.data as Float32Array) < 1e-4);
@@ -161,7 +169,7 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
   for (const [dtype, stored, mantBits, minExp, toF32] of [['f16', 'F16', 10, -14, f16ToF32], ['bf16', 'BF16', 7, -126, bf16ToF32]] as const) {
     it(`${dtype}: every value is within half an ulp of ${stored} of the fixture's float32 (round to nearest), and reads back`, async () => {
       const out = path.join(tmp, dtype);
-      await exportClipFolder(out, { config: cfg, params: ours, tokenIds: { bos: 998, eos: 999, pad: 0 }, dtype });
+      await runExportHf({ model: FIXTURE, out, dtype });
       const m = await readSafetensors(path.join(out, 'model.safetensors'));
       assert.equal(JSON.parse(await readFile(path.join(out, 'config.json'), 'utf8')).torch_dtype, dtype === 'f16' ? 'float16' : 'bfloat16');
       let worst = 0;
@@ -177,35 +185,50 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
         }
       }
       assert.ok(worst > 0.25, `rounding error never exceeded a quarter ulp (${worst}): was anything rounded?`);
-      const f = await readClipFolder(out);
-      assert.equal(f.dtype, dtype);
-      assert.deepEqual(f.config, cfg);
+      const info = await readModelInfo(out);
+      assert.deepEqual(info.model, cfg);
+      (await loadModel(info, 0)).dispose();
     });
   }
 
-  it('the temporal transformer and the weighting net go to the extra file and come back exactly; config.json stays plain CLIP', async () => {
-    const tcfg = getConfig('tiny', { ...cfg, temporal: { pooling: 'transformer', maxFrames: 4, layers: 1, heads: 2 } });
+  it('the temporal transformer and the weighting net go to the extra file, and --model DIR restores them; config.json stays plain CLIP', async () => {
+    const tcfg = getConfig('tiny', { ...cfg, name: 'temporal-model', temporal: { pooling: 'transformer', maxFrames: 4, layers: 1, heads: 2 } });
     const store = initDualEncoder(tcfg, 7);
     const wnet = { 'wnet.fc1.weight': tf.randomNormal([1, 8], 0, 1, 'float32', 1), 'wnet.fc1.bias': tf.zeros([8]) };
     const out = path.join(tmp, 'temporal');
     const before = tf.memory().numTensors;
-    const r = await exportClipFolder(out, { config: tcfg, params: store.snapshot(), tokenIds: { bos: 998, eos: 999, pad: 0 }, extra: wnet, extraMetadata: { weightNet: { hidden: 8 } } });
+    const r = await exportClipFolder(out, {
+      config: tcfg, params: store.snapshot(), tokenizer: await loadTokenizer(FIXTURE), extra: wnet,
+      extraMetadata: { weightNet: { hidden: 8 }, frames: { count: 3, size: 32, strategy: 'uniform' } },
+    });
     assert.equal(tf.memory().numTensors, before);
-    const names = Object.keys(store.snapshot());
+    const names = store.names();
     const temporal = names.filter((n) => n.startsWith('video.temporal.'));
     assert.equal(r.extraTensors, temporal.length + 2);
     const model = await readSafetensors(path.join(out, 'model.safetensors'));
     assert.ok([...model.tensors.keys()].every((n) => !n.includes('temporal')));
-    const f = await readClipFolder(out);
-    assert.deepEqual(f.config, tcfg);
-    assert.deepEqual(Object.keys(f.params).sort(), names.sort());
-    for (const n of names) assert.deepEqual(f.params[n].data, store.get(n).dataSync(), n);
-    assert.deepEqual(f.extra['wnet.fc1.weight'].data, wnet['wnet.fc1.weight'].dataSync());
-    assert.deepEqual(f.extraMetadata.weightNet, { hidden: 8 });
+
+    const info = await readModelInfo(out);
+    assert.deepEqual(info.model, tcfg);
+    assert.equal(info.frames.count, 3);
+    assert.deepEqual(info.clip!.extra!.metadata.weightNet, { hidden: 8 });
+    assert.deepEqual(info.clip!.extra!.tensors['wnet.fc1.weight'].data, wnet['wnet.fc1.weight'].dataSync());
+    const loaded = await loadModel(info, 99);
+    for (const n of names) assert.deepEqual(loaded.get(n).dataSync(), store.get(n).dataSync(), n);
+    loaded.dispose();
     store.dispose();
     tf.dispose(Object.values(wnet));
 
-    await assert.rejects(exportClipFolder(out, { config: cfg, params: ours, tokenIds: { bos: 998, eos: 999, pad: 0 } }), /exists and is not empty/);
+    // An edited config.json no longer matches the extra file: named, not silently mixed.
+    const edited = path.join(tmp, 'edited');
+    await runExportHf({ model: out, out: edited });
+    const c = JSON.parse(await readFile(path.join(edited, 'config.json'), 'utf8'));
+    c.text_config.layer_norm_eps = 1e-6;
+    c.vision_config.layer_norm_eps = 1e-6;
+    await writeFile(path.join(edited, 'config.json'), JSON.stringify(c));
+    await assert.rejects(readModelInfo(edited), /config.json and .*vlmargin_extra.safetensors describe different models/);
+
+    await assert.rejects(exportClipFolder(out, { config: cfg, params: ours, tokenIds: { bos: 620, eos: 621, pad: 621 } }), /exists and is not empty/);
     const clsCfg = getConfig('tiny', { text: { causal: false, pooling: 'cls' } });
     const cls = initDualEncoder(clsCfg, 0);
     await assert.rejects(exportClipFolder(path.join(tmp, 'cls'), { config: clsCfg, params: cls.snapshot(), tokenIds: { bos: 2, eos: 3, pad: 0 } }), /causal with EOS pooling/);
@@ -213,7 +236,6 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
     assert.ok(!existsSync(path.join(tmp, 'cls')));
   });
 });
-
 describe('export hf: a model trained from scratch with vlmargin\'s own tokenizer', function () {
   this.timeout(180000);
   let tmp: string;
@@ -245,9 +267,12 @@ describe('export hf: a model trained from scratch with vlmargin\'s own tokenizer
     const exported = await loadTokenizer(out);
     const captions = ['a person walks a dog', 'zebra!'];
     assert.deepEqual(exported.encode(captions, 16), tok.encode(captions, 16));
-    const f = await readClipFolder(out);
-    assert.deepEqual(f.config, cfg);
-    for (const [name, t] of Object.entries(ck.params)) assert.deepEqual(f.params[name].data, t.dataSync(), name);
+    const info = await readModelInfo(out);
+    assert.deepEqual(info.model, cfg);
+    assert.equal(info.frames.count, 2);
+    const store = await loadModel(info, 99);
+    for (const [name, t] of Object.entries(ck.params)) assert.deepEqual(store.get(name).dataSync(), t.dataSync(), name);
+    store.dispose();
 
     // The weighting net rides along from the optimizer file; its optimizer state does not.
     const mwn = path.join(tmp, 'mwn-checkpoint');
@@ -255,10 +280,10 @@ describe('export hf: a model trained from scratch with vlmargin\'s own tokenizer
     const config = ck.config as { pretrain: Record<string, unknown> };
     await saveCheckpoint(mwn, { config: { ...config, pretrain: { ...config.pretrain, weighting: { method: 'mwn', hidden: 4 } } }, params: ck.params, optimizer: { ...ck.optimizer, ...w }, state: ck.state });
     const r2 = await runExportHf({ model: mwn, out: path.join(tmp, 'hf-mwn'), dtype: 'bf16' });
-    const f2 = await readClipFolder(r2.dir);
-    assert.deepEqual(Object.keys(f2.extra).sort(), ['wnet.fc1.bias', 'wnet.fc1.weight']);
-    assert.deepEqual(Array.from(f2.extra['wnet.fc1.weight'].data), [0.5, 0.5, 0.5, 0.5]);
-    assert.deepEqual(f2.extraMetadata.weightNet, { method: 'mwn', hidden: 4 });
+    const extra = (await readModelInfo(r2.dir)).clip!.extra!;
+    assert.deepEqual(Object.keys(extra.tensors).sort(), ['wnet.fc1.bias', 'wnet.fc1.weight']);
+    assert.deepEqual(Array.from(extra.tensors['wnet.fc1.weight'].data), [0.5, 0.5, 0.5, 0.5]);
+    assert.deepEqual(extra.metadata.weightNet, { method: 'mwn', hidden: 4 });
     tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {}), ...Object.values(w)]);
 
     // An export is a CLIP folder with a tokenizer: it exports again, to the same bytes.

@@ -12,7 +12,7 @@
  * CLIP checkpoints differ in their MLP activation (OpenAI: quick_gelu; LAION: gelu): set
  * `cfg.activation` from the checkpoint's config.json `hidden_act`.
  */
-import { validateConfig, type DualEncoderConfig } from './configs.js';
+import type { DualEncoderConfig } from './configs.js';
 import { dualEncoderSpecs } from './dualEncoder.js';
 import { shapeSize, type HostTensor } from './params.js';
 
@@ -289,33 +289,6 @@ export interface ClipTokenIds {
   pad: number;
 }
 
-type Tower = 'vision' | 'text';
-const HF_TOWER: Record<Tower, string> = { vision: 'vision_config', text: 'text_config' };
-
-/**
- * One table for the config in both directions: our field, CLIP's field (in `text_config` or
- * `vision_config`), and CLIP's default where a config.json leaves the field out (those of
- * transformers' CLIPTextConfig and CLIPVisionConfig).
- */
-const CONFIG_FIELDS: { tower: Tower; ours: string; hf: string; hfDefault: number }[] = [
-  { tower: 'vision', ours: 'imageSize', hf: 'image_size', hfDefault: 224 },
-  { tower: 'vision', ours: 'patchSize', hf: 'patch_size', hfDefault: 32 },
-  { tower: 'vision', ours: 'width', hf: 'hidden_size', hfDefault: 768 },
-  { tower: 'vision', ours: 'layers', hf: 'num_hidden_layers', hfDefault: 12 },
-  { tower: 'vision', ours: 'heads', hf: 'num_attention_heads', hfDefault: 12 },
-  { tower: 'text', ours: 'vocabSize', hf: 'vocab_size', hfDefault: 49408 },
-  { tower: 'text', ours: 'contextLength', hf: 'max_position_embeddings', hfDefault: 77 },
-  { tower: 'text', ours: 'width', hf: 'hidden_size', hfDefault: 512 },
-  { tower: 'text', ours: 'layers', hf: 'num_hidden_layers', hfDefault: 12 },
-  { tower: 'text', ours: 'heads', hf: 'num_attention_heads', hfDefault: 8 },
-];
-const HF_INTERMEDIATE_DEFAULT: Record<Tower, number> = { vision: 3072, text: 2048 };
-const ACTIVATIONS: { ours: DualEncoderConfig['activation']; hf: string }[] = [
-  { ours: 'quickGelu', hf: 'quick_gelu' },
-  { ours: 'gelu', hf: 'gelu' },
-];
-const HF_DEFAULTS = { hiddenAct: 'quick_gelu', layerNormEps: 1e-5, projectionDim: 512, logitScaleInit: 2.6592 };
-
 /**
  * A transformers `CLIPConfig` (config.json) for `cfg`. HF's text model pools on the first
  * occurrence of `eos_token_id`, except that an id of 2 selects its older rule (the largest id
@@ -338,24 +311,16 @@ export function clipConfigJson(cfg: DualEncoderConfig, tokens: ClipTokenIds): Re
   if (ids.eos === 2) {
     throw new Error('clipConfigJson: the EOS token id is 2, which transformers\' CLIP text model reads as "pool on the largest id in each row" (its rule for old configs), not on the EOS token; vlmargin pools on EOS, so the exported text embeddings would differ. Use a tokenizer whose EOS id is not 2');
   }
-  const act = ACTIVATIONS.find((a) => a.ours === cfg.activation);
-  if (!act) throw new Error(`clipConfigJson: activation '${cfg.activation}' has no CLIP hidden_act`);
-  const tower = (t: Tower): Record<string, unknown> => {
-    const c = cfg[t] as Record<string, number>;
-    const out: Record<string, unknown> = {};
-    for (const f of CONFIG_FIELDS) if (f.tower === t) out[f.hf] = c[f.ours];
-    out.intermediate_size = c.mlpRatio * c.width;
-    out.hidden_act = act.hf;
-    out.layer_norm_eps = cfg.layerNormEps;
-    out.projection_dim = cfg.embedDim;
-    out.attention_dropout = 0;
-    return out;
-  };
-  const text = tower('text');
+  const hiddenAct = { quickGelu: 'quick_gelu', gelu: 'gelu' }[cfg.activation];
+  const common = (t: DualEncoderConfig['vision'] | DualEncoderConfig['text']) => ({
+    hidden_size: t.width, intermediate_size: t.mlpRatio * t.width, num_hidden_layers: t.layers, num_attention_heads: t.heads,
+    hidden_act: hiddenAct, layer_norm_eps: cfg.layerNormEps, projection_dim: cfg.embedDim, attention_dropout: 0,
+  });
+  const text: Record<string, unknown> = { vocab_size: cfg.text.vocabSize, max_position_embeddings: cfg.text.contextLength, ...common(cfg.text) };
   if (ids.bos !== null) text.bos_token_id = ids.bos;
   text.eos_token_id = ids.eos;
   text.pad_token_id = ids.pad;
-  const vision = { ...tower('vision'), num_channels: 3 };
+  const vision = { image_size: cfg.vision.imageSize, patch_size: cfg.vision.patchSize, num_channels: 3, ...common(cfg.vision) };
   return {
     architectures: ['CLIPModel'],
     model_type: 'clip',
@@ -364,72 +329,4 @@ export function clipConfigJson(cfg: DualEncoderConfig, tokens: ClipTokenIds): Re
     text_config: text,
     vision_config: vision,
   };
-}
-
-/**
- * Our dual-encoder config from a transformers CLIP config.json (the inverse of
- * `clipConfigJson` through the same table); fields the file leaves out take CLIP's defaults.
- * CLIP has no temporal model: `temporal` (default mean pooling over up to 32 frames) comes
- * from the caller. Every field CLIP sets that we cannot follow is named in one error.
- *
- * @example
- * const cfg = dualEncoderConfigFromClip(JSON.parse(await readFile('clip/config.json', 'utf8')), 'clip/config.json');
- */
-export function dualEncoderConfigFromClip(json: unknown, source = 'config.json', temporal?: DualEncoderConfig['temporal'], name = 'clip'): DualEncoderConfig {
-  const obj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  if (!obj(json)) throw new Error(`dualEncoderConfigFromClip (${source}): expected a JSON object (a transformers CLIPConfig)`);
-  if (json.model_type !== undefined && json.model_type !== 'clip') {
-    throw new Error(`dualEncoderConfigFromClip (${source}): model_type is ${JSON.stringify(json.model_type)}, expected "clip"`);
-  }
-  const problems: string[] = [];
-  const section = (t: Tower): Record<string, unknown> => {
-    const v = json[HF_TOWER[t]];
-    if (v === undefined) return {};
-    if (!obj(v)) { problems.push(`${HF_TOWER[t]} must be an object`); return {}; }
-    return v;
-  };
-  const sections = { vision: section('vision'), text: section('text') };
-  const num = (t: Tower | null, key: string, dflt: number, integer: boolean): number => {
-    const where = t ? sections[t] : json;
-    const v = where[key] ?? dflt;
-    const label = t ? `${HF_TOWER[t]}.${key}` : key;
-    if (typeof v !== 'number' || !Number.isFinite(v) || (integer && (!Number.isInteger(v) || v <= 0))) {
-      problems.push(`${label} is ${JSON.stringify(v)}, expected ${integer ? 'a positive integer' : 'a number'}`);
-      return dflt;
-    }
-    return v;
-  };
-  const towers = { vision: {} as Record<string, number>, text: {} as Record<string, number> };
-  for (const f of CONFIG_FIELDS) towers[f.tower][f.ours] = num(f.tower, f.hf, f.hfDefault, true);
-  const acts = new Set<string>();
-  const epss = new Set<number>();
-  for (const t of ['vision', 'text'] as Tower[]) {
-    const width = towers[t].width;
-    const inter = num(t, 'intermediate_size', HF_INTERMEDIATE_DEFAULT[t], true);
-    if (inter % width !== 0) problems.push(`${HF_TOWER[t]}.intermediate_size ${inter} is not a multiple of hidden_size ${width} (vlmargin's MLP width is a whole ratio)`);
-    towers[t].mlpRatio = Math.max(1, Math.round(inter / width));
-    const act = sections[t].hidden_act ?? HF_DEFAULTS.hiddenAct;
-    acts.add(String(act));
-    epss.add(num(t, 'layer_norm_eps', HF_DEFAULTS.layerNormEps, false));
-  }
-  const channels = num('vision', 'num_channels', 3, true);
-  if (channels !== 3) problems.push(`vision_config.num_channels is ${channels}; vlmargin's frames are RGB (3)`);
-  if (acts.size > 1) problems.push(`the towers use different activations (${[...acts].join(', ')}); vlmargin uses one for both`);
-  const hfAct = [...acts][0];
-  const act = ACTIVATIONS.find((a) => a.hf === hfAct);
-  if (!act) problems.push(`hidden_act ${JSON.stringify(hfAct)} is not one vlmargin runs (${ACTIVATIONS.map((a) => a.hf).join(', ')})`);
-  if (epss.size > 1) problems.push(`the towers use different layer_norm_eps (${[...epss].join(', ')}); vlmargin uses one for both`);
-  const embedDim = num(null, 'projection_dim', HF_DEFAULTS.projectionDim, true);
-  const logitScaleInit = num(null, 'logit_scale_init_value', HF_DEFAULTS.logitScaleInit, false);
-  if (problems.length) throw new Error(`dualEncoderConfigFromClip (${source}): ${problems.length} problem(s):\n  ${problems.join('\n  ')}`);
-  return validateConfig({
-    name,
-    vision: towers.vision,
-    text: { ...towers.text, causal: true, pooling: 'eos' },
-    temporal: temporal ?? { pooling: 'mean', maxFrames: 32, layers: 0, heads: 1 },
-    embedDim,
-    activation: act!.ours,
-    layerNormEps: [...epss][0],
-    logitScaleInit,
-  }, source);
 }

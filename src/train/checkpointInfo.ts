@@ -121,9 +121,12 @@ export interface ModelInfoOptions {
 export async function readModelInfo(where: string, opts: ModelInfoOptions = {}): Promise<CheckpointInfo> {
   if (typeof where !== 'string' || !where) throw new Error('--model: expected a Hugging Face CLIP folder, a checkpoint folder or a run folder');
   if (!(await isClipFolder(where))) return readCheckpointInfo(where);
-  const frames = opts.frames ?? CLIP_DEFAULT_FRAMES;
-  const temporal = { ...opts.temporal, maxFrames: Math.max(opts.temporal?.maxFrames ?? 32, frames) };
+  const requested = opts.frames ?? CLIP_DEFAULT_FRAMES;
+  const temporal = { ...opts.temporal, maxFrames: Math.max(opts.temporal?.maxFrames ?? 32, requested) };
   const clip = await readClipFolder(where, temporal);
+  // An export keeps the frames per clip its model was trained with.
+  const exported = (clip.extra?.metadata.frames as { count?: unknown } | undefined)?.count;
+  const frames = opts.frames ?? (Number.isInteger(exported) && (exported as number) > 0 ? exported as number : CLIP_DEFAULT_FRAMES);
   const batchSize = opts.batchSize ?? 64;
   const framesCfg = { count: frames, size: clip.preprocess.imageSize, strategy: 'uniform' as const };
   const preprocess = { mean: [...clip.preprocess.mean], std: [...clip.preprocess.std] };
@@ -140,7 +143,8 @@ export async function readModelInfo(where: string, opts: ModelInfoOptions = {}):
 /**
  * The dual encoder of a model as a parameter store. From a checkpoint every tensor is
  * required and optimizer state is dropped; from a CLIP folder every CLIP tensor is required
- * and a temporal transformer starts as the mean (`temporalMeanInit`).
+ * and a temporal transformer starts as the mean (`temporalMeanInit`), or, from an export, is
+ * the one it holds.
  * @example const store = await loadModel(await readCheckpointInfo('runs/default'), 0);
  */
 export async function loadModel(info: CheckpointInfo, seed: number): Promise<ParamStore> {
@@ -150,7 +154,7 @@ export async function loadModel(info: CheckpointInfo, seed: number): Promise<Par
     const store = initDualEncoder(info.model, seed);
     try {
       store.assign(weights);
-      store.assign(temporalMeanInit(info.model));
+      store.assign(info.clip.extra ? info.clip.extra.temporal : temporalMeanInit(info.model));
     } catch (e) {
       store.dispose();
       throw e;

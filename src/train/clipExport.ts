@@ -7,7 +7,8 @@
  * `preprocessor_config.json` (CLIPImageProcessor with our frame size and normalisation), and
  * `vlmargin_extra.safetensors`: the tensors CLIP has no place for (the temporal transformer,
  * the weighting net) and, in its metadata, our exact config. transformers reads the folder as
- * a plain CLIP model and ignores the extra file; `readClipFolder` restores everything.
+ * a plain CLIP model and ignores the extra file; vlmargin's CLIP-folder loader (`readModelInfo`,
+ * `loadModel`) reads it back through `readClipExtra` and restores everything.
  *
  * The weight names and layouts come from one table used both ways (nn/clipMapping), so the
  * CLIP tensors of an F32 export are the bytes `mapClipWeights` was given.
@@ -16,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../backend/tf.js';
-import { clipConfigJson, clipUncoveredParams, dualEncoderConfigFromClip, mapClipWeights, toClipWeights, type ClipTokenIds } from '../nn/clipMapping.js';
+import { clipConfigJson, clipUncoveredParams, toClipWeights, type ClipTokenIds } from '../nn/clipMapping.js';
 import { validateConfig, type DualEncoderConfig } from '../nn/configs.js';
 import { dualEncoderSpecs } from '../nn/dualEncoder.js';
 import type { HostTensor } from '../nn/params.js';
@@ -253,102 +254,65 @@ async function copyTokenizer(from: string, to: string, contextLength: number): P
   return copied;
 }
 
-export interface ClipFolder {
-  dir: string;
+/** What an export keeps beside CLIP's weights (`readClipExtra`). */
+export interface ClipExtra {
+  file: string;
+  /** Our exact config (CLIP's config.json cannot say how frames are pooled). */
   config: DualEncoderConfig;
-  /** Every parameter of `config`'s dual encoder, float32. */
-  params: Record<string, HostTensor>;
-  /** The extra file's other tensors (e.g. `wnet.*`), float32. */
-  extra: Record<string, HostTensor>;
-  /** The extra file's JSON notes other than the config (e.g. `weightNet`). */
-  extraMetadata: Record<string, unknown>;
-  /** The storage type of model.safetensors. */
-  dtype: ClipExportDtype;
-  /** `dir` when it holds tokenizer.json, else null. */
-  tokenizerDir: string | null;
-  /** The ids config.json's text_config records. */
-  tokenIds: ClipTokenIds;
+  /** The temporal transformer's parameters (empty for mean pooling), float32. */
+  temporal: Record<string, HostTensor>;
+  /** The other tensors (e.g. the weighting net, `wnet.*`), float32. */
+  tensors: Record<string, HostTensor>;
+  /** The JSON notes besides the config (e.g. `weightNet`, `frames`, `source`). */
+  metadata: Record<string, unknown>;
 }
 
 /**
- * Reads a CLIP folder: one written by `exportClipFolder` (everything restored: the exact
- * config, the temporal transformer, the weighting net) or a plain transformers CLIP folder
- * (config from config.json; a temporal model, if `temporal` asks for one, is left to the
- * caller's initialisation and not in `params`).
+ * Reads `vlmargin_extra.safetensors` from an export folder; null when the folder has none (a
+ * plain CLIP folder). `clipConfig` is the config read from the folder's config.json: it must
+ * describe the same CLIP as the extra file's config, which is then returned whole.
  *
  * @example
- * const f = await readClipFolder('export/clip');
- * initDualEncoder(f.config).assign(f.params, { requireAll: true });
+ * const extra = await readClipExtra('export/clip', clipConfigFromHf(hfJson));
+ * if (extra) store.assign(extra.temporal);
  */
-export async function readClipFolder(dir: string, opts: { temporal?: DualEncoderConfig['temporal'] } = {}): Promise<ClipFolder> {
-  if (typeof dir !== 'string' || dir === '') throw new Error('readClipFolder: dir must be a folder path');
-  const abs = path.resolve(dir);
-  const configFile = path.join(abs, 'config.json');
-  const hfConfig = await readJson(configFile, 'a transformers CLIPConfig');
-  const extraFile = path.join(abs, CLIP_EXTRA_FILE);
-  let cfg: DualEncoderConfig;
-  const extra: Record<string, HostTensor> = {};
-  const extraMetadata: Record<string, unknown> = {};
-  const temporalParams: Record<string, HostTensor> = {};
-  if (await exists(extraFile)) {
-    const f = await readSafetensors(extraFile);
-    const { format, version, config, ...rest } = f.metadata;
-    if (format !== EXTRA_FORMAT || version !== EXTRA_VERSION) {
-      throw new Error(`${extraFile}: metadata format/version is ${JSON.stringify(format)}/${JSON.stringify(version)}, expected "${EXTRA_FORMAT}"/"${EXTRA_VERSION}"`);
-    }
-    let parsed: unknown;
+export async function readClipExtra(dir: string, clipConfig: DualEncoderConfig): Promise<ClipExtra | null> {
+  const file = path.join(path.resolve(dir), CLIP_EXTRA_FILE);
+  if (!(await exists(file))) return null;
+  const f = await readSafetensors(file);
+  const { format, version, config, ...rest } = f.metadata;
+  if (format !== EXTRA_FORMAT || version !== EXTRA_VERSION) {
+    throw new Error(`${file}: metadata format/version is ${JSON.stringify(format)}/${JSON.stringify(version)}, expected "${EXTRA_FORMAT}"/"${EXTRA_VERSION}"`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(config ?? '');
+  } catch {
+    throw new Error(`${file}: metadata has no valid JSON 'config'`);
+  }
+  const cfg = validateConfig(parsed, `${file} metadata 'config'`);
+  // config.json may have been edited after the export: it must still describe the same CLIP.
+  const clipPart = (c: DualEncoderConfig) => JSON.stringify({ ...c, name: '', temporal: null });
+  if (clipPart(cfg) !== clipPart(clipConfig)) {
+    throw new Error(`${path.join(path.dirname(file), 'config.json')} and ${file} describe different models (config.json: ${clipPart(clipConfig)}; ${CLIP_EXTRA_FILE}: ${clipPart(cfg)})`);
+  }
+  const metadata: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(rest)) {
     try {
-      parsed = JSON.parse(config ?? '');
+      metadata[k] = JSON.parse(v);
     } catch {
-      throw new Error(`${extraFile}: metadata has no valid JSON 'config'`);
+      metadata[k] = v;
     }
-    cfg = validateConfig(parsed, `${extraFile} metadata 'config'`);
-    // config.json may have been edited after the export: it must still describe the same CLIP.
-    const fromJson = dualEncoderConfigFromClip(hfConfig, configFile, cfg.temporal, cfg.name);
-    if (JSON.stringify(fromJson) !== JSON.stringify(cfg)) {
-      throw new Error(`${configFile} and ${extraFile} describe different models (config.json: ${JSON.stringify(fromJson)}; extra: ${JSON.stringify(cfg)})`);
-    }
-    for (const [k, v] of Object.entries(rest)) {
-      try {
-        extraMetadata[k] = JSON.parse(v);
-      } catch {
-        extraMetadata[k] = v;
-      }
-    }
-    const uncovered = new Set(clipUncoveredParams(cfg));
-    for (const [name, t] of f.tensors) {
-      const host = decode(name, t, extraFile);
-      if (uncovered.has(name)) temporalParams[name] = host;
-      else extra[name] = host;
-    }
-    const missing = [...uncovered].filter((n) => !temporalParams[n]);
-    if (missing.length) throw new Error(`${extraFile}: missing ${missing.length} tensor(s) of the temporal transformer: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ' …' : ''}`);
-  } else {
-    cfg = dualEncoderConfigFromClip(hfConfig, configFile, opts.temporal);
   }
-  const modelFile = path.join(abs, 'model.safetensors');
-  if (!(await exists(modelFile))) {
-    const sharded = await exists(path.join(abs, 'model.safetensors.index.json'));
-    throw new Error(`readClipFolder: ${abs} has no model.safetensors${sharded ? ' (it is sharded: model.safetensors.index.json; join the shards first)' : ''}; expected CLIPModel weights in safetensors format`);
+  const uncovered = new Set(clipUncoveredParams(cfg));
+  const temporal: Record<string, HostTensor> = {};
+  const tensors: Record<string, HostTensor> = {};
+  for (const [name, t] of f.tensors) {
+    const host = decode(name, t, file);
+    if (uncovered.has(name)) temporal[name] = host;
+    else tensors[name] = host;
   }
-  const m = await readSafetensors(modelFile);
-  const floats = new Map<string, HostTensor & { dtype: 'F32' }>();
-  const dtypes = new Set<string>();
-  for (const [name, t] of m.tensors) {
-    if (name.endsWith('.position_ids')) continue;
-    dtypes.add(t.dtype);
-    floats.set(name, { ...decode(name, t, modelFile), dtype: 'F32' });
-  }
-  const stored = dtypes.size === 1 ? [...dtypes][0] : 'F32';
-  const dtype = (Object.keys(SAFETENSORS_DTYPE) as ClipExportDtype[]).find((k) => SAFETENSORS_DTYPE[k] === stored) ?? 'f32';
-  const params = { ...mapClipWeights(floats, cfg, modelFile), ...temporalParams };
-  const text = hfConfig.text_config as Record<string, unknown> | undefined;
-  const id = (v: unknown): number | null => (Number.isInteger(v) ? (v as number) : null);
-  // Absent ids take transformers' CLIPTextConfig defaults.
-  const tokenIds: ClipTokenIds = { bos: id(text?.bos_token_id) ?? 49406, eos: id(text?.eos_token_id) ?? 49407, pad: id(text?.pad_token_id) ?? 1 };
-  return {
-    dir: abs, config: cfg, params, extra, extraMetadata, dtype,
-    tokenizerDir: (await exists(path.join(abs, 'tokenizer.json'))) ? abs : null,
-    tokenIds,
-  };
+  const missing = [...uncovered].filter((n) => !temporal[n]);
+  if (missing.length) throw new Error(`${file}: missing ${missing.length} tensor(s) of the temporal transformer: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ' …' : ''}`);
+  return { file, config: cfg, temporal, tensors, metadata };
 }

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { readClipExtra, type ClipExtra } from './clipExport.js';
 import { bf16ToF32, f16ToF32, readSafetensors } from './safetensors.js';
 import { mapClipWeights, type ClipSourceTensor } from '../nn/clipMapping.js';
 import { validateConfig, type DualEncoderConfig } from '../nn/configs.js';
@@ -49,6 +50,8 @@ export interface ClipFolderInfo {
   contextLength: number;
   /** model.safetensors, the file the weights come from. */
   weightsFile: string;
+  /** What a vlmargin export keeps beside CLIP's weights (its exact config, temporal transformer, weighting net); null for a plain CLIP folder. */
+  extra: ClipExtra | null;
 }
 
 const CONFIG = 'config.json';
@@ -225,7 +228,9 @@ export async function readClipPreprocess(dir: string, imageSize: number): Promis
 }
 
 /**
- * Reads a Hugging Face CLIP folder's settings without its weights.
+ * Reads a Hugging Face CLIP folder's settings without its weights. A folder written by
+ * `exportClipFolder` brings its exact config (the temporal pooling included) from
+ * vlmargin_extra.safetensors, and `temporal` is not used.
  *
  * @example const info = await readClipFolder('models/clip-vit-base-patch32'); info.config.vision.patchSize // 32
  */
@@ -234,7 +239,9 @@ export async function readClipFolder(dir: string, temporal: ClipTemporalOptions 
   const abs = path.resolve(dir);
   const configFile = path.join(abs, CONFIG);
   const hf = await readJson(configFile, 'a Hugging Face CLIPConfig (text_config, vision_config, projection_dim)');
-  const config = clipConfigFromHf(hf, configFile, temporal);
+  const fromHf = clipConfigFromHf(hf, configFile, temporal);
+  const extra = await readClipExtra(abs, fromHf);
+  const config = extra ? extra.config : fromHf;
   const weightsFile = path.join(abs, WEIGHTS);
   if (!(await exists(weightsFile))) {
     const bin = await exists(path.join(abs, 'pytorch_model.bin'));
@@ -244,7 +251,7 @@ export async function readClipFolder(dir: string, temporal: ClipTemporalOptions 
     throw new Error(`${abs}: no ${TOKENIZER}; expected the CLIP tokenizer saved beside the model (CLIPTokenizer.save_pretrained writes it)`);
   }
   const preprocess = await readClipPreprocess(abs, config.vision.imageSize);
-  return { dir: abs, config, preprocess, contextLength: config.text.contextLength, weightsFile };
+  return { dir: abs, config, preprocess, contextLength: config.text.contextLength, weightsFile, extra };
 }
 
 /**

@@ -10,7 +10,8 @@ Needs torch, transformers and safetensors; no GPU and no network (nothing is dow
 EXPORT_DIR  the folder `vlmargin export hf` wrote.
 --inputs    safetensors with pixel_values F32 [N, 3, H, W], input_ids I32 [N, L], attention_mask
             I32 [N, L]; its metadata may hold "captions" (a JSON list), then the folder's tokenizer
-            must turn them into exactly these input_ids / attention_mask.
+            must turn them into exactly these input_ids / attention_mask (so must the "captions"
+            of a fixture.json beside INPUTS, as in test/fixtures/clip-tiny).
 --expected  safetensors with image_embeds and text_embeds F32 [N, E]: vlmargin's embeddings
             (bench/hf-export-probe.ts writes both files) or CLIPModel's own (the committed
             test/fixtures/clip-tiny, made by make_clip_fixture.py, has both files).
@@ -87,7 +88,13 @@ def main():
         ids = inputs["input_ids"].long()
         mask = inputs["attention_mask"].long()
         with safe_open(args.inputs, "pt") as f:
-            meta = f.metadata() or {}
+            meta = dict(f.metadata() or {})
+        beside = os.path.join(os.path.dirname(args.inputs), "fixture.json")
+        if "captions" not in meta and os.path.exists(beside):
+            with open(beside) as f:
+                recorded = json.load(f).get("captions")
+            if recorded is not None:
+                meta["captions"] = json.dumps(recorded)
         if "captions" in meta:
             if tokenizer is None:
                 failures.append("--inputs has captions but the export has no tokenizer")
