@@ -31,7 +31,7 @@ describe('util: folder lock', () => {
     assert.equal(await withDirLock(dir, async () => 'ran', { pollMs: 5 }), 'ran');
     writeFileSync(path.join(dir, '.lock'), String(process.ppid));
     let waitedFor = 0;
-    await assert.rejects(withDirLock(dir, async () => 'ran', { pollMs: 5, timeoutMs: 100, what: 'frame cache', onWait: (pid) => { waitedFor = pid; } }),
+    await assert.rejects(withDirLock(dir, async () => 'ran', { pollMs: 5, timeoutMs: 100, what: 'frame cache', onWait: (h) => { waitedFor = h.pid; } }),
       new RegExp(`frame cache .*still locked by process ${process.ppid} .*delete .*\\.lock`));
     assert.equal(waitedFor, process.ppid);
   });

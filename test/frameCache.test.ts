@@ -116,16 +116,17 @@ describe('frame cache', function () {
     assert.deepEqual([...cache.ids].sort(), [...NAMES].sort());
     const white = await cache.get('white');
     assert.ok(closeTo(white.data.subarray(0, 3), COLOURS.white));
-    // A third run has nothing to do.
+    // A third run decodes nothing and tries the two failures once more; a fourth has nothing to do.
     const spy2 = countFfmpegCalls(dir);
     try {
       const again = await buildFrameCache([...entries, ...bad], { out, frames: 4, size: 16, shardSize: 2 });
-      assert.equal(again.decoded, 0);
-      assert.equal(again.reused, 8);
+      assert.deepEqual([again.decoded, again.reused, again.retried, again.skipped.length], [0, 6, 2, 2]);
+      const fourth = await buildFrameCache([...entries, ...bad], { out, frames: 4, size: 16, shardSize: 2 });
+      assert.deepEqual([fourth.decoded, fourth.reused, fourth.retried, fourth.skipped.length], [0, 8, 0, 2]);
     } finally {
       spy2.restore();
     }
-    assert.equal(spy2.calls().length, 0);
+    assert.equal(decodesPerClip(spy2.calls()).size, 0);
   });
 
   it('survives kill -9 mid-run: committed clips are decoded exactly once across both runs', async () => {
@@ -203,7 +204,10 @@ describe('frame cache', function () {
     assert.match(first.stdout, /1 {2}file not found/);
     assert.match(first.stderr, /m\.jsonl:4:/);
     const second = await runCli();
-    assert.match(second.stdout, /0 decoded, 3 reused from an earlier run, 1 skipped/);
+    assert.match(second.stdout, /0 decoded, 2 reused from an earlier run, 1 skipped/);
+    assert.match(second.stdout, /1 earlier failure tried again/);
+    const third = await runCli();
+    assert.match(third.stdout, /0 decoded, 3 reused from an earlier run, 1 skipped/);
     const cache = await openFrameCache(out);
     assert.deepEqual([...cache.ids].sort(), ['blue', 'red']);
   });

@@ -43,7 +43,10 @@ function reasonCounts(errors: ItemError[]): [string, number][] {
 function printSummary(s: FrameCacheSummary, manifestErrors: ItemError[], seconds: number): void {
   console.log(`frame cache ${s.out}: ${s.decoded} decoded, ${s.reused} reused from an earlier run, ${s.skipped.length} skipped; ${s.shards} shards; ${seconds.toFixed(1)} s` +
     (s.decoded > 0 ? ` (${(s.decoded / seconds).toFixed(2)} videos/s)` : ''));
-  if (s.padded.length) console.log(`  ${s.padded.length} clips had fewer frames than asked and repeat their last frame (e.g. ${s.padded.slice(0, 3).map((p) => `${p.id}: ${p.padded}`).join(', ')})`);
+  if (s.retried) console.log(`  ${s.retried} earlier ${s.retried === 1 ? 'failure' : 'failures'} tried again (a failure is tried on one more build, or when its file changes)`);
+  if (s.changed) console.log(`  ${s.changed} cached ${s.changed === 1 ? 'clip' : 'clips'} decoded again: the video file or window changed`);
+  if (s.corruptShards.length) console.log(`  ${s.corruptShards.length} corrupt ${s.corruptShards.length === 1 ? 'shard' : 'shards'} (checksum mismatch) decoded again: ${s.corruptShards.join(', ')}`);
+  if (s.padded.length) console.log(`  ${s.padded.length} clips have slots filled from a frame more than one frame interval away (short or corrupt video) (e.g. ${s.padded.slice(0, 3).map((p) => `${p.id}: ${p.padded}`).join(', ')})`);
   if (manifestErrors.length) console.log(`  ${manifestErrors.length} manifest lines were unusable (see the warnings above)`);
   if (s.skipped.length) {
     console.log('  skipped, by reason:');

@@ -45,7 +45,10 @@ export interface SampledFrames {
   timestamps: number[];
   /** The time of the decoded frame that fills each slot (the frame nearest to the asked time). */
   frameTimes: number[];
-  /** How many trailing slots repeat the last decoded frame because the clip had no frame there. */
+  /**
+   * Slots filled by a frame more than one frame interval from their time: the clip had no
+   * frame there (too short, or a corrupt stretch), so a neighbour stands in.
+   */
   padded: number;
   info: VideoInfo;
 }
@@ -126,6 +129,18 @@ function parseShowinfo(lines: string[]): { frames: ShowinfoFrame[]; timeBase: nu
   return { frames, timeBase };
 }
 
+/**
+ * fluent-ffmpeg's own error (exit code or signal, e.g. "ffmpeg was killed with signal SIGKILL")
+ * first, then the last stderr line that looks like an error. ffmpeg's plain last line
+ * ("video:12kB audio:0kB … muxing overhead") says nothing about a failure, so it is left out.
+ */
+export function ffmpegFailure(err: Error, stderr: string[]): string {
+  const own = (err.message.split('\n')[0] ?? '').replace(/:\s*$/, '').trim();
+  const tail = lastErrorLine(stderr.join('\n'));
+  const telling = /error|invalid|no such|not found|moov|unsupported|could not|failed|corrupt|end of file|denied|killed/i.test(tail);
+  return [own || 'no message', telling && !own.includes(tail) ? tail : ''].filter(Boolean).join(': ');
+}
+
 function runFfmpeg(file: string, seek: number, readFor: number, filter: string, timeoutMs: number): Promise<{ bytes: Buffer; stderr: string[] }> {
   return new Promise((resolve, reject) => {
     const stderr: string[] = [];
@@ -162,7 +177,7 @@ function runFfmpeg(file: string, seek: number, readFor: number, filter: string, 
     });
     cmd.on('stderr', (line: string) => { stderr.push(line); });
     cmd.on('error', (err: Error) => {
-      finish(new VideoFileError(file, `ffmpeg failed: ${lastErrorLine(stderr.join('\n') || err.message)}`));
+      finish(new VideoFileError(file, `ffmpeg failed: ${ffmpegFailure(err, stderr)}`));
     });
     cmd.on('end', () => { exited = true; finish(null); });
     const out = cmd.pipe();
@@ -174,8 +189,9 @@ function runFfmpeg(file: string, seek: number, readFor: number, filter: string, 
 
 /**
  * Decodes T frames of one clip with a single ffmpeg process, resized and centre-cropped
- * to `size`×`size` RGB. Where the clip has no frame for a slot (too short, truncated),
- * the last decoded frame is repeated and `padded` says how many.
+ * to `size`×`size` RGB. Where the clip has no frame for a slot (too short, truncated), the
+ * last decoded frame is repeated; where a corrupt stretch was skipped, the next frame stands
+ * in. `padded` counts both: every slot whose frame is more than one frame interval away.
  *
  * @example
  * const s = await sampleFrames('a.mp4', { frames: 8, size: 224 });
@@ -211,11 +227,15 @@ export async function sampleFrames(file: string, opts: SampleOptions): Promise<S
   const frameTimes: number[] = [];
   let padded = 0;
   let j = 0;
+  // A frame further than one frame interval from its slot's time stands in for a frame the
+  // file does not have there (a short clip, or a corrupt stretch skipped by the decoder).
+  const tolerance = 1 / info.fps + 1e-6;
   for (let k = 0; k < o.frames; k++) {
     // Selected frames arrive in time order; the first one at or after a target is its frame.
     while (j < got && times[j] < targets[k] - 1e-6) j++;
     let src = j;
-    if (j >= got) { src = got - 1; padded++; }
+    if (j >= got) src = got - 1;
+    if (j >= got || Math.abs(times[src] - (timestamps[k] - start)) > tolerance) padded++;
     data.set(bytes.subarray(src * frameBytes, (src + 1) * frameBytes), k * frameBytes);
     frameTimes.push(round6(start + times[src]));
   }
