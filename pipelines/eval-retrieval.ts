@@ -7,7 +7,7 @@
 import { stat, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
-import { buildFrameCache, openFrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, frameCacheDirName, openFrameCache } from '../src/data/frameCache.js';
 import { readManifest } from '../src/data/manifest.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import type { Params } from '../src/nn/params.js';
@@ -125,7 +125,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
   const rescoring = opts.dsl ? 'dsl' : opts.qbnorm ? 'qbnorm' : 'none';
   const out = path.resolve(opts.out ?? path.join(home, 'eval', `${path.parse(manifestPath).name}-${split}${rescoring === 'none' ? '' : `-${rescoring}`}`));
   const framesDir = path.resolve(opts.framesDir
-    ?? path.join(path.dirname(manifestPath), '.vlmargin', `frames-${info.frames.count}x${info.frames.size}-${info.frames.strategy}-s${info.seed}`));
+    ?? path.join(path.dirname(manifestPath), '.vlmargin', frameCacheDirName({ frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed })));
 
   const keyParts = {
     checkpointSha: info.modelSha, step: info.step, manifest: manifestPath, manifestMtime, split,

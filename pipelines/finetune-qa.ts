@@ -20,7 +20,7 @@ import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
 import { l2Normalize } from '../src/backend/safeOps.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
-import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { readManifest } from '../src/data/manifest.js';
 import { seededRandom } from '../src/data/synth.js';
 import { encodeTextEmbeddings, encodeVideoEmbeddings } from '../src/eval/retrievalEval.js';
@@ -144,7 +144,7 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
   await writeQaJsonl(path.join(runDir, 'qa.jsonl'), [...mc, ...open]);
   const inSplit = (s: string) => (it: QaItem) => it.split === s;
   const framesDir = path.resolve(cfg.framesDir ?? path.join(path.dirname(path.resolve(cfg.corpus.manifest)), '.vlmargin',
-    `frames-${info.frames.count}x${info.frames.size}-${info.frames.strategy}-s${info.seed}`));
+    frameCacheDirName({ frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed })));
   const wanted = manifest.entries.filter((e) => e.split === cfg.corpus.trainSplit || e.split === cfg.corpus.testSplit);
   await buildFrameCache(wanted, { out: framesDir, frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed });
   const cache = await openFrameCache(framesDir);

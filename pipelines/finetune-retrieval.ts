@@ -19,7 +19,7 @@ import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
 import { assertCanReadSync } from '../src/backend/readback.js';
-import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
 import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
@@ -187,7 +187,7 @@ export async function runFinetuneRetrieval(
   const info = await readCheckpointInfo(cfg.checkpoint);
   log(`from ${info.dir} (step ${info.step}); backend ${backend.name}`);
   const data = await loadDownstream(cfg.data, runDir);
-  const framesDir = path.resolve(cfg.framesDir ?? path.join(data.framesRoot, `frames-${info.frames.count}x${info.frames.size}-${info.frames.strategy}-s${info.seed}`));
+  const framesDir = path.resolve(cfg.framesDir ?? path.join(data.framesRoot, frameCacheDirName({ frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed })));
   const summary = await buildFrameCache([...data.train, ...data.test], {
     out: framesDir, frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed,
   });

@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
-import { buildFrameCache, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type LoaderState } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
 import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
@@ -170,7 +170,7 @@ async function batchOf(entries: ManifestEntry[], cache: FrameCache, tok: Tokeniz
 
 async function prepareFrames(cfg: PretrainConfig, splits: Splits, extra: ManifestEntry[], quiet: boolean, log: (m: string) => void): Promise<FrameCache> {
   const f = cfg.frames;
-  const dir = path.join(splits.dataDir, `frames-${f.count}x${f.size}-${f.strategy}-s${cfg.seed}`);
+  const dir = path.join(splits.dataDir, frameCacheDirName({ frames: f.count, size: f.size, strategy: f.strategy, seed: cfg.seed }));
   let last = 0;
   const seen = new Set<string>();
   const all = [...splits.train, ...splits.test, ...extra].filter((e) => !seen.has(e.id) && seen.add(e.id));

@@ -15,7 +15,7 @@
 # vlmargin-gpu/frames/ if the bundle stays under the limit with it.
 # --corpus DIR (default data/synth-default, which `npm run pretrain` writes) copies the corpus:
 # its manifest, corpus.json, clips, tokenizer and the frame cache of the default config
-# (frames-4x32-uniform-s1); `none` leaves it out.
+# (frames-4x32-uniform); `none` leaves it out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -69,7 +69,7 @@ chmod +x "$B/run.sh"
 
 # --- the default corpus and its frame cache (pretrain reuses the cache: no ffmpeg needed) -----
 if [ "$CORPUS" != none ]; then
-  SHARDS="$CORPUS/frames-4x32-uniform-s1"
+  SHARDS="$CORPUS/frames-4x32-uniform"
   if [ -f "$CORPUS/corpus.json" ] && [ -f "$SHARDS/index.json" ]; then
     mkdir -p "$B/$CORPUS"
     tar -C "$CORPUS" --exclude='frames-*' --exclude='*.lock' -cf - . | tar -xf - -C "$B/$CORPUS"
