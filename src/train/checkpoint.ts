@@ -15,10 +15,11 @@
  */
 import { processAlive } from '../util/dirLock.js';
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../backend/tf.js';
-import { fromTensorsAsync, parseSafetensors, toTensorMap, writeSafetensors } from './safetensors.js';
+import { firstNonFinite, fromTensorsAsync, readSafetensors, toTensorMap, writeSafetensors, type SafetensorsFile } from './safetensors.js';
 
 /** The resumable position of a run; any extra JSON fields are kept as they are. */
 export interface CheckpointState {
@@ -193,7 +194,8 @@ export async function saveCheckpoint(
     await fsyncDir(tmp);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
-    throw e;
+    const full = (e as NodeJS.ErrnoException).code === 'ENOSPC' || /ENOSPC/.test((e as Error).message);
+    throw new Error(`saveCheckpoint: cannot write ${target} (${(e as Error).message})${full ? '; the disk is full' : ''}`, { cause: e });
   }
 
   // POSIX cannot rename a folder over a non-empty one, so an overwrite parks the old
@@ -262,29 +264,33 @@ export async function loadCheckpoint(dir: string, options: WarningOptions = {}):
     if (typeof sums[name] !== 'string') throw new Error(`checkpoint state file ${statePath}: no sha256 for ${name}`);
   }
 
-  const verified: Record<string, Buffer> = {};
-  for (const [name, want] of Object.entries(sums)) {
-    const file = path.join(from, name);
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(file);
-    } catch (e) {
-      throw new Error(`checkpoint file ${file} cannot be read (${(e as Error).message})`);
-    }
-    const got = createHash('sha256').update(bytes).digest('hex');
-    if (got !== want) throw new Error(`checkpoint file ${file} is corrupt: its SHA-256 is ${got}, state.json recorded ${String(want)}`);
-    verified[name] = bytes;
-  }
-
+  // Safetensors files are read by ranges, hashing on the way (a file may pass 2 GiB); the
+  // small config is read whole.
   const configPath = path.join(from, CONFIG_FILE);
+  let configBytes: Buffer;
+  try {
+    configBytes = await readFile(configPath);
+  } catch (e) {
+    throw new Error(`checkpoint file ${configPath} cannot be read (${(e as Error).message})`);
+  }
+  const configSum = createHash('sha256').update(configBytes).digest('hex');
+  if (configSum !== sums[CONFIG_FILE]) throw new Error(`checkpoint file ${configPath} is corrupt: its SHA-256 is ${configSum}, state.json recorded ${String(sums[CONFIG_FILE])}`);
   let config: unknown;
   try {
-    config = JSON.parse(verified[CONFIG_FILE].toString('utf8'));
+    config = JSON.parse(configBytes.toString('utf8'));
   } catch (e) {
     throw new Error(`checkpoint config ${configPath} is not valid JSON (${(e as Error).message})`);
   }
-  const modelFile = parseSafetensors(verified[MODEL_FILE], path.join(from, MODEL_FILE));
-  const optimizerFile = verified[OPTIMIZER_FILE] ? parseSafetensors(verified[OPTIMIZER_FILE], path.join(from, OPTIMIZER_FILE)) : undefined;
+  const modelFile = await readVerified(path.join(from, MODEL_FILE), String(sums[MODEL_FILE]));
+  const optimizerFile = typeof sums[OPTIMIZER_FILE] === 'string' ? await readVerified(path.join(from, OPTIMIZER_FILE), sums[OPTIMIZER_FILE] as string) : undefined;
+  // Saving refuses diverged weights; a file that holds them anyway (edited, or written by
+  // another tool) would only fail later, far from its cause.
+  for (const [file, parsed] of [[MODEL_FILE, modelFile], [OPTIMIZER_FILE, optimizerFile]] as const) {
+    for (const [name, t] of parsed?.tensors ?? []) {
+      const at = firstNonFinite(t);
+      if (at >= 0) throw new Error(`checkpoint file ${path.join(from, file)}: tensor '${name}' has a non-finite value at flat index ${at}; these weights diverged and cannot be used`);
+    }
+  }
   const params = toTensorMap(modelFile);
   let optimizer: Record<string, tf.Tensor> | undefined;
   try {
@@ -296,6 +302,60 @@ export async function loadCheckpoint(dir: string, options: WarningOptions = {}):
   const result: LoadedCheckpoint = { dir: from, config, params, state: state as CheckpointState };
   if (optimizer) result.optimizer = optimizer;
   return result;
+}
+
+async function sha256OfFile(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** A checkpoint's safetensors file, read by ranges and checked against its recorded SHA-256. */
+async function readVerified(file: string, want: string): Promise<SafetensorsFile> {
+  let parsed: SafetensorsFile & { sha256?: string };
+  try {
+    parsed = await readSafetensors(file, { sha256: true });
+  } catch (e) {
+    // A file that does not parse is reported as corrupt when its bytes are not the ones saved.
+    const got = await sha256OfFile(file).catch(() => null);
+    if (got !== null && got !== want) throw new Error(`checkpoint file ${file} is corrupt: its SHA-256 is ${got}, state.json recorded ${want}`);
+    throw new Error(`checkpoint file ${file} cannot be read (${(e as Error).message})`);
+  }
+  if (parsed.sha256 !== want) throw new Error(`checkpoint file ${file} is corrupt: its SHA-256 is ${parsed.sha256}, state.json recorded ${want}`);
+  return parsed;
+}
+
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.keys(value as object).sort().map((k) => [k, canonical((value as Record<string, unknown>)[k])]));
+  }
+  return value;
+}
+
+/**
+ * The SHA-256 (hex) of a JSON config with its keys sorted, so the same settings always give
+ * the same hash. Stored with each checkpoint; `--resume` compares it.
+ *
+ * @example configHash({ lr: 1e-3, seed: 1 }) === configHash({ seed: 1, lr: 1e-3 }) // true
+ */
+export function configHash(config: unknown): string {
+  return createHash('sha256').update(JSON.stringify(canonical(config)) ?? 'undefined').digest('hex');
+}
+
+/**
+ * The dotted keys whose values differ between two JSON configs (present in one only, or
+ * different), sorted; arrays compare whole.
+ *
+ * @example configChanges({ train: { lr: 1 }, seed: 1 }, { train: { lr: 2 }, seed: 1 }) // ['train.lr']
+ */
+export function configChanges(saved: unknown, current: unknown, prefix = ''): string[] {
+  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (isObj(saved) && isObj(current)) {
+    const keys = [...new Set([...Object.keys(saved), ...Object.keys(current)])].sort();
+    return keys.flatMap((k) => configChanges(saved[k], current[k], prefix ? `${prefix}.${k}` : k));
+  }
+  return JSON.stringify(canonical(saved)) === JSON.stringify(canonical(current)) ? [] : [prefix || '(whole config)'];
 }
 
 /** The folder of step `step` in a run: `<runDir>/checkpoints/step-000100`. */

@@ -260,34 +260,48 @@ export function clampLogitScale(logitScale: tf.Variable, min = 0, max = MAX_LOGI
 
 /**
  * Skips steps whose loss or gradients are not finite and stops the run after
- * `maxConsecutive` of them in a row.
+ * `maxConsecutive` of them in a row, or when more than `maxRate` of the last `window`
+ * steps were skipped (a NaN every other step never makes a long run of them, and a run that
+ * skips a third of its steps is not training).
  *
  * @example
- * const guard = new NonFiniteGuard();
+ * const guard = new NonFiniteGuard({ maxConsecutive: 5, window: 50, maxRate: 0.2 });
  * if (guard.check(lossValue, allFinite(grads), step) === 'ok') opt.step(grads, lr);
  */
 export class NonFiniteGuard {
   readonly maxConsecutive: number;
+  readonly window: number;
+  readonly maxRate: number;
   private consecutiveCount = 0;
   private totalCount = 0;
   private checks = 0;
+  /** The verdicts of the last `window` checks (true: skipped), as a ring. */
+  private readonly recent: boolean[] = [];
+  private recentSkips = 0;
 
-  constructor(opts: { maxConsecutive?: number } = {}) {
-    const { maxConsecutive = 5 } = opts;
+  constructor(opts: { maxConsecutive?: number; window?: number; maxRate?: number } = {}) {
+    const { maxConsecutive = 5, window = 50, maxRate = 0.2 } = opts;
     if (!Number.isInteger(maxConsecutive) || maxConsecutive < 1) {
       throw new Error(`NonFiniteGuard: 'maxConsecutive' must be an integer ≥ 1, got ${maxConsecutive}`);
     }
+    if (!Number.isInteger(window) || window < 1) throw new Error(`NonFiniteGuard: 'window' must be an integer ≥ 1, got ${window}`);
+    if (!(maxRate > 0 && maxRate <= 1)) throw new Error(`NonFiniteGuard: 'maxRate' must be in (0, 1], got ${maxRate}`);
     this.maxConsecutive = maxConsecutive;
+    this.window = window;
+    this.maxRate = maxRate;
   }
 
   /** Non-finite steps in the current run of them (0 after an ok step). */
   get consecutive(): number { return this.consecutiveCount; }
   /** Non-finite steps since construction. */
   get total(): number { return this.totalCount; }
+  /** Non-finite steps among the last `window` checks. */
+  get inWindow(): number { return this.recentSkips; }
 
   /**
    * 'ok' when `lossValue` is finite and `gradsFinite`, else 'skip'; throws on the
-   * maxConsecutive-th skip in a row. `step` names the trainer's step in the error
+   * maxConsecutive-th skip in a row, and on a skip that makes more than maxRate·window of
+   * the last `window` checks skipped. `step` names the trainer's step in the error
    * (default: the number of checks so far, from 0).
    */
   check(lossValue: number, gradsFinite: boolean, step?: number): 'ok' | 'skip' {
@@ -295,16 +309,27 @@ export class NonFiniteGuard {
     if (typeof gradsFinite !== 'boolean') throw new Error(`NonFiniteGuard.check: 'gradsFinite' must be a boolean, got ${typeof gradsFinite}`);
     const at = step ?? this.checks;
     this.checks += 1;
-    if (Number.isFinite(lossValue) && gradsFinite) {
+    const ok = Number.isFinite(lossValue) && gradsFinite;
+    this.recent.push(!ok);
+    if (!ok) this.recentSkips += 1;
+    if (this.recent.length > this.window && this.recent.shift()) this.recentSkips -= 1;
+    if (ok) {
       this.consecutiveCount = 0;
       return 'ok';
     }
     this.consecutiveCount += 1;
     this.totalCount += 1;
+    const advice = 'Lower the learning rate, enable gradient clipping, or check the data for NaN/Inf.';
     if (this.consecutiveCount >= this.maxConsecutive) {
       throw new Error(
         `stopped after ${this.consecutiveCount} non-finite steps in a row at step ${at}: loss=${lossValue}, gradients finite=${gradsFinite} `
-        + `(${this.totalCount} non-finite in total). Lower the learning rate, enable gradient clipping, or check the data for NaN/Inf.`,
+        + `(${this.totalCount} non-finite in total). ${advice}`,
+      );
+    }
+    if (this.recentSkips > this.maxRate * this.window) {
+      throw new Error(
+        `stopped at step ${at}: ${this.recentSkips} of the last ${Math.min(this.checks, this.window)} steps had a non-finite loss or gradients `
+        + `(more than ${Math.round(this.maxRate * 100)}% of a ${this.window}-step window; ${this.totalCount} in total). ${advice}`,
       );
     }
     return 'skip';

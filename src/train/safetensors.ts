@@ -13,7 +13,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { endianness } from 'node:os';
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../backend/tf.js';
 
@@ -104,19 +104,46 @@ function isDimList(v: unknown): v is number[] {
 export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): SafetensorsFile {
   if (!(bytes instanceof Uint8Array)) throw new Error(`parseSafetensors: bytes must be a Uint8Array or Buffer (source ${source})`);
   assertLittleEndianHost();
-  const fail = (msg: string): never => {
-    throw new Error(`safetensors file ${source}: ${msg}`);
-  };
+  const fail = failFor(source);
   if (bytes.length < 8) fail(`truncated: ${bytes.length} bytes, shorter than the 8-byte header length`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = view.getBigUint64(0, true);
-  if (headerLen > BigInt(bytes.length - 8)) {
-    fail(`header length ${headerLen} is larger than the file (${bytes.length} bytes); truncated, or not a safetensors file`);
+  const n = checkHeaderLength(view.getBigUint64(0, true), bytes.length, fail);
+  const dataStart = 8 + n;
+  const { entries, metadata } = parseHeader(bytes.subarray(8, 8 + n), bytes.length - dataStart, fail);
+  const tensors = new Map<string, SafetensorsTensor>();
+  for (const e of entries) {
+    const { bytes: size, ctor } = DTYPE_INFO[e.dtype];
+    const data = new ctor((e.end - e.begin) / size);
+    new Uint8Array(data.buffer).set(bytes.subarray(dataStart + e.begin, dataStart + e.end));
+    tensors.set(e.name, { dtype: e.dtype, shape: [...e.shape], data });
   }
-  const n = Number(headerLen);
+  return { tensors, metadata };
+}
+
+function failFor(source: string): (msg: string) => never {
+  return (msg: string): never => {
+    throw new Error(`safetensors file ${source}: ${msg}`);
+  };
+}
+
+/** Headers above this are refused, as by the reference implementation (a corrupt length would ask for gigabytes). */
+const MAX_HEADER_BYTES = 100_000_000;
+
+function checkHeaderLength(headerLen: bigint, fileBytes: number, fail: (msg: string) => never): number {
+  if (headerLen > BigInt(fileBytes - 8)) {
+    fail(`header length ${headerLen} is larger than the file (${fileBytes} bytes); truncated, or not a safetensors file`);
+  }
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} is over ${MAX_HEADER_BYTES} bytes; not a safetensors file`);
+  return Number(headerLen);
+}
+
+interface HeaderEntry { name: string; dtype: SafetensorsDtype; shape: number[]; begin: number; end: number }
+
+/** The header's tensors in data order, checked to cover the `dataLen` bytes of the data section exactly. */
+function parseHeader(headerBytes: Uint8Array, dataLen: number, fail: (msg: string) => never): { entries: HeaderEntry[]; metadata: Record<string, string> } {
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
   } catch {
     return fail('header is not valid UTF-8');
   }
@@ -128,10 +155,8 @@ export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): Safete
   }
   if (!isPlainObject(header)) return fail(`header must be a JSON object, got ${describeJson(header)}`);
 
-  const dataStart = 8 + n;
-  const dataLen = bytes.length - dataStart;
   const metadata: Record<string, string> = {};
-  const entries: { name: string; dtype: SafetensorsDtype; shape: number[]; begin: number; end: number }[] = [];
+  const entries: HeaderEntry[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === METADATA_KEY) {
       if (!isPlainObject(info)) fail(`__metadata__ must be an object of strings, got ${describeJson(info)}`);
@@ -164,7 +189,7 @@ export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): Safete
 
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let covered = 0;
-  let prev: (typeof entries)[number] | undefined;
+  let prev: HeaderEntry | undefined;
   for (const e of entries) {
     if (e.begin < covered) fail(`tensors '${prev!.name}' [${prev!.begin},${prev!.end}] and '${e.name}' [${e.begin},${e.end}] overlap`);
     if (e.begin > covered) fail(`${e.begin - covered} unused bytes before tensor '${e.name}' at data offset ${covered} (data must be contiguous)`);
@@ -172,32 +197,90 @@ export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): Safete
     prev = e;
   }
   if (covered !== dataLen) fail(`${dataLen - covered} trailing bytes after the last tensor (data section is ${dataLen} bytes, tensors cover ${covered})`);
+  return { entries, metadata };
+}
 
-  const tensors = new Map<string, SafetensorsTensor>();
-  for (const e of entries) {
-    const { bytes: size, ctor } = DTYPE_INFO[e.dtype];
-    const data = new ctor((e.end - e.begin) / size);
-    new Uint8Array(data.buffer).set(bytes.subarray(dataStart + e.begin, dataStart + e.end));
-    tensors.set(e.name, { dtype: e.dtype, shape: [...e.shape], data });
+/** Largest single read: one `read` call moves at most 2 GiB − 1 bytes. */
+const READ_CHUNK = 1 << 30;
+
+async function readRange(fh: FileHandle, into: Uint8Array, position: number, chunkBytes: number, fail: (msg: string) => never): Promise<void> {
+  let done = 0;
+  while (done < into.length) {
+    const len = Math.min(chunkBytes, into.length - done);
+    const { bytesRead } = await fh.read(into, done, len, position + done);
+    if (bytesRead === 0) fail(`file ended at byte ${position + done} while reading (truncated while being read?)`);
+    done += bytesRead;
   }
-  return { tensors, metadata };
 }
 
 /**
- * Reads a safetensors file. Every malformed file is refused with an error naming it.
+ * Reads a safetensors file by ranges (header, then each tensor straight into its array), so
+ * a file of any size loads, also past the 2 GiB that one `readFile` can return. Every
+ * malformed file is refused with an error naming it. With `sha256`, the file's SHA-256 is
+ * computed on the way (the tensors cover the file exactly, so every byte passes once).
  *
  * @example
  * const { tensors, metadata } = await readSafetensors('runs/a/model.safetensors');
  */
-export async function readSafetensors(file: string): Promise<SafetensorsFile> {
+export async function readSafetensors(file: string, opts: { sha256?: boolean; chunkBytes?: number } = {}): Promise<SafetensorsFile & { sha256?: string }> {
   if (typeof file !== 'string' || file === '') throw new Error('readSafetensors: file must be a non-empty path string');
-  let bytes: Buffer;
+  assertLittleEndianHost();
+  const chunkBytes = opts.chunkBytes ?? READ_CHUNK;
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 1 || chunkBytes > READ_CHUNK) throw new Error(`readSafetensors: chunkBytes must be an integer in [1, ${READ_CHUNK}], got ${opts.chunkBytes}`);
+  const fail = failFor(file);
+  let fh: FileHandle;
   try {
-    bytes = await readFile(file);
+    fh = await open(file, 'r');
   } catch (e) {
     throw new Error(`safetensors file ${file}: cannot read (${(e as Error).message})`);
   }
-  return parseSafetensors(bytes, file);
+  try {
+    const size = (await fh.stat()).size;
+    if (size < 8) fail(`truncated: ${size} bytes, shorter than the 8-byte header length`);
+    const hash = opts.sha256 ? createHash('sha256') : undefined;
+    const prefix = new Uint8Array(8);
+    await readRange(fh, prefix, 0, chunkBytes, fail);
+    hash?.update(prefix);
+    const n = checkHeaderLength(new DataView(prefix.buffer).getBigUint64(0, true), size, fail);
+    const headerBytes = new Uint8Array(n);
+    await readRange(fh, headerBytes, 8, chunkBytes, fail);
+    hash?.update(headerBytes);
+    const dataStart = 8 + n;
+    const { entries, metadata } = parseHeader(headerBytes, size - dataStart, fail);
+    const tensors = new Map<string, SafetensorsTensor>();
+    for (const e of entries) {
+      const { bytes: width, ctor } = DTYPE_INFO[e.dtype];
+      const data = new ctor((e.end - e.begin) / width);
+      const view = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      await readRange(fh, view, dataStart + e.begin, chunkBytes, fail);
+      hash?.update(view);
+      tensors.set(e.name, { dtype: e.dtype, shape: [...e.shape], data });
+    }
+    return { tensors, metadata, ...(hash ? { sha256: hash.digest('hex') } : {}) };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The flat index of the first NaN or ±Infinity in a floating-point tensor, or -1 (also for
+ * integer and bool tensors, which cannot hold one).
+ *
+ * @example firstNonFinite({ dtype: 'F32', shape: [2], data: new Float32Array([1, NaN]) }) // 1
+ */
+export function firstNonFinite(t: SafetensorsTensor): number {
+  if (t.dtype === 'F32' || t.dtype === 'F64') {
+    const d = t.data as Float32Array | Float64Array;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return i;
+    return -1;
+  }
+  if (t.dtype === 'F16' || t.dtype === 'BF16') {
+    // All exponent bits set: ±Inf or NaN.
+    const mask = t.dtype === 'F16' ? 0x7c00 : 0x7f80;
+    const d = t.data as Uint16Array;
+    for (let i = 0; i < d.length; i++) if ((d[i] & mask) === mask) return i;
+  }
+  return -1;
 }
 
 const TF_TO_SAFETENSORS: Partial<Record<tf.DataType, SafetensorsDtype>> = { float32: 'F32', int32: 'I32', bool: 'BOOL' };

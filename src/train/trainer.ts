@@ -12,7 +12,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { assertNoWebGPUErrors } from '../backend/webgpuGuard.js';
-import { saveRunCheckpoint } from './checkpoint.js';
+import { configHash, runCheckpointDir, saveRunCheckpoint } from './checkpoint.js';
 import { clampLogitScale, clipToNorm, GradAccumulator, gradNormAsync, NonFiniteGuard } from './gradients.js';
 import type { MetricsLogger } from './logger.js';
 import type { NamedGradients, Optimizer } from './optimizer.js';
@@ -57,8 +57,19 @@ export interface TrainingOptions {
   checkpointEvery?: number;
   keepCheckpoints?: number;
   maxNonFinite?: number;
+  /** Stop when more than this fraction of the last `nonFiniteWindow` steps were skipped (default 0.2). */
+  maxNonFiniteRate?: number;
+  /** Steps over which the skipped-step rate is counted (default 50). */
+  nonFiniteWindow?: number;
+  /** Called with a second SIGINT/SIGTERM, after the message: quit now (default process.exit(130)). */
+  forceQuit?: () => void;
   /** JSON written as the checkpoint's config.json. */
   config: unknown;
+  /**
+   * Stored as `configHash` in each checkpoint's state.json, for the pipeline to compare on
+   * resume (default: `configHash(config)`); give the hash of the settings a resume must keep.
+   */
+  configHash?: string;
   logger: MetricsLogger;
   /** Name of the learnable log-scale to clamp to [0, ln 200] after each step. */
   logitScaleName?: string;
@@ -72,6 +83,29 @@ export interface TrainingResult {
   skippedSteps: number;
   lastLoss: number;
   seconds: number;
+}
+
+/** A checkpoint that could not be written after a retry: the run stops rather than lose its work. */
+export class CheckpointSaveError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CheckpointSaveError';
+  }
+}
+
+function isDiskFull(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException)?.code === 'ENOSPC' || /ENOSPC|no space left/i.test(String((e as Error)?.message));
+}
+
+/**
+ * The message of an out-of-memory error in words: the wasm backend reports a full heap as
+ * "memory access out of bounds" or an allocation failure, which names neither the cause nor a fix.
+ */
+export function describeOutOfMemory(e: unknown, where: string): string | undefined {
+  const msg = String((e as Error)?.message ?? e);
+  if (!/memory access out of bounds|out of memory|Array buffer allocation failed|Cannot allocate Wasm memory|Invalid typed array length|WebAssembly\.Memory|OOM/i.test(msg)) return undefined;
+  return `${where}: out of memory (${msg.split('\n')[0]}). The wasm backend's heap holds at most 4 GB; lower train.batchSize, `
+    + 'frames.count or frames.size, use a smaller model.preset, or accumulate gradients (train.accumSteps) over smaller batches';
 }
 
 function check(cond: boolean, msg: string): void {
@@ -89,26 +123,32 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
   check(Number.isInteger(start) && start >= 0, `startStep must be a non-negative integer, got ${start}`);
   check(Number.isInteger(accum) && accum >= 1, `accumSteps must be an integer >= 1, got ${accum}`);
   check(clipNorm >= 0, `clipNorm must be >= 0, got ${clipNorm}`);
-  const guard = new NonFiniteGuard({ maxConsecutive: opts.maxNonFinite ?? 5 });
+  const guard = new NonFiniteGuard({ maxConsecutive: opts.maxNonFinite ?? 5, window: opts.nonFiniteWindow ?? 50, maxRate: opts.maxNonFiniteRate ?? 0.2 });
   const logitScale = opts.logitScaleName ? opts.params[opts.logitScaleName] : undefined;
   const t0 = performance.now();
 
   let stopRequested = false;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (stopRequested) return;
+    if (stopRequested) {
+      // The checkpoint being written (if any) is written under a temporary name, so quitting
+      // now keeps the previous one whole.
+      opts.logger.log(`${sig} again: quitting now without a checkpoint; --resume continues from the last one saved`);
+      opts.logger.close();
+      (opts.forceQuit ?? (() => process.exit(130)))();
+      return;
+    }
     stopRequested = true;
-    opts.logger.log(`${sig}: finishing the current step, saving a checkpoint, then stopping`);
+    opts.logger.log(`${sig}: finishing the current step, saving a checkpoint, then stopping (${sig === 'SIGINT' ? 'Ctrl-C' : sig} again quits at once)`);
   };
   if (opts.handleSignals !== false) {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
 
-  const saveCheckpoint = async (step: number): Promise<void> => {
+  const saveOnce = async (step: number): Promise<void> => {
     const params: Record<string, tf.Tensor> = { ...opts.params };
     const optimizer: Record<string, tf.Tensor> = { ...opts.optimizer.state(), ...(hooks.extraTensors?.() ?? {}) };
-    try {
-      await saveRunCheckpoint(opts.runDir, step, {
+    await saveRunCheckpoint(opts.runDir, step, {
         config: opts.config,
         params,
         optimizer,
@@ -117,12 +157,25 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
           optimizerStep: opts.optimizer.stepCount,
           dataPosition: hooks.dataState(),
           skippedSteps: guard.total,
+          configHash: opts.configHash ?? configHash(opts.config),
           ...(hooks.extraState?.() ?? {}),
         },
       }, { keep: opts.keepCheckpoints ?? 3 });
-    } catch (e) {
-      // A refused save (non-finite weights, full disk) keeps the previous checkpoint; say so loudly.
-      opts.logger.log(`checkpoint at step ${step} NOT written: ${(e as Error).message}`);
+  };
+  // A run whose checkpoints cannot be written is losing its work: one retry (a transient
+  // error, a moment of a full disk), then the run fails, naming the folder and the error.
+  const saveCheckpoint = async (step: number): Promise<void> => {
+    const dir = runCheckpointDir(opts.runDir, step);
+    try {
+      await saveOnce(step);
+    } catch (first) {
+      opts.logger.log(`checkpoint at step ${step} could not be written to ${dir} (${(first as Error).message}); trying once more`);
+      try {
+        await saveOnce(step);
+      } catch (e) {
+        throw new CheckpointSaveError(`checkpoint at step ${step} could not be written to ${dir}: ${(e as Error).message}`
+          + `${isDiskFull(e) ? ' (the disk is full: free space, then --resume continues from the last checkpoint written)' : ''}`);
+      }
     }
   };
 
@@ -191,6 +244,10 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       if (ckptEvery > 0 && step % ckptEvery === 0 && step < opts.totalSteps) await saveCheckpoint(step);
     }
     await saveCheckpoint(step);
+  } catch (e) {
+    const oom = describeOutOfMemory(e, `training step ${step}`);
+    if (oom) throw new Error(oom, { cause: e });
+    throw e;
   } finally {
     opts.logger.close();
     if (opts.handleSignals !== false) {
