@@ -46,7 +46,8 @@ export const MsrvttDataSchema = z.object({
 }).strict();
 
 export const PretrainConfigSchema = z.object({
-  name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('default'),
+  name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only')
+    .refine((n) => !/^\.+$/.test(n), 'must not be only dots: "." and ".." name the working folder and its parent, not a run').default('default'),
   seed: z.number().int().min(0).default(1),
   backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
   data: z.discriminatedUnion('kind', [synthData, ManifestDataSchema, MsrvttDataSchema]),
@@ -97,9 +98,11 @@ export const PretrainConfigSchema = z.object({
     checkpointEvery: z.number().int().min(0).default(50),
     keepCheckpoints: z.number().int().min(1).default(3),
     maxNonFinite: z.number().int().min(1).default(5),
+    /** Stop when more than this fraction of the last 50 steps were skipped as non-finite. */
+    maxNonFiniteRate: z.number().gt(0).max(1).default(0.2),
   }).strict().default({
     epochs: 10, batchSize: 32, lr: 2e-3, encoderLrScale: 1, minLr: 0, warmupSteps: 20, weightDecay: 0.05,
-    clipNorm: 1, accumSteps: 1, evalEvery: 0, checkpointEvery: 50, keepCheckpoints: 3, maxNonFinite: 5,
+    clipNorm: 1, accumSteps: 1, evalEvery: 0, checkpointEvery: 50, keepCheckpoints: 3, maxNonFinite: 5, maxNonFiniteRate: 0.2,
   }),
   eval: z.object({
     batchSize: z.number().int().min(1).default(64),

@@ -33,13 +33,15 @@ import { savePlot } from '../src/eval/plot.js';
 import { getConfig, type DualEncoderConfig } from '../src/nn/configs.js';
 import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
 import { valueAndGradsOf, type ParamStore, type Params } from '../src/nn/params.js';
-import { buildTokenizer } from '../src/text/buildTokenizer.js';
+import { buildTokenizer, tokenizerKey } from '../src/text/buildTokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
-import { loadLatestCheckpoint } from '../src/train/checkpoint.js';
+import { configChanges, configHash, loadLatestCheckpoint } from '../src/train/checkpoint.js';
+import { writeFileAtomic } from '../src/util/atomicWrite.js';
+import { openRunFolder } from './runFolder.js';
 import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
-import { runTraining, type MicroStep } from '../src/train/trainer.js';
+import { describeOutOfMemory, runTraining, type MicroStep } from '../src/train/trainer.js';
 import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
 
 export interface PretrainOptions {
@@ -49,6 +51,8 @@ export interface PretrainOptions {
   dataDir?: string;
   backend?: string;
   resume?: boolean;
+  /** With `resume`: accept a checkpoint saved under other settings (the changed keys are still listed). */
+  allowConfigChange?: boolean;
   quiet?: boolean;
   /** Stop after this many steps (tests, smoke runs); the schedule still spans the full run. */
   stopAfter?: number;
@@ -83,6 +87,11 @@ interface Splits {
   manifestPath: string;
   dataDir: string;
   skipped: { source: string; reason: string }[];
+}
+
+/** Writes a result file whole or not at all; a full disk is an error naming the file. */
+async function writeJsonFile(file: string, value: unknown): Promise<void> {
+  await writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`, { sync: true });
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -121,13 +130,64 @@ async function loadData(cfg: PretrainConfig, dataDirOverride: string | undefined
 
 async function prepareTokenizer(cfg: PretrainConfig, splits: Splits, log: (m: string) => void): Promise<Tokenizer> {
   if (cfg.tokenizer.dir) return loadTokenizer(path.resolve(cfg.tokenizer.dir));
-  const dir = path.join(splits.dataDir, `tokenizer-${cfg.tokenizer.kind}-${cfg.tokenizer.vocabSize}`);
-  if (!(await exists(path.join(dir, 'tokenizer.json')))) {
-    // Built from training captions only, so test captions never shape the vocabulary.
-    const r = await buildTokenizer(splits.train.flatMap((e) => e.captions), { out: dir, vocabSize: cfg.tokenizer.vocabSize, kind: cfg.tokenizer.kind });
-    log(`tokenizer built: ${dir} (${r.vocabSize} tokens from ${r.words} words)`);
+  // Built from training captions only, so test captions never shape the vocabulary; the folder
+  // is named by a hash of those captions and the options, so another corpus gets its own.
+  const captions = splits.train.flatMap((e) => e.captions);
+  const options = { vocabSize: cfg.tokenizer.vocabSize, kind: cfg.tokenizer.kind };
+  const dir = path.join(splits.dataDir, `tokenizer-${cfg.tokenizer.kind}-${cfg.tokenizer.vocabSize}-${tokenizerKey(captions, options)}`);
+  if (await exists(dir)) {
+    try {
+      return await loadTokenizer(dir);
+    } catch (e) {
+      log(`tokenizer ${dir} is unusable (${(e as Error).message}); building it again`);
+    }
   }
+  const r = await buildTokenizer(captions, { out: dir, ...options });
+  log(`tokenizer built: ${dir} (${r.vocabSize} tokens from ${r.words} words)`);
   return loadTokenizer(dir);
+}
+
+/**
+ * Every setting that can be checked before data is read or decoded: the model's patch size
+ * against frames.size, and batch sizes against the number of listed videos (a run should not
+ * decode a whole cache to then refuse its config).
+ */
+function checkConfigBeforeWork(cfg: PretrainConfig): void {
+  try {
+    getConfig(cfg.model.preset, {
+      vision: { imageSize: cfg.frames.size },
+      text: { vocabSize: cfg.tokenizer.vocabSize, contextLength: cfg.tokenizer.maxLen },
+      temporal: { pooling: cfg.model.temporalPooling, maxFrames: Math.max(cfg.frames.count, 1) },
+    });
+  } catch (e) {
+    throw new Error(`config: model.preset '${cfg.model.preset}' does not fit the other settings (frames.size, tokenizer.maxLen, frames.count): ${(e as Error).message}`);
+  }
+}
+
+function checkSplitsBeforeWork(cfg: PretrainConfig, splits: Splits, metaEntries: ManifestEntry[]): void {
+  if (splits.train.length < cfg.train.batchSize) {
+    throw new Error(`train.batchSize ${cfg.train.batchSize} is larger than the train split (${splits.train.length} videos listed); lower train.batchSize or add data`);
+  }
+  if (splits.test.length < 2) throw new Error(`the test split lists ${splits.test.length} videos; retrieval needs at least 2`);
+  if (cfg.weighting.method !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
+    throw new Error(`weighting.metaBatchSize ${cfg.weighting.metaBatchSize} is larger than the meta set (${metaEntries.length} pairs listed); lower it or add pairs`);
+  }
+}
+
+/**
+ * On --resume: the checkpoint's settings must be this config's. Refuses a checkpoint saved
+ * under other settings, naming the keys that differ, unless `allow`.
+ */
+function checkResumeConfig(cfg: PretrainConfig, ck: { dir: string; config: unknown; state: Record<string, unknown> }, allow: boolean, log: (m: string) => void): void {
+  const want = configHash(cfg);
+  const saved = ck.state.configHash;
+  if (saved === want) return;
+  const savedCfg = (ck.config as { pretrain?: unknown } | null)?.pretrain;
+  const changed = savedCfg === undefined ? ['(the checkpoint holds no pretrain config)'] : configChanges(savedCfg, cfg);
+  if (saved === undefined && changed.length === 0) return;
+  const what = `checkpoint ${ck.dir} was saved with other settings: ${changed.join(', ') || '(config hash differs)'}`;
+  if (!allow) throw new Error(`--resume: ${what}. Resume with the config it was saved with, choose another --out, or add --allow-config-change to continue anyway`);
+  log(`warning: ${what}; continuing (--allow-config-change)`);
 }
 
 /**
@@ -238,9 +298,17 @@ function optimizerFor(store: ParamStore, cfg: PretrainConfig): AdamW {
 /** Runs (or resumes) one pretraining job and returns its test-split retrieval figures. */
 export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {}): Promise<PretrainResult> {
   const t0 = performance.now();
-  const runDir = path.resolve(opts.out ?? path.join('runs', cfg.name));
-  await mkdir(runDir, { recursive: true });
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
+  checkConfigBeforeWork(cfg);
+  const { runDir, release } = await openRunFolder(opts.out, cfg.name, log);
+  try {
+    return await runPretrainIn(runDir, cfg, opts, t0, log);
+  } finally {
+    await release();
+  }
+}
+
+async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: PretrainOptions, t0: number, log: (m: string) => void): Promise<PretrainResult> {
   const backend: BackendChoice = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
   log(`backend: ${backend.name}${backend.skipped.length ? ` (passed over: ${backend.skipped.map((s) => s.name).join(', ')})` : ''}`);
 
@@ -249,6 +317,7 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
   const tok = await prepareTokenizer(cfg, splits, log);
   const weighting = cfg.weighting.method;
   const metaEntriesAll = weighting === 'none' ? [] : await loadMetaSet(cfg, splits, log);
+  checkSplitsBeforeWork(cfg, splits, metaEntriesAll);
   const cache = await prepareFrames(cfg, splits, metaEntriesAll, !!opts.quiet, log);
   const metaEntries = metaEntriesAll.filter((e) => cache.has(e.id));
   if (weighting !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
@@ -274,6 +343,12 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
   if (opts.resume) {
     const ck = await loadLatestCheckpoint(runDir, { onWarning: (w) => log(`warning: ${w}`) });
     if (ck) {
+      try {
+        checkResumeConfig(cfg, ck, !!opts.allowConfigChange, log);
+      } catch (e) {
+        tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
+        throw e;
+      }
       store.assign(ck.params, { requireAll: true });
       const { main: optState, wnet, wnetOpt } = splitOptimizerState(ck.optimizer ?? {});
       if (Object.keys(optState).length) optimizer.loadState(optState, Number(ck.state.optimizerStep ?? ck.step));
@@ -300,7 +375,8 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
   });
   const totalSteps = cfg.train.steps ?? cfg.train.epochs * loader.batchesPerEpoch;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps, minLr: cfg.train.minLr });
-  const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet });
+  const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet, ...(opts.resume ? { resumeAt: startStep } : {}) });
+  if (logger.droppedOnResume) log(`metrics.jsonl: dropped ${logger.droppedOnResume} rows written after the step-${startStep} checkpoint by the interrupted run`);
   const params = store.snapshot();
   log(`model ${modelCfg.name}: ${store.count().toLocaleString('en-US')} parameters; ${trainEntries.length} train videos, ${loader.batchesPerEpoch} steps/epoch, ${totalSteps} steps`);
 
@@ -312,6 +388,8 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
     evalEvery: cfg.train.evalEvery, checkpointEvery: cfg.train.checkpointEvery, keepCheckpoints: cfg.train.keepCheckpoints,
     maxNonFinite: cfg.train.maxNonFinite,
     config: { pretrain: cfg, model: modelCfg, tokenizer: tok.dir },
+    configHash: configHash(cfg),
+    maxNonFiniteRate: cfg.train.maxNonFiniteRate,
     logger, logitScaleName: 'logit_scale',
   }, {
     computeGrads: async (step): Promise<MicroStep> => {
@@ -379,11 +457,11 @@ export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {
   const evalReport = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize);
   const weightingOut = weighting === 'none' ? undefined : await reportWeighting(runDir, trainEntries, lastWeight, weightNet, log);
   const wallSeconds = (performance.now() - t0) / 1000;
-  await writeFile(path.join(runDir, 'eval.json'), JSON.stringify({
+  await writeJsonFile(path.join(runDir, 'eval.json'), {
     split: 'test', ...evalReport, steps: training.step, stopped: training.stopped, skippedSteps: training.skippedSteps,
     ...(weightingOut ? { weighting: weightingOut } : {}),
     backend: backend.name, wallSeconds, config: cfg, model: modelCfg,
-  }, null, 2) + '\n');
+  });
   weightNet?.dispose();
   store.dispose();
   optimizer.dispose();
@@ -472,6 +550,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       out: { type: 'string' },
       backend: { type: 'string' },
       resume: { type: 'boolean', default: false },
+      'allow-config-change': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       'stop-after': { type: 'string' },
     },
@@ -482,7 +561,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     stopAfter = Number(values['stop-after']);
     if (!Number.isInteger(stopAfter) || stopAfter < 1) throw new Error(`--stop-after must be a positive integer, got ${values['stop-after']}`);
   }
-  const r = await runPretrain(cfg, { out: values.out, dataDir: values.data, backend: values.backend, resume: values.resume, quiet: values.quiet, stopAfter });
+  const r = await runPretrain(cfg, { out: values.out, dataDir: values.data, backend: values.backend, resume: values.resume, allowConfigChange: values['allow-config-change'], quiet: values.quiet, stopAfter });
   console.log(formatEvalTable(r.eval));
   console.log(`run: ${r.runDir} (${r.steps} steps on ${r.backend}, ${r.wallSeconds.toFixed(0)} s${r.stopped === 'signal' ? ', stopped by a signal: --resume continues' : ''})`);
 }
@@ -490,5 +569,5 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
 export { parsePretrainConfig };
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().then(() => process.exit(0), (e: unknown) => { console.error(`pretrain: ${(e as Error).message}`); process.exit(1); });
+  main().then(() => process.exit(0), (e: unknown) => { console.error(describeOutOfMemory(e, 'pretrain') ?? `pretrain: ${(e as Error).message}`); process.exit(1); });
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** The `vlmargin` command. Each sub-command lives in its own file and registers itself here. */
 import { Command } from 'commander';
+import { describeOutOfMemory } from '../../src/train/trainer.js';
 import { register as doctor } from './doctor.js';
 import { register as pretrain } from './pretrain.js';
 import { register as evaluate } from './eval.js';
@@ -23,5 +24,5 @@ exportModel(program);
 
 program.parseAsync(process.argv).then(
   () => { setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref(); },
-  (e: unknown) => { console.error(`vlmargin: ${(e as Error).message}`); process.exit(1); },
+  (e: unknown) => { console.error(describeOutOfMemory(e, 'vlmargin') ?? `vlmargin: ${(e as Error).message}`); process.exit(1); },
 );

@@ -1,4 +1,4 @@
-/** `vlmargin pretrain --config C [--data DIR] [--out runs/NAME] [--backend B] [--resume]`. */
+/** `vlmargin pretrain --config C [--data DIR] [--out runs/NAME] [--backend B] [--resume [--allow-config-change]]`. */
 import type { Command } from 'commander';
 import { formatEvalTable, runPretrain } from '../pretrain.js';
 import { loadPretrainConfig } from '../config.js';
@@ -11,10 +11,11 @@ export function register(program: Command): void {
     .option('--out <dir>', 'run folder (default runs/<config name>)')
     .option('--backend <name>', 'auto, tensorflow, webgpu, wasm or cpu (overrides the config)')
     .option('--resume', 'continue from the latest checkpoint in the run folder')
+    .option('--allow-config-change', 'with --resume: continue from a checkpoint saved under other settings')
     .option('--quiet', 'no progress output')
-    .action(async (o: { config: string; data?: string; out?: string; backend?: string; resume?: boolean; quiet?: boolean }) => {
+    .action(async (o: { config: string; data?: string; out?: string; backend?: string; resume?: boolean; allowConfigChange?: boolean; quiet?: boolean }) => {
       const cfg = await loadPretrainConfig(o.config);
-      const r = await runPretrain(cfg, { out: o.out, dataDir: o.data, backend: o.backend, resume: o.resume, quiet: o.quiet });
+      const r = await runPretrain(cfg, { out: o.out, dataDir: o.data, backend: o.backend, resume: o.resume, allowConfigChange: o.allowConfigChange, quiet: o.quiet });
       console.log(formatEvalTable(r.eval));
       console.log(`run: ${r.runDir} (${r.steps} steps on ${r.backend}, ${r.wallSeconds.toFixed(0)} s)`);
       if (r.stopped === 'signal') process.exitCode = 130;

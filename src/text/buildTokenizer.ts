@@ -10,6 +10,7 @@
  * the written tokenizer.json, so the words it learns from are the words encoding will see.
  */
 import { writeFileAtomic } from '../util/atomicWrite.js';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
@@ -315,7 +316,53 @@ function countWords(captions: string[], kind: TokenizerKind): Map<string, number
   return counts;
 }
 
-const writeAtomic = (file: string, text: string): Promise<void> => writeFileAtomic(file, text);
+/**
+ * Writes the tokenizer files like a checkpoint: all of them into a temporary sibling folder,
+ * flushed, then renamed to `dir` in one step, so a process killed meanwhile leaves either no
+ * folder or a whole one (a lone tokenizer.json would be taken for a tokenizer). Into an
+ * existing folder the files are renamed in one at a time, tokenizer.json last.
+ */
+async function writeFolder(dir: string, files: [string, string][]): Promise<void> {
+  const parent = path.dirname(dir);
+  const tmp = path.join(parent, `.${path.basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    await fs.mkdir(tmp, { recursive: true });
+    for (const [name, text] of files) await writeFileAtomic(path.join(tmp, name), text, { sync: true });
+  } catch (e) {
+    await fs.rm(tmp, { recursive: true, force: true });
+    throw new Error(`buildTokenizer: cannot write the tokenizer files beside ${dir} (${(e as Error).message})`, { cause: e });
+  }
+  try {
+    await fs.rename(tmp, dir);
+    return;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST' && code !== 'ENOTEMPTY' && code !== 'EISDIR' && code !== 'EPERM') {
+      await fs.rm(tmp, { recursive: true, force: true });
+      throw new Error(`buildTokenizer: cannot move the tokenizer into ${dir} (${(e as Error).message})`, { cause: e });
+    }
+  }
+  try {
+    const order = [...files.map(([n]) => n).filter((n) => n !== 'tokenizer.json'), 'tokenizer.json'];
+    for (const name of order) await fs.rename(path.join(tmp, name), path.join(dir, name));
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A short hex key of what decides a built tokenizer's files: the captions (in order) and the
+ * options. Two corpora with the same vocabulary size get different keys, so a tokenizer
+ * folder named by it is never served to the wrong corpus.
+ *
+ * @example tokenizerKey(['a dog runs'], { kind: 'wordpiece', vocabSize: 1000 }) // '3f2a…' (16 hex digits)
+ */
+export function tokenizerKey(captions: readonly string[], options: { kind?: TokenizerKind; vocabSize?: number; minFrequency?: number }): string {
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify({ kind: options.kind ?? 'wordpiece', vocabSize: options.vocabSize ?? 4096, minFrequency: options.minFrequency ?? 2, captions: captions.length }));
+  for (const c of captions) hash.update(`${JSON.stringify(c)}\n`);
+  return hash.digest('hex').slice(0, 16);
+}
 
 /**
  * Learn a vocabulary from captions (see `trainSubwords`) and write a tokenizer folder.
@@ -344,17 +391,12 @@ export async function buildTokenizer(captions: string[], options: BuildTokenizer
   const { vocab, merges } = trainSubwords(counts, { kind, vocabSize, minFrequency, specials: sp.list });
 
   const dir = path.resolve(out);
-  try {
-    await fs.mkdir(dir, { recursive: true });
-  } catch (e) {
-    throw new Error(`buildTokenizer: cannot create the output folder ${dir} (${(e as Error).message})`);
-  }
   const files: [string, string][] = [
     ['tokenizer.json', JSON.stringify(tokenizerJson(kind, vocab, merges), null, 2) + '\n'],
     ['tokenizer_config.json', JSON.stringify(tokenizerConfig(kind), null, 2) + '\n'],
     ['special_tokens_map.json', JSON.stringify(specialTokensMap(kind), null, 2) + '\n'],
   ];
   if (kind === 'wordpiece') files.push(['vocab.txt', vocab.join('\n') + '\n']);
-  for (const [name, text] of files) await writeAtomic(path.join(dir, name), text);
+  await writeFolder(dir, files);
   return { dir, kind, vocabSize: vocab.length, words: counts.size, merges: merges.length, files: files.map(([n]) => path.join(dir, n)) };
 }

@@ -39,6 +39,12 @@ export interface MetricsLoggerOptions {
   stream?: LogStream;
   /** Off a terminal: print a one-line status every this many steps. Default 50. */
   printEvery?: number;
+  /**
+   * A run resumed from the checkpoint of this step: rows of later steps (written after that
+   * checkpoint by the interrupted run) are dropped, and a line `{ event: 'resume', step }` marks
+   * where the resumed run's rows begin.
+   */
+  resumeAt?: number;
 }
 
 const RESERVED = ['memory', 'time'];
@@ -64,6 +70,8 @@ export class MetricsLogger {
   private totalSteps: number | null = null;
   private startStep = 0;
   private startTime = 0;
+  /** Rows dropped because they came after the checkpoint a resumed run starts from. */
+  readonly droppedOnResume: number = 0;
 
   constructor(file: string, opts: MetricsLoggerOptions = {}) {
     if (typeof file !== 'string' || file.length === 0) throw new Error(`MetricsLogger: 'path' must be a non-empty file path`);
@@ -74,6 +82,10 @@ export class MetricsLogger {
     this.quiet = quiet;
     this.stream = stream;
     this.printEvery = printEvery;
+    if (opts.resumeAt !== undefined) {
+      if (!Number.isInteger(opts.resumeAt) || opts.resumeAt < 0) throw new Error(`MetricsLogger: 'resumeAt' must be an integer ≥ 0, got ${opts.resumeAt}`);
+      this.droppedOnResume = dropRowsAfter(file, opts.resumeAt);
+    }
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       this.fd = fs.openSync(file, 'a');
@@ -81,6 +93,9 @@ export class MetricsLogger {
       // every new record stays parseable (readers skip the one broken line).
       const size = fs.fstatSync(this.fd).size;
       if (size > 0 && lastByte(file, size) !== 0x0a) fs.writeSync(this.fd, '\n');
+      if (opts.resumeAt !== undefined) {
+        fs.writeSync(this.fd, `${JSON.stringify({ event: 'resume', step: opts.resumeAt, droppedRows: this.droppedOnResume, time: new Date().toISOString() })}\n`);
+      }
     } catch (err) {
       throw new Error(`MetricsLogger: cannot open '${file}' for appending: ${(err as Error).message}`);
     }
@@ -127,7 +142,12 @@ export class MetricsLogger {
       },
       time: new Date().toISOString(),
     };
-    fs.writeSync(this.fd, JSON.stringify(line) + '\n');
+    try {
+      fs.writeSync(this.fd, JSON.stringify(line) + '\n');
+    } catch (err) {
+      const full = (err as NodeJS.ErrnoException).code === 'ENOSPC';
+      throw new Error(`MetricsLogger: cannot append to '${this.path}': ${(err as Error).message}${full ? ' (the disk is full)' : ''}`, { cause: err });
+    }
     this.show(record);
   }
 
@@ -177,6 +197,39 @@ export class MetricsLogger {
     this.multiBar = null;
     this.bar = null;
   }
+}
+
+/**
+ * Rewrites a metrics file without the rows of steps after `step` (atomically: a temporary
+ * file renamed over it); returns how many were dropped. A missing file drops nothing.
+ */
+function dropRowsAfter(file: string, step: number): number {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw new Error(`MetricsLogger: cannot read '${file}' to resume it: ${(err as Error).message}`);
+  }
+  const kept: string[] = [];
+  let dropped = 0;
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    let row: { step?: unknown } | null = null;
+    try { row = JSON.parse(line) as { step?: unknown }; } catch { /* a partial line of a killed run */ }
+    if (row && typeof row.step === 'number' && row.step > step) { dropped++; continue; }
+    if (row) kept.push(line);
+  }
+  if (dropped === 0) return 0;
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    fs.writeFileSync(tmp, kept.map((l) => `${l}\n`).join(''));
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw new Error(`MetricsLogger: cannot rewrite '${file}' to resume it: ${(err as Error).message}`);
+  }
+  return dropped;
 }
 
 function lastByte(file: string, size: number): number {

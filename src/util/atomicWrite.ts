@@ -8,17 +8,22 @@ import { open, rename, rm } from 'node:fs/promises';
 
 export async function writeFileAtomic(file: string, data: Uint8Array | string, opts: { sync?: boolean } = {}): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
   try {
-    await fh.writeFile(data);
-    // With `sync`, the bytes reach the disk before the rename, so a rename that survives a
-    // power loss never points at a hole (the caches rely on it; a manifest can be rewritten).
-    if (opts.sync) await fh.datasync();
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      // With `sync`, the bytes reach the disk before the rename, so a rename that survives a
+      // power loss never points at a hole (the caches rely on it; a manifest can be rewritten).
+      if (opts.sync) await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
   } catch (e) {
-    await fh.close();
-    await rm(tmp, { force: true });
-    throw e;
+    await rm(tmp, { force: true }).catch(() => undefined);
+    // fs errors of a file handle name no file ("ENOSPC: no space left on device, write").
+    const code = (e as NodeJS.ErrnoException).code;
+    const hint = code === 'ENOSPC' ? '; the disk is full' : code === 'EROFS' ? '; the filesystem is read-only' : '';
+    throw Object.assign(new Error(`cannot write ${file} (${(e as Error).message})${hint}`, { cause: e }), { code });
   }
-  await fh.close();
-  await rename(tmp, file);
 }

@@ -1,0 +1,41 @@
+/**
+ * The run folder of a training job: checked, created and locked for the whole run, so two
+ * runs never write checkpoints, metrics and eval.json into one folder, and a run never writes
+ * them into the working folder by accident (`--out ""`).
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { acquireDirLock, describeHolder } from '../src/util/dirLock.js';
+
+export interface RunFolder {
+  runDir: string;
+  /** Removes the lock; call once the run has written everything. */
+  release: () => Promise<void>;
+}
+
+/**
+ * Resolves `out` (default `runs/<name>`), refuses an empty path and the working folder or
+ * any folder above it, creates it and takes its lock without waiting: a second writer is
+ * refused with the first one's pid, host and start time.
+ *
+ * @example const { runDir, release } = await openRunFolder(opts.out, cfg.name, log); try { … } finally { await release(); }
+ */
+export async function openRunFolder(out: string | undefined, name: string, log: (m: string) => void): Promise<RunFolder> {
+  if (out !== undefined && out.trim() === '') throw new Error('--out: expected a run folder, got an empty path');
+  const runDir = path.resolve(out ?? path.join('runs', name));
+  const cwd = process.cwd();
+  if (runDir === cwd || cwd.startsWith(runDir.endsWith(path.sep) ? runDir : `${runDir}${path.sep}`)) {
+    throw new Error(`--out ${JSON.stringify(out ?? name)}: ${runDir} is the working folder or above it; a run writes checkpoints, metrics.jsonl and eval.json into its folder, so give it one of its own (e.g. runs/NAME)`);
+  }
+  try {
+    await mkdir(runDir, { recursive: true });
+  } catch (e) {
+    throw new Error(`--out: cannot create the run folder ${runDir} (${(e as Error).message})`);
+  }
+  const release = await acquireDirLock(runDir, {
+    what: 'run folder',
+    wait: false,
+    onTakeover: (h, why) => log(`run folder ${runDir}: took over the lock of ${describeHolder(h)}: ${why}`),
+  });
+  return { runDir, release };
+}
