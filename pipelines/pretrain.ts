@@ -314,10 +314,10 @@ async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: Pretrain
 
   const splits = await loadData(cfg, opts.dataDir, log);
   if (splits.skipped.length) log(`${splits.skipped.length} manifest items skipped (first: ${splits.skipped[0].source}: ${splits.skipped[0].reason})`);
-  const tok = await prepareTokenizer(cfg, splits, log);
   const weighting = cfg.weighting.method;
   const metaEntriesAll = weighting === 'none' ? [] : await loadMetaSet(cfg, splits, log);
   checkSplitsBeforeWork(cfg, splits, metaEntriesAll);
+  const tok = await prepareTokenizer(cfg, splits, log);
   const cache = await prepareFrames(cfg, splits, metaEntriesAll, !!opts.quiet, log);
   const metaEntries = metaEntriesAll.filter((e) => cache.has(e.id));
   if (weighting !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {

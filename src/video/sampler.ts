@@ -135,7 +135,9 @@ function parseShowinfo(lines: string[]): { frames: ShowinfoFrame[]; timeBase: nu
  * ("video:12kB audio:0kB … muxing overhead") says nothing about a failure, so it is left out.
  */
 export function ffmpegFailure(err: Error, stderr: string[]): string {
-  const own = (err.message.split('\n')[0] ?? '').replace(/:\s*$/, '').trim();
+  // fluent appends ffmpeg's last stderr lines to "ffmpeg exited with code N"; keep only its own part.
+  const status = /ffmpeg (exited with code -?\d+|was killed with signal \w+)/.exec(err.message);
+  const own = status ? status[0] : (err.message.split('\n')[0] ?? '').replace(/:\s*$/, '').trim();
   const tail = lastErrorLine(stderr.join('\n'));
   const telling = /error|invalid|no such|not found|moov|unsupported|could not|failed|corrupt|end of file|denied|killed/i.test(tail);
   return [own || 'no message', telling && !own.includes(tail) ? tail : ''].filter(Boolean).join(': ');
