@@ -229,7 +229,7 @@ describe('frame cache', function () {
     assert.deepEqual(both.map((r) => r.decoded), [3, 3]);
     const failed = await buildFrameCacheShard(out, plan.config, plan.shards[2]);
     assert.deepEqual([failed.decoded, failed.errors.map((e) => e.id)], [0, ['gone', 'empty']]);
-    assert.deepEqual(readdirSync(out).sort(), ['shard-00000.bin', 'shard-00000.json', 'shard-00001.bin', 'shard-00001.json', 'shard-00002.bin', 'shard-00002.json']);
+    assert.deepEqual(readdirSync(out).sort(), ['errors.jsonl', 'shard-00000.bin', 'shard-00000.json', 'shard-00001.bin', 'shard-00001.json', 'shard-00002.bin', 'shard-00002.json']);
     assert.ok(readFileSync(path.join(out, 'shard-00001.bin')).equals(bytes));
   });
 

@@ -2,9 +2,10 @@
  * The frame cache: a manifest decoded once into shards of raw uint8 frames.
  *
  * Layout of `out/`:
- *   index.json             config (frames, size, strategy…), shard list, failed items
+ *   index.json             config (frames, size, strategy…), the plan, shard list, counts
  *   shard-00000.bin        clips back to back, each [T, size, size, 3] uint8
- *   shard-00000.json       { items: [{ id, offset, timestamps, … }], errors: [...] }
+ *   shard-00000.json       { sha256, items: [{ id, offset, timestamps, fileSize, fileMtimeMs, … }], errors: [...] }
+ *   errors.jsonl           one line per failed item, appended as each shard is committed
  *
  * Shard k holds the k-th run of `shardSize` usable manifest entries (planFrameCache), so a
  * shard is a unit of work any process can build (buildFrameCacheShard), alone or as a job of
@@ -12,19 +13,27 @@
  * then its .json the same way; the .json is the commit mark, and records the .bin's SHA-256.
  * A re-run after a crash deletes temporary files and any .bin without its .json, keeps every
  * committed shard, and decodes only what is missing.
+ *
+ * A cached item is reused only while what decides its bytes is unchanged: the video's path,
+ * size and modification time and the clip's window (another manifest with the same ids, or a
+ * re-encoded file, is decoded again; the other clips of its shard are copied over). A failed
+ * item is tried again on the next build (once), and at once when its file changes. Each
+ * shard's .bin is checked against its SHA-256 once per process before its clips are used; a
+ * bad one is decoded again by the next build.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, readFile, rename, rm, stat, mkdir } from 'node:fs/promises';
+import { appendFile, open, readdir, readFile, rename, rm, stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { ItemError, ManifestEntry } from './types.js';
 import { writeFileAtomic } from '../util/atomicWrite.js';
-import { withDirLock } from '../util/dirLock.js';
+import { describeHolder, withDirLock } from '../util/dirLock.js';
 import { normalizeFrames } from '../video/transforms.js';
 import { checkSampleOptions, sampleItem, SAMPLE_STRATEGIES, type SampleOutcome, type SampleStrategy } from '../video/sampler.js';
 
 const INDEX = 'index.json';
+const ERROR_LOG = 'errors.jsonl';
 const FORMAT = 'vlmargin-frame-cache';
 const VERSION = 1;
 
@@ -37,7 +46,17 @@ export interface FrameCacheConfig {
   seed?: number;
 }
 
-export interface CachedClipMeta {
+/** What a cached item was made from: the file as it was (null: missing) and the clip's window. */
+export interface SourceStamp {
+  /** Size in bytes of the video when it was decoded; null when the file did not exist. */
+  fileSize: number | null;
+  /** Its modification time (ms since the epoch); null when the file did not exist. */
+  fileMtimeMs: number | null;
+  start?: number;
+  end?: number;
+}
+
+export interface CachedClipMeta extends SourceStamp {
   id: string;
   video: string;
   /** Byte offset of the clip in its shard's .bin. */
@@ -55,7 +74,13 @@ interface ShardFile {
   /** Hex SHA-256 of the shard's .bin. */
   sha256?: string;
   items: CachedClipMeta[];
-  errors: ItemError[];
+  errors: CachedError[];
+}
+
+/** A failure kept in a shard: which file, why, from what source, and how many builds tried it. */
+export interface CachedError extends ItemError, Partial<SourceStamp> {
+  /** Builds that tried this item with this source and failed; a failure is tried on one more build. */
+  attempts?: number;
 }
 
 interface IndexFile extends FrameCacheConfig {
@@ -66,7 +91,8 @@ interface IndexFile extends FrameCacheConfig {
   planned?: { shards: number; items: number; idsSha256: string };
   shards: string[];
   clips: number;
-  errors: ItemError[];
+  /** Failed items in the committed shards and unusable manifest entries (reasons: errors.jsonl, the shards). */
+  failed: number;
   complete: boolean;
 }
 
@@ -87,6 +113,8 @@ export interface BuildFrameCacheOptions {
   /** Per-clip ffmpeg time limit. */
   timeoutMs?: number;
   onProgress?: (p: FrameCacheProgress) => void;
+  /** Told about waits for another builder's lock, taken-over locks and corrupt shards; default console.warn. */
+  onWarning?: (message: string) => void;
 }
 
 export interface FrameCacheProgress {
@@ -111,9 +139,90 @@ export interface FrameCacheSummary {
   reused: number;
   /** Failures of this run and earlier ones, with reasons. */
   skipped: ItemError[];
-  /** Clips of this run whose trailing frames repeat the last decoded one. */
+  /** Items of an earlier build decoded again because their file or window changed. */
+  changed: number;
+  /** Earlier failures tried again by this run (each is tried on one more build). */
+  retried: number;
+  /** Shards whose .bin no longer matched its SHA-256; their clips were decoded again. */
+  corruptShards: string[];
+  /** Clips of this run with slots filled from a frame more than one frame interval away. */
   padded: { id: string; padded: number }[];
   shards: number;
+}
+
+/**
+ * The folder name a pipeline gives the cache of these settings inside its data folder:
+ * `frames-8x224-uniform`; the seed is part of it only for `random`, the one strategy it changes.
+ *
+ * @example frameCacheDirName({ frames: 4, size: 32, strategy: 'random', seed: 1 }) // 'frames-4x32-random-s1'
+ */
+export function frameCacheDirName(c: FrameCacheConfig): string {
+  const base = `frames-${c.frames}x${c.size}-${c.strategy}`;
+  if (c.strategy === 'random') return `${base}-s${c.seed ?? 0}`;
+  if (c.strategy === 'fps') return `${base}-${c.fps}`;
+  return base;
+}
+
+/** Shards whose checksum was checked in this process: .bin path → (size, mtime, SHA-256 found). */
+const verifiedShards = new Map<string, { size: number; mtimeMs: number; got: string }>();
+const hashing = new Map<string, Promise<string>>();
+
+/**
+ * Whether a shard's .bin still has the SHA-256 its .json recorded. Read in full once per shard
+ * per process (again only when the file changes), so checking costs one pass over the cache.
+ * A shard without a recorded checksum cannot be checked and passes.
+ */
+async function shardIntact(bin: string, want: string | undefined): Promise<{ ok: boolean; got: string }> {
+  if (want === undefined) return { ok: true, got: '' };
+  const st = await stat(bin);
+  const memo = verifiedShards.get(bin);
+  if (memo && memo.size === st.size && memo.mtimeMs === st.mtimeMs) return { ok: memo.got === want, got: memo.got };
+  // Readers of one shard at the same moment share one pass over it.
+  const key = `${bin}\0${st.size}\0${st.mtimeMs}`;
+  let pending = hashing.get(key);
+  if (!pending) {
+    pending = sha256File(bin).finally(() => hashing.delete(key));
+    hashing.set(key, pending);
+  }
+  const got = await pending;
+  verifiedShards.set(bin, { size: st.size, mtimeMs: st.mtimeMs, got });
+  return { ok: got === want, got };
+}
+
+/** The source stamp of an item now (one stat). */
+async function stampOf(it: FrameCacheItem): Promise<SourceStamp> {
+  const st = await stat(path.resolve(it.video)).catch(() => null);
+  const stamp: SourceStamp = { fileSize: st ? st.size : null, fileMtimeMs: st ? st.mtimeMs : null };
+  if (it.start !== undefined) stamp.start = it.start;
+  if (it.end !== undefined) stamp.end = it.end;
+  return stamp;
+}
+
+function sameStamp(a: Partial<SourceStamp>, b: SourceStamp): boolean {
+  return (a.fileSize ?? null) === b.fileSize && (a.fileMtimeMs ?? null) === b.fileMtimeMs && a.start === b.start && a.end === b.end;
+}
+
+type ItemVerdict =
+  | { kind: 'keep-clip'; clip: CachedClipMeta }
+  | { kind: 'keep-error'; error: CachedError }
+  | { kind: 'decode'; stamp: SourceStamp; attempts: number; why: 'new' | 'changed' | 'retry' };
+
+/** What to do with each planned item of a shard, given its committed records (if any) and the files now. */
+async function judgeItems(file: ShardFile | null, shard: FrameCacheShardPlan): Promise<ItemVerdict[]> {
+  const clips = new Map((file?.items ?? []).map((it) => [it.id, it]));
+  const errors = new Map((file?.errors ?? []).flatMap((e) => (e.id === undefined ? [] : [[e.id, e] as const])));
+  return Promise.all(shard.items.map(async (it): Promise<ItemVerdict> => {
+    const stamp = await stampOf(it);
+    const video = path.resolve(it.video);
+    const clip = clips.get(it.id);
+    if (clip && clip.video === video && sameStamp(clip, stamp)) return { kind: 'keep-clip', clip };
+    const error = errors.get(it.id);
+    if (error && path.resolve(error.source) === video && sameStamp(error, stamp)) {
+      const attempts = error.attempts ?? 1;
+      return attempts >= 2 ? { kind: 'keep-error', error } : { kind: 'decode', stamp, attempts: attempts + 1, why: 'retry' };
+    }
+    return { kind: 'decode', stamp, attempts: 1, why: clip || error ? 'changed' : 'new' };
+  }));
 }
 
 const shardName = (n: number): string => `shard-${String(n).padStart(5, '0')}`;
@@ -297,6 +406,30 @@ function shardMatches(file: ShardFile, plan: FrameCacheShardPlan): boolean {
   return ids.length === plan.items.length && shardIdsText(ids) === shardIdsText(plan.items.map((it) => it.id));
 }
 
+/**
+ * Whether a committed shard can be used as it is: it holds the planned ids, every item's
+ * source is unchanged, every failure has had its retry, and its .bin matches its SHA-256.
+ */
+async function shardCurrent(dir: string, file: ShardFile, plan: FrameCacheShardPlan): Promise<boolean> {
+  if (!shardMatches(file, plan)) return false;
+  const verdicts = await judgeItems(file, plan);
+  if (verdicts.some((v) => v.kind === 'decode')) return false;
+  return (await shardIntact(path.join(dir, `${plan.name}.bin`), file.sha256)).ok;
+}
+
+/**
+ * One item through ffmpeg, tried a second time when the first attempt fails on a file that
+ * exists (a decoder killed under load is not a bad video).
+ */
+async function decodeItem(it: FrameCacheItem, sampleOpts: Parameters<typeof sampleItem>[1]): Promise<SampleOutcome> {
+  const item = { id: it.id, video: it.video, start: it.start, end: it.end };
+  const first = await sampleItem(item, sampleOpts);
+  if (first.ok || /file not found/.test(first.error.reason)) return first;
+  const second = await sampleItem(item, sampleOpts);
+  if (second.ok) return second;
+  return { ...second, error: { ...second.error, reason: `${second.error.reason} (failed twice)` } };
+}
+
 export interface BuildShardOptions {
   /** Per-clip ffmpeg time limit. */
   timeoutMs?: number;
@@ -317,6 +450,10 @@ export interface ShardBuildResult {
   padded: { id: string; padded: number }[];
   /** The shard was found committed with the planned items and left as it was. */
   reused: boolean;
+  /** Items decoded again because their file or window changed since the shard was built. */
+  changed: number;
+  /** Earlier failures tried again. */
+  retried: number;
 }
 
 /**
@@ -339,39 +476,73 @@ export async function buildFrameCacheShard(
   checkSampleOptions({ ...config, timeoutMs: opts.timeoutMs }, 'buildFrameCacheShard');
   const dir = path.resolve(out);
   const existing = await readShardFile(dir, shard.name);
-  if (existing && shardMatches(existing, shard)) {
-    return { name: shard.name, decoded: 0, errors: existing.errors, padded: [], reused: true };
+  const binPath = path.join(dir, `${shard.name}.bin`);
+  const intact = existing ? (await shardIntact(binPath, existing.sha256)).ok : false;
+  const verdicts = await judgeItems(existing && intact ? existing : null, shard);
+  if (existing && intact && shardMatches(existing, shard) && verdicts.every((v) => v.kind !== 'decode')) {
+    return { name: shard.name, decoded: 0, errors: existing.errors, padded: [], reused: true, changed: 0, retried: 0 };
   }
   const concurrency = opts.concurrency ?? 2;
   if (!opts.limit && (!Number.isInteger(concurrency) || concurrency < 1)) throw new Error(`buildFrameCacheShard: concurrency must be a positive integer, got ${opts.concurrency}`);
   const limit = opts.limit ?? pLimit(concurrency);
   const sampleOpts = { frames: config.frames, size: config.size, strategy: config.strategy, fps: config.fps, seed: config.seed, timeoutMs: opts.timeoutMs };
-  const outcomes = await Promise.all(shard.items.map((it) => limit(async () => {
-    const o = await sampleItem({ id: it.id, video: it.video, start: it.start, end: it.end }, sampleOpts);
-    opts.onItem?.(o);
-    return o;
-  })));
   const clipBytes = config.frames * config.size * config.size * 3;
-  const ok = outcomes.filter((o): o is Extract<SampleOutcome, { ok: true }> => o.ok);
+  // Clips whose source is unchanged are copied from the old .bin (read before it is replaced).
+  const kept = new Map<string, Uint8Array>();
+  if (existing && intact) {
+    const fh = await open(binPath, 'r');
+    try {
+      for (const v of verdicts) {
+        if (v.kind !== 'keep-clip') continue;
+        const data = new Uint8Array(clipBytes);
+        await fh.read(data, 0, clipBytes, v.clip.offset);
+        kept.set(v.clip.id, data);
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  type Slot = { ok: true; meta: CachedClipMeta; data: Uint8Array; padded: number } | { ok: false; error: CachedError };
+  const slots = await Promise.all(shard.items.map((it, i) => limit(async (): Promise<Slot> => {
+    const v = verdicts[i];
+    if (v.kind === 'keep-clip') return { ok: true, meta: v.clip, data: kept.get(it.id)!, padded: 0 };
+    if (v.kind === 'keep-error') return { ok: false, error: v.error };
+    const o = await decodeItem(it, sampleOpts);
+    opts.onItem?.(o);
+    if (o.ok) {
+      const meta: CachedClipMeta = {
+        id: it.id, video: path.resolve(it.video), ...v.stamp, offset: 0,
+        timestamps: o.clip.timestamps, frameTimes: o.clip.frameTimes, padded: o.clip.padded,
+      };
+      return { ok: true, meta, data: o.clip.data, padded: o.clip.padded };
+    }
+    return { ok: false, error: { ...o.error, source: path.resolve(it.video), ...v.stamp, attempts: v.attempts } };
+  })));
+  const ok = slots.filter((x): x is Extract<Slot, { ok: true }> => x.ok);
   const bin = new Uint8Array(ok.length * clipBytes);
-  const items: CachedClipMeta[] = ok.map((o, i) => {
-    bin.set(o.clip.data, i * clipBytes);
-    return {
-      id: o.item.id!, video: o.clip.info.file, offset: i * clipBytes,
-      timestamps: o.clip.timestamps, frameTimes: o.clip.frameTimes, padded: o.clip.padded,
-    };
+  const items: CachedClipMeta[] = ok.map((x, i) => {
+    bin.set(x.data, i * clipBytes);
+    return { ...x.meta, offset: i * clipBytes };
   });
-  const errors = outcomes.flatMap((o) => (o.ok ? [] : [o.error]));
+  const errors = slots.flatMap((x) => (x.ok ? [] : [x.error]));
   const sha256 = createHash('sha256').update(bin).digest('hex');
   const file: ShardFile = { format: `${FORMAT}-shard`, version: VERSION, clipBytes, bytes: bin.length, sha256, items, errors };
   // A stale commit mark must go first: between the two renames below it would vouch for the
   // new .bin.
   if (existing) await rm(path.join(dir, `${shard.name}.json`), { force: true });
-  await writeShardFile(path.join(dir, `${shard.name}.bin`), bin);
+  await writeShardFile(binPath, bin);
   await writeShardFile(path.join(dir, `${shard.name}.json`), JSON.stringify(file));
+  const st = await stat(binPath);
+  verifiedShards.set(binPath, { size: st.size, mtimeMs: st.mtimeMs, got: sha256 });
+  const fresh = slots.flatMap((x, i) => (!x.ok && verdicts[i].kind === 'decode' ? [x.error] : []));
+  if (fresh.length) await appendFile(path.join(dir, ERROR_LOG), fresh.map((e) => `${JSON.stringify({ shard: shard.name, ...e })}\n`).join(''));
+  const decodedSlots = shard.items.map((it, i) => ({ it, v: verdicts[i], slot: slots[i] })).filter((x) => x.v.kind === 'decode');
   return {
-    name: shard.name, decoded: ok.length, errors, reused: false,
-    padded: ok.filter((o) => o.clip.padded > 0).map((o) => ({ id: o.item.id!, padded: o.clip.padded })),
+    name: shard.name, errors, reused: false,
+    decoded: decodedSlots.filter((x) => x.slot.ok).length,
+    changed: verdicts.filter((v) => v.kind === 'decode' && v.why === 'changed').length,
+    retried: verdicts.filter((v) => v.kind === 'decode' && v.why === 'retry').length,
+    padded: decodedSlots.flatMap((x) => (x.slot.ok && x.slot.padded > 0 ? [{ id: x.it.id, padded: x.slot.padded }] : [])),
   };
 }
 
@@ -379,8 +550,25 @@ export async function buildFrameCacheShard(
 export interface PreparedFrameCache {
   out: string;
   committed: Map<number, { items: number; errors: ItemError[] }>;
+  /** Shards whose .bin did not match its SHA-256 (removed, to be decoded again). */
+  corrupt: string[];
   /** Leftover or stale files removed (temporary, uncommitted, or shards of another plan). */
   discarded: string[];
+}
+
+async function readIndex(indexPath: string, where: string): Promise<IndexFile | null> {
+  let text: string;
+  try {
+    text = await readFile(indexPath, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new Error(`${where}: cannot read ${indexPath} (${(e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text) as IndexFile;
+  } catch (e) {
+    throw new Error(`${where}: ${indexPath} is corrupt (${(e as Error).message}); likely the disk filled or the machine stopped while it was written. Delete ${path.dirname(indexPath)} and build the cache again`);
+  }
 }
 
 /**
@@ -388,14 +576,11 @@ export interface PreparedFrameCache {
  * files, uncommitted shards and committed shards whose items differ from the plan (an edited
  * manifest), and writes the index (not yet complete). Call it holding the folder's lock.
  */
-export async function prepareFrameCache(out: string, plan: FrameCachePlan): Promise<PreparedFrameCache> {
+export async function prepareFrameCache(out: string, plan: FrameCachePlan, opts: { onWarning?: (message: string) => void } = {}): Promise<PreparedFrameCache> {
   const dir = path.resolve(out);
   await mkdir(dir, { recursive: true });
   const indexPath = path.join(dir, INDEX);
-  const existing = await readFile(indexPath, 'utf8').then((t) => JSON.parse(t) as IndexFile, (e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') return null;
-    throw new Error(`buildFrameCache: ${indexPath} is unreadable (${e.message}); delete the folder or choose another --out`);
-  });
+  const existing = await readIndex(indexPath, 'buildFrameCache');
   if (existing) {
     if (existing.format !== FORMAT) throw new Error(`buildFrameCache: ${dir} holds something other than a frame cache (${indexPath})`);
     const had = configOf(existing);
@@ -405,18 +590,25 @@ export async function prepareFrameCache(out: string, plan: FrameCachePlan): Prom
   }
   const { shards, discarded } = await scanShards(dir, true);
   const committed: PreparedFrameCache['committed'] = new Map();
+  const corrupt: string[] = [];
   for (const s of shards) {
     const planned = plan.shards[s.number];
-    if (planned && s.name === planned.name && shardMatches(s.file, planned)) {
-      committed.set(s.number, { items: s.file.items.length, errors: s.file.errors });
+    const bin = path.join(dir, `${s.name}.bin`);
+    const intact = await shardIntact(bin, s.file.sha256);
+    if (!intact.ok) {
+      corrupt.push(s.name);
+      opts.onWarning?.(`frame cache ${dir}: ${s.name}.bin is corrupt (SHA-256 ${intact.got}, its .json records ${s.file.sha256}); its clips are decoded again`);
+    } else if (planned && s.name === planned.name && shardMatches(s.file, planned)) {
+      if (await shardCurrent(dir, s.file, planned)) committed.set(s.number, { items: s.file.items.length, errors: s.file.errors });
+      // Not current (a source changed, a failure due for its retry): kept, so its unchanged clips are copied over.
       continue;
     }
     await rm(path.join(dir, `${s.name}.json`), { force: true });
-    await rm(path.join(dir, `${s.name}.bin`), { force: true });
+    await rm(bin, { force: true });
     discarded.push(`${s.name}.json`, `${s.name}.bin`);
   }
   await writeFrameCacheIndex(dir, plan, committed);
-  return { out: dir, committed, discarded };
+  return { out: dir, committed, corrupt, discarded };
 }
 
 /**
@@ -430,7 +622,7 @@ export async function writeFrameCacheIndex(out: string, plan: FrameCachePlan, co
     planned: { shards: plan.shards.length, items: plan.shards.reduce((n, s) => n + s.items.length, 0), idsSha256: plan.idsSha256 },
     shards: numbers.map(shardName),
     clips: numbers.reduce((n, k) => n + committed.get(k)!.items, 0),
-    errors: [...numbers.flatMap((k) => committed.get(k)!.errors), ...plan.manifestErrors],
+    failed: numbers.reduce((n, k) => n + committed.get(k)!.errors.length, 0) + plan.manifestErrors.length,
     complete: numbers.length === plan.shards.length,
   };
   await writeAtomic(path.join(path.resolve(out), INDEX), `${JSON.stringify(index, null, 1)}\n`);
@@ -468,21 +660,65 @@ export async function buildFrameCache(entries: ManifestEntry[], opts: BuildFrame
   const plan = planFrameCache(entries, opts);
   const concurrency = opts.concurrency ?? 2;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`buildFrameCache: concurrency must be a positive integer, got ${opts.concurrency}`);
-  await mkdir(path.resolve(opts.out), { recursive: true });
+  const out = path.resolve(opts.out);
+  const ready = await completeCacheSummary(out, plan).catch(() => null);
+  if (ready) return ready;
+  try {
+    await mkdir(out, { recursive: true });
+  } catch (e) {
+    throw new Error(`buildFrameCache: cannot create the cache folder ${out} (${(e as Error).message})`);
+  }
+  const warn = opts.onWarning ?? ((m: string) => console.warn(m));
   // Two runs building the same cache at once would interleave shard writes and indexes.
-  return withDirLock(opts.out, () => buildFrameCacheLocked(plan, opts, concurrency), { what: 'frame cache' });
+  return withDirLock(out, () => buildFrameCacheLocked(plan, { ...opts, onWarning: warn }, concurrency), {
+    what: 'frame cache',
+    onWait: (h, waited) => warn(`frame cache ${out}: ${waited ? `still waiting (${Math.round(waited / 1000)} s)` : 'waiting'} for ${describeHolder(h)}, which is building it`),
+    onTakeover: (h, why) => warn(`frame cache ${out}: took over the lock of ${describeHolder(h)}: ${why}`),
+  });
+}
+
+/**
+ * The summary of a build with nothing to do (a complete index of this plan, every shard
+ * current and intact), or null. Takes no lock and writes nothing, so a complete cache also
+ * serves from a read-only filesystem.
+ */
+async function completeCacheSummary(out: string, plan: FrameCachePlan): Promise<FrameCacheSummary | null> {
+  const index = await readIndex(path.join(out, INDEX), 'buildFrameCache');
+  if (!index || index.format !== FORMAT || !index.complete || !sameConfig(configOf(index), plan.config) || index.planned?.idsSha256 !== plan.idsSha256) return null;
+  const errors: ItemError[] = [];
+  let reused = 0;
+  for (const s of plan.shards) {
+    const file = await readShardFile(out, s.name);
+    if (!file || !(await shardCurrent(out, file, s))) return null;
+    errors.push(...file.errors);
+    reused += s.items.length;
+  }
+  return {
+    out, total: plan.total, decoded: 0, reused, changed: 0, retried: 0, corruptShards: [],
+    skipped: [...errors, ...plan.manifestErrors], padded: [], shards: plan.shards.length,
+  };
 }
 
 async function buildFrameCacheLocked(plan: FrameCachePlan, opts: BuildFrameCacheOptions, concurrency: number): Promise<FrameCacheSummary> {
   const out = path.resolve(opts.out);
-  const { committed } = await prepareFrameCache(out, plan);
+  const { committed, corrupt } = await prepareFrameCache(out, plan, { onWarning: opts.onWarning });
   const todo = plan.shards.filter((s) => !committed.has(s.number));
-  const reused = plan.shards.reduce((n, s) => n + (committed.has(s.number) ? s.items.length : 0), 0);
-  const todoItems = todo.reduce((n, s) => n + s.items.length, 0);
+  let reused = plan.shards.reduce((n, s) => n + (committed.has(s.number) ? s.items.length : 0), 0);
+  // A shard to rebuild may keep some of its items (unchanged sources, failures past their retry).
+  let todoItems = 0;
+  for (const s of todo) {
+    const file = await readShardFile(out, s.name);
+    const usable = file && (await shardIntact(path.join(out, `${s.name}.bin`), file.sha256)).ok ? file : null;
+    const decode = (await judgeItems(usable, s)).filter((v) => v.kind === 'decode').length;
+    todoItems += decode;
+    reused += s.items.length - decode;
+  }
   const padded: FrameCacheSummary['padded'] = [];
   let decoded = 0;
   let skipped = 0;
   let done = 0;
+  let changed = 0;
+  let retried = 0;
 
   // One ffmpeg pool across shards; a few shards in flight so the pool never waits on one
   // shard's last clip, and the index rewritten after each commit, one write at a time.
@@ -499,6 +735,8 @@ async function buildFrameCacheLocked(plan: FrameCachePlan, opts: BuildFrameCache
       },
     }).catch((e: Error) => { throw new Error(`buildFrameCache: writing ${shard.name} in ${out} failed: ${e.message}`); });
     padded.push(...r.padded);
+    changed += r.changed;
+    retried += r.retried;
     committed.set(shard.number, { items: shard.items.length - r.errors.length, errors: r.errors });
     indexWrite = indexWrite.then(() => writeFrameCacheIndex(out, plan, committed));
     await indexWrite;
@@ -507,7 +745,7 @@ async function buildFrameCacheLocked(plan: FrameCachePlan, opts: BuildFrameCache
   const order = new Map(plan.shards.flatMap((s) => s.items.map((it, i) => [it.id, s.number * plan.shardSize + i] as const)));
   padded.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
   return {
-    out, total: plan.total, decoded, reused,
+    out, total: plan.total, decoded, reused, changed, retried, corruptShards: corrupt,
     skipped: [...plan.shards.flatMap((s) => committed.get(s.number)?.errors ?? []), ...plan.manifestErrors],
     padded, shards: committed.size,
   };
@@ -545,26 +783,28 @@ export async function openFrameCache(dir: string): Promise<FrameCache> {
   if (typeof dir !== 'string' || !dir) throw new Error('openFrameCache: dir must be a folder path');
   const root = path.resolve(dir);
   const indexPath = path.join(root, INDEX);
-  let index: IndexFile;
+  let index: IndexFile | null;
   try {
-    index = JSON.parse(await readFile(indexPath, 'utf8')) as IndexFile;
+    index = await readIndex(indexPath, 'openFrameCache');
   } catch (e) {
-    throw new Error(`openFrameCache: ${indexPath} is missing or unreadable (${(e as Error).message}); build it with \`vlmargin frames\``);
+    if (/is corrupt/.test((e as Error).message)) throw e;
+    throw new Error(`openFrameCache: ${indexPath} is unreadable (${(e as Error).message}); build it with \`vlmargin frames\``);
   }
+  if (!index) throw new Error(`openFrameCache: ${indexPath} is missing; build the cache with \`vlmargin frames\``);
   if (index.format !== FORMAT || !SAMPLE_STRATEGIES.includes(index.strategy) || !(index.frames > 0) || !(index.size > 0)) {
     throw new Error(`openFrameCache: ${indexPath} is not a vlmargin frame cache index`);
   }
   const config = configOf(index);
   const clipBytes = config.frames * config.size * config.size * 3;
   const { shards } = await scanShards(root, false);
-  const where = new Map<string, { shard: string; meta: CachedClipMeta }>();
+  const where = new Map<string, { shard: string; sha256?: string; meta: CachedClipMeta }>();
   const errors: ItemError[] = [];
   for (const s of shards) {
     if (s.file.clipBytes !== clipBytes) throw new Error(`openFrameCache: ${path.join(root, `${s.name}.json`)} holds clips of ${s.file.clipBytes} bytes, the index says ${clipBytes}`);
-    for (const it of s.file.items) where.set(it.id, { shard: path.join(root, `${s.name}.bin`), meta: it });
+    for (const it of s.file.items) where.set(it.id, { shard: path.join(root, `${s.name}.bin`), sha256: s.file.sha256, meta: it });
     errors.push(...s.file.errors);
   }
-  const lookup = (id: string): { shard: string; meta: CachedClipMeta } => {
+  const lookup = (id: string): { shard: string; sha256?: string; meta: CachedClipMeta } => {
     const w = where.get(id);
     if (!w) throw new Error(`frame cache ${root}: no clip with id ${JSON.stringify(id)}`);
     return w;
@@ -578,6 +818,10 @@ export async function openFrameCache(dir: string): Promise<FrameCache> {
     meta: (id) => lookup(id).meta,
     async get(id) {
       const w = lookup(id);
+      const check = await shardIntact(w.shard, w.sha256).catch((e: Error) => ({ ok: false, got: `unreadable: ${e.message}` }));
+      if (!check.ok) {
+        throw new Error(`frame cache ${w.shard} is corrupt (SHA-256 ${check.got}, its .json records ${w.sha256}); build the cache again (\`vlmargin frames\`, or rerun the pipeline) to decode its clips again`);
+      }
       const data = new Uint8Array(clipBytes);
       const fh = await open(w.shard, 'r');
       try {
