@@ -7,7 +7,7 @@
  *
  * Everything a run writes lives in `runs/NAME/`: checkpoints/, metrics.jsonl, eval.json.
  */
-import { access, mkdir, writeFile } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
