@@ -45,6 +45,28 @@ export const MsrvttDataSchema = z.object({
   allowOutsideRoot: z.boolean().default(false),
 }).strict();
 
+/** Meta-learned sample weighting (docs/DESIGN.md §6): the same block in pretraining and fine-tuning. */
+export const WeightingSchema = z.object({
+  method: z.enum(['none', 'mwn', 'l2rw']).default('none'),
+  /** 'heads': projections and logit scale take part in the virtual step (cheap); 'all': every parameter. */
+  metaScope: z.enum(['all', 'heads']).default('heads'),
+  /** Meta update every k steps (mwn); l2rw needs one every step. */
+  metaEvery: z.number().int().min(1).default(1),
+  /** α, the virtual step's learning rate. */
+  alpha: z.number().positive().max(10).default(0.1),
+  hidden: z.number().int().min(1).max(4096).default(100),
+  /** The weight net's Adam learning rate. */
+  lr: z.number().positive().max(1).default(1e-3),
+  metaBatchSize: z.number().int().min(2).default(32),
+  /**
+   * The meta set: a native JSONL manifest. Unset: the committed meta-data/default set for the
+   * default synthetic corpus, else the manifest's `meta` split.
+   */
+  metaManifest: z.string().optional(),
+}).strict().default({ method: 'none', metaScope: 'heads', metaEvery: 1, alpha: 0.1, hidden: 100, lr: 1e-3, metaBatchSize: 32 });
+
+export type WeightingConfig = z.infer<typeof WeightingSchema>;
+
 export const PretrainConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only')
     .refine((n) => !/^\.+$/.test(n), 'must not be only dots: "." and ".." name the working folder and its parent, not a run').default('default'),
@@ -53,20 +75,28 @@ export const PretrainConfigSchema = z.object({
   data: z.discriminatedUnion('kind', [synthData, ManifestDataSchema, MsrvttDataSchema]),
   frames: z.object({
     count: z.number().int().min(1).max(64).default(4),
-    size: z.number().int().min(8).max(512).default(32),
+    /** Frame side in pixels (default 32; with model.init, the model's image size). */
+    size: z.number().int().min(8).max(512).optional(),
     strategy: z.enum(['uniform', 'random', 'fps', 'head', 'tail']).default('uniform'),
     concurrency: z.number().int().min(1).max(64).default(2),
-  }).strict().default({ count: 4, size: 32, strategy: 'uniform', concurrency: 2 }),
+  }).strict().default({ count: 4, strategy: 'uniform', concurrency: 2 }),
   tokenizer: z.object({
     /** An existing Hugging Face tokenizer folder; without it one is built from the training captions. */
     dir: z.string().optional(),
     vocabSize: z.number().int().min(32).max(100000).default(1000),
     kind: z.enum(['wordpiece', 'bpe']).default('wordpiece'),
-    maxLen: z.number().int().min(4).max(512).default(24),
-  }).strict().default({ vocabSize: 1000, kind: 'wordpiece', maxLen: 24 }),
+    /** Tokens per caption (default 24; with model.init, the model's context length). */
+    maxLen: z.number().int().min(4).max(512).optional(),
+  }).strict().default({ vocabSize: 1000, kind: 'wordpiece' }),
   model: z.object({
     preset: z.enum(['tiny', 'small', 'base']).default('tiny'),
     temporalPooling: z.enum(['mean', 'transformer']).default('mean'),
+    /**
+     * Start from a Hugging Face CLIP folder (its shapes, tokenizer and frame normalisation) or a
+     * vlmargin checkpoint instead of random weights; `preset` and the tokenizer settings are then
+     * the model's.
+     */
+    init: z.string().optional(),
   }).strict().default({ preset: 'tiny', temporalPooling: 'mean' }),
   loss: z.object({
     /** μ of the subtractive angular margin, in radians; 0 is symmetric InfoNCE. */
@@ -108,24 +138,7 @@ export const PretrainConfigSchema = z.object({
     batchSize: z.number().int().min(1).default(64),
   }).strict().default({ batchSize: 64 }),
   /** Meta-learned sample weighting (docs/DESIGN.md §6). */
-  weighting: z.object({
-    method: z.enum(['none', 'mwn', 'l2rw']).default('none'),
-    /** 'heads': projections and logit scale take part in the virtual step (cheap); 'all': every parameter. */
-    metaScope: z.enum(['all', 'heads']).default('heads'),
-    /** Meta update every k steps (mwn); l2rw needs one every step. */
-    metaEvery: z.number().int().min(1).default(1),
-    /** α, the virtual step's learning rate. */
-    alpha: z.number().positive().max(10).default(0.1),
-    hidden: z.number().int().min(1).max(4096).default(100),
-    /** The weight net's Adam learning rate. */
-    lr: z.number().positive().max(1).default(1e-3),
-    metaBatchSize: z.number().int().min(2).default(32),
-    /**
-     * The meta set: a native JSONL manifest. Unset: the committed meta-data/default set for the
-     * default synthetic corpus, else the manifest's `meta` split.
-     */
-    metaManifest: z.string().optional(),
-  }).strict().default({ method: 'none', metaScope: 'heads', metaEvery: 1, alpha: 0.1, hidden: 100, lr: 1e-3, metaBatchSize: 32 }),
+  weighting: WeightingSchema,
 }).strict().superRefine((c, ctx) => {
   if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
     ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });

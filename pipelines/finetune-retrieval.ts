@@ -1,16 +1,19 @@
 /**
- * Fine-tunes a pretrained dual encoder on a downstream text↔video retrieval set, then
- * evaluates it on the downstream test split.
+ * Fine-tunes a dual encoder on a downstream text↔video retrieval set, then evaluates it on the
+ * downstream test split. The start (`model.init`, or `--init DIR`) is a Hugging Face CLIP folder
+ * (CLIP4Clip's recipe: meanP, or a temporal transformer that starts as the mean) or a vlmargin
+ * checkpoint.
  *
- *   node dist/pipelines/finetune-retrieval.js --config pipelines/configs/finetune-retrieval.json [--out runs/NAME]
+ *   node dist/pipelines/finetune-retrieval.js --config pipelines/configs/finetune-retrieval.json [--init DIR] [--out runs/NAME]
  *
- * The encoders learn at `train.encoderLrScale` × the heads' rate (projections, logit scale;
- * the temporal module counts as a head: it is new on top of the image encoder), or not at
- * all with `train.freezeEncoders`. The loss is the SAM contrastive loss. The run folder gets
+ * Three learning rates: `train.lr` for the new layers (the temporal module), × `encoderLrScale`
+ * for the towers, × `headLrScale` for the projections and logit scale; or the towers not at
+ * all with `train.freezeEncoders`. The loss is the SAM contrastive loss, plain or weighted by
+ * the meta-learner (`weighting`, the same block as pretraining). The run folder gets
  * checkpoints/ (evaluable with `vlmargin eval retrieval`), metrics.jsonl, and the test
  * split's eval.json / eval.md / PNG plots.
  */
-import { formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema } from './config.js';
+import { formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, WeightingSchema } from './config.js';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,12 +27,15 @@ import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
 import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { readCheckpointInfo, loadModel } from '../src/train/checkpointInfo.js';
+import { loadModel, readModelInfo } from '../src/train/checkpointInfo.js';
+import { MetaBatchCycler } from '../src/meta/metaBatches.js';
+import { WeightNet } from '../src/meta/weightNet.js';
+import { samStep } from './lib/samStep.js';
 import { evaluateCheckpointRetrieval, type RetrievalEvalReport } from './eval-retrieval.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import type { DualEncoderConfig } from '../src/nn/configs.js';
 import { encodeText, encodeVideo, paramGroup } from '../src/nn/dualEncoder.js';
-import { valueAndGradsOf, type Params } from '../src/nn/params.js';
+import type { Params } from '../src/nn/params.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
 import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
@@ -37,25 +43,36 @@ import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining } from '../src/train/trainer.js';
 
 // The pretraining data sources, less the folder keys: a fine-tune keeps its caches beside the data or in its run.
-const manifestData = ManifestDataSchema.omit({ dir: true, metaSplit: true });
+const manifestData = ManifestDataSchema.omit({ dir: true });
 const msrvttData = MsrvttDataSchema.omit({ dir: true });
 
 export const FinetuneRetrievalConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-retrieval'),
   seed: z.number().int().min(0).default(1),
   backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
-  /** A checkpoint folder, or a run folder (its newest checkpoint). */
-  checkpoint: z.string(),
+  model: z.object({
+    /** A Hugging Face CLIP folder, a vlmargin checkpoint folder, or a run folder (its newest checkpoint). */
+    init: z.string(),
+    /** On top of a CLIP folder: meanP, or a temporal transformer that starts as the mean. A checkpoint keeps its own. */
+    temporalPooling: z.enum(['mean', 'transformer']).default('mean'),
+    temporalLayers: z.number().int().min(1).max(12).default(4),
+  }).strict(),
+  frames: z.object({
+    /** Frames per clip (default: the checkpoint's, or 12 from a CLIP folder). */
+    count: z.number().int().min(1).max(64).optional(),
+  }).strict().default({}),
   data: z.discriminatedUnion('kind', [manifestData, msrvttData]),
   /** Frame cache folder (default: beside the manifest in .vlmargin/, or <run>/frames for MSR-VTT). */
   framesDir: z.string().optional(),
   train: z.object({
     steps: z.number().int().min(1).default(100),
     batchSize: z.number().int().min(2).default(16),
-    /** Learning rate of the heads. */
+    /** Learning rate of the new layers (the temporal module). */
     lr: z.number().positive().max(1).default(1e-3),
-    /** Encoder rate = lr × encoderLrScale. */
+    /** Tower (encoder) rate = lr × encoderLrScale. */
     encoderLrScale: z.number().positive().max(1).default(0.1),
+    /** Projection and logit-scale rate = lr × headLrScale. */
+    headLrScale: z.number().positive().max(1).default(1),
     /** Only the heads (projections, temporal module, logit scale) get gradients. */
     freezeEncoders: z.boolean().default(false),
     minLr: z.number().min(0).default(0),
@@ -65,7 +82,7 @@ export const FinetuneRetrievalConfigSchema = z.object({
     checkpointEvery: z.number().int().min(0).default(50),
     keepCheckpoints: z.number().int().min(1).default(2),
   }).strict().default({
-    steps: 100, batchSize: 16, lr: 1e-3, encoderLrScale: 0.1, freezeEncoders: false, minLr: 0, warmupSteps: 5,
+    steps: 100, batchSize: 16, lr: 1e-3, encoderLrScale: 0.1, headLrScale: 1, freezeEncoders: false, minLr: 0, warmupSteps: 5,
     weightDecay: 0.05, clipNorm: 1, checkpointEvery: 50, keepCheckpoints: 2,
   }),
   loss: z.object({
@@ -77,7 +94,13 @@ export const FinetuneRetrievalConfigSchema = z.object({
     batchSize: z.number().int().min(1).default(64),
     dsl: z.boolean().default(false),
   }).strict().default({ batchSize: 64, dsl: false }),
-}).strict();
+  /** Meta-learned sample weighting; the meta set is `weighting.metaManifest`, else the manifest's `meta` split. */
+  weighting: WeightingSchema,
+}).strict().superRefine((c, ctx) => {
+  if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
+    ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });
+  }
+});
 
 export type FinetuneRetrievalConfig = z.infer<typeof FinetuneRetrievalConfigSchema>;
 
@@ -88,7 +111,14 @@ export function parseFinetuneRetrievalConfig(raw: unknown, source = 'config'): F
   return r.data;
 }
 
-export interface DownstreamData { train: ManifestEntry[]; test: ManifestEntry[]; source: string; framesRoot: string }
+export interface DownstreamData {
+  train: ManifestEntry[];
+  test: ManifestEntry[];
+  /** The manifest's meta split (empty for MSR-VTT: give weighting.metaManifest). */
+  meta: ManifestEntry[];
+  source: string;
+  framesRoot: string;
+}
 
 /** The downstream splits of a native manifest or an MSR-VTT layout. */
 export async function loadDownstream(d: FinetuneRetrievalConfig['data'], runDir: string): Promise<DownstreamData> {
@@ -98,22 +128,25 @@ export async function loadDownstream(d: FinetuneRetrievalConfig['data'], runDir:
     const test = m.entries.filter((e) => e.split === d.testSplit);
     if (!train.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.trainSplit}' (data.trainSplit)`);
     if (!test.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.testSplit}' (data.testSplit)`);
-    return { train, test, source: path.resolve(d.manifest), framesRoot: path.join(path.dirname(path.resolve(d.manifest)), '.vlmargin') };
+    const meta = m.entries.filter((e) => e.split === d.metaSplit);
+    return { train, test, meta, source: path.resolve(d.manifest), framesRoot: path.join(path.dirname(path.resolve(d.manifest)), '.vlmargin') };
   }
   const train = await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'train', allowOutsideRoot: d.allowOutsideRoot });
   const test = d.testCsv
     ? await readMsrvtt1kA(d.testCsv, { videoDir: d.videoDir, allowOutsideRoot: d.allowOutsideRoot })
     : await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'test', allowOutsideRoot: d.allowOutsideRoot });
-  return { train: train.entries, test: test.entries, source: path.resolve(d.testCsv ?? d.annotations), framesRoot: runDir };
+  return { train: train.entries, test: test.entries, meta: [], source: path.resolve(d.testCsv ?? d.annotations), framesRoot: runDir };
 }
 
 export interface FixedBatch { frames: tf.Tensor; ids: tf.Tensor2D; mask: tf.Tensor2D }
 
 /** The first `n` usable entries (first caption each) as one batch, for before/after loss comparisons. */
-export async function fixedBatch(cache: FrameCache, entries: ManifestEntry[], tok: Tokenizer, maxLen: number, n: number): Promise<FixedBatch> {
+export async function fixedBatch(
+  cache: FrameCache, entries: ManifestEntry[], tok: Tokenizer, maxLen: number, n: number, norm: { mean?: readonly number[]; std?: readonly number[] } = {},
+): Promise<FixedBatch> {
   const chosen = entries.filter((e) => cache.has(e.id)).slice(0, n);
   if (chosen.length < 2) throw new Error(`fixedBatch: need at least 2 cached entries, got ${chosen.length}`);
-  const { data, shape } = await readNormalizedClips(cache, chosen.map((e) => e.id));
+  const { data, shape } = await readNormalizedClips(cache, chosen.map((e) => e.id), norm);
   const enc = tok.encode(chosen.map((e) => e.captions[0]), maxLen);
   return {
     frames: tf.tensor(data, shape),
@@ -158,6 +191,17 @@ function samLossOf(params: Params, cfg: DualEncoderConfig, b: FixedBatch, loss: 
   });
 }
 
+/**
+ * A parameter's learning-rate factor: the towers at `encoderLrScale`, the projections and logit
+ * scale at `headLrScale`, the new layers (temporal module) at 1.
+ *
+ * @example lrScaleOf('video.blocks.0.ln_1.weight', { encoderLrScale: 0.001, headLrScale: 0.001 }) // 0.001
+ */
+export function lrScaleOf(name: string, train: Pick<FinetuneRetrievalConfig['train'], 'encoderLrScale' | 'headLrScale'>): number {
+  const g = paramGroup(name).group;
+  return g === 'encoder' ? train.encoderLrScale : g === 'head' ? train.headLrScale : 1;
+}
+
 /** Names the optimiser updates: all, or only the heads (and the temporal module) when encoders are frozen. */
 export function trainableNames(names: string[], freezeEncoders: boolean): string[] {
   return freezeEncoders ? names.filter((n) => paramGroup(n).group !== 'encoder') : names;
@@ -175,6 +219,17 @@ export interface FinetuneRetrievalResult {
   wallSeconds: number;
 }
 
+/** The meta set of the weighting step: `weighting.metaManifest`, else the manifest's meta split. */
+async function loadFinetuneMetaSet(cfg: FinetuneRetrievalConfig, data: DownstreamData): Promise<ManifestEntry[]> {
+  if (cfg.weighting.metaManifest) {
+    const m = await readManifest(cfg.weighting.metaManifest, { allowOutsideRoot: true });
+    if (!m.entries.length) throw new Error(`weighting.metaManifest ${path.resolve(cfg.weighting.metaManifest)}: no usable entries (${m.errors.length} errors)`);
+    return m.entries;
+  }
+  if (!data.meta.length) throw new Error(`weighting: no meta set: set weighting.metaManifest (a small clean JSONL manifest), or give the manifest a '${cfg.data.kind === 'manifest' ? cfg.data.metaSplit : 'meta'}' split`);
+  return data.meta;
+}
+
 /** Runs one fine-tuning job and evaluates it on the downstream test split. */
 export async function runFinetuneRetrieval(
   cfg: FinetuneRetrievalConfig, opts: { out?: string; backend?: string; quiet?: boolean } = {},
@@ -184,11 +239,18 @@ export async function runFinetuneRetrieval(
   await mkdir(runDir, { recursive: true });
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   const backend = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
-  const info = await readCheckpointInfo(cfg.checkpoint);
-  log(`from ${info.dir} (step ${info.step}); backend ${backend.name}`);
+  const info = await readModelInfo(cfg.model.init, {
+    frames: cfg.frames.count, batchSize: cfg.eval.batchSize,
+    temporal: { pooling: cfg.model.temporalPooling, layers: cfg.model.temporalLayers },
+  });
+  if (info.kind === 'checkpoint' && cfg.frames.count !== undefined && cfg.frames.count !== info.frames.count) {
+    throw new Error(`frames.count ${cfg.frames.count}: the checkpoint ${info.dir} was trained on ${info.frames.count} frames per clip; leave frames.count unset to use them`);
+  }
+  log(`from ${info.kind === 'clip' ? `CLIP folder ${info.dir} (${info.model.temporal.pooling === 'mean' ? 'meanP' : 'temporal transformer started as the mean'})` : `${info.dir} (step ${info.step})`}; backend ${backend.name}`);
   const data = await loadDownstream(cfg.data, runDir);
+  const metaSet = cfg.weighting.method === 'none' ? [] : await loadFinetuneMetaSet(cfg, data);
   const framesDir = path.resolve(cfg.framesDir ?? path.join(data.framesRoot, frameCacheDirName({ frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed })));
-  const summary = await buildFrameCache([...data.train, ...data.test], {
+  const summary = await buildFrameCache([...data.train, ...data.test, ...metaSet], {
     out: framesDir, frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed,
   });
   log(`frame cache ${framesDir}: ${summary.decoded} decoded, ${summary.reused} reused, ${summary.skipped.length} skipped`);
@@ -198,6 +260,11 @@ export async function runFinetuneRetrieval(
   if (trainEntries.length < cfg.train.batchSize) {
     throw new Error(`downstream train split has ${trainEntries.length} decodable videos, fewer than train.batchSize ${cfg.train.batchSize}`);
   }
+  const metaEntries = metaSet.filter((e) => cache.has(e.id));
+  if (cfg.weighting.method !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
+    throw new Error(`weighting: the meta set has ${metaEntries.length} decodable pairs, fewer than weighting.metaBatchSize ${cfg.weighting.metaBatchSize}`);
+  }
+  const norm = info.preprocess;
 
   const store = await loadModel(info, cfg.seed);
   const params = store.snapshot();
@@ -205,45 +272,56 @@ export async function runFinetuneRetrieval(
   const trainable = Object.fromEntries(names.map((n) => [n, params[n] as tf.Variable]));
   const optimizer = new AdamW(trainable, {
     lr: cfg.train.lr, weightDecay: cfg.train.weightDecay,
-    groups: (name) => {
-      const g = paramGroup(name);
-      return { lrScale: g.group === 'encoder' ? cfg.train.encoderLrScale : 1, weightDecay: g.decay ? cfg.train.weightDecay : 0 };
-    },
+    groups: (name) => ({ lrScale: lrScaleOf(name, cfg.train), weightDecay: paramGroup(name).decay ? cfg.train.weightDecay : 0 }),
   });
-  const probe = await fixedBatch(cache, trainEntries, tok, info.maxLen, cfg.train.batchSize);
+  const probe = await fixedBatch(cache, trainEntries, tok, info.maxLen, cfg.train.batchSize, norm);
   const lossBefore = await batchLossAsync(params, info.model, probe, cfg.loss);
   const table = encodeCaptions(trainEntries, (c) => tok.encode(c, info.maxLen));
-  const loader = new BatchLoader(cache, table, { batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id) });
+  const loader = new BatchLoader(cache, table, { batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), mean: norm.mean, std: norm.std });
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps: cfg.train.steps, minLr: cfg.train.minLr });
   const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet });
-  log(`${names.length} of ${Object.keys(params).length} tensors trainable (${cfg.train.freezeEncoders ? 'encoders frozen' : `encoders at ${cfg.train.encoderLrScale}× the head rate`}); ${trainEntries.length} train videos`);
+  const weightNet = cfg.weighting.method === 'mwn' ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed }) : undefined;
+  const metaCycler = cfg.weighting.method === 'none' ? undefined : new MetaBatchCycler(metaEntries.length, cfg.weighting.metaBatchSize, { seed: cfg.seed });
+  const nextMetaBatch = metaCycler ? async (): Promise<FixedBatch> => {
+    const chosen = metaCycler.next().map((i) => metaEntries[i]);
+    return fixedBatch(cache, chosen, tok, info.maxLen, chosen.length, norm);
+  } : undefined;
+  log(`${names.length} of ${Object.keys(params).length} tensors trainable (${cfg.train.freezeEncoders ? 'encoders frozen' : `encoders at ${cfg.train.encoderLrScale}×, heads at ${cfg.train.headLrScale}× the new layers' rate`}); ${trainEntries.length} train videos; weighting ${cfg.weighting.method}`);
 
   let training;
   try {
     training = await runTraining({
       runDir, params: params as Record<string, tf.Variable>, optimizer, schedule, totalSteps: cfg.train.steps,
       clipNorm: cfg.train.clipNorm, checkpointEvery: cfg.train.checkpointEvery, keepCheckpoints: cfg.train.keepCheckpoints,
-      config: { ...info.raw, finetune: cfg, from: { checkpoint: info.dir, step: info.step } },
+      config: { ...info.raw, preprocess: norm, finetune: cfg, from: { kind: info.kind, dir: info.dir, step: info.step } },
       logger, logitScaleName: 'logit_scale',
     }, {
-      computeGrads: async () => {
+      computeGrads: async (step) => {
         const batch = await loader.next();
         const frames = tf.tensor(batch.frames as Float32Array, batch.framesShape);
         const ids = tf.tensor2d(batch.ids, batch.textShape, 'int32');
         const mask = tf.tensor2d(batch.mask, batch.textShape, 'int32');
-        const { value, grads } = valueAndGradsOf((p) => {
-          const v = encodeVideo(p, frames, info.model);
-          const t = encodeText(p, ids, mask, info.model);
-          return samContrastiveLoss(v, t, { marginRad: cfg.loss.marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin }).loss as tf.Scalar;
-        }, params, names);
-        const loss = (await value.data())[0];
-        tf.dispose([value, frames, ids, mask]);
-        return { loss, grads, samples: batch.framesShape[0] };
+        try {
+          const r = await samStep({
+            modelCfg: info.model, params: params as Record<string, tf.Variable>, trainable: names, batch: { frames, ids, mask }, step,
+            marginRad: cfg.loss.marginRad, detachMargin: cfg.loss.detachMargin, weighting: cfg.weighting, weightNet, nextMetaBatch,
+          });
+          const extra: Record<string, number> = {};
+          if (r.weights) {
+            let lo = Infinity; let hi = -Infinity;
+            for (let i = 0; i < r.weights.length; i++) { lo = Math.min(lo, r.weights[i] * r.weights.length); hi = Math.max(hi, r.weights[i] * r.weights.length); }
+            Object.assign(extra, { weightMin: lo, weightMax: hi, metaLoss: r.metaLoss ?? NaN });
+          }
+          return { loss: r.loss, grads: r.grads, samples: batch.framesShape[0], extra };
+        } finally {
+          tf.dispose([frames, ids, mask]);
+        }
       },
       dataState: () => loader.state(),
     });
   } finally {
     optimizer.dispose();
+    weightNet?.dispose();
   }
   const lossAfter = await batchLossAsync(params, info.model, probe, cfg.loss);
   tf.dispose([probe.frames, probe.ids, probe.mask]);
@@ -257,20 +335,32 @@ export async function runFinetuneRetrieval(
   const wallSeconds = (performance.now() - t0) / 1000;
   const summaryFile = path.join(runDir, 'finetune.json');
   await writeFile(summaryFile, `${JSON.stringify({
-    from: { checkpoint: info.dir, step: info.step }, steps: training.step, stopped: training.stopped, lossBefore, lossAfter,
+    from: { kind: info.kind, dir: info.dir, step: info.step }, steps: training.step, stopped: training.stopped, lossBefore, lossAfter,
     trainableTensors: names.length, frozenTensors: frozen, backend: backend.name, wallSeconds, config: cfg,
     t2v: evalReport.t2v, v2t: evalReport.v2t,
   }, null, 2)}\n`);
   return { runDir, lossBefore, lossAfter, trainable: names.length, frozen, steps: training.step, eval: evalReport, wallSeconds };
 }
 
+/** The config with `model.init` set from `--init` (which wins over the file). */
+export function withInit(raw: unknown, init: string | undefined): unknown {
+  if (init === undefined) return raw;
+  if (init === '') throw new Error('--init: expected a Hugging Face CLIP folder or a checkpoint');
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const r = raw as Record<string, unknown>;
+  const model = r.model !== null && typeof r.model === 'object' && !Array.isArray(r.model) ? r.model as Record<string, unknown> : {};
+  return { ...r, model: { ...model, init } };
+}
+
 export async function main(argv = process.argv.slice(2)): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' }, quiet: { type: 'boolean', default: false } },
+    options: {
+      config: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' }, quiet: { type: 'boolean', default: false },
+    },
   });
   if (!values.config) throw new Error('--config: a finetune-retrieval JSON config is required (see pipelines/configs/finetune-retrieval.json)');
-  const cfg = await loadJsonConfig(values.config, parseFinetuneRetrievalConfig);
+  const cfg = await loadJsonConfig(values.config, (raw, source) => parseFinetuneRetrievalConfig(withInit(raw, values.init), source));
   const r = await runFinetuneRetrieval(cfg, { out: values.out, backend: values.backend, quiet: values.quiet });
   console.log(`fixed-batch loss ${r.lossBefore.toFixed(4)} → ${r.lossAfter.toFixed(4)} after ${r.steps} steps`);
   console.log(`test t2v R@1 ${r.eval.t2v.R1.toFixed(1)}, v2t R@1 ${r.eval.v2t.R1.toFixed(1)} (chance ${r.eval.chanceR1.toFixed(1)}); report ${r.eval.files.json}`);

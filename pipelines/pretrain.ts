@@ -3,7 +3,7 @@
  * subtractive angular margin contrastive loss → retrieval on the test split → eval.json.
  *
  *   npm run pretrain                                   # the default config on the built-in synthetic corpus
- *   node dist/pipelines/pretrain.js --config C [--data DIR] [--out runs/NAME] [--backend B] [--resume]
+ *   node dist/pipelines/pretrain.js --config C [--init DIR] [--data DIR] [--out runs/NAME] [--backend B] [--resume]
  *
  * Everything a run writes lives in `runs/NAME/`: checkpoints/, metrics.jsonl, eval.json.
  */
@@ -21,28 +21,30 @@ import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { metricsFromRanks, retrievalRanks, retrievalRanksV2T, type RetrievalMetrics } from '../src/eval/retrieval.js';
 import { conceptRecall, encodeTextEmbeddings, encodeVideoEmbeddings } from '../src/eval/retrievalEval.js';
-import { samContrastiveLoss } from '../src/margin/sam.js';
 import { weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
-import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
-import { l2rwStepAsync } from '../src/meta/l2rw.js';
+import type { DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
 import { MetaBatchCycler, type MetaCyclerState } from '../src/meta/metaBatches.js';
-import { isMetaStep, mwnStepAsync } from '../src/meta/metaStep.js';
 import { WeightNet } from '../src/meta/weightNet.js';
 import { DEFAULT_META_SET_DIR, readMetaSet } from '../src/data/metaSet.js';
 import { savePlot } from '../src/eval/plot.js';
 import { getConfig, type DualEncoderConfig } from '../src/nn/configs.js';
-import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
-import { valueAndGradsOf, type ParamStore, type Params } from '../src/nn/params.js';
+import { initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
+import type { ParamStore, Params } from '../src/nn/params.js';
 import { buildTokenizer, tokenizerKey } from '../src/text/buildTokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
 import { configChanges, configHash, loadLatestCheckpoint } from '../src/train/checkpoint.js';
+import { loadModel, readModelInfo, type CheckpointInfo } from '../src/train/checkpointInfo.js';
 import { writeFileAtomic } from '../src/util/atomicWrite.js';
 import { openRunFolder } from './runFolder.js';
 import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { describeOutOfMemory, runTraining, type MicroStep } from '../src/train/trainer.js';
+import { samStep } from './lib/samStep.js';
 import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
+
+/** Per-channel mean and std of the frames (absent: OpenAI CLIP's). */
+type Normalization = { mean?: readonly number[]; std?: readonly number[] };
 
 export interface PretrainOptions {
   /** Run folder (default runs/<config name>). */
@@ -128,7 +130,32 @@ async function loadData(cfg: PretrainConfig, dataDirOverride: string | undefined
   };
 }
 
-async function prepareTokenizer(cfg: PretrainConfig, splits: Splits, log: (m: string) => void): Promise<Tokenizer> {
+/** The config with the sizes a run needs filled in: frames.size and tokenizer.maxLen. */
+export type ResolvedPretrainConfig = PretrainConfig & {
+  frames: PretrainConfig['frames'] & { size: number };
+  tokenizer: PretrainConfig['tokenizer'] & { maxLen: number };
+};
+
+/** Frame size and caption length: the config's, else the start model's, else 32 px and 24 tokens. */
+export function resolvePretrainConfig(cfg: PretrainConfig, init: CheckpointInfo | undefined): ResolvedPretrainConfig {
+  if (init) {
+    if (cfg.frames.size !== undefined && cfg.frames.size !== init.frames.size) {
+      throw new Error(`frames.size ${cfg.frames.size}: the model in model.init (${init.dir}) takes ${init.frames.size} px frames; leave frames.size unset`);
+    }
+    if (cfg.tokenizer.dir) throw new Error(`tokenizer.dir: with model.init the model's own tokenizer (${init.tokenizerDir}) is used; remove tokenizer.dir`);
+    if (cfg.tokenizer.maxLen !== undefined && cfg.tokenizer.maxLen > init.model.text.contextLength) {
+      throw new Error(`tokenizer.maxLen ${cfg.tokenizer.maxLen}: the model in model.init has a context of ${init.model.text.contextLength} tokens`);
+    }
+  }
+  return {
+    ...cfg,
+    frames: { ...cfg.frames, size: init?.frames.size ?? cfg.frames.size ?? 32 },
+    tokenizer: { ...cfg.tokenizer, maxLen: cfg.tokenizer.maxLen ?? init?.maxLen ?? 24 },
+  };
+}
+
+async function prepareTokenizer(cfg: ResolvedPretrainConfig, splits: Splits, init: CheckpointInfo | undefined, log: (m: string) => void): Promise<Tokenizer> {
+  if (init) return loadTokenizer(init.tokenizerDir);
   if (cfg.tokenizer.dir) return loadTokenizer(path.resolve(cfg.tokenizer.dir));
   // Built from training captions only, so test captions never shape the vocabulary; the folder
   // is named by a hash of those captions and the options, so another corpus gets its own.
@@ -152,7 +179,7 @@ async function prepareTokenizer(cfg: PretrainConfig, splits: Splits, log: (m: st
  * against frames.size, and batch sizes against the number of listed videos (a run should not
  * decode a whole cache to then refuse its config).
  */
-function checkConfigBeforeWork(cfg: PretrainConfig): void {
+function checkConfigBeforeWork(cfg: ResolvedPretrainConfig): void {
   try {
     getConfig(cfg.model.preset, {
       vision: { imageSize: cfg.frames.size },
@@ -218,8 +245,8 @@ async function loadMetaSet(cfg: PretrainConfig, splits: Splits, log: (m: string)
 }
 
 /** Frames and tokens of `entries` (first caption each) as one batch of tensors; the caller disposes them. */
-async function batchOf(entries: ManifestEntry[], cache: FrameCache, tok: Tokenizer, maxLen: number): Promise<DualEncoderBatch> {
-  const { data, shape } = await readNormalizedClips(cache, entries.map((e) => e.id));
+async function batchOf(entries: ManifestEntry[], cache: FrameCache, tok: Tokenizer, maxLen: number, norm: Normalization): Promise<DualEncoderBatch> {
+  const { data, shape } = await readNormalizedClips(cache, entries.map((e) => e.id), norm);
   const enc = tok.encode(entries.map((e) => e.captions[0]), maxLen);
   return {
     frames: tf.tensor(data, shape),
@@ -228,7 +255,7 @@ async function batchOf(entries: ManifestEntry[], cache: FrameCache, tok: Tokeniz
   };
 }
 
-async function prepareFrames(cfg: PretrainConfig, splits: Splits, extra: ManifestEntry[], quiet: boolean, log: (m: string) => void): Promise<FrameCache> {
+async function prepareFrames(cfg: ResolvedPretrainConfig, splits: Splits, extra: ManifestEntry[], quiet: boolean, log: (m: string) => void): Promise<FrameCache> {
   const f = cfg.frames;
   const dir = path.join(splits.dataDir, frameCacheDirName({ frames: f.count, size: f.size, strategy: f.strategy, seed: cfg.seed }));
   let last = 0;
@@ -248,7 +275,8 @@ async function prepareFrames(cfg: PretrainConfig, splits: Splits, extra: Manifes
   return openFrameCache(dir);
 }
 
-function modelConfig(cfg: PretrainConfig, tok: Tokenizer): DualEncoderConfig {
+function modelConfig(cfg: ResolvedPretrainConfig, tok: Tokenizer, init: CheckpointInfo | undefined): DualEncoderConfig {
+  if (init) return init.model;
   return getConfig(cfg.model.preset, {
     vision: { imageSize: cfg.frames.size },
     text: { vocabSize: tok.vocabSize, contextLength: cfg.tokenizer.maxLen },
@@ -259,6 +287,7 @@ function modelConfig(cfg: PretrainConfig, tok: Tokenizer): DualEncoderConfig {
 /** Embeds the test split once and ranks captions against videos (t2v) and back (v2t). */
 export async function evaluateRetrieval(
   params: Params, modelCfg: DualEncoderConfig, cache: FrameCache, test: ManifestEntry[], tok: Tokenizer, maxLen: number, batchSize: number,
+  norm: Normalization = {},
 ): Promise<EvalReport> {
   const videos = test.filter((e) => cache.has(e.id));
   if (videos.length < 2) throw new Error(`evaluateRetrieval: only ${videos.length} test videos are in the frame cache; need at least 2`);
@@ -266,7 +295,7 @@ export async function evaluateRetrieval(
   const queryToVideo = Int32Array.from(videos.flatMap((v, j) => v.captions.map(() => j)));
   const d = modelCfg.embedDim;
   const nq = captions.length;
-  const videoEmb = await encodeVideoEmbeddings(params, modelCfg, cache, videos.map((v) => v.id), batchSize);
+  const videoEmb = await encodeVideoEmbeddings(params, modelCfg, cache, videos.map((v) => v.id), batchSize, norm);
   const textEmb = await encodeTextEmbeddings(params, modelCfg, tok, captions, maxLen, batchSize);
   const sim = tf.tidy(() => tf.matMul(tf.tensor2d(textEmb, [nq, d]), tf.tensor2d(videoEmb, [videos.length, d]), false, true));
   const dense = { data: await sim.data() as Float32Array, rows: nq, cols: videos.length };
@@ -296,34 +325,42 @@ function optimizerFor(store: ParamStore, cfg: PretrainConfig): AdamW {
 }
 
 /** Runs (or resumes) one pretraining job and returns its test-split retrieval figures. */
-export async function runPretrain(cfg: PretrainConfig, opts: PretrainOptions = {}): Promise<PretrainResult> {
+export async function runPretrain(rawCfg: PretrainConfig, opts: PretrainOptions = {}): Promise<PretrainResult> {
   const t0 = performance.now();
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
-  checkConfigBeforeWork(cfg);
+  const init = rawCfg.model.init
+    ? await readModelInfo(rawCfg.model.init, { frames: rawCfg.frames.count, temporal: { pooling: rawCfg.model.temporalPooling } })
+    : undefined;
+  const cfg = resolvePretrainConfig(rawCfg, init);
+  if (!init) checkConfigBeforeWork(cfg);
   const { runDir, release } = await openRunFolder(opts.out, cfg.name, log);
   try {
-    return await runPretrainIn(runDir, cfg, opts, t0, log);
+    return await runPretrainIn(runDir, cfg, init, opts, t0, log);
   } finally {
     await release();
   }
 }
 
-async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: PretrainOptions, t0: number, log: (m: string) => void): Promise<PretrainResult> {
+async function runPretrainIn(
+  runDir: string, cfg: ResolvedPretrainConfig, init: CheckpointInfo | undefined, opts: PretrainOptions, t0: number, log: (m: string) => void,
+): Promise<PretrainResult> {
   const backend: BackendChoice = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
   log(`backend: ${backend.name}${backend.skipped.length ? ` (passed over: ${backend.skipped.map((s) => s.name).join(', ')})` : ''}`);
 
+  if (init) log(`model.init: ${init.kind === 'clip' ? 'Hugging Face CLIP folder' : 'checkpoint'} ${init.dir}`);
+  const norm: Normalization = init?.preprocess ?? {};
   const splits = await loadData(cfg, opts.dataDir, log);
   if (splits.skipped.length) log(`${splits.skipped.length} manifest items skipped (first: ${splits.skipped[0].source}: ${splits.skipped[0].reason})`);
   const weighting = cfg.weighting.method;
   const metaEntriesAll = weighting === 'none' ? [] : await loadMetaSet(cfg, splits, log);
   checkSplitsBeforeWork(cfg, splits, metaEntriesAll);
-  const tok = await prepareTokenizer(cfg, splits, log);
+  const tok = await prepareTokenizer(cfg, splits, init, log);
   const cache = await prepareFrames(cfg, splits, metaEntriesAll, !!opts.quiet, log);
   const metaEntries = metaEntriesAll.filter((e) => cache.has(e.id));
   if (weighting !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
     throw new Error(`weighting: the meta set has ${metaEntries.length} decodable pairs, fewer than weighting.metaBatchSize ${cfg.weighting.metaBatchSize}`);
   }
-  const modelCfg = modelConfig(cfg, tok);
+  const modelCfg = modelConfig(cfg, tok, init);
   const maxLen = cfg.tokenizer.maxLen;
 
   const trainEntries = splits.train.filter((e) => cache.has(e.id));
@@ -332,7 +369,7 @@ async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: Pretrain
   }
   const table = encodeCaptions(trainEntries, (c) => tok.encode(c, maxLen));
 
-  const store = initDualEncoder(modelCfg, cfg.seed);
+  const store = init ? await loadModel(init, cfg.seed) : initDualEncoder(modelCfg, cfg.seed);
   const optimizer = optimizerFor(store, cfg);
   const weightNet = weighting === 'mwn'
     ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed })
@@ -371,7 +408,7 @@ async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: Pretrain
   /** Latest weight given to each training video (normalised so a batch's weights average 1). */
   const lastWeight = new Map<string, number>();
   const loader = new BatchLoader(cache, table, {
-    batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), resumeFrom,
+    batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), resumeFrom, mean: norm.mean, std: norm.std,
   });
   const totalSteps = cfg.train.steps ?? cfg.train.epochs * loader.batchesPerEpoch;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps, minLr: cfg.train.minLr });
@@ -387,7 +424,7 @@ async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: Pretrain
     accumSteps: cfg.train.accumSteps, clipNorm: cfg.train.clipNorm,
     evalEvery: cfg.train.evalEvery, checkpointEvery: cfg.train.checkpointEvery, keepCheckpoints: cfg.train.keepCheckpoints,
     maxNonFinite: cfg.train.maxNonFinite,
-    config: { pretrain: cfg, model: modelCfg, tokenizer: tok.dir },
+    config: { pretrain: cfg, model: modelCfg, tokenizer: tok.dir, ...(init ? { preprocess: init.preprocess, init: { kind: init.kind, dir: init.dir, step: init.step } } : {}) },
     configHash: configHash(cfg),
     maxNonFiniteRate: cfg.train.maxNonFiniteRate,
     logger, logitScaleName: 'logit_scale',
@@ -404,34 +441,20 @@ async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: Pretrain
         mask: tf.tensor2d(batch.mask, batch.textShape, 'int32'),
       };
       try {
-        if (weighting === 'none') {
-          const { value, grads } = valueAndGradsOf((p) => samContrastiveLoss(
-            encodeVideo(p, train.frames, modelCfg), encodeText(p, train.ids, train.mask, modelCfg),
-            { marginRad, logitScale: p.logit_scale, detachMargin: cfg.loss.detachMargin },
-          ).loss as tf.Scalar, params);
-          // Asynchronous reads on the step's path: webgpu in Node cannot read synchronously.
-          const loss = (await value.data())[0];
-          value.dispose();
-          return { loss, grads, samples: B, dataWaitMs, extra: { marginRad } };
-        }
-        const model = dualEncoderMetaModel(modelCfg, { marginRad, detachMargin: cfg.loss.detachMargin });
-        const wantMeta = weighting === 'l2rw' || isMetaStep(step, cfg.weighting.metaEvery);
-        const meta = wantMeta ? await batchOf(metaCycler!.next().map((i) => metaEntries[i]), cache, tok, maxLen) : undefined;
-        try {
-          const common = { model, params: params as Record<string, tf.Variable>, trainBatch: train, alpha: cfg.weighting.alpha, metaScope: cfg.weighting.metaScope };
-          const r = weighting === 'mwn'
-            ? await mwnStepAsync({ ...common, metaBatch: meta, weightNet: weightNet!, normalize: 'sum', step, metaEvery: cfg.weighting.metaEvery })
-            : await l2rwStepAsync({ ...common, metaBatch: meta! });
-          batch.videoId.forEach((id, i) => lastWeight.set(id, r.weights[i] * B));
-          let wMin = Infinity; let wMax = -Infinity;
-          for (const w of r.weights) { wMin = Math.min(wMin, w * B); wMax = Math.max(wMax, w * B); }
-          return {
-            loss: r.loss, grads: r.grads, samples: B, dataWaitMs,
-            extra: { marginRad, metaLoss: r.metaLoss ?? NaN, weightMin: wMin, weightMax: wMax },
-          };
-        } finally {
-          if (meta) tf.dispose([meta.frames, meta.ids, meta.mask]);
-        }
+        const r = await samStep({
+          modelCfg, params: params as Record<string, tf.Variable>, batch: train, step, marginRad, detachMargin: cfg.loss.detachMargin,
+          weighting: cfg.weighting, weightNet,
+          nextMetaBatch: metaCycler ? () => batchOf(metaCycler.next().map((i) => metaEntries[i]), cache, tok, maxLen, norm) : undefined,
+        });
+        if (!r.weights) return { loss: r.loss, grads: r.grads, samples: B, dataWaitMs, extra: { marginRad } };
+        const weights = r.weights;
+        batch.videoId.forEach((id, i) => lastWeight.set(id, weights[i] * B));
+        let wMin = Infinity; let wMax = -Infinity;
+        for (let i = 0; i < weights.length; i++) { wMin = Math.min(wMin, weights[i] * B); wMax = Math.max(wMax, weights[i] * B); }
+        return {
+          loss: r.loss, grads: r.grads, samples: B, dataWaitMs,
+          extra: { marginRad, metaLoss: r.metaLoss ?? NaN, weightMin: wMin, weightMax: wMax },
+        };
       } finally {
         tf.dispose([train.frames, train.ids, train.mask]);
       }
@@ -449,12 +472,12 @@ async function runPretrainIn(runDir: string, cfg: PretrainConfig, opts: Pretrain
       return out;
     },
     evaluate: async () => {
-      const r = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize);
+      const r = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize, norm);
       return { t2vR1: r.t2v.R1, v2tR1: r.v2t.R1, t2vR5: r.t2v.R5 };
     },
   });
 
-  const evalReport = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize);
+  const evalReport = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize, norm);
   const weightingOut = weighting === 'none' ? undefined : await reportWeighting(runDir, trainEntries, lastWeight, weightNet, log);
   const wallSeconds = (performance.now() - t0) / 1000;
   await writeJsonFile(path.join(runDir, 'eval.json'), {
@@ -546,6 +569,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     args: argv,
     options: {
       config: { type: 'string', default: 'default' },
+      init: { type: 'string' },
       data: { type: 'string' },
       out: { type: 'string' },
       backend: { type: 'string' },
@@ -556,6 +580,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     },
   });
   const cfg = await loadPretrainConfig(values.config!);
+  if (values.init !== undefined) cfg.model.init = values.init;
   let stopAfter: number | undefined;
   if (values['stop-after'] !== undefined) {
     stopAfter = Number(values['stop-after']);

@@ -4,7 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadJsonConfig } from '../pipelines/config.js';
-import { batchLoss, batchLossAsync, parseFinetuneRetrievalConfig, runFinetuneRetrieval, trainableNames } from '../pipelines/finetune-retrieval.js';
+import {
+  batchLoss, batchLossAsync, lrScaleOf, parseFinetuneRetrievalConfig, runFinetuneRetrieval, trainableNames, withInit,
+} from '../pipelines/finetune-retrieval.js';
+import { readModelInfo } from '../src/train/checkpointInfo.js';
 import { tf } from '../src/backend/tf.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
 import { getConfig } from '../src/nn/configs.js';
@@ -19,9 +22,9 @@ describe('finetune-retrieval config', () => {
   it('the shipped config validates; unknown keys and bad values name the key', async () => {
     const cfg = await loadJsonConfig(path.join(root, 'pipelines', 'configs', 'finetune-retrieval.json'), parseFinetuneRetrievalConfig);
     assert.equal(cfg.train.encoderLrScale, 0.1);
-    assert.throws(() => parseFinetuneRetrievalConfig({ checkpoint: 'c', data: { kind: 'manifest', manifest: 'm' }, train: { freeze: true } }, 'f.json'), /f\.json: invalid config[\s\S]*train/);
-    assert.throws(() => parseFinetuneRetrievalConfig({ data: { kind: 'manifest', manifest: 'm' } }, 'f.json'), /checkpoint/);
-    assert.throws(() => parseFinetuneRetrievalConfig({ checkpoint: 'c', data: { kind: 'manifest', manifest: 'm' }, train: { encoderLrScale: 2 } }), /train\.encoderLrScale/);
+    assert.throws(() => parseFinetuneRetrievalConfig({ model: { init: 'c' }, data: { kind: 'manifest', manifest: 'm' }, train: { freeze: true } }, 'f.json'), /f\.json: invalid config[\s\S]*train/);
+    assert.throws(() => parseFinetuneRetrievalConfig({ data: { kind: 'manifest', manifest: 'm' } }, 'f.json'), /model/);
+    assert.throws(() => parseFinetuneRetrievalConfig({ model: { init: 'c' }, data: { kind: 'manifest', manifest: 'm' }, train: { encoderLrScale: 2 } }), /train\.encoderLrScale/);
   });
 
   it('frozen encoders leave only the heads and the temporal module trainable', () => {
@@ -46,7 +49,7 @@ describe('finetune-retrieval pipeline', function () {
   after(async () => { await rm(tmp, { recursive: true, force: true }); });
 
   const base = () => ({
-    checkpoint: run.runDir, backend: 'wasm', seed: 2,
+    model: { init: run.runDir }, backend: 'wasm', seed: 2,
     data: { kind: 'manifest', manifest: downstream },
     train: { steps: 8, batchSize: 8, lr: 0.003, encoderLrScale: 0.1, warmupSteps: 1, checkpointEvery: 0 },
     eval: { batchSize: 16 },
@@ -83,6 +86,58 @@ describe('finetune-retrieval pipeline', function () {
     assert.ok(encoders > 0);
     assert.ok(!bytes(before, 'video.proj.weight').equals(bytes(after, 'video.proj.weight')), 'video.proj.weight did not move');
     assert.ok(r.lossAfter < r.lossBefore, `loss ${r.lossBefore} → ${r.lossAfter}`);
+  });
+});
+
+describe('finetune-retrieval from a Hugging Face CLIP folder', function () {
+  this.timeout(180000);
+  let tmp: string;
+  let downstream: string;
+  const clipDir = path.join(root, 'test', 'fixtures', 'clip-tiny');
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-ft-clip-'));
+    const d = await generateSynthCorpus({ out: path.join(tmp, 'downstream'), videos: 36, seed: 11, size: 32, frames: 8, noise: 0.3, imbalance: 1 });
+    downstream = d.manifestPath;
+  });
+  after(async () => { await rm(tmp, { recursive: true, force: true }); });
+
+  for (const method of ['mwn', 'l2rw'] as const) {
+    it(`${method}: the folder's shapes, tokenizer and normalisation, a temporal transformer from the mean, the loss goes down`, async () => {
+      const out = path.join(tmp, `ft-${method}`);
+      const cfg = parseFinetuneRetrievalConfig({
+        model: { init: clipDir, temporalPooling: 'transformer', temporalLayers: 1 }, frames: { count: 4 }, backend: 'wasm', seed: 3,
+        data: { kind: 'manifest', manifest: downstream },
+        train: { steps: 6, batchSize: 8, lr: 0.003, encoderLrScale: 0.1, headLrScale: 0.3, warmupSteps: 1, checkpointEvery: 0 },
+        weighting: { method, metaBatchSize: 6, hidden: 16 },
+        eval: { batchSize: 16 },
+      });
+      const before = tf.memory().numTensors;
+      const r = await runFinetuneRetrieval(cfg, { out, quiet: true });
+      assert.equal(tf.memory().numTensors, before);
+      assert.equal(r.steps, 6);
+      assert.ok(r.lossAfter < r.lossBefore, `loss ${r.lossBefore} → ${r.lossAfter}`);
+      const metrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.step !== undefined && m.weightMin !== undefined);
+      assert.ok(metrics.length > 0, 'no weighted step was logged');
+      // The saved checkpoint reads back as a model with the CLIP folder's settings.
+      const info = await readModelInfo(out);
+      assert.equal(info.kind, 'checkpoint');
+      assert.equal(info.maxLen, 16);
+      assert.deepEqual(info.preprocess.mean, [0.5, 0.4, 0.3]);
+      assert.equal(info.model.temporal.pooling, 'transformer');
+      assert.equal(info.tokenizerDir, clipDir);
+    });
+  }
+
+  it('--init sets model.init over the file; learning-rate factors per group', () => {
+    const cfg = parseFinetuneRetrievalConfig(withInit({ model: { init: 'a', temporalPooling: 'transformer' }, data: { kind: 'manifest', manifest: 'm' } }, 'b'));
+    assert.equal(cfg.model.init, 'b');
+    assert.equal(cfg.model.temporalPooling, 'transformer');
+    assert.equal(parseFinetuneRetrievalConfig(withInit({ data: { kind: 'manifest', manifest: 'm' } }, 'c')).model.init, 'c');
+    const train = { encoderLrScale: 0.001, headLrScale: 0.01 };
+    assert.equal(lrScaleOf('text.blocks.3.mlp.fc1.weight', train), 0.001);
+    assert.equal(lrScaleOf('video.proj.weight', train), 0.01);
+    assert.equal(lrScaleOf('logit_scale', train), 0.01);
+    assert.equal(lrScaleOf('video.temporal.blocks.0.attn.qkv.weight', train), 1);
   });
 });
 

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadPretrainConfig, marginAt, parsePretrainConfig } from '../pipelines/config.js';
+import { resolvePretrainConfig, runPretrain } from '../pipelines/pretrain.js';
+import { readModelInfo } from '../src/train/checkpointInfo.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const script = path.join(root, 'dist', 'pipelines', 'pretrain.js');
@@ -155,5 +157,43 @@ describe('pretrain pipeline end to end', function () {
     const second = await run(['--config', configPath, '--out', out, '--quiet', '--resume']).done;
     assert.equal(second.code, 0, second.err);
     assert.equal(JSON.parse(await readFile(path.join(out, 'eval.json'), 'utf8')).steps, 24);
+  });
+});
+
+describe('pretrain from a Hugging Face CLIP folder (model.init)', function () {
+  this.timeout(120000);
+  const clipDir = path.join(root, 'test', 'fixtures', 'clip-tiny');
+
+  it('takes the folder\'s shapes, tokenizer, frame size and normalisation, and writes them into its checkpoints', async () => {
+    const tmp = await mkdtemp(path.join(os.tmpdir(), 'vlmargin-pretrain-clip-'));
+    const cfg = parsePretrainConfig({
+      name: 'from-clip', seed: 2, backend: 'wasm',
+      data: { kind: 'synth', dir: path.join(tmp, 'data'), videos: 40, noise: 0, imbalance: 1, seed: 5, size: 32, frames: 8 },
+      frames: { count: 2 },
+      model: { init: clipDir },
+      train: { steps: 3, batchSize: 8, lr: 0.002, warmupSteps: 1, checkpointEvery: 3, keepCheckpoints: 1 },
+      eval: { batchSize: 16 },
+    });
+    const r = await runPretrain(cfg, { out: path.join(tmp, 'run'), quiet: true });
+    assert.equal(r.steps, 3);
+    const info = await readModelInfo(r.runDir);
+    await rm(tmp, { recursive: true, force: true });
+    assert.equal(info.model.vision.width, 32);
+    assert.equal(info.model.text.vocabSize, 622);
+    assert.equal(info.frames.size, 32);
+    assert.equal(info.maxLen, 16);
+    assert.equal(info.tokenizerDir, clipDir);
+    assert.deepEqual(info.preprocess.std, [0.2, 0.25, 0.3]);
+  });
+
+  it('refuses settings that contradict the model, naming the key', async () => {
+    const init = await readModelInfo(clipDir);
+    const base = { data: { kind: 'synth' }, model: { init: clipDir } };
+    assert.throws(() => resolvePretrainConfig(parsePretrainConfig({ ...base, frames: { size: 64 } }), init), /frames\.size 64[\s\S]*32 px/);
+    assert.throws(() => resolvePretrainConfig(parsePretrainConfig({ ...base, tokenizer: { dir: 'tok' } }), init), /tokenizer\.dir/);
+    assert.throws(() => resolvePretrainConfig(parsePretrainConfig({ ...base, tokenizer: { maxLen: 40 } }), init), /tokenizer\.maxLen 40[\s\S]*16 tokens/);
+    const plain = resolvePretrainConfig(parsePretrainConfig({ data: { kind: 'synth' } }), undefined);
+    assert.equal(plain.frames.size, 32);
+    assert.equal(plain.tokenizer.maxLen, 24);
   });
 });

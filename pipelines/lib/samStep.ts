@@ -1,0 +1,77 @@
+/**
+ * One training step's gradients of the SAM loss on a dual encoder, plain or weighted by the
+ * meta-learner (MW-Net or L2RW, docs/DESIGN.md §6): what pretraining and fine-tuning share.
+ */
+import { tf } from '../../src/backend/tf.js';
+import { samContrastiveLoss } from '../../src/margin/sam.js';
+import { dualEncoderMetaModel, type DualEncoderBatch } from '../../src/meta/dualEncoderModel.js';
+import { l2rwStepAsync } from '../../src/meta/l2rw.js';
+import { isMetaStep, mwnStepAsync } from '../../src/meta/metaStep.js';
+import type { WeightNet } from '../../src/meta/weightNet.js';
+import type { DualEncoderConfig } from '../../src/nn/configs.js';
+import { encodeText, encodeVideo } from '../../src/nn/dualEncoder.js';
+import { valueAndGradsOf } from '../../src/nn/params.js';
+import type { WeightingConfig } from '../config.js';
+
+export interface SamStepArgs {
+  modelCfg: DualEncoderConfig;
+  params: Record<string, tf.Variable>;
+  /** Parameters that get gradients (default all); a weighted step computes all and drops the rest. */
+  trainable?: string[];
+  batch: DualEncoderBatch;
+  step: number;
+  marginRad: number;
+  detachMargin: boolean;
+  weighting: WeightingConfig;
+  /** The MW-Net (method `mwn`). */
+  weightNet?: WeightNet;
+  /** The next meta batch (methods `mwn` and `l2rw`); the step disposes it. */
+  nextMetaBatch?: () => Promise<DualEncoderBatch>;
+}
+
+export interface SamStepResult {
+  loss: number;
+  grads: Record<string, tf.Tensor>;
+  /** Per-sample weights of the batch, normalised to sum 1 (weighted steps only). */
+  weights?: ArrayLike<number>;
+  /** Mean SAM loss of the meta batch at θ′ (steps that took a meta step). */
+  metaLoss?: number;
+}
+
+/**
+ * Gradients of the batch's SAM loss: the plain mean, or the meta-learner's weighted sum.
+ *
+ * @example const r = await samStep({ modelCfg, params, batch, step, marginRad: 0.01, detachMargin: false, weighting });
+ */
+export async function samStep(a: SamStepArgs): Promise<SamStepResult> {
+  const method = a.weighting.method;
+  if (method === 'none') {
+    const { value, grads } = valueAndGradsOf((p) => samContrastiveLoss(
+      encodeVideo(p, a.batch.frames, a.modelCfg), encodeText(p, a.batch.ids, a.batch.mask, a.modelCfg),
+      { marginRad: a.marginRad, logitScale: p.logit_scale, detachMargin: a.detachMargin },
+    ).loss as tf.Scalar, a.params, a.trainable);
+    // Asynchronous reads on the step's path: webgpu in Node cannot read synchronously.
+    const loss = (await value.data())[0];
+    value.dispose();
+    return { loss, grads };
+  }
+  const model = dualEncoderMetaModel(a.modelCfg, { marginRad: a.marginRad, detachMargin: a.detachMargin });
+  const wantMeta = method === 'l2rw' || isMetaStep(a.step, a.weighting.metaEvery);
+  if (wantMeta && !a.nextMetaBatch) throw new Error(`samStep: weighting '${method}' needs meta batches (nextMetaBatch)`);
+  const meta = wantMeta ? await a.nextMetaBatch!() : undefined;
+  try {
+    const common = { model, params: a.params, trainBatch: a.batch, alpha: a.weighting.alpha, metaScope: a.weighting.metaScope };
+    const r = method === 'mwn'
+      ? await mwnStepAsync({ ...common, metaBatch: meta, weightNet: a.weightNet!, normalize: 'sum', step: a.step, metaEvery: a.weighting.metaEvery })
+      : await l2rwStepAsync({ ...common, metaBatch: meta! });
+    let grads = r.grads;
+    if (a.trainable) {
+      const keep = new Set(a.trainable);
+      grads = Object.fromEntries(Object.entries(r.grads).filter(([n]) => keep.has(n)));
+      tf.dispose(Object.entries(r.grads).filter(([n]) => !keep.has(n)).map(([, g]) => g));
+    }
+    return { loss: r.loss, grads, weights: r.weights, metaLoss: r.metaLoss ?? undefined };
+  } finally {
+    if (meta) tf.dispose([meta.frames, meta.ids, meta.mask]);
+  }
+}
