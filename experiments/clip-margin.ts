@@ -4,7 +4,8 @@
  * loss goes to ~0 while retrieval stays at chance (docs/RESULTS.md, "What we found about the
  * margin").
  *
- *   node dist/experiments/clip-margin.js [--init test/fixtures/clip-tiny] [--margins 0,0.01,0.03,0.1] [--steps 150] [--out runs/clip-margin]
+ *   node dist/experiments/clip-margin.js [--init test/fixtures/clip-tiny] [--margins 0,0.01,0.03,0.1] [--steps 150]
+ *     [--lr 0.001] [--encoder-lr-scale 0.1] [--out runs/clip-margin]
  *
  * Writes <out>/summary.json and prints one table row per μ.
  */
@@ -21,6 +22,8 @@ async function main(): Promise<void> {
       margins: { type: 'string', default: '0,0.01,0.03,0.1' },
       steps: { type: 'string', default: '150' },
       seed: { type: 'string', default: '1' },
+      lr: { type: 'string', default: '0.001' },
+      'encoder-lr-scale': { type: 'string', default: '0.1' },
       out: { type: 'string', default: 'runs/clip-margin' },
     },
   });
@@ -38,7 +41,7 @@ async function main(): Promise<void> {
       name: `mu-${marginRad}`, seed, backend: 'wasm',
       model: { init: values.init }, frames: { count: 4 },
       data: { kind: 'manifest', manifest: corpus.manifestPath },
-      train: { steps, batchSize: 32, lr: 1e-3, encoderLrScale: 0.1, headLrScale: 1, warmupSteps: 10, checkpointEvery: 0 },
+      train: { steps, batchSize: 32, lr: Number(values.lr), encoderLrScale: Number(values['encoder-lr-scale']), headLrScale: 1, warmupSteps: 10, checkpointEvery: 0 },
       loss: { marginRad },
       eval: { batchSize: 64 },
     }, 'clip-margin');
@@ -50,7 +53,7 @@ async function main(): Promise<void> {
     rows.push(row);
     console.log(`μ ${marginRad}: fixed-batch loss ${r.lossBefore.toFixed(4)} → ${r.lossAfter.toFixed(4)}; t2v R@1 ${r.eval.t2v.R1.toFixed(1)} R@10 ${r.eval.t2v.R10.toFixed(1)}, v2t R@1 ${r.eval.v2t.R1.toFixed(1)} (chance ${r.eval.chanceR1.toFixed(1)}); ${r.wallSeconds.toFixed(0)} s`);
   }
-  await writeFile(path.join(out, 'summary.json'), `${JSON.stringify({ init: path.resolve(values.init!), steps, seed, rows }, null, 2)}\n`);
+  await writeFile(path.join(out, 'summary.json'), `${JSON.stringify({ init: path.resolve(values.init!), steps, seed, lr: Number(values.lr), encoderLrScale: Number(values['encoder-lr-scale']), rows }, null, 2)}\n`);
 }
 
 main().then(() => process.exit(0), (e: unknown) => { console.error(`clip-margin: ${(e as Error).message}`); process.exit(1); });

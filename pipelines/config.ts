@@ -39,7 +39,9 @@ export const MsrvttDataSchema = z.object({
   annotations: z.string(),
   /** Folder with `<video_id>.mp4`. */
   videoDir: z.string(),
-  /** Optional 1k-A test CSV (`key,vid_key,video_id,sentence`); without it the JSON's test split is used. */
+  /** `9k-1kA`: train on the 9k split (train + validate less the 1k-A videos), test on 1k-A; `full`: the JSON's train and test splits. */
+  protocol: z.enum(['9k-1kA', 'full']).default('9k-1kA'),
+  /** The 1k-A test list (`key,vid_key,video_id,sentence`); default `MSRVTT_JSFUSION_test.csv` beside the annotations. */
   testCsv: z.string().optional(),
   dir: z.string().default('data/msrvtt'),
   allowOutsideRoot: z.boolean().default(false),
@@ -66,6 +68,27 @@ export const WeightingSchema = z.object({
 }).strict().default({ method: 'none', metaScope: 'heads', metaEvery: 1, alpha: 0.1, hidden: 100, lr: 1e-3, metaBatchSize: 32 });
 
 export type WeightingConfig = z.infer<typeof WeightingSchema>;
+
+/** Caption sources (a manifest caption `{ "text", "source" }`): how often each is drawn in training. */
+export const CaptionsSchema = z.object({
+  /**
+   * Relative chance of a video's caption being drawn, by source (`human`, `generated`, …); a
+   * source not named weighs 1. Evaluation always uses human captions only.
+   */
+  sourceWeights: z.record(z.string(), z.number().min(0)).default({}),
+}).strict().default({ sourceWeights: {} });
+
+export type CaptionsConfig = z.infer<typeof CaptionsSchema>;
+
+/** The checks across the weighting and train blocks, shared by the pretrain and fine-tune schemas. */
+export function checkWeighting(c: { weighting: WeightingConfig; train: { captionsPerVideo: 'one' | 'all' } }, ctx: z.RefinementCtx): void {
+  if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
+    ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });
+  }
+  if (c.weighting.method !== 'none' && c.train.captionsPerVideo === 'all') {
+    ctx.addIssue({ code: 'custom', path: ['train', 'captionsPerVideo'], message: `the weighting net weighs one caption per video: use 'one' with weighting.method '${c.weighting.method}'` });
+  }
+}
 
 export const PretrainConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only')
@@ -99,8 +122,11 @@ export const PretrainConfigSchema = z.object({
     init: z.string().optional(),
   }).strict().default({ preset: 'tiny', temporalPooling: 'mean' }),
   loss: z.object({
-    /** μ of the subtractive angular margin, in radians; 0 is symmetric InfoNCE. */
-    marginRad: z.number().min(0).max(Math.PI / 2).default(0.1),
+    /**
+     * μ of the subtractive angular margin, in radians; 0 is symmetric InfoNCE. 0.1 collapses from
+     * random weights; 0.01 does not, from scratch or from CLIP (docs/RESULTS.md).
+     */
+    marginRad: z.number().min(0).max(Math.PI / 2).default(0.01),
     /**
      * Steps of plain InfoNCE before the margin starts, then steps over which μ ramps from 0.
      * From scratch, a margin on near-orthogonal random embeddings is satisfied by collapse
@@ -110,7 +136,7 @@ export const PretrainConfigSchema = z.object({
     marginStartStep: z.number().int().min(0).default(0),
     marginRampSteps: z.number().int().min(0).default(0),
     detachMargin: z.boolean().default(false),
-  }).strict().default({ marginRad: 0.1, marginStartStep: 0, marginRampSteps: 0, detachMargin: false }),
+  }).strict().default({ marginRad: 0.01, marginStartStep: 0, marginRampSteps: 0, detachMargin: false }),
   train: z.object({
     epochs: z.number().int().min(1).default(10),
     /** Overrides epochs when set. */
@@ -130,20 +156,19 @@ export const PretrainConfigSchema = z.object({
     maxNonFinite: z.number().int().min(1).default(5),
     /** Stop when more than this fraction of the last 50 steps were skipped as non-finite. */
     maxNonFiniteRate: z.number().gt(0).max(1).default(0.2),
+    /** `one`: a caption drawn per video per epoch; `all`: every caption of a video as a positive (SAM's groups; no weighting). */
+    captionsPerVideo: z.enum(['one', 'all']).default('one'),
   }).strict().default({
     epochs: 10, batchSize: 32, lr: 2e-3, encoderLrScale: 1, minLr: 0, warmupSteps: 20, weightDecay: 0.05,
-    clipNorm: 1, accumSteps: 1, evalEvery: 0, checkpointEvery: 50, keepCheckpoints: 3, maxNonFinite: 5, maxNonFiniteRate: 0.2,
+    clipNorm: 1, accumSteps: 1, evalEvery: 0, checkpointEvery: 50, keepCheckpoints: 3, maxNonFinite: 5, maxNonFiniteRate: 0.2, captionsPerVideo: 'one',
   }),
   eval: z.object({
     batchSize: z.number().int().min(1).default(64),
   }).strict().default({ batchSize: 64 }),
   /** Meta-learned sample weighting (docs/DESIGN.md §6). */
   weighting: WeightingSchema,
-}).strict().superRefine((c, ctx) => {
-  if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
-    ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });
-  }
-});
+  captions: CaptionsSchema,
+}).strict().superRefine((c, ctx) => checkWeighting(c, ctx));
 
 export type PretrainConfig = z.infer<typeof PretrainConfigSchema>;
 

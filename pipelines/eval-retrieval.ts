@@ -8,7 +8,7 @@ import { stat, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache } from '../src/data/frameCache.js';
-import { readManifest } from '../src/data/manifest.js';
+import { humanCaptions, readManifest } from '../src/data/manifest.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import type { Params } from '../src/nn/params.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
@@ -120,7 +120,8 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
     if (m.errors.length) log(`${m.errors.length} manifest lines skipped (first: line ${m.errors[0].line ?? '?'}: ${m.errors[0].reason})`);
     entries = m.entries;
   }
-  const wanted = pickSplit(entries, split, manifestPath, '--manifest');
+  // Generated captions train; only human ones are queries.
+  const wanted = humanCaptions(pickSplit(entries, split, manifestPath, '--manifest'));
   const batchSize = opts.batchSize ?? info.batchSize;
   const rescoring = opts.dsl ? 'dsl' : opts.qbnorm ? 'qbnorm' : 'none';
   const out = path.resolve(opts.out ?? path.join(home, 'eval', `${path.parse(manifestPath).name}-${split}${rescoring === 'none' ? '' : `-${rescoring}`}`));

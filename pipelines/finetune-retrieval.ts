@@ -13,7 +13,7 @@
  * checkpoints/ (evaluable with `vlmargin eval retrieval`), metrics.jsonl, and the test
  * split's eval.json / eval.md / PNG plots.
  */
-import { formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, WeightingSchema } from './config.js';
+import { CaptionsSchema, checkWeighting, formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, WeightingSchema } from './config.js';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -25,12 +25,12 @@ import { assertCanReadSync } from '../src/backend/readback.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
-import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
+import { readMsrvttSplits } from '../src/data/readers.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { loadModel, readModelInfo } from '../src/train/checkpointInfo.js';
 import { MetaBatchCycler } from '../src/meta/metaBatches.js';
 import { WeightNet } from '../src/meta/weightNet.js';
-import { samStep } from './lib/samStep.js';
+import { captionSourceTable, lossBySource, samStep } from './lib/samStep.js';
 import { evaluateCheckpointRetrieval, type RetrievalEvalReport } from './eval-retrieval.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import type { DualEncoderConfig } from '../src/nn/configs.js';
@@ -81,26 +81,25 @@ export const FinetuneRetrievalConfigSchema = z.object({
     clipNorm: z.number().min(0).default(1),
     checkpointEvery: z.number().int().min(0).default(50),
     keepCheckpoints: z.number().int().min(1).default(2),
+    /** `one`: a caption drawn per video per epoch; `all`: every caption of a video as a positive (SAM's groups; no weighting). */
+    captionsPerVideo: z.enum(['one', 'all']).default('one'),
   }).strict().default({
     steps: 100, batchSize: 16, lr: 1e-3, encoderLrScale: 0.1, headLrScale: 1, freezeEncoders: false, minLr: 0, warmupSteps: 5,
-    weightDecay: 0.05, clipNorm: 1, checkpointEvery: 50, keepCheckpoints: 2,
+    weightDecay: 0.05, clipNorm: 1, checkpointEvery: 50, keepCheckpoints: 2, captionsPerVideo: 'one',
   }),
   loss: z.object({
-    /** μ of the subtractive angular margin (radians); the model is already aligned, so no warm-up is needed. */
-    marginRad: z.number().min(0).max(Math.PI / 2).default(0.1),
+    /** μ of the subtractive angular margin (radians); 0.1 has collapsed fine-tunes, 0.01 has not (docs/RESULTS.md). */
+    marginRad: z.number().min(0).max(Math.PI / 2).default(0.01),
     detachMargin: z.boolean().default(false),
-  }).strict().default({ marginRad: 0.1, detachMargin: false }),
+  }).strict().default({ marginRad: 0.01, detachMargin: false }),
   eval: z.object({
     batchSize: z.number().int().min(1).default(64),
     dsl: z.boolean().default(false),
   }).strict().default({ batchSize: 64, dsl: false }),
   /** Meta-learned sample weighting; the meta set is `weighting.metaManifest`, else the manifest's `meta` split. */
   weighting: WeightingSchema,
-}).strict().superRefine((c, ctx) => {
-  if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
-    ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });
-  }
-});
+  captions: CaptionsSchema,
+}).strict().superRefine((c, ctx) => checkWeighting(c, ctx));
 
 export type FinetuneRetrievalConfig = z.infer<typeof FinetuneRetrievalConfigSchema>;
 
@@ -131,11 +130,8 @@ export async function loadDownstream(d: FinetuneRetrievalConfig['data'], runDir:
     const meta = m.entries.filter((e) => e.split === d.metaSplit);
     return { train, test, meta, source: path.resolve(d.manifest), framesRoot: path.join(path.dirname(path.resolve(d.manifest)), '.vlmargin') };
   }
-  const train = await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'train', allowOutsideRoot: d.allowOutsideRoot });
-  const test = d.testCsv
-    ? await readMsrvtt1kA(d.testCsv, { videoDir: d.videoDir, allowOutsideRoot: d.allowOutsideRoot })
-    : await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'test', allowOutsideRoot: d.allowOutsideRoot });
-  return { train: train.entries, test: test.entries, meta: [], source: path.resolve(d.testCsv ?? d.annotations), framesRoot: runDir };
+  const s = await readMsrvttSplits(d.annotations, { videoDir: d.videoDir, protocol: d.protocol, testCsv: d.testCsv, allowOutsideRoot: d.allowOutsideRoot });
+  return { train: s.train, test: s.test, meta: [], source: s.sources[0], framesRoot: runDir };
 }
 
 export interface FixedBatch { frames: tf.Tensor; ids: tf.Tensor2D; mask: tf.Tensor2D }
@@ -277,7 +273,11 @@ export async function runFinetuneRetrieval(
   const probe = await fixedBatch(cache, trainEntries, tok, info.maxLen, cfg.train.batchSize, norm);
   const lossBefore = await batchLossAsync(params, info.model, probe, cfg.loss);
   const table = encodeCaptions(trainEntries, (c) => tok.encode(c, info.maxLen));
-  const loader = new BatchLoader(cache, table, { batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), mean: norm.mean, std: norm.std });
+  const sources = captionSourceTable(trainEntries, cfg.captions);
+  const loader = new BatchLoader(cache, table, {
+    batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), mean: norm.mean, std: norm.std,
+    captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
+  });
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps: cfg.train.steps, minLr: cfg.train.minLr });
   const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet });
   const weightNet = cfg.weighting.method === 'mwn' ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed }) : undefined;
@@ -303,10 +303,10 @@ export async function runFinetuneRetrieval(
         const mask = tf.tensor2d(batch.mask, batch.textShape, 'int32');
         try {
           const r = await samStep({
-            modelCfg: info.model, params: params as Record<string, tf.Variable>, trainable: names, batch: { frames, ids, mask }, step,
+            modelCfg: info.model, params: params as Record<string, tf.Variable>, trainable: names, batch: { frames, ids, mask }, step, captionVideo: batch.captionVideo,
             marginRad: cfg.loss.marginRad, detachMargin: cfg.loss.detachMargin, weighting: cfg.weighting, weightNet, nextMetaBatch,
           });
-          const extra: Record<string, number> = {};
+          const extra: Record<string, number> = sources.weights ? lossBySource(r.perSample, batch.index.map((i) => sources.rowSource[i])) : {};
           if (r.weights) {
             let lo = Infinity; let hi = -Infinity;
             for (let i = 0; i < r.weights.length; i++) { lo = Math.min(lo, r.weights[i] * r.weights.length); hi = Math.max(hi, r.weights[i] * r.weights.length); }

@@ -15,8 +15,8 @@ import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type LoaderState } from '../src/data/loader.js';
-import { readManifest } from '../src/data/manifest.js';
-import { readMsrvtt, readMsrvtt1kA } from '../src/data/readers.js';
+import { humanCaptions, readManifest } from '../src/data/manifest.js';
+import { readMsrvttSplits } from '../src/data/readers.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { metricsFromRanks, retrievalRanks, retrievalRanksV2T, type RetrievalMetrics } from '../src/eval/retrieval.js';
@@ -40,7 +40,7 @@ import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { describeOutOfMemory, runTraining, type MicroStep } from '../src/train/trainer.js';
-import { samStep } from './lib/samStep.js';
+import { captionSourceTable, lossBySource, samStep } from './lib/samStep.js';
 import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
 
 /** Per-channel mean and std of the frames (absent: OpenAI CLIP's). */
@@ -120,13 +120,10 @@ async function loadData(cfg: PretrainConfig, dataDirOverride: string | undefined
     if (!test.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.testSplit}' (data.testSplit)`);
     return { train, test, meta: m.entries.filter((e) => e.split === d.metaSplit), manifestPath: path.resolve(d.manifest), dataDir: dir, skipped: m.errors };
   }
-  const train = await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'train', allowOutsideRoot: d.allowOutsideRoot });
-  const test = d.testCsv
-    ? await readMsrvtt1kA(d.testCsv, { videoDir: d.videoDir, allowOutsideRoot: d.allowOutsideRoot })
-    : await readMsrvtt(d.annotations, { videoDir: d.videoDir, split: 'test', allowOutsideRoot: d.allowOutsideRoot });
+  const s = await readMsrvttSplits(d.annotations, { videoDir: d.videoDir, protocol: d.protocol, testCsv: d.testCsv, allowOutsideRoot: d.allowOutsideRoot });
   return {
-    train: train.entries, test: test.entries, meta: [], manifestPath: path.resolve(d.annotations),
-    dataDir: path.resolve(dataDirOverride ?? d.dir), skipped: [...train.errors, ...test.errors],
+    train: s.train, test: s.test, meta: [], manifestPath: path.resolve(d.annotations),
+    dataDir: path.resolve(dataDirOverride ?? d.dir), skipped: s.errors,
   };
 }
 
@@ -289,7 +286,7 @@ export async function evaluateRetrieval(
   params: Params, modelCfg: DualEncoderConfig, cache: FrameCache, test: ManifestEntry[], tok: Tokenizer, maxLen: number, batchSize: number,
   norm: Normalization = {},
 ): Promise<EvalReport> {
-  const videos = test.filter((e) => cache.has(e.id));
+  const videos = humanCaptions(test).filter((e) => cache.has(e.id));
   if (videos.length < 2) throw new Error(`evaluateRetrieval: only ${videos.length} test videos are in the frame cache; need at least 2`);
   const captions = videos.flatMap((v) => v.captions);
   const queryToVideo = Int32Array.from(videos.flatMap((v, j) => v.captions.map(() => j)));
@@ -368,6 +365,7 @@ async function runPretrainIn(
     throw new Error(`train split has ${trainEntries.length} decodable videos, fewer than train.batchSize ${cfg.train.batchSize}`);
   }
   const table = encodeCaptions(trainEntries, (c) => tok.encode(c, maxLen));
+  const sources = captionSourceTable(trainEntries, cfg.captions);
 
   const store = init ? await loadModel(init, cfg.seed) : initDualEncoder(modelCfg, cfg.seed);
   const optimizer = optimizerFor(store, cfg);
@@ -409,6 +407,7 @@ async function runPretrainIn(
   const lastWeight = new Map<string, number>();
   const loader = new BatchLoader(cache, table, {
     batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), resumeFrom, mean: norm.mean, std: norm.std,
+    captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
   });
   const totalSteps = cfg.train.steps ?? cfg.train.epochs * loader.batchesPerEpoch;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps, minLr: cfg.train.minLr });
@@ -442,18 +441,19 @@ async function runPretrainIn(
       };
       try {
         const r = await samStep({
-          modelCfg, params: params as Record<string, tf.Variable>, batch: train, step, marginRad, detachMargin: cfg.loss.detachMargin,
+          modelCfg, params: params as Record<string, tf.Variable>, batch: train, captionVideo: batch.captionVideo, step, marginRad, detachMargin: cfg.loss.detachMargin,
           weighting: cfg.weighting, weightNet,
           nextMetaBatch: metaCycler ? () => batchOf(metaCycler.next().map((i) => metaEntries[i]), cache, tok, maxLen, norm) : undefined,
         });
-        if (!r.weights) return { loss: r.loss, grads: r.grads, samples: B, dataWaitMs, extra: { marginRad } };
+        const bySource = sources.weights ? lossBySource(r.perSample, batch.index.map((i) => sources.rowSource[i])) : {};
+        if (!r.weights) return { loss: r.loss, grads: r.grads, samples: B, dataWaitMs, extra: { marginRad, ...bySource } };
         const weights = r.weights;
         batch.videoId.forEach((id, i) => lastWeight.set(id, weights[i] * B));
         let wMin = Infinity; let wMax = -Infinity;
         for (let i = 0; i < weights.length; i++) { wMin = Math.min(wMin, weights[i] * B); wMax = Math.max(wMax, weights[i] * B); }
         return {
           loss: r.loss, grads: r.grads, samples: B, dataWaitMs,
-          extra: { marginRad, metaLoss: r.metaLoss ?? NaN, weightMin: wMin, weightMax: wMax },
+          extra: { marginRad, metaLoss: r.metaLoss ?? NaN, weightMin: wMin, weightMax: wMax, ...bySource },
         };
       } finally {
         tf.dispose([train.frames, train.ids, train.mask]);

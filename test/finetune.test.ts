@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -127,6 +127,25 @@ describe('finetune-retrieval from a Hugging Face CLIP folder', function () {
       assert.equal(info.tokenizerDir, clipDir);
     });
   }
+
+  it('caption sources: generated captions train (drawn at their weight, loss reported per source), evaluation uses human captions only', async () => {
+    const lines = (await readFile(downstream, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const withGenerated = lines.map((e) => ({ ...e, caption: undefined, captions: [e.caption, { text: `generated: ${String(e.caption)}`, source: 'generated' }] }));
+    const manifest = path.join(path.dirname(downstream), 'with-generated.jsonl');
+    await writeFile(manifest, withGenerated.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const out = path.join(tmp, 'ft-sources');
+    const r = await runFinetuneRetrieval(parseFinetuneRetrievalConfig({
+      model: { init: clipDir }, frames: { count: 2 }, backend: 'wasm', seed: 4,
+      data: { kind: 'manifest', manifest },
+      train: { steps: 4, batchSize: 8, lr: 0.003, warmupSteps: 1, checkpointEvery: 0 },
+      captions: { sourceWeights: { generated: 0.5 } },
+      eval: { batchSize: 16 },
+    }), { out, quiet: true });
+    const metrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.step !== undefined);
+    assert.ok(metrics.some((m) => typeof m.loss_human === 'number') && metrics.some((m) => typeof m.loss_generated === 'number'), JSON.stringify(metrics[0]));
+    const test = lines.filter((e) => e.split === 'test');
+    assert.equal(r.eval.captions, test.length, 'evaluation should query with the one human caption of each test video');
+  });
 
   it('--init sets model.init over the file; learning-rate factors per group', () => {
     const cfg = parseFinetuneRetrievalConfig(withInit({ model: { init: 'a', temporalPooling: 'transformer' }, data: { kind: 'manifest', manifest: 'm' } }, 'b'));

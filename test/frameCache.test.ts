@@ -343,6 +343,41 @@ describe('frame cache', function () {
       assert.deepEqual(loader.state().epoch, 1);
     });
 
+    it("captionsPerVideo 'all': every caption of the batch's videos, each row mapped to its video", async () => {
+      const loader = new BatchLoader(cache, table, { batchSize: 3, seed: 3, captionsPerVideo: 'all' });
+      for await (const b of loader) {
+        const want = b.videoId.flatMap((v) => captionsOf[v]);
+        assert.deepEqual(b.textShape, [want.length, L]);
+        assert.deepEqual([...b.captionVideo!], b.videoId.flatMap((v, i) => captionsOf[v].map(() => i)));
+        want.forEach((c, r) => assert.deepEqual([...b.ids.subarray(r * L, (r + 1) * L)], encodeOne(c)));
+        assert.deepEqual(b.framesShape[0], 3);
+      }
+    });
+
+    it('captionWeights: a caption of weight 0 is never drawn, a video of all-zero weights draws uniformly', async () => {
+      // red's r1 and r3 weigh 0 (r2 always); blue's b1 weighs 3× b2; white's both 0.
+      const weights = table.videoIds.map((v, r) => {
+        const c = captionsOf[v]?.[r - table.videoIds.indexOf(v)];
+        return c === 'r1' || c === 'r3' || c === 'w1' || c === 'w2' ? 0 : c === 'b1' ? 3 : 1;
+      });
+      const loader = new BatchLoader(cache, table, { batchSize: 6, seed: 9, captionWeights: weights, prefetch: false });
+      const drawn = new Map<string, number>();
+      for (let e = 0; e < 200; e++) {
+        const b = await loader.next();
+        b.index.forEach((r, i) => {
+          const c = captionsOf[b.videoId[i]][r - table.videoIds.indexOf(b.videoId[i])];
+          drawn.set(c, (drawn.get(c) ?? 0) + 1);
+        });
+      }
+      assert.equal(drawn.get('r1'), undefined);
+      assert.equal(drawn.get('r3'), undefined);
+      assert.equal(drawn.get('r2'), 200);
+      // b1 : b2 = 3 : 1 over 200 draws: 150 ± 4σ (σ = √(200·¾·¼) ≈ 6.1).
+      assert.ok(Math.abs(drawn.get('b1')! - 150) < 25, `b1 drawn ${drawn.get('b1')} times of 200`);
+      assert.ok(drawn.get('w1')! > 60 && drawn.get('w2')! > 60, `white ${drawn.get('w1')}/${drawn.get('w2')}`);
+      assert.throws(() => new BatchLoader(cache, table, { batchSize: 2, captionWeights: [1, 2] }), /captionWeights must hold/);
+    });
+
     it('is seeded: same seed same batches, other seed other order; captions vary across epochs', async () => {
       const run = async (seed: number, n: number): Promise<string[]> => {
         const l = new BatchLoader(cache, table, { batchSize: 3, seed });

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readManifest, writeManifest } from '../src/data/manifest.js';
-import { CsvParser, readCsvManifest, readMsrvtt, readMsrvtt1kA, readWebvid } from '../src/data/readers.js';
+import { captionSourcesOf, humanCaptions, readManifest, writeManifest } from '../src/data/manifest.js';
+import { CsvParser, readCsvManifest, readMsrvtt, readMsrvtt1kA, readMsrvttSplits, readWebvid } from '../src/data/readers.js';
 import type { ManifestEntry } from '../src/data/types.js';
 
 // Compiled to dist/test; fixtures stay in the source tree.
@@ -114,6 +115,38 @@ describe('manifest: native JSONL', () => {
   });
 });
 
+describe('manifest: caption sources', () => {
+  it('a caption may be { text, source }: read, written back, errors named; evaluation keeps human captions only', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'vlm-sources-'));
+    try {
+      const file = path.join(dir, 'm.jsonl');
+      writeFileSync(file, [
+        JSON.stringify({ id: 'a', video: 'a.mp4', captions: ['a dog runs', { text: 'a brown dog running on grass', source: 'generated' }, { text: 'dog', source: 'human' }] }),
+        JSON.stringify({ id: 'b', video: 'b.mp4', caption: { text: 'only generated', source: 'generated' } }),
+        JSON.stringify({ id: 'c', video: 'c.mp4', captions: ['plain'] }),
+        JSON.stringify({ id: 'd', video: 'd.mp4', captions: [{ text: 'x', source: 'bad source!' }] }),
+        JSON.stringify({ id: 'e', video: 'e.mp4', captions: [{ txt: 'x' }] }),
+      ].join('\n'));
+      const m = await readManifest(file);
+      assert.deepEqual(m.entries.map((e) => [e.id, e.captions, e.captionSources]), [
+        ['a', ['a dog runs', 'a brown dog running on grass', 'dog'], ['human', 'generated', 'human']],
+        ['b', ['only generated'], ['generated']],
+        ['c', ['plain'], undefined],
+      ]);
+      assert.match(m.errors[0].reason, /"captions"\[0\]\.source must be a name/);
+      assert.match(m.errors[1].reason, /"captions"\[0\] must be a non-empty string or \{ "text"/);
+      assert.deepEqual(captionSourcesOf(m.entries[2]), ['human']);
+      assert.deepEqual(humanCaptions(m.entries).map((e) => [e.id, e.captions, e.captionSources]), [['a', ['a dog runs', 'dog'], undefined], ['c', ['plain'], undefined]]);
+      const out = path.join(dir, 'out.jsonl');
+      await writeManifest(out, m.entries);
+      const back = await readManifest(out);
+      assert.deepEqual(back.entries, m.entries);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('manifest: CSV parser', () => {
   it('handles quotes, doubled quotes and CRLF split across chunks', () => {
     const p = new CsvParser();
@@ -181,6 +214,25 @@ describe('manifest: MSR-VTT reader', () => {
     assert.deepEqual(lines(m.errors), [4, 5]);
     assert.match(m.errors[0].reason, /empty sentence/);
     assert.match(m.errors[1].reason, /not a plain file name/);
+  });
+
+  it('the 9k/1k-A protocol: train + validate less the 1k-A videos, the 1k-A list as test; "full" keeps the JSON\'s splits', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'vlm-msrvtt-'));
+    try {
+      copyFileSync(json, path.join(dir, 'MSRVTT_data.json'));
+      // The test list beside the annotations holds video1 (a JSON train video) and video3.
+      writeFileSync(path.join(dir, 'MSRVTT_JSFUSION_test.csv'), 'key,vid_key,video_id,sentence\nret0,msr1,video1,a man drives\nret1,msr3,video3,a chef cooks\n');
+      const s = await readMsrvttSplits(path.join(dir, 'MSRVTT_data.json'), { videoDir });
+      assert.deepEqual(s.train.map((e) => e.id), ['video0', 'video2']);
+      assert.deepEqual(s.train[0].captions, ['first caption of video zero', 'second caption of video zero']);
+      assert.deepEqual(s.test.map((e) => [e.id, e.captions]), [['video1', ['a man drives']], ['video3', ['a chef cooks']]]);
+      const full = await readMsrvttSplits(path.join(dir, 'MSRVTT_data.json'), { videoDir, protocol: 'full' });
+      assert.deepEqual(full.train.map((e) => e.id), ['video0', 'video1']);
+      assert.deepEqual(full.test.map((e) => e.id), ['video3']);
+      await assert.rejects(readMsrvttSplits(json, { videoDir, testCsv: path.join(dir, 'missing.csv') }), /missing\.csv does not exist[\s\S]*data\.testCsv/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('throws for a file that is not MSR-VTT JSON', async () => {

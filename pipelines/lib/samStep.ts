@@ -11,7 +11,9 @@ import type { WeightNet } from '../../src/meta/weightNet.js';
 import type { DualEncoderConfig } from '../../src/nn/configs.js';
 import { encodeText, encodeVideo } from '../../src/nn/dualEncoder.js';
 import { valueAndGradsOf } from '../../src/nn/params.js';
-import type { WeightingConfig } from '../config.js';
+import type { CaptionsConfig, WeightingConfig } from '../config.js';
+import { captionSourcesOf } from '../../src/data/manifest.js';
+import type { ManifestEntry } from '../../src/data/types.js';
 
 export interface SamStepArgs {
   modelCfg: DualEncoderConfig;
@@ -19,6 +21,8 @@ export interface SamStepArgs {
   /** Parameters that get gradients (default all); a weighted step computes all and drops the rest. */
   trainable?: string[];
   batch: DualEncoderBatch;
+  /** Which video of the batch each text row belongs to, when a video brings several captions (all its captions are positives). */
+  captionVideo?: Int32Array;
   step: number;
   marginRad: number;
   detachMargin: boolean;
@@ -29,8 +33,33 @@ export interface SamStepArgs {
   nextMetaBatch?: () => Promise<DualEncoderBatch>;
 }
 
+/**
+ * Each caption-table row's source and draw weight (rows in `encodeCaptions` order). `weights` is
+ * undefined when every caption is human and no source weight is set, so the loader draws as it
+ * always has.
+ */
+export function captionSourceTable(entries: ManifestEntry[], captions: CaptionsConfig): { rowSource: string[]; weights?: number[] } {
+  const rowSource = entries.flatMap(captionSourcesOf);
+  const any = entries.some((e) => e.captionSources) || Object.keys(captions.sourceWeights).length > 0;
+  return { rowSource, weights: any ? rowSource.map((s) => captions.sourceWeights[s] ?? 1) : undefined };
+}
+
+/** Mean loss per caption source of a batch's rows, as metric fields `loss_<source>`. */
+export function lossBySource(perSample: ArrayLike<number>, sources: readonly string[]): Record<string, number> {
+  const sum = new Map<string, [number, number]>();
+  for (let i = 0; i < perSample.length; i++) {
+    const s = sum.get(sources[i]) ?? [0, 0];
+    s[0] += perSample[i];
+    s[1] += 1;
+    sum.set(sources[i], s);
+  }
+  return Object.fromEntries([...sum].map(([k, [t, n]]) => [`loss_${k}`, t / n]));
+}
+
 export interface SamStepResult {
   loss: number;
+  /** Per-sample SAM losses of the batch's text rows (the plain mean's terms, or the weighted step's ℓᵢ). */
+  perSample: Float32Array;
   grads: Record<string, tf.Tensor>;
   /** Per-sample weights of the batch, normalised to sum 1 (weighted steps only). */
   weights?: ArrayLike<number>;
@@ -46,15 +75,30 @@ export interface SamStepResult {
 export async function samStep(a: SamStepArgs): Promise<SamStepResult> {
   const method = a.weighting.method;
   if (method === 'none') {
-    const { value, grads } = valueAndGradsOf((p) => samContrastiveLoss(
-      encodeVideo(p, a.batch.frames, a.modelCfg), encodeText(p, a.batch.ids, a.batch.mask, a.modelCfg),
-      { marginRad: a.marginRad, logitScale: p.logit_scale, detachMargin: a.detachMargin },
-    ).loss as tf.Scalar, a.params, a.trainable);
-    // Asynchronous reads on the step's path: webgpu in Node cannot read synchronously.
-    const loss = (await value.data())[0];
-    value.dispose();
-    return { loss, grads };
+    const groups = a.captionVideo ? tf.tensor1d(a.captionVideo, 'int32') : undefined;
+    try {
+      let perSample: tf.Tensor | undefined;
+      const { value, grads } = valueAndGradsOf((p) => {
+        const video = encodeVideo(p, a.batch.frames, a.modelCfg);
+        const r = samContrastiveLoss(
+          groups ? tf.gather(video, groups) : video, encodeText(p, a.batch.ids, a.batch.mask, a.modelCfg),
+          { marginRad: a.marginRad, logitScale: p.logit_scale, detachMargin: a.detachMargin, groups },
+        );
+        perSample = tf.keep(r.perSample);
+        return r.loss as tf.Scalar;
+      }, a.params, a.trainable);
+      try {
+        // Asynchronous reads on the step's path: webgpu in Node cannot read synchronously.
+        const loss = (await value.data())[0];
+        return { loss, grads, perSample: await perSample!.data() as Float32Array };
+      } finally {
+        tf.dispose([value, perSample!]);
+      }
+    } finally {
+      groups?.dispose();
+    }
   }
+  if (a.captionVideo) throw new Error(`samStep: weighting '${method}' weighs one caption per video; use captionsPerVideo 'one' with it`);
   const model = dualEncoderMetaModel(a.modelCfg, { marginRad: a.marginRad, detachMargin: a.detachMargin });
   const wantMeta = method === 'l2rw' || isMetaStep(a.step, a.weighting.metaEvery);
   if (wantMeta && !a.nextMetaBatch) throw new Error(`samStep: weighting '${method}' needs meta batches (nextMetaBatch)`);
@@ -70,7 +114,7 @@ export async function samStep(a: SamStepArgs): Promise<SamStepResult> {
       grads = Object.fromEntries(Object.entries(r.grads).filter(([n]) => keep.has(n)));
       tf.dispose(Object.entries(r.grads).filter(([n]) => !keep.has(n)).map(([, g]) => g));
     }
-    return { loss: r.loss, grads, weights: r.weights, metaLoss: r.metaLoss ?? undefined };
+    return { loss: r.loss, perSample: r.losses, grads, weights: r.weights, metaLoss: r.metaLoss ?? undefined };
   } finally {
     if (meta) tf.dispose([meta.frames, meta.ids, meta.mask]);
   }

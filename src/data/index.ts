@@ -2,7 +2,7 @@
 export type { ItemError, Manifest, ManifestEntry } from './types.js';
 export { readManifest, writeManifest, resolveInsideRoot, type ReadManifestOptions, type WriteManifestOptions } from './manifest.js';
 export {
-  CsvParser, readCsvRecords, readMsrvtt, readMsrvtt1kA, readWebvid, readCsvManifest,
+  CsvParser, readCsvRecords, readMsrvtt, readMsrvtt1kA, readMsrvttSplits, readWebvid, readCsvManifest,
   type CsvRecord, type MsrvttOptions, type WebvidOptions, type CsvManifestOptions,
 } from './readers.js';
 export {

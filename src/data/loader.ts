@@ -73,18 +73,31 @@ export interface BatchLoaderOptions {
   std?: readonly number[];
   /** Hand frames out as a tf.Tensor5D (the caller disposes it) instead of a Float32Array. */
   asTensor?: boolean;
+  /**
+   * `one` (default): each video once per epoch with one of its captions, drawn at random.
+   * `all`: each video with every caption (text rows > videos; `captionVideo` maps them), for a
+   * loss whose positives are all captions of a video (SAM's groups).
+   */
+  captionsPerVideo?: 'one' | 'all';
+  /**
+   * Relative chance of each caption-table row being the one drawn for its video (`one`), e.g.
+   * by caption source; default uniform. A video whose captions all weigh 0 draws uniformly.
+   */
+  captionWeights?: ArrayLike<number>;
 }
 
 export interface Batch<F> {
   /** Normalised frames [B, T, S, S, 3]. */
   frames: F;
   framesShape: [number, number, number, number, number];
-  /** Token ids and mask, flat [B, L]. */
+  /** Token ids and mask, flat [N, L]: N = B, or every caption of the batch's videos with `captionsPerVideo: 'all'`. */
   ids: Int32Array;
   mask: Int32Array;
   textShape: [number, number];
-  /** Row of each sample's caption in the caption table (stable across epochs). */
+  /** Row of each text row's caption in the caption table (stable across epochs). */
   index: number[];
+  /** Which video of the batch (0 … B−1) each text row belongs to (`captionsPerVideo: 'all'` only). */
+  captionVideo?: Int32Array;
   videoId: string[];
   epoch: number;
   /** 0-based batch number within the epoch. */
@@ -103,6 +116,7 @@ interface RawBatch {
   mask: Int32Array;
   index: number[];
   videoId: string[];
+  captionVideo?: Int32Array;
 }
 
 /**
@@ -141,6 +155,13 @@ export class BatchLoader<T extends boolean = false> {
     if (!cache || typeof cache.get !== 'function') throw new Error('BatchLoader: cache must be an opened frame cache (openFrameCache)');
     checkTable(captions);
     if (!opts || !Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new Error(`BatchLoader: batchSize must be a positive integer, got ${opts?.batchSize}`);
+    if (opts.captionsPerVideo !== undefined && opts.captionsPerVideo !== 'one' && opts.captionsPerVideo !== 'all') {
+      throw new Error(`BatchLoader: captionsPerVideo must be 'one' or 'all', got ${JSON.stringify(opts.captionsPerVideo)}`);
+    }
+    const w = opts.captionWeights;
+    if (w !== undefined && (w.length !== captions.videoIds.length || Array.from(w).some((x) => !(x >= 0) || !Number.isFinite(x)))) {
+      throw new Error(`BatchLoader: captionWeights must hold ${captions.videoIds.length} finite weights ≥ 0 (one per caption-table row)`);
+    }
     this.cache = cache;
     this.table = captions;
     this.opts = opts;
@@ -209,13 +230,14 @@ export class BatchLoader<T extends boolean = false> {
         batch.catch(() => undefined);
         this.pending = { epoch: this.epoch, position: this.position, batch };
       }
-      const B = raw.index.length;
+      const B = raw.videoId.length;
       const framesShape: Batch<unknown>['framesShape'] = [B, this.cache.frames, this.cache.size, this.cache.size, 3];
       const frames = this.opts.asTensor ? tf.tensor5d(raw.frames, framesShape, 'float32') : raw.frames;
       return {
         frames: frames as T extends true ? tf.Tensor5D : Float32Array,
-        framesShape, ids: raw.ids, mask: raw.mask, textShape: [B, this.table.maxLen],
+        framesShape, ids: raw.ids, mask: raw.mask, textShape: [raw.index.length, this.table.maxLen],
         index: raw.index, videoId: raw.videoId, epoch, step: position,
+        ...(raw.captionVideo ? { captionVideo: raw.captionVideo } : {}),
       };
     } finally {
       this.busy = false;
@@ -232,7 +254,16 @@ export class BatchLoader<T extends boolean = false> {
     const rng = createRng({ state });
     const order = this.videos.map((_, i) => i);
     if (this.opts.shuffle ?? true) rng.shuffle(order);
-    const captionRow = order.map((v) => this.rowsOf[v][rng.int(this.rowsOf[v].length)]);
+    const w = this.opts.captionWeights;
+    const captionRow = order.map((v) => {
+      const rows = this.rowsOf[v];
+      if (!w) return rows[rng.int(rows.length)];
+      const total = rows.reduce((a, r) => a + w[r], 0);
+      if (!(total > 0)) return rows[rng.int(rows.length)];
+      let u = rng.next() * total;
+      for (const r of rows) { u -= w[r]; if (u < 0) return r; }
+      return rows[rows.length - 1];
+    });
     return { order, captionRow, nextState: rng.state() };
   }
 
@@ -240,16 +271,19 @@ export class BatchLoader<T extends boolean = false> {
     const from = position * this.batchSize;
     const to = Math.min(from + this.batchSize, this.videos.length);
     const picks = this.plan.order.slice(from, to);
-    const rows = this.plan.captionRow.slice(from, to);
+    const all = this.opts.captionsPerVideo === 'all';
+    const rows = all ? picks.flatMap((v) => this.rowsOf[v]) : this.plan.captionRow.slice(from, to);
     const { data: frames } = await readNormalizedClips(this.cache, picks.map((v) => this.videos[v]), { mean: this.opts.mean, std: this.opts.std });
     const L = this.table.maxLen;
-    const ids = new Int32Array(picks.length * L);
-    const mask = new Int32Array(picks.length * L);
+    const ids = new Int32Array(rows.length * L);
+    const mask = new Int32Array(rows.length * L);
     rows.forEach((r, i) => {
       ids.set(this.table.ids.subarray(r * L, (r + 1) * L), i * L);
       mask.set(this.table.mask.subarray(r * L, (r + 1) * L), i * L);
     });
-    return { frames, ids, mask, index: rows, videoId: picks.map((v) => this.videos[v]) };
+    const raw: RawBatch = { frames, ids, mask, index: rows, videoId: picks.map((v) => this.videos[v]) };
+    if (all) raw.captionVideo = Int32Array.from(picks.flatMap((v, i) => this.rowsOf[v].map(() => i)));
+    return raw;
   }
 }
 

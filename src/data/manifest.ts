@@ -1,6 +1,8 @@
 /**
  * The native manifest: one JSON object per line,
  * `{"id","video","caption"|"captions","start"?,"end"?,"concepts"?,"split"?,"noisy"?,"noiseKind"?}`.
+ * A caption is a string, or `{"text","source"}` naming where it came from (`human`, the default,
+ * or e.g. `generated` for captions written by a vision-language model).
  * Relative video paths resolve against the manifest's folder; a path that leaves that folder is
  * refused unless the caller allows it, so a manifest from elsewhere cannot point the pipeline at
  * arbitrary files. A bad line is reported with its file and line number and skipped.
@@ -37,6 +39,9 @@ export function resolveInsideRoot(root: string, video: string, allowOutsideRoot:
   return { path: abs };
 }
 
+/** The source of a caption given as a plain string. */
+export const HUMAN = 'human';
+
 function describeType(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
@@ -51,19 +56,40 @@ function checkLine(obj: unknown): { entry: ManifestEntry } | { reason: string; i
   const id = o.id;
   const bad = (reason: string) => ({ reason, id });
   if (typeof o.video !== 'string' || o.video === '') return bad(`"video" must be a non-empty string, got ${describeType(o.video)}`);
-  let captions: string[];
+  let raw: unknown[];
   if (o.caption !== undefined && o.captions !== undefined) return bad('give "caption" or "captions", not both');
   if (o.caption !== undefined) {
-    if (typeof o.caption !== 'string' || o.caption.trim() === '') return bad(`"caption" must be a non-empty string, got ${describeType(o.caption)}`);
-    captions = [o.caption];
+    raw = [o.caption];
   } else if (o.captions !== undefined) {
-    if (!Array.isArray(o.captions) || o.captions.length === 0) return bad('"captions" must be a non-empty array of strings');
-    if (!o.captions.every((c) => typeof c === 'string' && c.trim() !== '')) return bad('"captions" must hold only non-empty strings');
-    captions = o.captions as string[];
+    if (!Array.isArray(o.captions) || o.captions.length === 0) return bad('"captions" must be a non-empty array of strings or { "text", "source" }');
+    raw = o.captions;
   } else {
     return bad('missing "caption" (or "captions")');
   }
+  const captions: string[] = [];
+  const sources: string[] = [];
+  for (const [i, c] of raw.entries()) {
+    const where = o.caption !== undefined ? '"caption"' : `"captions"[${i}]`;
+    if (typeof c === 'string') {
+      if (c.trim() === '') return bad(`${where} must be a non-empty string`);
+      captions.push(c);
+      sources.push(HUMAN);
+      continue;
+    }
+    const co = c as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || Array.isArray(c) || typeof co.text !== 'string' || co.text.trim() === '') {
+      return bad(`${where} must be a non-empty string or { "text": non-empty string, "source"?: string }, got ${describeType(c)}`);
+    }
+    if (co.source !== undefined && (typeof co.source !== 'string' || !/^[\w.-]+$/.test(co.source))) {
+      return bad(`${where}.source must be a name (letters, digits, _ . -), e.g. "human" or "generated", got ${JSON.stringify(co.source)}`);
+    }
+    const extra = Object.keys(co).filter((k) => k !== 'text' && k !== 'source');
+    if (extra.length) return bad(`${where} has unknown keys ${extra.join(', ')}; expected "text" and "source"`);
+    captions.push(co.text);
+    sources.push((co.source as string | undefined) ?? HUMAN);
+  }
   const entry: ManifestEntry = { id, video: o.video, captions };
+  if (sources.some((x) => x !== HUMAN)) entry.captionSources = sources;
   for (const k of ['start', 'end'] as const) {
     const v = o[k];
     if (v === undefined) continue;
@@ -162,8 +188,11 @@ function entryLine(e: ManifestEntry, folder: string): string {
   const rel = path.relative(folder, e.video);
   const inside = rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
   const o: Record<string, unknown> = { id: e.id, video: inside ? rel.split(path.sep).join('/') : e.video };
-  if (e.captions.length === 1) o.caption = e.captions[0];
-  else o.captions = e.captions;
+  const caps: unknown[] = e.captionSources
+    ? e.captions.map((text, i) => (e.captionSources![i] === HUMAN ? text : { text, source: e.captionSources![i] }))
+    : e.captions;
+  if (caps.length === 1) o.caption = caps[0];
+  else o.captions = caps;
   if (e.start !== undefined) o.start = e.start;
   if (e.end !== undefined) o.end = e.end;
   if (e.concepts !== undefined) o.concepts = e.concepts;
@@ -206,4 +235,27 @@ export async function writeManifest(file: string, entries: readonly ManifestEntr
   });
   await mkdir(path.dirname(target), { recursive: true });
   await writeFileAtomic(target, lines.length ? `${lines.join('\n')}\n` : '');
+}
+
+/** The source of each caption of an entry (`human` unless the manifest named another). */
+export function captionSourcesOf(e: ManifestEntry): string[] {
+  return e.captionSources ?? e.captions.map(() => HUMAN);
+}
+
+/**
+ * The entries with their human captions only, for evaluation (generated captions train, they
+ * never score). Entries left without a caption are dropped.
+ *
+ * @example humanCaptions([{ id: 'a', video: 'a.mp4', captions: ['x', 'y'], captionSources: ['human', 'generated'] }]) // captions ['x']
+ */
+export function humanCaptions(entries: ManifestEntry[]): ManifestEntry[] {
+  const out: ManifestEntry[] = [];
+  for (const e of entries) {
+    if (!e.captionSources) { out.push(e); continue; }
+    const captions = e.captions.filter((_, i) => e.captionSources![i] === HUMAN);
+    if (!captions.length) continue;
+    const { captionSources: _drop, ...rest } = e;
+    out.push({ ...rest, captions });
+  }
+  return out;
 }

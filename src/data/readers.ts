@@ -335,6 +335,52 @@ export async function readMsrvtt1kA(file: string, options: Omit<MsrvttOptions, '
   return { path: source, root, entries: col.entries, errors: col.errors };
 }
 
+export interface MsrvttSplitOptions extends Omit<MsrvttOptions, 'split'> {
+  /**
+   * `9k-1kA` (default): train on the train and validate videos of MSRVTT_data.json less the 1k-A
+   * test videos (9,000 with all 20 captions each), test on the 1k-A list. `full`: the JSON's own
+   * train (6,513) and test (2,990) splits.
+   */
+  protocol?: '9k-1kA' | 'full';
+  /** The 1k-A list; default `MSRVTT_JSFUSION_test.csv` beside the annotations file. */
+  testCsv?: string;
+}
+
+/** MSR-VTT's training and test entries under a published protocol. */
+export interface MsrvttSplits {
+  train: ManifestEntry[];
+  test: ManifestEntry[];
+  /** The files read (the test list first). */
+  sources: string[];
+  errors: ItemError[];
+}
+
+/**
+ * MSR-VTT's training and test sets as retrieval papers use them (CLIP4Clip, X-CLIP, TS2-Net):
+ * the 9k training split and the 1k-A test by default.
+ *
+ * @example const s = await readMsrvttSplits('msrvtt_data/MSRVTT_data.json', { videoDir: 'MSRVTT/videos/all' }); s.train.length // 9000
+ */
+export async function readMsrvttSplits(annotations: string, options: MsrvttSplitOptions): Promise<MsrvttSplits> {
+  const protocol = options.protocol ?? '9k-1kA';
+  const { videoDir, allowOutsideRoot } = options;
+  const all = await readMsrvtt(annotations, { videoDir, allowOutsideRoot });
+  if (protocol === 'full') {
+    return {
+      train: all.entries.filter((e) => e.split === 'train'), test: all.entries.filter((e) => e.split === 'test'),
+      sources: [all.path], errors: all.errors,
+    };
+  }
+  const csv = options.testCsv ?? path.join(path.dirname(path.resolve(annotations)), 'MSRVTT_JSFUSION_test.csv');
+  if (!(await exists(csv))) {
+    throw new Error(`MSR-VTT 9k/1k-A: the 1k-A test list ${csv} does not exist; give data.testCsv (MSRVTT_JSFUSION_test.csv), or data.protocol "full" for the JSON's own splits`);
+  }
+  const test = await readMsrvtt1kA(csv, { videoDir, allowOutsideRoot });
+  const held = new Set(test.entries.map((e) => e.id));
+  const train = all.entries.filter((e) => (e.split === 'train' || e.split === 'validate') && !held.has(e.id));
+  return { train, test: test.entries, sources: [test.path, all.path], errors: [...all.errors, ...test.errors] };
+}
+
 export interface WebvidOptions {
   /** Folder holding `<page_dir>/<videoid>.mp4`. */
   videoDir: string;

@@ -10,6 +10,11 @@ export interface ManifestEntry {
   end?: number;
   concepts?: string[];
   split?: string;
+  /**
+   * Where each caption came from, parallel to `captions` (`human`, or e.g. `generated` by a
+   * vision-language model); absent when every caption is human.
+   */
+  captionSources?: string[];
   /** Analysis only (synthetic corpora): the pair is known to be misaligned. Training never reads it. */
   noisy?: boolean;
   /** Analysis only: how a noisy pair is misaligned (synthetic corpora: `swap` or `attribute`), for per-kind reports. */
