@@ -15,7 +15,9 @@ import { readTrials, scanVoxCeleb } from '../src/data/voxceleb.js';
 import { writeVerificationReport } from '../src/face/report.js';
 import { MARGIN_HEAD_NAMES, type MarginHeadConfig } from '../src/margin/head.js';
 import { embedSpeakers, initSpeakerNet, receptiveField, speakerNetConfigSchema, speakerNetOptionsSchema, type SpeakerNetConfig } from '../src/nn/speakerNet.js';
-import { dot, embedBank, loadFeatureBank, loadRunCheckpoint, trainEmbeddingModel, trainSettingsSchema } from './lib/audioTraining.js';
+import {
+  bankSource, dot, embedBank, loadFeatureBank, loadRunCheckpoint, streamingSource, trainEmbeddingModel, trainSettingsSchema, type CropSource,
+} from './lib/audioTraining.js';
 
 export const speakerConfigSchema = z.object({
   name: z.string().min(1).default('speaker'),
@@ -74,24 +76,38 @@ export async function runTrainSpeaker(cfg: SpeakerConfig, opts: { audio: string;
   const scan = await scanVoxCeleb(opts.audio);
   for (const s of scan.skipped.slice(0, 5)) log(`skipped ${s.path}: ${s.reason}`);
   if (scan.speakers.length < 2) throw new Error(`--audio ${opts.audio}: found ${scan.speakers.length} speaker folder(s) with utterances; training needs at least 2 (<speaker>/<session>/<utt>.wav)`);
-  const bank = await loadFeatureBank(scan.utterances.map((u) => u.path), cfg.features, { concurrency: cfg.train.concurrency });
-  for (const s of bank.skipped.slice(0, 5)) log(`skipped ${s.path}: ${s.reason}`);
-  if (bank.skipped.length) log(`${bank.skipped.length} of ${scan.utterances.length} utterance(s) could not be decoded and were skipped`);
-  if (bank.features.length < 2) throw new Error(`--audio ${opts.audio}: fewer than 2 decodable utterances`);
-  const labels = Int32Array.from(bank.source, (i) => scan.utterances[i].label);
+  const files = scan.utterances.map((u) => u.path);
+  const skipped: { path: string; reason: string }[] = [];
+  let source: CropSource;
+  let labels: Int32Array;
+  if (cfg.train.cacheFeatures) {
+    const bank = await loadFeatureBank(files, cfg.features, { concurrency: cfg.train.concurrency });
+    for (const s of bank.skipped.slice(0, 5)) log(`skipped ${s.path}: ${s.reason}`);
+    if (bank.skipped.length) log(`${bank.skipped.length} of ${files.length} utterance(s) could not be decoded and were skipped`);
+    if (bank.features.length < 2) throw new Error(`--audio ${opts.audio}: fewer than 2 decodable utterances`);
+    skipped.push(...bank.skipped);
+    source = bankSource(bank);
+    labels = Int32Array.from(bank.source, (i) => scan.utterances[i].label);
+  } else {
+    labels = Int32Array.from(scan.utterances, (u) => u.label);
+    source = streamingSource(files, labels, cfg.features, {
+      concurrency: cfg.train.concurrency,
+      onSkip: (p, reason) => { skipped.push({ path: p, reason }); log(`skipped ${p}: ${reason}`); },
+    });
+  }
   const model = netConfig(cfg);
   if (cfg.train.cropFrames <= receptiveField(model)) throw new Error(`train.cropFrames ${cfg.train.cropFrames} must exceed the network's receptive field ${receptiveField(model)}`);
   const store = initSpeakerNet(model, cfg.seed);
   const head = { ...cfg.loss.options, name: cfg.loss.name, numClasses: scan.speakers.length, dim: model.embedDim, seed: cfg.seed } as MarginHeadConfig;
-  if (cfg.loss.name === 'kappaface') (head as { numSamples?: number }).numSamples = bank.features.length;
-  log(`speaker ${cfg.loss.name}: ${scan.speakers.length} speakers, ${bank.features.length} utterances, ${store.count().toLocaleString('en-US')} parameters, ${cfg.train.steps} steps`);
+  if (cfg.loss.name === 'kappaface') (head as { numSamples?: number }).numSamples = source.size;
+  log(`speaker ${cfg.loss.name}: ${scan.speakers.length} speakers, ${source.size} utterances, ${store.count().toLocaleString('en-US')} parameters, ${cfg.train.steps} steps`);
   try {
     const r = await trainEmbeddingModel({
-      runDir: path.resolve(opts.out), seed: cfg.seed, store, head, bank, labels, numClasses: scan.speakers.length, train: cfg.train, quiet: opts.quiet,
+      runDir: path.resolve(opts.out), seed: cfg.seed, store, head, source, labels, numClasses: scan.speakers.length, train: cfg.train, quiet: opts.quiet,
       embed: (p, x) => embedSpeakers(p, x, model),
       config: { kind: 'speaker', speaker: cfg, features: cfg.features, model, classes: scan.speakers, audio: scan.root },
     });
-    return { runDir: path.resolve(opts.out), speakers: scan.speakers.length, utterances: bank.features.length, skipped: [...scan.skipped, ...bank.skipped], ...r };
+    return { runDir: path.resolve(opts.out), speakers: scan.speakers.length, utterances: source.size, skipped: [...scan.skipped, ...skipped], ...r };
   } finally {
     store.dispose();
   }

@@ -16,7 +16,9 @@ import { writeVerificationReport } from '../src/face/report.js';
 import { verificationMetrics } from '../src/eval/verification.js';
 import { MARGIN_HEAD_NAMES, MarginHead, type MarginHeadConfig } from '../src/margin/head.js';
 import { embedLightCnn, initLightCnn, lightCnnConfigSchema } from '../src/nn/lightCnn.js';
-import { loadFeatureBank, loadRunCheckpoint, trainEmbeddingModel, trainSettingsSchema, type FeatureBank } from './lib/audioTraining.js';
+import {
+  bankSource, loadFeatureBank, loadRunCheckpoint, streamingSource, trainEmbeddingModel, trainSettingsSchema, type CropSource, type FeatureBank,
+} from './lib/audioTraining.js';
 
 /** Class indices of the two-class head. */
 const BONAFIDE = 0;
@@ -78,9 +80,19 @@ export async function runTrainSpoof(cfg: SpoofConfig, opts: { protocol: string; 
   await initBackend({ prefer: parseBackendPreference(cfg.backend) });
   const { trials, files, missing } = await resolveProtocol(opts.protocol, opts.audio);
   if (missing.length) log(`${missing.length} protocol utterance(s) have no audio in ${opts.audio} (first: ${missing[0]}.flac/.wav); skipped`);
-  const bank = await loadFeatureBank(files, cfg.features, { concurrency: cfg.train.concurrency });
-  for (const s of bank.skipped.slice(0, 5)) log(`skipped ${s.path}: ${s.reason}`);
-  const labels = Int32Array.from(bank.source, (i) => (trials[i].label === 1 ? BONAFIDE : SPOOF));
+  let source: CropSource;
+  let labels: Int32Array;
+  let skipped = 0;
+  if (cfg.train.cacheFeatures) {
+    const bank = await loadFeatureBank(files, cfg.features, { concurrency: cfg.train.concurrency });
+    for (const s of bank.skipped.slice(0, 5)) log(`skipped ${s.path}: ${s.reason}`);
+    skipped = bank.skipped.length;
+    source = bankSource(bank);
+    labels = Int32Array.from(bank.source, (i) => (trials[i].label === 1 ? BONAFIDE : SPOOF));
+  } else {
+    labels = Int32Array.from(trials, (t) => (t.label === 1 ? BONAFIDE : SPOOF));
+    source = streamingSource(files, labels, cfg.features, { concurrency: cfg.train.concurrency, onSkip: (p, reason) => { skipped++; log(`skipped ${p}: ${reason}`); } });
+  }
   const bonafide = labels.filter((l) => l === BONAFIDE).length;
   if (bonafide === 0 || bonafide === labels.length) throw new Error(`--protocol ${opts.protocol}: training needs both bona fide and spoof utterances with audio, got ${bonafide} bona fide of ${labels.length}`);
   const model = lightCnnConfigSchema.parse({ ...cfg.model, inputDim: featureDim(cfg.features) });
@@ -89,11 +101,11 @@ export async function runTrainSpoof(cfg: SpoofConfig, opts: { protocol: string; 
   log(`spoof ${cfg.loss.name}: ${bonafide} bona fide, ${labels.length - bonafide} spoof, ${store.count().toLocaleString('en-US')} parameters, ${cfg.train.steps} steps`);
   try {
     const r = await trainEmbeddingModel({
-      runDir: path.resolve(opts.out), seed: cfg.seed, store, head, bank, labels, numClasses: 2, train: cfg.train, quiet: opts.quiet,
+      runDir: path.resolve(opts.out), seed: cfg.seed, store, head, source, labels, numClasses: 2, train: cfg.train, quiet: opts.quiet,
       embed: (p, x) => embedLightCnn(p, x, model),
       config: { kind: 'spoof', spoof: cfg, features: cfg.features, model, classes: ['bonafide', 'spoof'] },
     });
-    return { runDir: path.resolve(opts.out), utterances: labels.length, bonafide, spoof: labels.length - bonafide, skipped: missing.length + bank.skipped.length, ...r };
+    return { runDir: path.resolve(opts.out), utterances: labels.length, bonafide, spoof: labels.length - bonafide, skipped: missing.length + skipped, ...r };
   } finally {
     store.dispose();
   }

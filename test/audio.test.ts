@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { tf } from '../src/backend/tf.js';
 import {
-  AudioFileError, decodeAudio, deltas, encodeWav, featureConfig, frameCount, lfcc, linearFilterbank, loadAudio, logMel, melFilterbank,
+  AudioFileError, audioFeatures, decodeAudio, deltas, encodeWav, featureConfig, frameCount, lfcc, linearFilterbank, loadAudio, logMel, melFilterbank,
   parseWav, powerSpectrogram, randomCrop, writeWav,
 } from '../src/audio/index.js';
 import { parseAsvspoofProtocol, parseTrials, scanVoxCeleb } from '../src/data/index.js';
@@ -22,6 +22,7 @@ import { embedSpeakers, initSpeakerNet, speakerNetConfigSchema } from '../src/nn
 import { ffmpegBinary } from '../src/video/binaries.js';
 import { parseSpeakerConfig, runEvalSpeaker, runTrainSpeaker } from '../pipelines/speaker.js';
 import { parseSpoofConfig, runEvalSpoof, runTrainSpoof } from '../pipelines/spoof.js';
+import { streamingSource } from '../pipelines/lib/audioTraining.js';
 import { fdGrad, relErr } from './helpers/fd.js';
 
 const run = promisify(execFile);
@@ -128,6 +129,28 @@ describe('audio: decoding and readers', () => {
     await assert.rejects(() => loadAudio(path.join(tmp, 'missing.flac')), /missing\.flac/);
   });
 
+  it('streaming crops: a file that fails to decode is reported and replaced by one of its class', async () => {
+    const cfg = featureConfig({ numFilters: 16 });
+    const T = 5;
+    const n = (T - 1) * cfg.hop + cfg.winLength; // exactly one crop: the whole file
+    const good0 = Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(i / 5));
+    const good1 = Float32Array.from({ length: n }, (_, i) => 0.3 * Math.sin(i / 9));
+    const files = [path.join(tmp, 'g0.wav'), path.join(tmp, 'broken0.wav'), path.join(tmp, 'g1.wav')];
+    await writeWav(files[0], good0);
+    await writeFile(files[1], 'RIFF not really');
+    await writeWav(files[2], good1);
+    const skips: string[] = [];
+    const src = streamingSource(files, Int32Array.from([0, 0, 1]), cfg, { onSkip: (p) => skips.push(p) });
+    const batch = await src.batch(Int32Array.from([1, 2]), T, () => 0.5);
+    assert.equal(batch.length, 2 * T * 16);
+    assert.deepEqual(skips, [files[1]]);
+    const pcm0 = await loadAudio(files[0]);
+    const want0 = tf.tidy(() => audioFeatures(pcm0, cfg).dataSync());
+    close(batch.subarray(0, T * 16), want0, 1e-4, 'the replacement is class 0\'s other file');
+    const want1 = logMel(await loadAudio(files[2]), { numFilters: 16 }).dataSync();
+    close(batch.subarray(T * 16), want1, 1e-4, 'the good file');
+  });
+
   it('VoxCeleb layout and trial lists; ASVspoof protocols; bad lines named', async () => {
     const root = path.join(tmp, 'vox');
     for (const [spk, sess, utt] of [['id1', 's1', '1.wav'], ['id1', 's2', '2.wav'], ['id2', 's1', '1.wav']]) {
@@ -221,6 +244,10 @@ describe('audio: speaker verification and anti-spoofing end to end (tiny)', func
     assert.equal(r.utterances, 16);
     assert.ok(r.skipped.some((s) => s.path.endsWith('broken.wav')));
     assert.ok(Number.isFinite(r.lossEnd));
+    // Without the feature cache each step decodes its batch (the broken file is counted, not drawn again).
+    const streamed = await runTrainSpeaker(parseSpeakerConfig({ ...cfg, train: { ...cfg.train, steps: 2, cacheFeatures: false } }), { audio: corpus.train, out: path.join(tmp, 'run-stream'), quiet: true });
+    assert.equal(streamed.steps, 2);
+    assert.equal(streamed.utterances, 17);
     const e = await runEvalSpeaker({ checkpoint: path.join(tmp, 'run'), trials: corpus.trials, audio: corpus.test, backend: 'wasm' });
     assert.equal(e.trials, 66);
     assert.equal(e.targets, 3 * 6);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import pLimit from 'p-limit';
 import { z } from 'zod';
 import { tf } from '../../src/backend/tf.js';
-import { loadAudio } from '../../src/audio/decode.js';
+import { loadAudio, randomCrop } from '../../src/audio/decode.js';
 import { audioFeatures, featureDim, type FeatureConfig } from '../../src/audio/features.js';
 import { BatchSampler } from '../../src/face/imageFolder.js';
 import { MarginHead, type MarginHeadConfig } from '../../src/margin/head.js';
@@ -92,8 +92,67 @@ export const trainSettingsSchema = z.object({
   keepCheckpoints: z.number().int().min(1).default(2),
   /** Files decoded at once while loading. */
   concurrency: z.number().int().min(1).default(4),
+  /**
+   * Hold every utterance's features in memory (N·frames·dim·4 bytes) and crop from them; off,
+   * each step decodes its batch's files and computes the features of a random waveform crop
+   * (for corpora that do not fit in memory).
+   */
+  cacheFeatures: z.boolean().default(true),
 });
 export type TrainSettings = z.output<typeof trainSettingsSchema>;
+
+/** Where training crops come from: items by index → a batch [B, cropFrames, dim]. */
+export interface CropSource {
+  dim: number;
+  /** Number of items (indices run over [0, size)). */
+  size: number;
+  batch(idx: Int32Array, cropFrames: number, rand: () => number): Promise<Float32Array>;
+}
+
+/** Crops from features held in memory. */
+export function bankSource(bank: FeatureBank): CropSource {
+  return { dim: bank.dim, size: bank.features.length, batch: async (idx, T, rand) => cropBatch(bank, idx, T, rand) };
+}
+
+/**
+ * Crops decoded on demand: each file of the batch is decoded, a random waveform window of
+ * exactly `cropFrames` frames is cut and its features computed. A file that fails to decode is
+ * reported once and replaced, now and later, by another item of the same class.
+ */
+export function streamingSource(files: string[], labels: Int32Array, cfg: FeatureConfig, opts: { concurrency?: number; onSkip?: (path: string, reason: string) => void } = {}): CropSource {
+  const dim = featureDim(cfg);
+  const bad = new Set<number>();
+  const limit = pLimit(opts.concurrency ?? 4);
+  const replacement = (i: number, rand: () => number): number => {
+    const same = [];
+    for (let k = 0; k < files.length; k++) if (labels[k] === labels[i] && !bad.has(k)) same.push(k);
+    if (same.length === 0) throw new Error(`every utterance of class ${labels[i]} failed to decode (last: ${files[i]})`);
+    return same[Math.floor(rand() * same.length)];
+  };
+  const crop = async (i: number, T: number, rand: () => number): Promise<Float32Array> => {
+    for (;;) {
+      if (bad.has(i)) i = replacement(i, rand);
+      try {
+        const pcm = await loadAudio(files[i], { sampleRate: cfg.sampleRate });
+        const window = randomCrop(pcm, (T - 1) * cfg.hop + cfg.winLength, rand);
+        const f = audioFeatures(window, cfg);
+        try { return (await f.data()) as Float32Array; } finally { f.dispose(); }
+      } catch (e) {
+        bad.add(i);
+        opts.onSkip?.(files[i], (e as Error).message.replace(`${files[i]}: `, ''));
+      }
+    }
+  };
+  return {
+    dim, size: files.length,
+    batch: async (idx, T, rand) => {
+      const parts = await Promise.all(Array.from(idx, (i) => limit(() => crop(i, T, rand))));
+      const out = new Float32Array(idx.length * T * dim);
+      parts.forEach((p, b) => out.set(p, b * T * dim));
+      return out;
+    },
+  };
+}
 
 export interface EmbeddingJob {
   runDir: string;
@@ -102,8 +161,8 @@ export interface EmbeddingJob {
   /** Parameter prefix → embeddings [B, d] of features [B, T, D]. */
   embed: (params: Params, features: tf.Tensor) => tf.Tensor2D;
   head: MarginHeadConfig;
-  bank: FeatureBank;
-  /** Class of each bank entry. */
+  source: CropSource;
+  /** Class of each item. */
   labels: Int32Array;
   numClasses: number;
   train: TrainSettings;
@@ -138,7 +197,7 @@ export async function trainEmbeddingModel(job: EmbeddingJob): Promise<EmbeddingJ
     }, {
       computeGrads: async (step) => {
         const idx = sampler.next();
-        const x = tf.tensor3d(cropBatch(job.bank, idx, t.cropFrames, rand), [B, t.cropFrames, job.bank.dim]);
+        const x = tf.tensor3d(await job.source.batch(idx, t.cropFrames, rand), [B, t.cropFrames, job.source.dim]);
         const y = tf.tensor1d(Int32Array.from(idx, (i) => job.labels[i]), 'int32');
         const { value, grads } = valueAndGradsOf((p) => head.loss(job.embed(p, x), y, { weight: p['head.weight'], bias: p['head.bias'], step }).loss as tf.Scalar, params);
         let loss: number;

@@ -156,9 +156,9 @@ function toSignal(samples: Float32Array | tf.Tensor, fn: string): tf.Tensor1D {
  * Windowed frames [T, winLength] of a signal: one gather with an index matrix (no gradient
  * to the waveform is ever needed), times the periodic Hann window.
  */
-export function frames(samples: Float32Array | tf.Tensor, cfg: Pick<FeatureConfig, 'winLength' | 'hop'>): tf.Tensor2D {
+export function signalFrames(samples: Float32Array | tf.Tensor, cfg: Pick<FeatureConfig, 'winLength' | 'hop'>): tf.Tensor2D {
   return tf.tidy(() => {
-    let x = toSignal(samples, 'frames');
+    let x = toSignal(samples, 'signalFrames');
     const L = cfg.winLength;
     if (x.shape[0] < L) x = tf.pad(x, [[0, L - x.shape[0]]]);
     const T = frameCount(x.shape[0], cfg);
@@ -171,7 +171,7 @@ export function frames(samples: Float32Array | tf.Tensor, cfg: Pick<FeatureConfi
 
 /** |STFT|² [T, fftLength/2 + 1]. @example powerSpectrogram(pcm, featureConfig()) */
 export function powerSpectrogram(samples: Float32Array | tf.Tensor, cfg: FeatureConfig): tf.Tensor2D {
-  return tf.tidy(() => powerSpectrum(frames(samples, cfg), cfg.fftLength));
+  return tf.tidy(() => powerSpectrum(signalFrames(samples, cfg), cfg.fftLength));
 }
 
 /** x − mean over frames, per dimension. */

@@ -186,4 +186,3 @@ export function synthesizeUtterance(voice: SpeakerVoice, rand: () => number, opt
   return out;
 }
 
-export { mulberry32 };
