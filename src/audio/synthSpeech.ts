@@ -11,7 +11,6 @@
  * artefacts: a buzzy excitation (no jitter, no aspiration, a flat spectrum) or a smoothed,
  * band-limited envelope.
  */
-import { mulberry32 } from '../util/rng.js';
 import { SAMPLE_RATE } from './decode.js';
 
 /** Vowel formants F1–F3 in Hz (an adult male's, Peterson & Barney), scaled per speaker. */
