@@ -12,7 +12,7 @@
  *    video encoder frozen (default) or trained with the head (open.encoderLrScale > 0).
  * Writes qa.jsonl (the items) and qa.json (accuracies with chance levels) to the run folder.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +35,7 @@ import type { Tokenizer } from '../src/text/tokenizer.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { formatIssues, loadJsonConfig } from './config.js';
+import { openRunFolder } from './runFolder.js';
 
 export const FinetuneQaConfigSchema = z.object({
   name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-qa'),
@@ -133,9 +134,17 @@ async function embedVideos(params: Params, cfg: DualEncoderConfig, cache: FrameC
 
 /** Runs zero-shot and fine-tuned multiple-choice QA and open-ended QA with a margin head. */
 export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string; backend?: string; quiet?: boolean } = {}): Promise<FinetuneQaResult> {
+  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); });
+  try {
+    return await runFinetuneQaIn(runDir, cfg, opts);
+  } finally {
+    await release();
+  }
+}
+
+async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { out?: string; backend?: string; quiet?: boolean }): Promise<FinetuneQaResult> {
   const t0 = performance.now();
-  const runDir = path.resolve(opts.out ?? path.join('runs', cfg.name));
-  await mkdir(runDir, { recursive: true });
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
   const info = await readCheckpointInfo(cfg.checkpoint);

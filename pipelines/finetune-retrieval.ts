@@ -14,7 +14,7 @@
  * split's eval.json / eval.md / PNG plots.
  */
 import { CaptionsSchema, checkWeighting, formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, WeightingSchema } from './config.js';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,7 @@ import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining } from '../src/train/trainer.js';
+import { openRunFolder } from './runFolder.js';
 
 // The pretraining data sources, less the folder keys: a fine-tune keeps its caches beside the data or in its run.
 const manifestData = ManifestDataSchema.omit({ dir: true });
@@ -230,9 +231,17 @@ async function loadFinetuneMetaSet(cfg: FinetuneRetrievalConfig, data: Downstrea
 export async function runFinetuneRetrieval(
   cfg: FinetuneRetrievalConfig, opts: { out?: string; backend?: string; quiet?: boolean } = {},
 ): Promise<FinetuneRetrievalResult> {
+  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); });
+  try {
+    return await runFinetuneRetrievalIn(runDir, cfg, opts);
+  } finally {
+    await release();
+  }
+}
+
+async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConfig, opts: { out?: string; backend?: string; quiet?: boolean }): Promise<FinetuneRetrievalResult> {
   const t0 = performance.now();
-  const runDir = path.resolve(opts.out ?? path.join('runs', cfg.name));
-  await mkdir(runDir, { recursive: true });
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   const backend = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
   const info = await readModelInfo(cfg.model.init, {

@@ -32,10 +32,10 @@ import { initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
 import type { ParamStore, Params } from '../src/nn/params.js';
 import { buildTokenizer, tokenizerKey } from '../src/text/buildTokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
-import { configChanges, configHash, loadLatestCheckpoint } from '../src/train/checkpoint.js';
+import { configHash, loadLatestCheckpoint } from '../src/train/checkpoint.js';
 import { loadModel, readModelInfo, type CheckpointInfo } from '../src/train/checkpointInfo.js';
 import { writeFileAtomic } from '../src/util/atomicWrite.js';
-import { openRunFolder } from './runFolder.js';
+import { checkResumeConfig, openRunFolder } from './runFolder.js';
 import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
@@ -198,21 +198,6 @@ function checkSplitsBeforeWork(cfg: PretrainConfig, splits: Splits, metaEntries:
   }
 }
 
-/**
- * On --resume: the checkpoint's settings must be this config's. Refuses a checkpoint saved
- * under other settings, naming the keys that differ, unless `allow`.
- */
-function checkResumeConfig(cfg: PretrainConfig, ck: { dir: string; config: unknown; state: Record<string, unknown> }, allow: boolean, log: (m: string) => void): void {
-  const want = configHash(cfg);
-  const saved = ck.state.configHash;
-  if (saved === want) return;
-  const savedCfg = (ck.config as { pretrain?: unknown } | null)?.pretrain;
-  const changed = savedCfg === undefined ? ['(the checkpoint holds no pretrain config)'] : configChanges(savedCfg, cfg);
-  if (saved === undefined && changed.length === 0) return;
-  const what = `checkpoint ${ck.dir} was saved with other settings: ${changed.join(', ') || '(config hash differs)'}`;
-  if (!allow) throw new Error(`--resume: ${what}. Resume with the config it was saved with, choose another --out, or add --allow-config-change to continue anyway`);
-  log(`warning: ${what}; continuing (--allow-config-change)`);
-}
 
 /**
  * The meta set of the weighting step: `weighting.metaManifest`, else the committed default set
@@ -379,7 +364,7 @@ async function runPretrainIn(
     const ck = await loadLatestCheckpoint(runDir, { onWarning: (w) => log(`warning: ${w}`) });
     if (ck) {
       try {
-        checkResumeConfig(cfg, ck, !!opts.allowConfigChange, log);
+        checkResumeConfig(ck, (ck.config as { pretrain?: unknown } | null)?.pretrain, cfg, !!opts.allowConfigChange, log);
       } catch (e) {
         tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
         throw e;

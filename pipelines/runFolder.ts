@@ -5,6 +5,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { configChanges, configHash } from '../src/train/checkpoint.js';
 import { acquireDirLock, describeHolder } from '../src/util/dirLock.js';
 
 export interface RunFolder {
@@ -38,4 +39,24 @@ export async function openRunFolder(out: string | undefined, name: string, log: 
     onTakeover: (h, why) => log(`run folder ${runDir}: took over the lock of ${describeHolder(h)}: ${why}`),
   });
   return { runDir, release };
+}
+
+/**
+ * On --resume: a checkpoint's settings must be the current ones. `settings` is what the
+ * pipeline passed as the trainer's `configHash` source; `saved` is the same part of the
+ * checkpoint's config.json, for naming the keys that differ. Refuses unless `allow`.
+ *
+ * @example checkResumeConfig(ck, ck.config.pretrain, cfg, opts.allowConfigChange, log);
+ */
+export function checkResumeConfig(
+  ck: { dir: string; state: Record<string, unknown> }, saved: unknown, settings: unknown, allow: boolean, log: (m: string) => void,
+): void {
+  const stored = ck.state.configHash;
+  if (stored === configHash(settings)) return;
+  const changed = saved === undefined ? ['(the checkpoint holds no config to compare)'] : configChanges(saved, settings);
+  // A checkpoint of an older build has no hash: its config alone decides.
+  if (stored === undefined && changed.length === 0) return;
+  const what = `checkpoint ${ck.dir} was saved with other settings: ${changed.join(', ') || '(config hash differs)'}`;
+  if (!allow) throw new Error(`--resume: ${what}. Resume with the config it was saved with, choose another --out, or add --allow-config-change to continue anyway`);
+  log(`warning: ${what}; continuing (--allow-config-change)`);
 }

@@ -5,12 +5,12 @@
  * test split and verification on the pairs file → eval.json.
  *
  *   node dist/pipelines/train-classifier.js --loss arcface [--data DIR] [--out runs/NAME] [--steps N] [--seed S]
- *       [--important-class ID] [--sampling natural|balanced] [--resume]
+ *       [--important-class ID] [--sampling natural|balanced] [--resume [--allow-config-change]]
  *
  * Run folder: checkpoints/, metrics.jsonl, eval.json, and for KappaFace kappa-margins.jsonl and
  * kappa-margins.png (margin vs class size).
  */
-import { mkdir, writeFile, appendFile } from 'node:fs/promises';
+import { writeFile, appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -27,11 +27,12 @@ import { verifyPairs } from '../src/face/verify.js';
 import { MARGIN_HEAD_NAMES, MarginHead, type MarginHeadConfig } from '../src/margin/head.js';
 import { momentumEncoderUpdate } from '../src/margin/kappaface.js';
 import { valueAndGradsOf, type Params } from '../src/nn/params.js';
-import { loadLatestCheckpoint } from '../src/train/checkpoint.js';
+import { configHash, loadLatestCheckpoint } from '../src/train/checkpoint.js';
 import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining } from '../src/train/trainer.js';
+import { checkResumeConfig, openRunFolder } from './runFolder.js';
 
 /** One typed config per run: data, model, loss, training. */
 export const trainClassifierConfigSchema = z.object({
@@ -82,6 +83,8 @@ export type TrainClassifierConfig = z.output<typeof trainClassifierConfigSchema>
 export interface TrainClassifierOptions {
   out?: string;
   resume?: boolean;
+  /** With `resume`: accept a checkpoint saved under other settings (the changed keys are still listed). */
+  allowConfigChange?: boolean;
   quiet?: boolean;
 }
 
@@ -192,9 +195,17 @@ async function evaluate(
 
 /** Trains (or resumes) one classifier run and writes eval.json. */
 export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: TrainClassifierOptions = {}): Promise<TrainClassifierResult> {
+  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); });
+  try {
+    return await runTrainClassifierIn(runDir, cfg, opts);
+  } finally {
+    await release();
+  }
+}
+
+async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, opts: TrainClassifierOptions): Promise<TrainClassifierResult> {
   const t0 = performance.now();
-  const runDir = path.resolve(opts.out ?? path.join('runs', cfg.name));
-  await mkdir(runDir, { recursive: true });
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   await initBackend({ prefer: parseBackendPreference(cfg.backend) });
   const data = await prepareData(cfg, log);
@@ -219,6 +230,12 @@ export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: Train
   if (opts.resume) {
     const ck = await loadLatestCheckpoint(runDir, { onWarning: (w) => log(`warning: ${w}`) });
     if (ck) {
+      try {
+        checkResumeConfig(ck, (ck.config as { trainClassifier?: unknown } | null)?.trainClassifier, cfg, !!opts.allowConfigChange, log);
+      } catch (e) {
+        tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
+        throw e;
+      }
       for (const [k, v] of Object.entries(ck.params)) {
         if (!(k in params)) throw new Error(`--resume: checkpoint ${ck.dir} has parameter '${k}' this config does not`);
         params[k].assign(v);
@@ -251,6 +268,7 @@ export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: Train
     runDir, params, optimizer, schedule, totalSteps, startStep,
     clipNorm: cfg.train.clipNorm, checkpointEvery: cfg.train.checkpointEvery, keepCheckpoints: cfg.train.keepCheckpoints,
     config: { trainClassifier: cfg, model: cfg.model, classes, head: head.settings },
+    configHash: configHash(cfg),
     logger,
   }, {
     computeGrads: async (step) => {
@@ -354,6 +372,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       flip: { type: 'boolean', default: false },
       backend: { type: 'string' },
       resume: { type: 'boolean', default: false },
+      'allow-config-change': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       'no-synth': { type: 'boolean', default: false },
     },
@@ -374,7 +393,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     eval: { flip: values.flip },
   };
   const cfg = parseTrainClassifierConfig(JSON.parse(JSON.stringify(raw)), 'train-classifier options');
-  const r = await runTrainClassifier(cfg, { out: values.out, resume: values.resume, quiet: values.quiet });
+  const r = await runTrainClassifier(cfg, { out: values.out, resume: values.resume, allowConfigChange: values['allow-config-change'], quiet: values.quiet });
   console.log(JSON.stringify({ runDir: r.runDir, steps: r.steps, lossStart: r.lossStart, lossEnd: r.lossEnd, ...r.eval.verification && {
     accuracy: r.eval.verification.accuracy, eer: r.eval.verification.eer, tarAtFar1e3: r.eval.verification.tarAtFar['1e-3'] },
   closedSetAccuracy: r.eval.classification?.accuracy, importantClass: r.eval.importantClass }, null, 2));
