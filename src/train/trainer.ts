@@ -174,7 +174,7 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
         await saveOnce(step);
       } catch (e) {
         throw new CheckpointSaveError(`checkpoint at step ${step} could not be written to ${dir}: ${(e as Error).message}`
-          + `${isDiskFull(e) ? ' (the disk is full: free space, then --resume continues from the last checkpoint written)' : ''}`);
+          + `${isDiskFull(e) ? `${/disk is full/.test((e as Error).message) ? '' : '; the disk is full'}: free space, then --resume continues from the last checkpoint written` : ''}`);
       }
     }
   };
