@@ -102,6 +102,11 @@ export const PretrainConfigSchema = z.object({
     size: z.number().int().min(8).max(512).optional(),
     strategy: z.enum(['uniform', 'random', 'fps', 'head', 'tail']).default('uniform'),
     concurrency: z.number().int().min(1).max(64).default(2),
+    /**
+     * Clips in the shuffle buffer of a streaming loader (shards read in a seeded order, memory
+     * flat in the dataset size); unset, training shuffles the whole cache by random access.
+     */
+    shuffleBuffer: z.number().int().min(1).optional(),
   }).strict().default({ count: 4, strategy: 'uniform', concurrency: 2 }),
   tokenizer: z.object({
     /** An existing Hugging Face tokenizer folder; without it one is built from the training captions. */

@@ -17,6 +17,7 @@ import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips
 import { BatchLoader, encodeCaptions, type LoaderState } from '../src/data/loader.js';
 import { humanCaptions, readManifest } from '../src/data/manifest.js';
 import { readMsrvttSplits } from '../src/data/readers.js';
+import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { metricsFromRanks, retrievalRanks, retrievalRanksV2T, type RetrievalMetrics } from '../src/eval/retrieval.js';
@@ -357,7 +358,7 @@ async function runPretrainIn(
   const weightNet = weighting === 'mwn'
     ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed })
     : undefined;
-  let resumeFrom: LoaderState | undefined;
+  let resumeFrom: LoaderState | StreamLoaderState | undefined;
   let metaResume: MetaCyclerState | undefined;
   let startStep = 0;
   if (opts.resume) {
@@ -377,7 +378,7 @@ async function runPretrainIn(
         weightNet.optimizer.loadState(wnetOpt, Number(ck.state.weightNetStep ?? 0));
       }
       tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
-      resumeFrom = ck.state.dataPosition as LoaderState;
+      resumeFrom = ck.state.dataPosition as LoaderState | StreamLoaderState;
       metaResume = ck.state.metaCycler as MetaCyclerState | undefined;
       startStep = ck.step;
       log(`resumed from ${ck.dir} (step ${ck.step})`);
@@ -390,10 +391,19 @@ async function runPretrainIn(
     : new MetaBatchCycler(metaEntries.length, cfg.weighting.metaBatchSize, { seed: cfg.seed, resumeFrom: metaResume });
   /** Latest weight given to each training video (normalised so a batch's weights average 1). */
   const lastWeight = new Map<string, number>();
-  const loader = new BatchLoader(cache, table, {
-    batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), resumeFrom, mean: norm.mean, std: norm.std,
-    captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
-  });
+  const trainIds = trainEntries.map((e) => e.id);
+  if (cfg.frames.shuffleBuffer !== undefined && (cfg.train.captionsPerVideo === 'all' || sources.weights)) {
+    throw new Error('pretrain: frames.shuffleBuffer (streaming) does not take train.captionsPerVideo "all" nor captions.sourceWeights yet');
+  }
+  const loader = cfg.frames.shuffleBuffer === undefined
+    ? new BatchLoader(cache, table, {
+      batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainIds, resumeFrom: resumeFrom as LoaderState | undefined, mean: norm.mean, std: norm.std,
+      captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
+    })
+    : await StreamLoader.open(cache.dir, table, {
+      batchSize: cfg.train.batchSize, shuffleBuffer: cfg.frames.shuffleBuffer, seed: cfg.seed, videoIds: trainIds,
+      resumeFrom: resumeFrom as StreamLoaderState | undefined, mean: norm.mean, std: norm.std,
+    });
   const totalSteps = cfg.train.steps ?? cfg.train.epochs * loader.batchesPerEpoch;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps, minLr: cfg.train.minLr });
   const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet, ...(opts.resume ? { resumeAt: startStep } : {}) });

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { buildFrameCache, buildFrameCacheShard, openFrameCache, planFrameCache, verifyFrameCache, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type CaptionTable } from '../src/data/loader.js';
+import { StreamLoader } from '../src/data/streamLoader.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { CLIP_MEAN, CLIP_STD } from '../src/video/transforms.js';
 import { countFfmpegCalls, makeClip } from './video.test.js';
@@ -451,6 +452,105 @@ describe('frame cache', function () {
       assert.throws(() => new BatchLoader(cache, table, { batchSize: 7 }), /6 cached videos with captions make no full batch of 7/);
       assert.throws(() => new BatchLoader(cache, { ...table, maxLen: 5 }, { batchSize: 2 }), /need \d+ entries/);
       assert.throws(() => new BatchLoader(cache, table, { batchSize: 2, resumeFrom: { epoch: 0, position: 3, rngState: 1, batchSize: 2 } }), /not a valid state/);
+    });
+  });
+
+  describe('StreamLoader', () => {
+    let out: string;
+    let single: string;
+    let table: CaptionTable;
+    const L = 2;
+    const captionsOf: Record<string, string[]> = { red: ['r1', 'r2', 'r3'], lime: ['l1'], blue: ['b1', 'b2'], yellow: ['y1'], white: ['w1'], magenta: ['m1'] };
+    const rowOf = (v: string, c: string): number => table.videoIds.indexOf(v) + captionsOf[v].indexOf(c);
+
+    before(async () => {
+      out = path.join(dir, 's-3');
+      single = path.join(dir, 's-1');
+      await buildFrameCache([...entries, ...bad], { out, frames: 2, size: 8, shardSize: 3 });
+      await buildFrameCache(entries, { out: single, frames: 2, size: 8, shardSize: 6 });
+      const withCaptions = NAMES.map((id) => ({ id, captions: captionsOf[id] }));
+      table = encodeCaptions([...withCaptions, { id: 'not-cached', captions: ['x'] }], (cs) => ({
+        ids: Int32Array.from(cs.flatMap((c) => [c.charCodeAt(0), Number(c.slice(1))])),
+        mask: Int32Array.from(cs.flatMap(() => [1, 1])),
+      }));
+    });
+
+    it('an epoch hands out every cached video with a caption once, with its frames and one of its captions', async () => {
+      const loader = await StreamLoader.open(out, table, { batchSize: 4, shuffleBuffer: 3, seed: 2, dropLast: false });
+      assert.deepEqual([loader.clips, loader.batchesPerEpoch], [6, 2]);
+      const seen: string[] = [];
+      for (let b = 0; b < 2; b++) {
+        const batch = await loader.next();
+        assert.deepEqual([batch.epoch, batch.step], [0, b]);
+        batch.videoId.forEach((v, i) => {
+          seen.push(v);
+          const [code, k] = [...batch.ids.subarray(i * L, (i + 1) * L)];
+          const caption = `${String.fromCharCode(code)}${k}`;
+          assert.ok(captionsOf[v].includes(caption), `${v} got caption ${caption}`);
+          assert.equal(batch.index[i], rowOf(v, caption));
+          const px = batch.frames.subarray(i * 384 + 36 * 3, i * 384 + 36 * 3 + 3);
+          COLOURS[v].forEach((c, ch) => assert.ok(Math.abs(px[ch] - (c / 255 - CLIP_MEAN[ch]) / CLIP_STD[ch]) < 0.3, `${v} channel ${ch}`));
+        });
+      }
+      assert.deepEqual(seen.sort(), [...NAMES].sort());
+      assert.deepEqual(loader.state(), { epoch: 1, position: 0, seed: 2, batchSize: 4, shuffleBuffer: 3 });
+    });
+
+    it('the shuffle buffer: without shuffling, manifest order; with a buffer of K, the i-th clip out is among the first i + K + 1 in', async () => {
+      const inOrder = await StreamLoader.open(out, table, { batchSize: 6, shuffleBuffer: 4, shuffle: false });
+      assert.deepEqual((await inOrder.next()).videoId, NAMES);
+      const firsts = new Set<string>();
+      for (let seed = 0; seed < 40; seed++) {
+        for (const K of [1, 2]) {
+          const l = await StreamLoader.open(single, table, { batchSize: 6, shuffleBuffer: K, seed, prefetch: false });
+          const got = (await l.next()).videoId;
+          assert.deepEqual([...got].sort(), [...NAMES].sort());
+          got.forEach((v, i) => assert.ok(NAMES.indexOf(v) <= i + K, `seed ${seed}, K ${K}: ${got.join(',')}`));
+          if (K === 1) assert.deepEqual(got, NAMES);
+        }
+        firsts.add((await (await StreamLoader.open(single, table, { batchSize: 6, shuffleBuffer: 6, seed })).next()).videoId[0]);
+      }
+      assert.equal(firsts.size, 6, 'with a buffer as large as the data, any clip can come first');
+    });
+
+    it('resumes from a saved state with exactly the same batches, across epochs, and is seeded', async () => {
+      const opts = { batchSize: 2, shuffleBuffer: 2, seed: 7 };
+      const a = await StreamLoader.open(out, table, opts);
+      const run: string[] = [];
+      for (let i = 0; i < 4; i++) run.push((await a.next()).videoId.join());
+      const saved = JSON.parse(JSON.stringify(a.state()));
+      assert.deepEqual(saved, { epoch: 1, position: 1, seed: 7, batchSize: 2, shuffleBuffer: 2 });
+      const want = [];
+      for (let i = 0; i < 4; i++) want.push(await a.next());
+      const resumed = await StreamLoader.open(out, table, { ...opts, resumeFrom: saved });
+      for (const w of want) {
+        const g = await resumed.next();
+        assert.deepEqual([g.videoId, g.index, g.epoch, g.step], [w.videoId, w.index, w.epoch, w.step]);
+        assert.deepEqual(g.frames, w.frames);
+        assert.deepEqual(g.ids, w.ids);
+      }
+      const again = await StreamLoader.open(out, table, opts);
+      for (let i = 0; i < 4; i++) assert.equal((await again.next()).videoId.join(), run[i]);
+      const other = await StreamLoader.open(out, table, { ...opts, seed: 8 });
+      const otherRun: string[] = [];
+      for (let i = 0; i < 4; i++) otherRun.push((await other.next()).videoId.join());
+      assert.notDeepEqual(otherRun, run);
+      await assert.rejects(StreamLoader.open(out, table, { ...opts, shuffleBuffer: 3, resumeFrom: saved }), /saved with batchSize 2 and shuffleBuffer 2/);
+    });
+
+    it('hands out tensors that the caller disposes, leaking none; refuses bad options', async () => {
+      const loader = await StreamLoader.open(out, table, { batchSize: 2, shuffleBuffer: 2, asTensor: true, videoIds: ['red', 'lime', 'blue', 'white'] });
+      assert.equal(loader.clips, 4);
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 5; i++) {
+        const b = await loader.next();
+        assert.deepEqual(b.frames.shape, [2, 2, 8, 8, 3]);
+        tf.dispose(b.frames);
+        assert.equal(tf.memory().numTensors, before);
+      }
+      await assert.rejects(StreamLoader.open(out, table, { batchSize: 2, shuffleBuffer: 0 }), /shuffleBuffer must be a positive integer/);
+      await assert.rejects(StreamLoader.open(out, table, { batchSize: 7, shuffleBuffer: 2 }), /6 cached videos with captions .* make no full batch of 7/);
+      await assert.rejects(StreamLoader.open(path.join(dir, 'nowhere'), table, { batchSize: 2, shuffleBuffer: 2 }), /index\.json is missing/);
     });
   });
 });

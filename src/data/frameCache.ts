@@ -957,3 +957,49 @@ export async function verifyFrameCache(dir: string): Promise<FrameCacheReport> {
     planned: p ? { shards: p.shards, items: p.items } : null, unchecked, leftovers, problems,
   };
 }
+
+/** A frame cache seen shard by shard: its config and committed shards, nothing held per clip. */
+export interface FrameCacheShards extends FrameCacheConfig {
+  dir: string;
+  clipBytes: number;
+  /** Committed shard names, in shard order. */
+  shards: string[];
+}
+
+/**
+ * Lists the committed shards of a cache without reading their clips (memory per shard, not
+ * per clip), for readers that stream it shard by shard.
+ *
+ * @example const { shards, clipBytes } = await listFrameCacheShards('cache/webvid-8x224');
+ */
+export async function listFrameCacheShards(dir: string): Promise<FrameCacheShards> {
+  if (typeof dir !== 'string' || !dir) throw new Error('listFrameCacheShards: dir must be a folder path');
+  const root = path.resolve(dir);
+  const indexPath = path.join(root, INDEX);
+  let index: IndexFile;
+  try {
+    index = JSON.parse(await readFile(indexPath, 'utf8')) as IndexFile;
+  } catch (e) {
+    throw new Error(`listFrameCacheShards: ${indexPath} is missing or unreadable (${(e as Error).message}); build it with \`vlmargin frames\``);
+  }
+  if (index?.format !== FORMAT || !(index.frames > 0) || !(index.size > 0)) throw new Error(`listFrameCacheShards: ${indexPath} is not a vlmargin frame cache index`);
+  const config = configOf(index);
+  const shards = (await readdir(root)).filter((n) => SHARD_RE.test(n))
+    .map((n) => n.slice(0, -'.json'.length)).sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)));
+  return { ...config, dir: root, clipBytes: config.frames * config.size * config.size * 3, shards };
+}
+
+/**
+ * One shard's clip records, and with `pixels` its whole .bin in one read; null when the shard
+ * is not committed (its .json or .bin missing or of the wrong size).
+ *
+ * @example const s = await readFrameCacheShard(dir, 'shard-00000', { pixels: true }); s?.items[0].offset
+ */
+export async function readFrameCacheShard(dir: string, name: string, opts: { pixels?: boolean } = {}): Promise<{ items: CachedClipMeta[]; data: Uint8Array | null } | null> {
+  const root = path.resolve(dir);
+  const file = await readShardFile(root, name);
+  if (!file) return null;
+  const data: Uint8Array | null = opts.pixels ? await readFile(path.join(root, `${name}.bin`)) : null;
+  if (data && data.length !== file.bytes) throw new Error(`frame cache ${root}: ${name}.bin changed while it was read (${data.length} bytes, its .json says ${file.bytes})`);
+  return { items: file.items, data };
+}
