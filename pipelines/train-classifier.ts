@@ -21,7 +21,7 @@ import { classificationMetrics, type ClassificationMetrics } from '../src/eval/c
 import { savePlot } from '../src/eval/plot.js';
 import type { VerificationMetrics } from '../src/eval/verification.js';
 import { backboneConfigSchema, embedImages, initBackbone, type BackboneConfig } from '../src/face/backbone.js';
-import { BatchSampler, ImageFolderDataset, isFolder, toFloatImage } from '../src/face/imageFolder.js';
+import { BatchSampler, ImageFolderDataset, isFolder, toFloatImage, toFloatPixels } from '../src/face/imageFolder.js';
 import { generateSynthIdentities, mulberry32, readSynthIdentityOptions } from '../src/face/synthIdentities.js';
 import { verifyPairs } from '../src/face/verify.js';
 import { MARGIN_HEAD_NAMES, MarginHead, type MarginHeadConfig } from '../src/margin/head.js';
@@ -53,6 +53,8 @@ export const trainClassifierConfigSchema = z.object({
     test: z.string().optional(),
     pairs: z.string().optional(),
     verifyImages: z.string().optional(),
+    /** Decode training images when a batch needs them (memory: the file list and a batch) instead of all at the start. */
+    lazyImages: z.boolean().default(false),
   }),
   model: backboneConfigSchema.default(backboneConfigSchema.parse({})),
   loss: z.object({
@@ -209,7 +211,7 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   await initBackend({ prefer: parseBackendPreference(cfg.backend) });
   const data = await prepareData(cfg, log);
-  const train = await ImageFolderDataset.open(data.train, { size: cfg.model.imageSize });
+  const train = await ImageFolderDataset.open(data.train, { size: cfg.model.imageSize, lazy: cfg.data.lazyImages });
   for (const s of train.skipped.slice(0, 10)) log(`skipped ${s.path}: ${s.reason}`);
   if (train.skipped.length) log(`train: ${train.skipped.length} unreadable image(s) skipped of ${train.length + train.skipped.length}`);
   const counts = train.counts();
@@ -255,7 +257,6 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
   const augRand = mulberry32(cfg.seed * 7919 + 17 + resumeFrom);
   const S = cfg.model.imageSize;
   const per = S * S * 3;
-  const B = cfg.train.batchSize;
   const epochSteps = sampler.batchesPerEpoch;
   const totalSteps = cfg.train.steps;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: Math.min(cfg.train.warmupSteps, totalSteps), totalSteps, minLr: cfg.train.minLr });
@@ -272,10 +273,15 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
     logger,
   }, {
     computeGrads: async (step) => {
-      const idx = sampler.next();
-      const buf = new Float32Array(B * per);
-      for (let i = 0; i < B; i++) toFloatImage(train, idx[i], buf.subarray(i * per, (i + 1) * per), { flip: cfg.train.flip, cropPad: cfg.train.cropPad }, augRand);
-      const images = tf.tensor4d(buf, [B, S, S, 3]);
+      const drawn = sampler.next();
+      // Images that cannot be decoded (found only now when opened lazily) leave the batch.
+      const { pixels, kept } = await train.readImages(drawn);
+      if (kept.length === 0) throw new Error(`train-classifier: no image of batch ${step} could be decoded (see ${train.skipped.at(-1)?.path})`);
+      const idx = Int32Array.from(kept);
+      const n = idx.length;
+      const buf = new Float32Array(n * per);
+      for (let i = 0; i < n; i++) toFloatPixels(pixels.subarray(i * per, (i + 1) * per), S, buf.subarray(i * per, (i + 1) * per), { flip: cfg.train.flip, cropPad: cfg.train.cropPad }, augRand);
+      const images = tf.tensor4d(buf, [n, S, S, 3]);
       const labels = tf.tensor1d(Int32Array.from(idx, (i) => train.labels[i]), 'int32');
       // KappaFace's memory takes this step's embeddings: kept past the gradient call and read
       // (asynchronously) after it, since the loss function itself cannot wait for a read.
@@ -311,7 +317,7 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
       }
       head.step = step + 1;
       tf.dispose([value, images, labels]);
-      return { loss, grads, samples: B, extra };
+      return { loss, grads, samples: n, extra };
     },
     dataState: () => sampler.state(),
   });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { tf } from '../src/backend/tf.js';
 import { backboneConfigSchema, embedImages, initBackbone } from '../src/face/backbone.js';
-import { BatchSampler, ImageFolderDataset, toFloatImage } from '../src/face/imageFolder.js';
+import { BatchSampler, ImageFolderDataset, toFloatImage, toFloatPixels } from '../src/face/imageFolder.js';
 import { generateSynthIdentities } from '../src/face/synthIdentities.js';
 import { embedFloatImages, embedFloatImagesAsync } from '../src/face/verify.js';
 import { MARGIN_HEAD_NAMES, MarginHead, type MarginHeadConfig } from '../src/margin/head.js';
@@ -41,6 +41,35 @@ describe('face: image folders, backbone, heads, train-classifier', function () {
     // Crop offset: rand 0.99 with pad 1 → dx = dy = +1, edge replicated: every pixel is the right column.
     toFloatImage(ds, 0, out, { cropPad: 1 }, () => 0.99);
     assert.deepEqual([out[0], out[3], out[6], out[9]], [1, 1, 1, 1]);
+  });
+
+  it('a lazy image folder holds no pixels, decodes a batch on demand like the eager one, and drops a bad image from it', async () => {
+    const root = path.join(tmp, 'lazy');
+    await mkdir(path.join(root, 'alice'), { recursive: true });
+    await mkdir(path.join(root, 'bob'), { recursive: true });
+    const px = Buffer.from([0, 0, 0, 255, 255, 255, 10, 20, 30, 200, 100, 50]);
+    await sharp(px, { raw: { width: 2, height: 2, channels: 3 } }).png().toFile(path.join(root, 'alice', 'a1.png'));
+    await sharp(Buffer.from(px).reverse(), { raw: { width: 2, height: 2, channels: 3 } }).png().toFile(path.join(root, 'bob', 'b1.png'));
+    await writeFile(path.join(root, 'bob', 'broken.png'), 'not a png');
+    const lazy = await ImageFolderDataset.open(root, { size: 2, lazy: true });
+    const eager = await ImageFolderDataset.open(root, { size: 2 });
+    assert.deepEqual([lazy.lazy, lazy.pixels.length, lazy.length, lazy.skipped.length], [true, 0, 3, 0]);
+    assert.deepEqual([...lazy.labels], [0, 1, 1]);
+    const got = await lazy.readImages([2, 0, 1, 0]);
+    assert.deepEqual(got.kept, [0, 1, 0]);
+    const want = await eager.readImages([0, 1, 0]);
+    assert.deepEqual([...got.pixels], [...want.pixels]);
+    assert.deepEqual([...got.pixels.subarray(0, 12)], [...px]);
+    assert.deepEqual(lazy.skipped.map((x) => path.basename(x.path)), ['broken.png']);
+    await lazy.readImages([2]);
+    assert.equal(lazy.skipped.length, 1, 'a bad image is reported once');
+    const a = new Float32Array(12);
+    const b = new Float32Array(12);
+    toFloatPixels(got.pixels.subarray(0, 12), 2, a, { flip: true }, () => 0.1);
+    toFloatImage(eager, 0, b, { flip: true }, () => 0.1);
+    assert.deepEqual([...a], [...b]);
+    assert.throws(() => toFloatImage(lazy, 0, a), /opened lazily; read its pixels with readImages/);
+    await assert.rejects(lazy.readImages([3]), /index 3 outside \[0, 3\)/);
   });
 
   it('balanced sampling draws classes uniformly; natural sampling visits every item once an epoch; resume replays', () => {

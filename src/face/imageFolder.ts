@@ -1,8 +1,10 @@
 /**
  * A folder-per-identity image tree (the CASIA-WebFace / MS1M layout after extraction:
- * `root/<identity>/<image>`), decoded once with sharp to size×size RGB bytes and held in memory
- * (N·size²·3 bytes), with flip and crop augmentation and natural or class-balanced sampling.
- * An image sharp cannot decode is skipped and reported, never fatal.
+ * `root/<identity>/<image>`), decoded with sharp to size×size RGB bytes: all at once and held
+ * in memory (N·size²·3 bytes), or with `lazy` when a batch asks for them, so memory holds the
+ * file list and one batch whatever the number of images. Flip and crop augmentation, natural
+ * or class-balanced sampling (resumable, BatchSampler). An image sharp cannot decode is
+ * skipped and reported, never fatal.
  */
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,6 +19,12 @@ export interface ImageFolderOptions {
   concurrency?: number;
   /** Only these identities, in this label order (e.g. a checkpoint's class list). */
   classes?: string[];
+  /**
+   * List the images now and decode them when `readImages` asks (default false: decode all
+   * now). Files are random access, so a full shuffle costs 4 bytes per image and needs no
+   * shuffle buffer.
+   */
+  lazy?: boolean;
 }
 
 export interface SkippedImage { path: string; reason: string }
@@ -40,7 +48,45 @@ export class ImageFolderDataset {
     readonly labels: Int32Array,
     readonly files: string[],
     readonly skipped: SkippedImage[],
+    private readonly lazyConcurrency: number | null = null,
   ) {}
+
+  /** Whether images are decoded on demand (opened with `lazy`). */
+  get lazy(): boolean { return this.lazyConcurrency !== null; }
+
+  /**
+   * The size²·3 bytes of images `indices`, back to back: copied from memory, or decoded now when
+   * opened lazily. An image that cannot be decoded is left out (and added to `skipped` once);
+   * `kept` lists the indices that made it, in order.
+   *
+   * @example const { pixels, kept } = await ds.readImages(sampler.next());
+   */
+  async readImages(indices: ArrayLike<number>): Promise<{ pixels: Uint8Array; kept: number[] }> {
+    const per = this.size * this.size * 3;
+    for (let k = 0; k < indices.length; k++) {
+      const i = indices[k];
+      if (!Number.isInteger(i) || i < 0 || i >= this.length) throw new Error(`ImageFolderDataset.readImages: index ${i} outside [0, ${this.length})`);
+    }
+    if (!this.lazy) {
+      const pixels = new Uint8Array(indices.length * per);
+      for (let k = 0; k < indices.length; k++) pixels.set(this.pixels.subarray(indices[k] * per, (indices[k] + 1) * per), k * per);
+      return { pixels, kept: Array.from(indices) };
+    }
+    const limit = pLimit(this.lazyConcurrency!);
+    const decoded = await Promise.all(Array.from(indices, (i) => limit(async () => {
+      try {
+        return await decodeImage(this.files[i], this.size);
+      } catch (err) {
+        if (!this.skipped.some((x) => x.path === this.files[i])) this.skipped.push({ path: this.files[i], reason: (err as Error).message.split('\n')[0] });
+        return null;
+      }
+    })));
+    const kept = Array.from(indices).filter((_, k) => decoded[k] !== null);
+    const pixels = new Uint8Array(kept.length * per);
+    let n = 0;
+    for (const d of decoded) if (d) pixels.set(d, per * n++);
+    return { pixels, kept };
+  }
 
   get length(): number { return this.labels.length; }
 
@@ -72,15 +118,17 @@ export class ImageFolderDataset {
     }
     const S = opts.size;
     const per = S * S * 3;
+    if (opts.lazy) {
+      if (entries.length === 0) throw new Error(`ImageFolderDataset: no image files under ${dir}`);
+      return new ImageFolderDataset(dir, S, classes, new Uint8Array(0), Int32Array.from(entries, (e) => e.label), entries.map((e) => e.file), [], opts.concurrency ?? 4);
+    }
     const buf = new Uint8Array(entries.length * per);
     const ok = new Uint8Array(entries.length);
     const skipped: SkippedImage[] = [];
     const limit = pLimit(opts.concurrency ?? 4);
     await Promise.all(entries.map((e, i) => limit(async () => {
       try {
-        const { data, info } = await sharp(e.file).removeAlpha().toColorspace('srgb').resize(S, S, { fit: 'fill' }).raw().toBuffer({ resolveWithObject: true });
-        if (info.channels !== 3 || data.length !== per) throw new Error(`decoded to ${info.channels} channels, ${data.length} bytes`);
-        buf.set(data, i * per);
+        buf.set(await decodeImage(e.file, S), i * per);
         ok[i] = 1;
       } catch (err) {
         skipped.push({ path: e.file, reason: (err as Error).message.split('\n')[0] });
@@ -93,6 +141,12 @@ export class ImageFolderDataset {
     skipped.sort((a, b) => a.path.localeCompare(b.path));
     return new ImageFolderDataset(dir, S, classes, pixels, Int32Array.from(keep, (i) => entries[i].label), keep.map((i) => entries[i].file), skipped);
   }
+}
+
+async function decodeImage(file: string, S: number): Promise<Uint8Array> {
+  const { data, info } = await sharp(file).removeAlpha().toColorspace('srgb').resize(S, S, { fit: 'fill' }).raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || data.length !== S * S * 3) throw new Error(`decoded to ${info.channels} channels, ${data.length} bytes`);
+  return data;
 }
 
 export interface AugmentOptions {
@@ -110,12 +164,22 @@ export function toFloatImage(ds: ImageFolderDataset, i: number, out: Float32Arra
   const S = ds.size;
   const per = S * S * 3;
   if (!Number.isInteger(i) || i < 0 || i >= ds.length) throw new Error(`toFloatImage: index ${i} outside [0, ${ds.length})`);
+  if (ds.lazy) throw new Error('toFloatImage: the dataset was opened lazily; read its pixels with readImages and convert them with toFloatPixels');
+  return toFloatPixels(ds.pixels.subarray(i * per, (i + 1) * per), S, out, aug, rand);
+}
+
+/**
+ * Writes one image's size²·3 RGB bytes as floats in [−1, 1] into `out`, augmented with `rand`.
+ * @example toFloatPixels(pixels.subarray(0, 32 * 32 * 3), 32, new Float32Array(32 * 32 * 3), { flip: true })
+ */
+export function toFloatPixels(src: Uint8Array, S: number, out: Float32Array, aug: AugmentOptions = {}, rand: () => number = Math.random): Float32Array {
+  const per = S * S * 3;
+  if (src.length !== per) throw new Error(`toFloatPixels: 'src' must hold ${per} bytes, got ${src.length}`);
   if (out.length !== per) throw new Error(`toFloatImage: 'out' must hold ${per} floats, got ${out.length}`);
   const pad = aug.cropPad ?? 0;
   const flip = aug.flip ? rand() < 0.5 : false;
   const dx = pad > 0 ? Math.floor(rand() * (2 * pad + 1)) - pad : 0;
   const dy = pad > 0 ? Math.floor(rand() * (2 * pad + 1)) - pad : 0;
-  const src = ds.pixels.subarray(i * per, (i + 1) * per);
   for (let y = 0; y < S; y++) {
     const sy = Math.min(S - 1, Math.max(0, y + dy));
     for (let x = 0; x < S; x++) {
