@@ -250,8 +250,8 @@ export class StreamLoader<T extends boolean = false> {
       if (!s) throw new Error(`StreamLoader: ${path.join(this.cache.dir, name)} is no longer a committed shard`);
       for (const it of s.items) {
         if (!this.rowsOf.has(it.id)) continue;
-        // A copy, so the shard's buffer is freed once it is dealt.
-        const slot: Slot = { id: it.id, shard: name, offset: it.offset, data: s.data ? s.data.slice(it.offset, it.offset + this.cache.clipBytes) : null };
+        // A copy (a Buffer's slice would be a view), so the shard's buffer is freed once dealt.
+        const slot: Slot = { id: it.id, shard: name, offset: it.offset, data: s.data ? new Uint8Array(s.data.subarray(it.offset, it.offset + this.cache.clipBytes)) : null };
         if (buffer.length < capacity) { buffer.push(slot); continue; }
         const j = capacity === 1 ? 0 : rng.int(capacity);
         const out = buffer[j];
