@@ -999,7 +999,16 @@ export async function readFrameCacheShard(dir: string, name: string, opts: { pix
   const root = path.resolve(dir);
   const file = await readShardFile(root, name);
   if (!file) return null;
-  const data: Uint8Array | null = opts.pixels ? await readFile(path.join(root, `${name}.bin`)) : null;
+  const bin = path.join(root, `${name}.bin`);
+  const data: Uint8Array | null = opts.pixels ? await readFile(bin) : null;
   if (data && data.length !== file.bytes) throw new Error(`frame cache ${root}: ${name}.bin changed while it was read (${data.length} bytes, its .json says ${file.bytes})`);
+  if (data && file.sha256 !== undefined) {
+    // Checked once per process, as openFrameCache does, from the bytes already in hand.
+    const st = await stat(bin);
+    const memo = verifiedShards.get(bin);
+    const got = memo && memo.size === st.size && memo.mtimeMs === st.mtimeMs ? memo.got : createHash('sha256').update(data).digest('hex');
+    verifiedShards.set(bin, { size: st.size, mtimeMs: st.mtimeMs, got });
+    if (got !== file.sha256) throw new Error(`frame cache ${bin} is corrupt (SHA-256 ${got}, its .json records ${file.sha256}); build the cache again (\`vlmargin frames\`) to decode its clips again`);
+  }
   return { items: file.items, data };
 }
