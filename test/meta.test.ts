@@ -5,7 +5,7 @@ import { samContrastiveLoss } from '../src/margin/sam.js';
 import { AdamW } from '../src/train/optimizer.js';
 import {
   auroc, isMetaStep, l2rwScores, l2rwScoresAsync, l2rwStep, l2rwStepAsync, l2rwWeights, MetaBatchCycler, metaGradient, mwnStep, mwnStepAsync, normalizeWeights,
-  weightCurve, weightingReport, WeightNet, WEIGHT_NET_PARAM_NAMES, type MetaModel, type MetaScope, type WeightNormalization,
+  weightCurve, weightingInputs, weightingReport, WeightNet, WEIGHT_NET_PARAM_NAMES, type MetaModel, type WeightingInput, type MetaScope, type WeightNormalization,
 } from '../src/meta/index.js';
 import { getConfig } from '../src/nn/configs.js';
 import { initDualEncoder } from '../src/nn/dualEncoder.js';
@@ -68,14 +68,16 @@ const disposeAll = (r: Record<string, tf.Tensor>) => tf.dispose(Object.values(r)
 
 // ---- independent references ----
 
-/** The weight net's forward in float64 JS from its parameter values: σ(W2ᵀ relu(W1 ℓ + b1) + b2). */
-function weightNetRef(phi: Record<string, Float64Array>, losses: ArrayLike<number>): { raw: number[]; minAbsPre: number } {
+/** The weight net's forward in float64 JS from its parameter values: σ(W2ᵀ relu(W1ᵀ x + b1) + b2), x = ℓ or a row of D inputs. */
+function weightNetRef(phi: Record<string, Float64Array>, losses: ArrayLike<number | readonly number[]>): { raw: number[]; minAbsPre: number } {
   const h = phi['fc1.bias'].length;
   let minAbsPre = Infinity;
   const raw = Array.from(losses, (l) => {
+    const x = typeof l === 'number' ? [l] : l;
     let z = phi['fc2.bias'][0];
     for (let j = 0; j < h; j++) {
-      const a = l * phi['fc1.weight'][j] + phi['fc1.bias'][j];
+      let a = phi['fc1.bias'][j];
+      for (let d = 0; d < x.length; d++) a += x[d] * phi['fc1.weight'][d * h + j];
       minAbsPre = Math.min(minAbsPre, Math.abs(a));
       z += Math.max(a, 0) * phi['fc2.weight'][j];
     }
@@ -201,6 +203,102 @@ describe('meta: Meta-Weight-Net hypergradient against finite differences', () =>
       net.dispose(); disposeAll(params); disposeBatch(train); disposeBatch(meta);
     });
   }
+});
+
+/** Cosines [B, B] of the toy model's projected embeddings (rows: x side, columns: y side). */
+function toySims(model: MetaModel<ToyBatch>, params: Params, b: ToyBatch): tf.Tensor {
+  return tf.tidy(() => {
+    const [fx, fy] = model.features!(params, b);
+    return tf.matMul(l2Normalize(tf.matMul(fx as tf.Tensor2D, params['v.proj'] as tf.Tensor2D), 1), l2Normalize(tf.matMul(fy as tf.Tensor2D, params['t.proj'] as tf.Tensor2D), 1), false, true);
+  });
+}
+
+/** The weight net's input rows in float64 JS, straight from the definitions (one positive per row: the diagonal). */
+function inputRowsRef(inputs: readonly WeightingInput[], losses: ArrayLike<number>, sims: number[][], source: number[], progress: number): number[][] {
+  const n = sims.length;
+  return sims.map((row, i) => inputs.map((x) => {
+    const others = (k: number) => Array.from({ length: n }, (_, j) => j).filter((j) => j !== k);
+    const rowNeg = others(i).map((j) => row[j]);
+    const colNeg = others(i).map((j) => sims[j][i]);
+    switch (x) {
+      case 'loss': return losses[i];
+      case 'cosine': return row[i];
+      case 'rowMargin': return row[i] - Math.max(...rowNeg);
+      case 'columnMargin': return row[i] - Math.max(...colNeg);
+      case 'rank': return (rowNeg.filter((v) => v > row[i]).length + colNeg.filter((v) => v > row[i]).length) / (2 * (n - 1));
+      case 'source': return source[i];
+      default: return progress;
+    }
+  }));
+}
+
+describe('meta: weighting inputs beyond the loss', () => {
+  it('weightingInputs: cosine, margins to the hardest negative, rank and progress of a hand-worked batch (groups keep a video\'s captions out of its negatives)', async () => {
+    // Rows: videos; columns: captions. Rows 0 and 1 are the same video (group 7).
+    const sims = tf.tensor2d([[0.9, 0.5, 0.95], [0.6, 0.4, 0.1], [0.2, 0.3, 0.8]]);
+    const groups = tf.tensor1d([7, 7, 8], 'int32');
+    const x = weightingInputs(['cosine', 'loss', 'rowMargin', 'columnMargin', 'rank', 'source', 'progress'], { similarities: sims, groups, source: [1, 0, 1], progress: 0.25 })!;
+    assert.deepEqual(x.shape, [3, 6]);
+    const got = await x.array() as number[][];
+    // Pair 0: row negatives {0.95}, column negatives {0.2}: margins 0.9 − 0.95, 0.9 − 0.2; 1 of 2 negatives outscore it.
+    // Pair 1: row {0.1}, column {0.3}: 0.4 − 0.1, 0.4 − 0.3; none outscore it.
+    // Pair 2: row {0.2, 0.3}, column {0.95, 0.1}: 0.8 − 0.3, 0.8 − 0.95; 1 of 4.
+    const want = [[0.9, -0.05, 0.7, 0.5, 1, 0.25], [0.4, 0.3, 0.1, 0, 0, 0.25], [0.8, 0.5, -0.15, 0.25, 1, 0.25]];
+    got.forEach((row, i) => row.forEach((v, j) => assert.ok(Math.abs(v - want[i][j]) < 1e-6, `[${i}][${j}] = ${v}, expected ${want[i][j]}`)));
+    assert.equal(weightingInputs(['loss'], {}), undefined, 'loss only: nothing beyond the loss');
+    assert.throws(() => weightingInputs(['loss', 'rank'], { progress: 0 }), /need 'similarities'/);
+    assert.throws(() => weightingInputs(['loss', 'loss'], {}), /listed twice/);
+    assert.throws(() => new WeightNet({ inputs: ['loss', 'colour' as WeightingInput] }), /unknown weighting input "colour"/);
+    tf.dispose([sims, groups, x]);
+  });
+
+  it('∂L_meta/∂φ matches central differences with every input (loss, cosine, margins, rank, source, progress), scope \'heads\'', () => {
+    const inputs: WeightingInput[] = ['cosine', 'loss', 'rowMargin', 'columnMargin', 'rank', 'source', 'progress'];
+    const model = toyModel();
+    const params = toyParams(3);
+    const train = toyBatch(6, 101);
+    const meta = toyBatch(5, 202);
+    const net = new WeightNet({ hidden: 6, seed: 2, inputs });
+    assert.deepEqual(net.params['fc1.weight'].shape, [7, 6], 'the input width follows the list');
+    const alpha = 2;
+    const source = [1, 0, 1, 1, 0, 1];
+    const progress = 0.4;
+    const sims = toySims(model, params, train);
+    const extra = weightingInputs(inputs, { similarities: sims, source, progress })!;
+    const losses = tf.tidy(() => model.perSampleLoss(params, train).dataSync());
+    const rows = inputRowsRef(inputs, losses, sims.arraySync() as number[][], source, progress);
+    const phi = readPhi(net);
+    const h = 1e-3;
+    const lossAt = (p: Record<string, Float64Array>) => metaLossFromScratch(model, params, train, meta, HEADS, normalizeRef(weightNetRef(p, rows).raw, 'sum'), alpha);
+    const fd: Record<string, Float64Array> = {};
+    for (const n of WEIGHT_NET_PARAM_NAMES) {
+      fd[n] = new Float64Array(phi[n].length);
+      for (let k = 0; k < phi[n].length; k++) {
+        const plus = { ...phi, [n]: Float64Array.from(phi[n]) }; plus[n][k] += h;
+        const minus = { ...phi, [n]: Float64Array.from(phi[n]) }; minus[n][k] -= h;
+        fd[n][k] = (lossAt(plus) - lossAt(minus)) / (2 * h);
+      }
+    }
+    const maxAbsInput = Math.max(...rows.flat().map(Math.abs));
+    assert.ok(weightNetRef(phi, rows).minAbsPre > 2 * h * (maxAbsInput + 1), 'no ReLU kink within the perturbation');
+
+    const before = tf.memory().numTensors;
+    const { grads } = metaGradient({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha, metaScope: 'heads', sampleInputs: extra });
+    const got: Record<string, Float32Array> = {};
+    for (const n of WEIGHT_NET_PARAM_NAMES) got[n] = grads[n].dataSync() as Float32Array;
+    disposeAll(grads);
+    assert.equal(tf.memory().numTensors, before, 'metaGradient leaks no tensors');
+    const a = concat(got);
+    const b = concat(fd);
+    // The non-loss inputs reach the hypergradient: their rows of fc1.weight get gradient too.
+    const cosRow = Array.from(got['fc1.weight'].slice(0, 6));
+    assert.ok(Math.max(...cosRow.map(Math.abs)) > 1e-4, `the cosine input's weights get a hypergradient (${cosRow})`);
+    const err = relErr(a, b, 1e-4);
+    assert.ok(Math.max(...b.map(Math.abs)) > 1e-3, 'hypergradient is not trivially small');
+    assert.ok(err < 2e-2, `hypergradient ${a.map((x) => x.toFixed(5))}\n vs FD ${b.map((x) => x.toFixed(5))}\n rel err ${err}`);
+    assert.throws(() => metaGradient({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha }), /'sampleInputs' must be a tensor \[B, 6\]/);
+    net.dispose(); disposeAll(params); disposeBatch(train); disposeBatch(meta); tf.dispose([sims, extra]);
+  });
 });
 
 describe('meta: the dual encoder as a MetaModel', () => {

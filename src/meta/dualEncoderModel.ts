@@ -4,6 +4,7 @@
  * projections and `logit_scale`); features are the pooled video and text features before them.
  */
 import { tf } from '../backend/tf.js';
+import { l2Normalize } from '../backend/safeOps.js';
 import { samContrastiveLoss } from '../margin/sam.js';
 import type { DualEncoderConfig } from '../nn/configs.js';
 import { dualEncoderSpecs, paramGroup, projectText, projectVideo, textFeatures, videoFeatures } from '../nn/dualEncoder.js';
@@ -36,7 +37,10 @@ export interface DualEncoderMetaModelOptions {
  * const model = dualEncoderMetaModel(cfg, { marginRad: 0.1 });
  * const r = mwnStep({ model, params: store.snapshot() as Record<string, tf.Variable>, trainBatch, metaBatch, weightNet, alpha: 1e-3, metaScope: 'heads' });
  */
-export function dualEncoderMetaModel(cfg: DualEncoderConfig, opts: DualEncoderMetaModelOptions): MetaModel<DualEncoderBatch> {
+export function dualEncoderMetaModel(cfg: DualEncoderConfig, opts: DualEncoderMetaModelOptions): MetaModel<DualEncoderBatch> & {
+  /** Cosines [B, B] of the batch's projected videos (rows) and captions (columns), for `weightingInputs`. */
+  similarities(params: Params, batch: DualEncoderBatch): tf.Tensor;
+} {
   if (!cfg || typeof cfg !== 'object' || !cfg.vision || !cfg.text) throw new Error('dualEncoderMetaModel: \'cfg\' must be a DualEncoderConfig (getConfig)');
   if (!opts || typeof opts.marginRad !== 'number' || !Number.isFinite(opts.marginRad) || opts.marginRad < 0) {
     throw new Error(`dualEncoderMetaModel: 'opts.marginRad' must be a finite number ≥ 0, got ${String(opts?.marginRad)}`);
@@ -59,5 +63,9 @@ export function dualEncoderMetaModel(cfg: DualEncoderConfig, opts: DualEncoderMe
     features,
     headPerSampleLoss,
     perSampleLoss: (p, b) => headPerSampleLoss(p, features(p, b), b),
+    similarities: (p, b) => tf.tidy(() => {
+      const [v, t] = features(p, b);
+      return tf.matMul(l2Normalize(projectVideo(p, v), 1), l2Normalize(projectText(p, t), 1), false, true);
+    }),
   };
 }

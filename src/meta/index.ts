@@ -1,5 +1,6 @@
 /** Meta-learned sample weighting: the weight net, the Meta-Weight-Net and L2RW steps, meta batches, analysis. */
-export { WeightNet, WEIGHT_NET_PARAM_NAMES, type WeightNetOptions } from './weightNet.js';
+export { WeightNet, WEIGHT_NET_PARAM_NAMES, WEIGHTING_INPUTS, checkWeightingInputs, type WeightingInput, type WeightNetOptions } from './weightNet.js';
+export { weightingInputs, needsSimilarities, type WeightingInputSources } from './weightingInputs.js';
 export {
   mwnStep, mwnStepAsync, metaGradient, normalizeWeights, isMetaStep,
   type MetaModel, type MetaScope, type WeightNormalization, type WeightedStepResult, type MwnStepResult,

@@ -324,22 +324,33 @@ export interface MetaGradientOptions<B> {
   normalize?: WeightNormalization;
   /** Default 'all'. */
   metaScope?: MetaScope;
+  /**
+   * The train batch's non-loss inputs of `weightNet` [B, k] (`weightingInputs`), detached; needed
+   * when the net sees more than the loss. The step puts ℓ (detached) in the `loss` column.
+   */
+  sampleInputs?: tf.Tensor;
 }
 
-function checkNetArgs(fn: string, weightNet: unknown, normalize: unknown): void {
+function checkNetArgs(fn: string, weightNet: unknown, normalize: unknown, sampleInputs: unknown): void {
   if (!(weightNet instanceof WeightNet)) throw new Error(`${fn}: 'weightNet' must be a WeightNet`);
   if (normalize !== 'sum' && normalize !== 'none') throw new Error(`${fn}: 'normalize' must be 'sum' or 'none', got ${String(normalize)}`);
+  const k = weightNet.inputs.filter((x) => x !== 'loss').length;
+  if (k === 0 && sampleInputs !== undefined) throw new Error(`${fn}: the weight net sees only the loss; pass no 'sampleInputs'`);
+  if (k > 0 && (!(sampleInputs instanceof tf.Tensor) || sampleInputs.rank !== 2 || sampleInputs.shape[1] !== k)) {
+    const got = sampleInputs instanceof tf.Tensor ? `[${sampleInputs.shape}]` : String(sampleInputs);
+    throw new Error(`${fn}: the weight net sees ${weightNet.inputs.join(', ')}: 'sampleInputs' must be a tensor [B, ${k}] (weightingInputs), got ${got}`);
+  }
 }
 
 /** ∇φ L_meta and L_meta(θ′) as a kept scalar tensor (it may be created inside the actual step's forward). */
 function hypergradient<B>(
-  ctx: VirtualContext<B>, net: WeightNet, normalize: WeightNormalization, recordedTrainLosses?: tf.Tensor,
+  ctx: VirtualContext<B>, net: WeightNet, normalize: WeightNormalization, sampleInputs: tf.Tensor | undefined, recordedTrainLosses?: tf.Tensor,
 ): { grads: Record<string, tf.Tensor>; metaLoss: tf.Tensor } {
   const names = WEIGHT_NET_PARAM_NAMES;
   const { value, grads } = tf.valueAndGrads((...phi: tf.Tensor[]) => virtualMetaLoss(ctx, (lossesDetached) => {
     const p: Params = {};
     names.forEach((n, i) => { p[n] = phi[i]; });
-    return normalizeWeights(net.forward(lossesDetached, p), normalize);
+    return normalizeWeights(net.forward(net.inputMatrix(lossesDetached, sampleInputs), p), normalize);
   }, recordedTrainLosses))(names.map((n) => net.params[n]));
   const out: Record<string, tf.Tensor> = {};
   names.forEach((n, i) => { out[n] = grads[i]; });
@@ -360,14 +371,14 @@ function readHypergradient(h: { grads: Record<string, tf.Tensor>; metaLoss: tf.T
  * @example const { grads, metaLoss } = metaGradient({ model, params, trainBatch, metaBatch, weightNet, alpha: 0.1 });
  */
 export function metaGradient<B>(opts: MetaGradientOptions<B>): { grads: Record<string, tf.Tensor>; metaLoss: number } {
-  const { model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all' } = opts ?? ({} as MetaGradientOptions<B>);
+  const { model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all', sampleInputs } = opts ?? ({} as MetaGradientOptions<B>);
   const names = checkStepArgs('metaGradient', model, params, alpha, metaScope);
-  checkNetArgs('metaGradient', weightNet, normalize);
-  if (metaScope === 'all') return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names }, weightNet, normalize));
+  checkNetArgs('metaGradient', weightNet, normalize, sampleInputs);
+  if (metaScope === 'all') return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names }, weightNet, normalize, sampleInputs));
   const trainFeatures = detachedFeatures(model, params, trainBatch);
   const metaFeatures = detachedFeatures(model, params, metaBatch);
   try {
-    return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names, trainFeatures, metaFeatures }, weightNet, normalize));
+    return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names, trainFeatures, metaFeatures }, weightNet, normalize, sampleInputs));
   } finally {
     tf.dispose([...trainFeatures, ...metaFeatures]);
   }
@@ -412,17 +423,17 @@ export async function mwnStepAsync<B>(opts: MwnStepOptions<B>): Promise<MwnStepR
 
 function mwnStepOnDevice<B>(opts: MwnStepOptions<B>, fn: string): { result: DeviceStepResult; metaUpdated: boolean } {
   const {
-    model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all', step = 0, metaEvery = 1,
+    model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all', step = 0, metaEvery = 1, sampleInputs,
   } = opts ?? ({} as MwnStepOptions<B>);
   const names = checkStepArgs(fn, model, params, alpha, metaScope);
-  checkNetArgs(fn, weightNet, normalize);
+  checkNetArgs(fn, weightNet, normalize, sampleInputs);
   const doMeta = isMetaStep(step, metaEvery);
   if (doMeta && metaBatch === undefined) throw new Error(`${fn}: step ${step} updates the weight net (metaEvery ${metaEvery}) but no 'metaBatch' was given`);
 
   const metaFeatures = doMeta && metaScope === 'heads' ? detachedFeatures(model, params, metaBatch as B) : undefined;
   let metaLoss: tf.Tensor | null = null;
   const update = (recordedLosses?: tf.Tensor) => {
-    const h = hypergradient({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names, metaFeatures }, weightNet, normalize, recordedLosses);
+    const h = hypergradient({ model, params, trainBatch, metaBatch: metaBatch as B, alpha, names, metaFeatures }, weightNet, normalize, sampleInputs, recordedLosses);
     metaLoss = h.metaLoss;
     weightNet.step(h.grads);
     tf.dispose(Object.values(h.grads));
@@ -431,7 +442,7 @@ function mwnStepOnDevice<B>(opts: MwnStepOptions<B>, fn: string): { result: Devi
     if (doMeta && metaScope === 'all') update();
     const r = weightedGradsOnDevice(model, params, trainBatch, (lossesDetached, recordedLosses) => {
       if (doMeta && metaScope === 'heads') update(recordedLosses);
-      return normalizeWeights(weightNet.forward(lossesDetached), normalize);
+      return normalizeWeights(weightNet.forward(weightNet.inputMatrix(lossesDetached, sampleInputs)), normalize);
     });
     return { result: { ...r, metaLoss }, metaUpdated: doMeta };
   } catch (e) {

@@ -1,6 +1,8 @@
 /**
- * The weighting network of Meta-Weight-Net (Shu et al., NeurIPS 2019): an MLP 1 → h → 1 with
- * ReLU and a sigmoid output that maps a sample's (detached) loss to its weight in (0, 1).
+ * The weighting network of Meta-Weight-Net (Shu et al., NeurIPS 2019): an MLP D → h → 1 with
+ * ReLU and a sigmoid output that maps a sample's (detached) inputs to its weight in (0, 1).
+ * With `inputs: ['loss']` (the default) it is MW-Net's loss → weight net; other inputs
+ * (weightingInputs.ts) let it see how the pair sits in its batch, not just how large its loss is.
  *
  * Its parameters are its own `tf.Variable`s with their own optimizer, updated only by the
  * bilevel step (metaStep.ts). The forward is a pure function of a parameter record so the
@@ -20,10 +22,34 @@ import { AdamW, SGD, type Optimizer } from '../train/optimizer.js';
 
 type Params = Record<string, tf.Tensor>;
 
+/**
+ * What the weight net can see of a sample, all detached: `loss` (ℓᵢ), `cosine` (the positive
+ * pair's cosine), `rowMargin` / `columnMargin` (that cosine minus the hardest negative's in its
+ * row / column), `rank` (the share of the batch's negatives that outscore the positive, row and
+ * column averaged), `source` (1 for a human caption, 0 for a generated one) and `progress`
+ * (step / total steps).
+ */
+export const WEIGHTING_INPUTS = ['loss', 'cosine', 'rowMargin', 'columnMargin', 'rank', 'source', 'progress'] as const;
+export type WeightingInput = typeof WEIGHTING_INPUTS[number];
+
+/** Checks a list of inputs (known names, no repeats, at least one); returns a copy. */
+export function checkWeightingInputs(inputs: unknown, fn: string): WeightingInput[] {
+  if (!Array.isArray(inputs) || inputs.length === 0) throw new Error(`${fn}: 'inputs' must be a non-empty list of ${WEIGHTING_INPUTS.join(', ')}`);
+  const seen = new Set<string>();
+  for (const x of inputs) {
+    if (!(WEIGHTING_INPUTS as readonly unknown[]).includes(x)) throw new Error(`${fn}: unknown weighting input ${JSON.stringify(x)}; expected one of ${WEIGHTING_INPUTS.join(', ')}`);
+    if (seen.has(x)) throw new Error(`${fn}: weighting input '${x}' is listed twice`);
+    seen.add(x);
+  }
+  return [...inputs] as WeightingInput[];
+}
+
 /** Names of the weight net's parameters, in this order. */
 export const WEIGHT_NET_PARAM_NAMES = ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'] as const;
 
 export interface WeightNetOptions {
+  /** What the net sees, in this column order. Default ['loss'] (MW-Net). */
+  inputs?: readonly WeightingInput[];
   /** Hidden width h. Default 100 (64 is also used). */
   hidden?: number;
   /** Seed of the initial values. Default 0. */
@@ -46,10 +72,11 @@ function uniformValues(n: number, seed: number, bound: number): Float32Array {
   return out;
 }
 
-function checkLosses(losses: unknown, fn: string): asserts losses is tf.Tensor {
-  if (!(losses instanceof tf.Tensor) || losses.rank !== 1 || losses.dtype !== 'float32') {
-    const got = losses instanceof tf.Tensor ? `${losses.dtype} [${losses.shape}]` : typeof losses;
-    throw new Error(`${fn}: 'losses' must be a float32 tensor [B] of per-sample losses, got ${got}`);
+function checkInputs(x: unknown, d: number, fn: string): asserts x is tf.Tensor {
+  const ok = x instanceof tf.Tensor && x.dtype === 'float32' && ((x.rank === 1 && d === 1) || (x.rank === 2 && x.shape[1] === d));
+  if (!ok) {
+    const got = x instanceof tf.Tensor ? `${x.dtype} [${x.shape}]` : typeof x;
+    throw new Error(`${fn}: 'inputs' must be a float32 tensor [B, ${d}]${d === 1 ? ' or [B] of per-sample losses' : ''}, got ${got}`);
   }
 }
 
@@ -65,22 +92,27 @@ function checkLosses(losses: unknown, fn: string): asserts losses is tf.Tensor {
 export class WeightNet {
   readonly hidden: number;
   readonly lr: number;
-  /** `fc1.weight` [1, h], `fc1.bias` [h], `fc2.weight` [h, 1], `fc2.bias` [1]. */
+  /** The inputs, in column order; D = `inputs.length`. */
+  readonly inputs: readonly WeightingInput[];
+  /** `fc1.weight` [D, h], `fc1.bias` [h], `fc2.weight` [h, 1], `fc2.bias` [1]. */
   readonly params: Record<string, tf.Variable>;
   readonly optimizer: Optimizer;
 
   constructor(opts: WeightNetOptions = {}) {
-    const { hidden = 100, seed = 0, optimizer = 'adam', lr = 1e-3, weightDecay = 1e-4, momentum = 0.9 } = opts;
+    const { inputs = ['loss'], hidden = 100, seed = 0, optimizer = 'adam', lr = 1e-3, weightDecay = 1e-4, momentum = 0.9 } = opts;
     if (!Number.isInteger(hidden) || hidden < 1) throw new Error(`WeightNet: 'hidden' must be a positive integer, got ${hidden}`);
     if (!Number.isInteger(seed)) throw new Error(`WeightNet: 'seed' must be an integer, got ${seed}`);
     if (optimizer !== 'adam' && optimizer !== 'sgd') throw new Error(`WeightNet: 'optimizer' must be 'adam' or 'sgd', got ${String(optimizer)}`);
     if (!(lr > 0) || !Number.isFinite(lr)) throw new Error(`WeightNet: 'lr' must be a finite number > 0, got ${lr}`);
+    this.inputs = Object.freeze(checkWeightingInputs(inputs, 'WeightNet'));
     this.hidden = hidden;
     this.lr = lr;
     // PyTorch's nn.Linear initialisation, U(±1/√fan_in), as in the released code.
+    const d = this.inputs.length;
+    const b1 = 1 / Math.sqrt(d);
     const b2 = 1 / Math.sqrt(hidden);
     const init: [string, number[], number][] = [
-      ['fc1.weight', [1, hidden], 1], ['fc1.bias', [hidden], 1], ['fc2.weight', [hidden, 1], b2], ['fc2.bias', [1], b2],
+      ['fc1.weight', [d, hidden], b1], ['fc1.bias', [hidden], b1], ['fc2.weight', [hidden, 1], b2], ['fc2.bias', [1], b2],
     ];
     this.params = {};
     init.forEach(([name, shape, bound], i) => {
@@ -93,32 +125,78 @@ export class WeightNet {
   }
 
   /**
-   * Weights V(ℓ) ∈ (0, 1) [B] of per-sample losses [B]. The losses should be detached (the
-   * weight is a function of the loss value, not a path for the model's gradient); `params`
-   * replaces the variables (e.g. tensors on a gradient tape).
+   * Weights V(x) ∈ (0, 1) [B] of per-sample inputs [B, D] (columns in `inputs` order; with
+   * D = 1 also [B]). The inputs should be detached (the weight is a function of their values,
+   * not a path for the model's gradient); `params` replaces the variables (e.g. tensors on a
+   * gradient tape).
    *
    * @example net.forward(tf.tensor1d([0.1, 2.0])) // Tensor [2]
    */
-  forward(losses: tf.Tensor, params: Params = this.params): tf.Tensor {
-    checkLosses(losses, 'WeightNet.forward');
+  forward(inputs: tf.Tensor, params: Params = this.params): tf.Tensor {
+    checkInputs(inputs, this.inputs.length, 'WeightNet.forward');
     for (const name of WEIGHT_NET_PARAM_NAMES) {
       if (!(params[name] instanceof tf.Tensor)) throw new Error(`WeightNet.forward: 'params' lacks '${name}'`);
     }
     return tf.tidy(() => {
-      const x = tf.reshape(losses, [-1, 1]) as tf.Tensor2D;
+      const x = tf.reshape(inputs, [-1, this.inputs.length]) as tf.Tensor2D;
       const h = tf.relu(tf.add(tf.matMul(x, params['fc1.weight'] as tf.Tensor2D), params['fc1.bias']));
       const z = tf.add(tf.matMul(h as tf.Tensor2D, params['fc2.weight'] as tf.Tensor2D), params['fc2.bias']);
       return tf.reshape(sigmoid(z), [-1]);
     });
   }
 
-  /** V(ℓ) for plain numbers (no tensors escape; read asynchronously, so it works on every backend). */
-  async weightsOf(losses: ArrayLike<number>): Promise<Float32Array> {
-    if (losses === null || typeof losses !== 'object' || typeof losses.length !== 'number') {
-      throw new Error('WeightNet.weightsOf: \'losses\' must be an array of numbers');
+  /**
+   * The net's input matrix [B, D]: ℓ (detached) in the `loss` column, `others` [B, D − 1 or D]
+   * (the remaining inputs in `inputs` order, e.g. from `weightingInputs`) in the rest.
+   *
+   * @example net.inputMatrix(losses, weightingInputs(net.inputs, { similarities, progress: 0.5 }))
+   */
+  inputMatrix(losses: tf.Tensor, others?: tf.Tensor): tf.Tensor {
+    const li = this.inputs.indexOf('loss');
+    const k = this.inputs.length - (li >= 0 ? 1 : 0);
+    if (li >= 0 && (!(losses instanceof tf.Tensor) || losses.rank !== 1)) {
+      throw new Error(`WeightNet.inputMatrix: 'losses' must be a tensor [B], got ${losses instanceof tf.Tensor ? `[${losses.shape}]` : typeof losses}`);
     }
-    if (losses.length === 0) return new Float32Array(0);
-    const v = tf.tidy(() => this.forward(tf.tensor1d(Float32Array.from(losses))));
+    if (k === 0) {
+      if (others !== undefined) throw new Error('WeightNet.inputMatrix: this net sees only the loss; pass no other inputs');
+      return tf.reshape(losses, [-1, 1]);
+    }
+    const B = losses.shape[0];
+    if (!(others instanceof tf.Tensor) || others.rank !== 2 || others.shape[0] !== B || others.shape[1] !== k) {
+      const got = others instanceof tf.Tensor ? `[${others.shape}]` : String(others);
+      throw new Error(`WeightNet.inputMatrix: the net's inputs ${this.inputs.join(', ')} need the non-loss ones as a tensor [${B}, ${k}], got ${got}`);
+    }
+    if (li < 0) return tf.cast(others, 'float32');
+    return tf.tidy(() => {
+      const l = tf.reshape(losses, [-1, 1]);
+      const parts: tf.Tensor[] = [];
+      if (li > 0) parts.push(tf.slice(others, [0, 0], [B, li]));
+      parts.push(l);
+      if (li < k) parts.push(tf.slice(others, [0, li], [B, k - li]));
+      return tf.concat(parts, 1);
+    });
+  }
+
+  /**
+   * V for plain numbers: one value per sample when D = 1, else one row of D values per sample
+   * (no tensors escape; read asynchronously, so it works on every backend).
+   */
+  async weightsOf(inputs: ArrayLike<number> | ArrayLike<ArrayLike<number>>): Promise<Float32Array> {
+    if (inputs === null || typeof inputs !== 'object' || typeof inputs.length !== 'number') {
+      throw new Error('WeightNet.weightsOf: \'inputs\' must be an array of numbers (D = 1) or of rows of D numbers');
+    }
+    if (inputs.length === 0) return new Float32Array(0);
+    const d = this.inputs.length;
+    const flat = new Float32Array(inputs.length * d);
+    for (let i = 0; i < inputs.length; i++) {
+      const row = inputs[i];
+      if (typeof row === 'number' && d === 1) { flat[i] = row; continue; }
+      if (row === null || typeof row !== 'object' || row.length !== d) {
+        throw new Error(`WeightNet.weightsOf: inputs[${i}] must be a row of ${d} numbers (${this.inputs.join(', ')})`);
+      }
+      for (let j = 0; j < d; j++) flat[i * d + j] = row[j];
+    }
+    const v = tf.tidy(() => this.forward(tf.tensor2d(flat, [inputs.length, d])));
     try {
       return Float32Array.from(await v.data());
     } finally {
