@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { WEIGHTING_INPUTS } from '../src/meta/inputNames.js';
 
 const synthData = z.object({
   kind: z.literal('synth'),
@@ -57,6 +58,9 @@ export const WeightingSchema = z.object({
   /** α, the virtual step's learning rate. */
   alpha: z.number().positive().max(10).default(0.1),
   hidden: z.number().int().min(1).max(4096).default(100),
+  /** What the weight net sees (mwn), in column order; ['loss'] is MW-Net. Its input width, so part of a checkpoint's shape. */
+  inputs: z.array(z.enum(WEIGHTING_INPUTS)).min(1).default(['loss'])
+    .refine((xs) => new Set(xs).size === xs.length, { message: 'each input at most once' }),
   /** The weight net's Adam learning rate. */
   lr: z.number().positive().max(1).default(1e-3),
   metaBatchSize: z.number().int().min(2).default(32),
@@ -65,7 +69,7 @@ export const WeightingSchema = z.object({
    * default synthetic corpus, else the manifest's `meta` split.
    */
   metaManifest: z.string().optional(),
-}).strict().default({ method: 'none', metaScope: 'heads', metaEvery: 1, alpha: 0.1, hidden: 100, lr: 1e-3, metaBatchSize: 32 });
+}).strict().default({ method: 'none', metaScope: 'heads', metaEvery: 1, alpha: 0.1, hidden: 100, inputs: ['loss'], lr: 1e-3, metaBatchSize: 32 });
 
 export type WeightingConfig = z.infer<typeof WeightingSchema>;
 
@@ -84,6 +88,10 @@ export type CaptionsConfig = z.infer<typeof CaptionsSchema>;
 export function checkWeighting(c: { weighting: WeightingConfig; train: { captionsPerVideo: 'one' | 'all' } }, ctx: z.RefinementCtx): void {
   if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
     ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });
+  }
+  const inputs = c.weighting.inputs;
+  if (c.weighting.method !== 'mwn' && !(inputs.length === 1 && inputs[0] === 'loss')) {
+    ctx.addIssue({ code: 'custom', path: ['weighting', 'inputs'], message: `the inputs of the weight net of method 'mwn' (method is '${c.weighting.method}'): remove it or set method 'mwn'` });
   }
   if (c.weighting.method !== 'none' && c.train.captionsPerVideo === 'all') {
     ctx.addIssue({ code: 'custom', path: ['train', 'captionsPerVideo'], message: `the weighting net weighs one caption per video: use 'one' with weighting.method '${c.weighting.method}'` });

@@ -289,7 +289,7 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
   });
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps: cfg.train.steps, minLr: cfg.train.minLr });
   const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet });
-  const weightNet = cfg.weighting.method === 'mwn' ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed }) : undefined;
+  const weightNet = cfg.weighting.method === 'mwn' ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed, inputs: cfg.weighting.inputs }) : undefined;
   const metaCycler = cfg.weighting.method === 'none' ? undefined : new MetaBatchCycler(metaEntries.length, cfg.weighting.metaBatchSize, { seed: cfg.seed });
   const nextMetaBatch = metaCycler ? async (): Promise<FixedBatch> => {
     const chosen = metaCycler.next().map((i) => metaEntries[i]);
@@ -314,6 +314,8 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
           const r = await samStep({
             modelCfg: info.model, params: params as Record<string, tf.Variable>, trainable: names, batch: { frames, ids, mask }, step, captionVideo: batch.captionVideo,
             marginRad: cfg.loss.marginRad, detachMargin: cfg.loss.detachMargin, weighting: cfg.weighting, weightNet, nextMetaBatch,
+            progress: Math.min(step / cfg.train.steps, 1),
+            source: weightNet?.inputs.includes('source') ? batch.index.map((i) => (sources.rowSource[i] === 'human' ? 1 : 0)) : undefined,
           });
           const extra: Record<string, number> = sources.weights ? lossBySource(r.perSample, batch.index.map((i) => sources.rowSource[i])) : {};
           if (r.weights) {

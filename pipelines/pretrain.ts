@@ -22,7 +22,7 @@ import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { metricsFromRanks, retrievalRanks, retrievalRanksV2T, type RetrievalMetrics } from '../src/eval/retrieval.js';
 import { conceptRecall, encodeTextEmbeddings, encodeVideoEmbeddings } from '../src/eval/retrievalEval.js';
-import { weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
+import { inputAurocs, weightByInput, weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
 import type { DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
 import { MetaBatchCycler, type MetaCyclerState } from '../src/meta/metaBatches.js';
 import { WeightNet } from '../src/meta/weightNet.js';
@@ -197,6 +197,9 @@ function checkSplitsBeforeWork(cfg: PretrainConfig, splits: Splits, metaEntries:
   if (cfg.weighting.method !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
     throw new Error(`weighting.metaBatchSize ${cfg.weighting.metaBatchSize} is larger than the meta set (${metaEntries.length} pairs listed); lower it or add pairs`);
   }
+  if (cfg.weighting.inputs.includes('source') && !splits.train.some((e) => e.captionSources)) {
+    throw new Error("weighting.inputs 'source': every training caption is human in this manifest (no caption { \"text\", \"source\" }), so the input would be constant; drop 'source'");
+  }
 }
 
 
@@ -356,7 +359,7 @@ async function runPretrainIn(
   const store = init ? await loadModel(init, cfg.seed) : initDualEncoder(modelCfg, cfg.seed);
   const optimizer = optimizerFor(store, cfg);
   const weightNet = weighting === 'mwn'
-    ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed })
+    ? new WeightNet({ hidden: cfg.weighting.hidden, lr: cfg.weighting.lr, seed: cfg.seed, inputs: cfg.weighting.inputs })
     : undefined;
   let resumeFrom: LoaderState | StreamLoaderState | undefined;
   let metaResume: MetaCyclerState | undefined;
@@ -404,6 +407,8 @@ async function runPretrainIn(
       batchSize: cfg.train.batchSize, shuffleBuffer: cfg.frames.shuffleBuffer, seed: cfg.seed, videoIds: trainIds,
       resumeFrom: resumeFrom as StreamLoaderState | undefined, mean: norm.mean, std: norm.std,
     });
+  /** The weight net's inputs for each training video when it was last weighted (mwn). */
+  const lastInputs = new Map<string, number[]>();
   const totalSteps = cfg.train.steps ?? cfg.train.epochs * loader.batchesPerEpoch;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps, minLr: cfg.train.minLr });
   const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet, ...(opts.resume ? { resumeAt: startStep } : {}) });
@@ -439,11 +444,14 @@ async function runPretrainIn(
           modelCfg, params: params as Record<string, tf.Variable>, batch: train, captionVideo: batch.captionVideo, step, marginRad, detachMargin: cfg.loss.detachMargin,
           weighting: cfg.weighting, weightNet,
           nextMetaBatch: metaCycler ? () => batchOf(metaCycler.next().map((i) => metaEntries[i]), cache, tok, maxLen, norm) : undefined,
+          progress: Math.min(step / Math.max(totalSteps, 1), 1),
+          source: weightNet?.inputs.includes('source') ? batch.index.map((i) => (sources.rowSource[i] === 'human' ? 1 : 0)) : undefined,
         });
         const bySource = sources.weights ? lossBySource(r.perSample, batch.index.map((i) => sources.rowSource[i])) : {};
         if (!r.weights) return { loss: r.loss, grads: r.grads, samples: B, dataWaitMs, extra: { marginRad, ...bySource } };
         const weights = r.weights;
         batch.videoId.forEach((id, i) => lastWeight.set(id, weights[i] * B));
+        if (r.inputRows) batch.videoId.forEach((id, i) => lastInputs.set(id, r.inputRows![i]));
         let wMin = Infinity; let wMax = -Infinity;
         for (let i = 0; i < weights.length; i++) { wMin = Math.min(wMin, weights[i] * B); wMax = Math.max(wMax, weights[i] * B); }
         return {
@@ -473,7 +481,7 @@ async function runPretrainIn(
   });
 
   const evalReport = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize, norm);
-  const weightingOut = weighting === 'none' ? undefined : await reportWeighting(runDir, trainEntries, lastWeight, weightNet, log);
+  const weightingOut = weighting === 'none' ? undefined : await reportWeighting(runDir, trainEntries, lastWeight, lastInputs, weightNet, log);
   const wallSeconds = (performance.now() - t0) / 1000;
   await writeJsonFile(path.join(runDir, 'eval.json'), {
     split: 'test', ...evalReport, steps: training.step, stopped: training.stopped, skippedSteps: training.skippedSteps,
@@ -503,6 +511,15 @@ export interface WeightingOutput extends Partial<WeightingReport> {
   /** Training pairs whose latest weight was recorded. */
   weighed: number;
   plots: string[];
+  /** What the weight net saw (mwn). */
+  inputs?: string[];
+  /**
+   * Per input set (key: its inputs joined by '+'): AUROC clean vs misaligned of the learned
+   * weight, and of each input alone as a score (above ½: larger is cleaner).
+   */
+  aurocByInputSet?: Record<string, { weight: number; byInput: Record<string, number> }>;
+  /** The learned weight along each input, the others at their medians (weight-by-input.png). */
+  weightByInput?: Record<string, { x: number[]; weight: number[] }>;
 }
 
 /**
@@ -510,8 +527,10 @@ export interface WeightingOutput extends Partial<WeightingReport> {
  * with PNGs of the loss → weight curve (mwn) and of the weight histograms.
  */
 async function reportWeighting(
-  runDir: string, train: ManifestEntry[], lastWeight: Map<string, number>, weightNet: WeightNet | undefined, log: (m: string) => void,
+  runDir: string, train: ManifestEntry[], lastWeight: Map<string, number>, lastInputs: Map<string, number[]>,
+  weightNet: WeightNet | undefined, log: (m: string) => void,
 ): Promise<WeightingOutput> {
+  const extra: Partial<WeightingOutput> = {};
   const flagged = train.filter((e) => lastWeight.has(e.id) && typeof e.noisy === 'boolean');
   const plots: string[] = [];
   let report: WeightingReport | undefined;
@@ -521,6 +540,11 @@ async function reportWeighting(
     log(`weighting: AUROC clean vs misaligned ${report.aurocCleanVsNoisy.toFixed(3)}; mean weight clean ${report.meanWeightClean.toFixed(3)}, misaligned ${report.meanWeightNoisy.toFixed(3)}`);
     for (const [kind, k] of Object.entries(report.byNoiseKind ?? {})) {
       log(`  ${kind} (${k.count} pairs): AUROC clean vs ${kind} ${k.aurocCleanVsKind.toFixed(3)}, mean weight ${k.meanWeight.toFixed(3)}`);
+    }
+    if (weightNet && flagged.every((e) => lastInputs.has(e.id))) {
+      const byInput = inputAurocs(flagged.map((e) => lastInputs.get(e.id)!), weightNet.inputs, flagged.map((e) => e.noisy === true));
+      extra.aurocByInputSet = { [weightNet.inputs.join('+')]: { weight: report.aurocCleanVsNoisy, byInput } };
+      log(`  each input alone (AUROC, above 0.5: larger is cleaner): ${Object.entries(byInput).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}`);
     }
     const pairLabel = (e: ManifestEntry) => (!e.noisy ? 'clean' : e.noiseKind ? `misaligned (${e.noiseKind})` : 'misaligned');
     const values = flagged.map((e) => ({ weight: lastWeight.get(e.id)!, pair: pairLabel(e) }));
@@ -534,7 +558,7 @@ async function reportWeighting(
       },
     }, path.join(runDir, 'weights-histogram.png')));
   }
-  if (weightNet) {
+  if (weightNet && weightNet.inputs.length === 1 && weightNet.inputs[0] === 'loss') {
     const curve = await weightCurve(weightNet, { min: 0, max: 8, points: 81 });
     plots.push(await savePlot({
       title: 'Learned weighting function V(loss)', width: 420, height: 220,
@@ -543,7 +567,24 @@ async function reportWeighting(
       encoding: { x: { field: 'loss', type: 'quantitative', title: 'per-sample SAM loss' }, y: { field: 'weight', type: 'quantitative', title: 'V(loss)' } },
     }, path.join(runDir, 'weight-curve.png')));
   }
-  return { ...(report ?? {}), weighed: lastWeight.size, plots: plots.map((p) => path.basename(p)) };
+  if (weightNet && lastInputs.size) {
+    extra.inputs = [...weightNet.inputs];
+    const curves = await weightByInput(weightNet, [...lastInputs.values()]);
+    extra.weightByInput = curves;
+    const values = Object.entries(curves).flatMap(([input, c]) => c.x.map((x, i) => ({ input, x, weight: c.weight[i] })));
+    plots.push(await savePlot({
+      title: 'Learned weight along each input (the others at their medians)',
+      data: { values },
+      facet: { field: 'input', type: 'nominal', title: null },
+      columns: 4,
+      spec: {
+        width: 160, height: 110, mark: 'line',
+        encoding: { x: { field: 'x', type: 'quantitative', title: null }, y: { field: 'weight', type: 'quantitative', title: 'V' } },
+      },
+      resolve: { scale: { x: 'independent' } },
+    }, path.join(runDir, 'weight-by-input.png')));
+  }
+  return { ...(report ?? {}), ...extra, weighed: lastWeight.size, plots: plots.map((p) => path.basename(p)) };
 }
 
 /** The retrieval table printed at the end of a run. */

@@ -109,7 +109,7 @@ describe('pretrain pipeline end to end', function () {
     assert.deepEqual(evalB.t2v, evalA.t2v);
   });
 
-  it('with MWN weighting: eval.json reports the weighting, and stop + --resume restores the weight net and meta batches exactly', async () => {
+  it('with MWN weighting on every batch-level input: eval.json reports the weighting per input, and stop + --resume restores the weight net and meta batches exactly', async () => {
     const cfgPath = path.join(tmp, 'mwn.json');
     await writeFile(cfgPath, JSON.stringify({
       name: 'mwn', seed: 4, backend: 'wasm',
@@ -117,7 +117,7 @@ describe('pretrain pipeline end to end', function () {
       frames: { count: 2, size: 32 },
       tokenizer: { vocabSize: 200, maxLen: 16 },
       train: { steps: 10, batchSize: 8, lr: 0.002, warmupSteps: 2, checkpointEvery: 5 },
-      weighting: { method: 'mwn', metaBatchSize: 4, metaScope: 'heads' },
+      weighting: { method: 'mwn', metaBatchSize: 4, metaScope: 'heads', inputs: ['loss', 'cosine', 'rowMargin', 'columnMargin', 'rank', 'progress'] },
       eval: { batchSize: 16 },
     }));
     const outA = path.join(tmp, 'mwnA');
@@ -126,7 +126,16 @@ describe('pretrain pipeline end to end', function () {
     const evalA = JSON.parse(await readFile(path.join(outA, 'eval.json'), 'utf8'));
     assert.ok(evalA.weighting.aurocCleanVsNoisy >= 0 && evalA.weighting.aurocCleanVsNoisy <= 1);
     assert.ok(evalA.weighting.noisy > 0 && evalA.weighting.clean > 0);
-    for (const f of ['weight-curve.png', 'weights-histogram.png']) assert.ok(existsSync(path.join(outA, f)), f);
+    for (const f of ['weights-histogram.png', 'weight-by-input.png']) assert.ok(existsSync(path.join(outA, f)), f);
+    assert.ok(!existsSync(path.join(outA, 'weight-curve.png')), 'V(loss) alone is drawn only for a loss-only net');
+    const w = evalA.weighting;
+    assert.deepEqual(w.inputs, ['loss', 'cosine', 'rowMargin', 'columnMargin', 'rank', 'progress']);
+    const set = w.aurocByInputSet['loss+cosine+rowMargin+columnMargin+rank+progress'];
+    assert.equal(set.weight, w.aurocCleanVsNoisy);
+    for (const x of w.inputs) {
+      assert.ok(set.byInput[x] >= 0 && set.byInput[x] <= 1, `AUROC of ${x} alone`);
+      assert.equal(w.weightByInput[x].x.length, w.weightByInput[x].weight.length);
+    }
     const outB = path.join(tmp, 'mwnB');
     const b1 = await run(['--config', cfgPath, '--out', outB, '--quiet', '--stop-after', '5']).done;
     assert.equal(b1.code, 0, b1.err);

@@ -8,6 +8,7 @@ import { dualEncoderMetaModel, type DualEncoderBatch } from '../../src/meta/dual
 import { l2rwStepAsync } from '../../src/meta/l2rw.js';
 import { isMetaStep, mwnStepAsync } from '../../src/meta/metaStep.js';
 import type { WeightNet } from '../../src/meta/weightNet.js';
+import { needsSimilarities, weightingInputs } from '../../src/meta/weightingInputs.js';
 import type { DualEncoderConfig } from '../../src/nn/configs.js';
 import { encodeText, encodeVideo } from '../../src/nn/dualEncoder.js';
 import { valueAndGradsOf } from '../../src/nn/params.js';
@@ -31,6 +32,10 @@ export interface SamStepArgs {
   weightNet?: WeightNet;
   /** The next meta batch (methods `mwn` and `l2rw`); the step disposes it. */
   nextMetaBatch?: () => Promise<DualEncoderBatch>;
+  /** Training progress in [0, 1], for a weight net that sees `progress`. */
+  progress?: number;
+  /** Per sample 1 for a human caption, 0 for another source, for a weight net that sees `source`. */
+  source?: ArrayLike<number>;
 }
 
 /**
@@ -65,6 +70,8 @@ export interface SamStepResult {
   weights?: ArrayLike<number>;
   /** Mean SAM loss of the meta batch at θ′ (steps that took a meta step). */
   metaLoss?: number;
+  /** The weight net's input row of each sample, in `weightNet.inputs` order (mwn). */
+  inputRows?: number[][];
 }
 
 /**
@@ -105,16 +112,36 @@ export async function samStep(a: SamStepArgs): Promise<SamStepResult> {
   const meta = wantMeta ? await a.nextMetaBatch!() : undefined;
   try {
     const common = { model, params: a.params, trainBatch: a.batch, alpha: a.weighting.alpha, metaScope: a.weighting.metaScope };
-    const r = method === 'mwn'
-      ? await mwnStepAsync({ ...common, metaBatch: meta, weightNet: a.weightNet!, normalize: 'sum', step: a.step, metaEvery: a.weighting.metaEvery })
-      : await l2rwStepAsync({ ...common, metaBatch: meta! });
+    const net = method === 'mwn' ? a.weightNet : undefined;
+    // The net's other inputs, off the tape; the similarities cost one more forward of the train batch.
+    const sampleInputs = net ? tf.tidy(() => weightingInputs(net.inputs, {
+      similarities: needsSimilarities(net.inputs) ? model.similarities(a.params, a.batch) : undefined,
+      progress: a.progress ?? 0,
+      source: a.source,
+    })) : undefined;
+    let r;
+    let others: Float32Array | undefined;
+    try {
+      r = net
+        ? await mwnStepAsync({ ...common, metaBatch: meta, weightNet: net, normalize: 'sum', step: a.step, metaEvery: a.weighting.metaEvery, sampleInputs })
+        : await l2rwStepAsync({ ...common, metaBatch: meta! });
+      if (sampleInputs) others = Float32Array.from(await sampleInputs.data());
+    } finally {
+      sampleInputs?.dispose();
+    }
+    const losses = r.losses;
+    const k = net ? net.inputs.filter((x) => x !== 'loss').length : 0;
+    const inputRows = net ? Array.from(losses, (l, i) => {
+      let o = 0;
+      return net.inputs.map((x) => (x === 'loss' ? l : others![i * k + o++]));
+    }) : undefined;
     let grads = r.grads;
     if (a.trainable) {
       const keep = new Set(a.trainable);
       grads = Object.fromEntries(Object.entries(r.grads).filter(([n]) => keep.has(n)));
       tf.dispose(Object.entries(r.grads).filter(([n]) => !keep.has(n)).map(([, g]) => g));
     }
-    return { loss: r.loss, perSample: r.losses, grads, weights: r.weights, metaLoss: r.metaLoss ?? undefined };
+    return { loss: r.loss, perSample: r.losses, grads, weights: r.weights, metaLoss: r.metaLoss ?? undefined, ...(inputRows ? { inputRows } : {}) };
   } finally {
     if (meta) tf.dispose([meta.frames, meta.ids, meta.mask]);
   }

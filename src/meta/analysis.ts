@@ -114,6 +114,9 @@ export function weightingReport(weights: ArrayLike<number>, noisyFlags: ArrayLik
  */
 export async function weightCurve(weightNet: WeightNet, losses: ArrayLike<number> | { min: number; max: number; points: number }): Promise<{ loss: number[]; weight: number[] }> {
   if (!weightNet || typeof weightNet.weightsOf !== 'function') throw new Error('weightCurve: \'weightNet\' must be a WeightNet');
+  if (weightNet.inputs.length !== 1 || weightNet.inputs[0] !== 'loss') {
+    throw new Error(`weightCurve: the net sees ${weightNet.inputs.join(', ')}, not the loss alone; use weightByInput`);
+  }
   let grid: number[];
   if (losses !== null && typeof losses === 'object' && 'points' in losses) {
     const { min, max, points } = losses;
@@ -125,4 +128,64 @@ export async function weightCurve(weightNet: WeightNet, losses: ArrayLike<number
     grid = Array.from(losses);
   }
   return { loss: grid, weight: Array.from(await weightNet.weightsOf(grid)) };
+}
+
+/**
+ * Each input alone as a score for being clean: the AUROC of its raw values (above ½: larger
+ * means cleaner; below: smaller does; ½ for a constant such as `progress` at one step).
+ * `rows` holds one row of inputs per sample, columns named by `names`.
+ *
+ * @example inputAurocs([[0.2, 0.9], [3.1, 0.1]], ['loss', 'cosine'], [false, true]) // { loss: 0, cosine: 1 }
+ */
+export function inputAurocs(rows: ArrayLike<ArrayLike<number>>, names: readonly string[], noisyFlags: ArrayLike<boolean>): Record<string, number> {
+  checkRows(rows, names.length, 'inputAurocs');
+  checkFlags(noisyFlags, rows.length, 'inputAurocs', 'noisyFlags');
+  const clean = Array.from({ length: rows.length }, (_, i) => !noisyFlags[i]);
+  const out: Record<string, number> = {};
+  names.forEach((name, d) => { out[name] = auroc(Array.from(rows, (r) => r[d]), clean); });
+  return out;
+}
+
+function checkRows(rows: unknown, d: number, fn: string): asserts rows is ArrayLike<ArrayLike<number>> {
+  if (rows === null || typeof rows !== 'object' || typeof (rows as ArrayLike<unknown>).length !== 'number') throw new Error(`${fn}: 'rows' must be an array of rows of ${d} numbers`);
+  const a = rows as ArrayLike<ArrayLike<number>>;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === null || typeof a[i] !== 'object' || a[i].length !== d) throw new Error(`${fn}: rows[${i}] must hold ${d} numbers`);
+  }
+}
+
+function quantile(sorted: number[], q: number): number {
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+/**
+ * The learned weight as a function of each input: V along an even grid over that input's
+ * observed 2nd–98th percentile, every other input held at its median over `rows` (the samples
+ * the net saw). One curve per entry of `weightNet.inputs`.
+ *
+ * @example await weightByInput(net, rows, { points: 41 }) // { loss: { x: [...], weight: [...] }, rank: { … } }
+ */
+export async function weightByInput(
+  weightNet: WeightNet, rows: ArrayLike<ArrayLike<number>>, opts: { points?: number } = {},
+): Promise<Record<string, { x: number[]; weight: number[] }>> {
+  if (!weightNet || typeof weightNet.weightsOf !== 'function') throw new Error('weightByInput: \'weightNet\' must be a WeightNet');
+  const names = weightNet.inputs;
+  checkRows(rows, names.length, 'weightByInput');
+  if (rows.length === 0) throw new Error('weightByInput: \'rows\' is empty');
+  const points = opts.points ?? 41;
+  if (!Number.isInteger(points) || points < 2) throw new Error(`weightByInput: 'points' must be an integer ≥ 2, got ${points}`);
+  const cols = names.map((_, d) => Array.from(rows, (r) => r[d]).sort((a, b) => a - b));
+  const median = cols.map((c) => quantile(c, 0.5));
+  const out: Record<string, { x: number[]; weight: number[] }> = {};
+  for (let d = 0; d < names.length; d++) {
+    const lo = quantile(cols[d], 0.02);
+    const hi = quantile(cols[d], 0.98);
+    const x = Array.from({ length: points }, (_, i) => lo + (hi - lo) * i / (points - 1));
+    const weight = await weightNet.weightsOf(x.map((v) => median.map((m, k) => (k === d ? v : m))));
+    out[names[d]] = { x, weight: Array.from(weight) };
+  }
+  return out;
 }

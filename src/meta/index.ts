@@ -8,5 +8,5 @@ export {
 } from './metaStep.js';
 export { l2rwStep, l2rwStepAsync, l2rwScores, l2rwScoresAsync, l2rwWeights, type L2rwOptions, type L2rwStepResult } from './l2rw.js';
 export { MetaBatchCycler, type MetaCyclerState, type MetaBatchCyclerOptions } from './metaBatches.js';
-export { auroc, weightingReport, weightCurve, type WeightingReport } from './analysis.js';
+export { auroc, weightingReport, weightCurve, inputAurocs, weightByInput, type WeightingReport } from './analysis.js';
 export { dualEncoderMetaModel, type DualEncoderBatch, type DualEncoderMetaModelOptions } from './dualEncoderModel.js';
