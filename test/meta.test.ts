@@ -545,7 +545,7 @@ describe('meta: mwnStep', () => {
     assert.throws(() => mwnStep({ model, params: extra, trainBatch: train, metaBatch: train, weightNet: net, alpha: 1 }), /does not depend on every entry of 'params'/);
     extra.unused.dispose();
     assert.throws(() => new WeightNet({ hidden: 0 }), /'hidden'/);
-    assert.throws(() => net.forward(tf.zeros([2, 1])), /'losses' must be a float32 tensor \[B\]/);
+    assert.throws(() => net.forward(tf.zeros([2, 2])), /'inputs' must be a float32 tensor \[B, 1\] or \[B\]/);
     net.dispose(); disposeAll(params); disposeBatch(train);
   });
 
