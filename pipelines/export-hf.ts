@@ -76,9 +76,9 @@ export async function runExportHf(opts: ExportHfOptions): Promise<ExportHfResult
       // The weighting net travels in the optimizer file as wnet.* (its own optimizer state, wnet_opt.*, is training state and stays behind).
       const extra: Record<string, tf.Tensor> = {};
       for (const [k, v] of Object.entries(ck.optimizer ?? {})) if (k.startsWith('wnet.')) extra[k] = v;
-      const weighting = (info.raw.pretrain as { weighting?: { method?: string; hidden?: number } } | undefined)?.weighting;
+      const weighting = (info.raw.pretrain as { weighting?: { method?: string; hidden?: number; inputs?: string[] } } | undefined)?.weighting;
       const extraMetadata: Record<string, unknown> = { frames: info.frames, source: { checkpoint: info.dir, step: info.step } };
-      if (Object.keys(extra).length) extraMetadata.weightNet = { method: weighting?.method ?? 'mwn', hidden: weighting?.hidden ?? extra['wnet.fc1.weight']?.shape[1] };
+      if (Object.keys(extra).length) extraMetadata.weightNet = { method: weighting?.method ?? 'mwn', hidden: weighting?.hidden ?? extra['wnet.fc1.weight']?.shape[1], inputs: weighting?.inputs ?? ['loss'] };
       const r = await exportClipFolder(opts.out, {
         config: info.model, params: ck.params, dtype, tokenizer: tok, extra, extraMetadata, normalization, overwrite: opts.overwrite,
       });

@@ -274,16 +274,16 @@ describe('export hf: a model trained from scratch with vlmargin\'s own tokenizer
     for (const [name, t] of Object.entries(ck.params)) assert.deepEqual(store.get(name).dataSync(), t.dataSync(), name);
     store.dispose();
 
-    // The weighting net rides along from the optimizer file; its optimizer state does not.
+    // The weighting net rides along from the optimizer file with what it sees; its optimizer state does not.
     const mwn = path.join(tmp, 'mwn-checkpoint');
-    const w = { 'wnet.fc1.weight': tf.fill([1, 4], 0.5), 'wnet.fc1.bias': tf.fill([4], 0.25), 'wnet_opt.m.fc1.bias': tf.zeros([4]) };
+    const w = { 'wnet.fc1.weight': tf.fill([2, 4], 0.5), 'wnet.fc1.bias': tf.fill([4], 0.25), 'wnet_opt.m.fc1.bias': tf.zeros([4]) };
     const config = ck.config as { pretrain: Record<string, unknown> };
-    await saveCheckpoint(mwn, { config: { ...config, pretrain: { ...config.pretrain, weighting: { method: 'mwn', hidden: 4 } } }, params: ck.params, optimizer: { ...ck.optimizer, ...w }, state: ck.state });
+    await saveCheckpoint(mwn, { config: { ...config, pretrain: { ...config.pretrain, weighting: { method: 'mwn', hidden: 4, inputs: ['loss', 'rank'] } } }, params: ck.params, optimizer: { ...ck.optimizer, ...w }, state: ck.state });
     const r2 = await runExportHf({ model: mwn, out: path.join(tmp, 'hf-mwn'), dtype: 'bf16' });
     const extra = (await readModelInfo(r2.dir)).clip!.extra!;
     assert.deepEqual(Object.keys(extra.tensors).sort(), ['wnet.fc1.bias', 'wnet.fc1.weight']);
-    assert.deepEqual(Array.from(extra.tensors['wnet.fc1.weight'].data), [0.5, 0.5, 0.5, 0.5]);
-    assert.deepEqual(extra.metadata.weightNet, { method: 'mwn', hidden: 4 });
+    assert.deepEqual(Array.from(extra.tensors['wnet.fc1.weight'].data), new Array(8).fill(0.5));
+    assert.deepEqual(extra.metadata.weightNet, { method: 'mwn', hidden: 4, inputs: ['loss', 'rank'] });
     tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {}), ...Object.values(w)]);
 
     // An export is a CLIP folder with a tokenizer: it exports again, to the same bytes.
