@@ -127,13 +127,19 @@ export const PretrainConfigSchema = z.object({
   model: z.object({
     preset: z.enum(['tiny', 'small', 'base']).default('tiny'),
     temporalPooling: z.enum(['mean', 'transformer']).default('mean'),
+    /** Frame differences into the video encoder's patch tokens (vision.motion, DESIGN.md §4). */
+    motion: z.boolean().default(false),
+    /** The preset's vision patch side, replaced (it must divide frames.size). */
+    patchSize: z.number().int().min(1).max(64).optional(),
+    /** The preset's vision and text width, replaced (a multiple of their heads). */
+    width: z.number().int().min(4).max(2048).optional(),
     /**
      * Start from a Hugging Face CLIP folder (its shapes, tokenizer and frame normalisation) or a
      * vlmargin checkpoint instead of random weights; `preset` and the tokenizer settings are then
      * the model's.
      */
     init: z.string().optional(),
-  }).strict().default({ preset: 'tiny', temporalPooling: 'mean' }),
+  }).strict().default({ preset: 'tiny', temporalPooling: 'mean', motion: false }),
   loss: z.object({
     /**
      * μ of the subtractive angular margin, in radians; 0 is symmetric InfoNCE. 0.1 collapses from

@@ -28,7 +28,7 @@ import { MetaBatchCycler, type MetaCyclerState } from '../src/meta/metaBatches.j
 import { WeightNet } from '../src/meta/weightNet.js';
 import { DEFAULT_META_SET_DIR, readMetaSet } from '../src/data/metaSet.js';
 import { savePlot } from '../src/eval/plot.js';
-import { getConfig, type DualEncoderConfig } from '../src/nn/configs.js';
+import { getConfig, type ConfigOverrides, type DualEncoderConfig } from '../src/nn/configs.js';
 import { initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
 import type { ParamStore, Params } from '../src/nn/params.js';
 import { buildTokenizer, tokenizerKey } from '../src/text/buildTokenizer.js';
@@ -179,11 +179,7 @@ async function prepareTokenizer(cfg: ResolvedPretrainConfig, splits: Splits, ini
  */
 function checkConfigBeforeWork(cfg: ResolvedPretrainConfig): void {
   try {
-    getConfig(cfg.model.preset, {
-      vision: { imageSize: cfg.frames.size },
-      text: { vocabSize: cfg.tokenizer.vocabSize, contextLength: cfg.tokenizer.maxLen },
-      temporal: { pooling: cfg.model.temporalPooling, maxFrames: Math.max(cfg.frames.count, 1) },
-    });
+    getConfig(cfg.model.preset, modelOverrides(cfg, cfg.tokenizer.vocabSize));
   } catch (e) {
     throw new Error(`config: model.preset '${cfg.model.preset}' does not fit the other settings (frames.size, tokenizer.maxLen, frames.count): ${(e as Error).message}`);
   }
@@ -263,11 +259,18 @@ async function prepareFrames(cfg: ResolvedPretrainConfig, splits: Splits, extra:
 
 function modelConfig(cfg: ResolvedPretrainConfig, tok: Tokenizer, init: CheckpointInfo | undefined): DualEncoderConfig {
   if (init) return init.model;
-  return getConfig(cfg.model.preset, {
-    vision: { imageSize: cfg.frames.size },
-    text: { vocabSize: tok.vocabSize, contextLength: cfg.tokenizer.maxLen },
-    temporal: { pooling: cfg.model.temporalPooling, maxFrames: Math.max(cfg.frames.count, 1) },
-  });
+  return getConfig(cfg.model.preset, modelOverrides(cfg, tok.vocabSize));
+}
+
+/** The preset's settings that the run's config replaces. */
+function modelOverrides(cfg: ResolvedPretrainConfig, vocabSize: number): ConfigOverrides {
+  const m = cfg.model;
+  const width = m.width === undefined ? {} : { width: m.width };
+  return {
+    vision: { imageSize: cfg.frames.size, ...(m.motion ? { motion: true } : {}), ...width, ...(m.patchSize === undefined ? {} : { patchSize: m.patchSize }) },
+    text: { vocabSize, contextLength: cfg.tokenizer.maxLen, ...width },
+    temporal: { pooling: m.temporalPooling, maxFrames: Math.max(cfg.frames.count, 1) },
+  };
 }
 
 /** Embeds the test split once and ranks captions against videos (t2v) and back (v2t). */
@@ -575,7 +578,7 @@ async function reportWeighting(
     plots.push(await savePlot({
       title: 'Learned weight along each input (the others at their medians)',
       data: { values },
-      facet: { field: 'input', type: 'nominal', title: null },
+      facet: { field: 'input', type: 'nominal', title: null, sort: [...weightNet.inputs] },
       columns: 4,
       spec: {
         width: 160, height: 110, mark: 'line',

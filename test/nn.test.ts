@@ -331,6 +331,33 @@ describe('nn: dual encoder', () => {
     store.dispose();
   }));
 
+  it('vision.motion: each frame\'s patches add the embedded difference to the next frame, so order shows even under mean pooling', () => tf.tidy(() => {
+    const plain = getConfig('tiny');
+    const cfg = getConfig('tiny', { vision: { motion: true } });
+    const store = initDualEncoder(cfg, 8);
+    const p = store.snapshot();
+    assert.deepEqual(p['video.temporal.motion_embed.weight'].shape, [8 * 8 * 3, 64]);
+    assert.ok(!dualEncoderSpecs(plain).some((s) => s.name.includes('motion')), 'no motion parameter without vision.motion');
+    const frames = framesBatch(2, 3, 32, 81);
+    const reversed = tf.reverse(frames, 1);
+    // Mean pooling of per-frame tokens cannot tell a clip from its reverse; the differences can.
+    close(encodeVideo(p, reversed, plain).dataSync(), encodeVideo(p, frames, plain).dataSync(), 1e-5, 'plain, reversed');
+    const gap = tf.max(tf.abs(tf.sub(encodeVideo(p, reversed, cfg), encodeVideo(p, frames, cfg)))).dataSync()[0];
+    assert.ok(gap > 1e-2, `motion: a reversed clip embeds differently (max gap ${gap})`);
+    // A still clip has no differences: the motion model is the plain one.
+    const still = tf.tile(tf.slice(frames, [0, 0, 0, 0, 0], [2, 1, 32, 32, 3]), [1, 3, 1, 1, 1]);
+    close(encodeVideo(p, still, cfg).dataSync(), encodeVideo(p, still, plain).dataSync(), 1e-5, 'still clip');
+    // With W_motion = W_patch, a 2-frame clip [f0, f1] gets patches of f0 + (f1 − f0) and
+    // f1 + (f1 − f0) (the last frame repeats the difference before it): the plain model on [f1, 2·f1 − f0].
+    const two = framesBatch(2, 2, 32, 82);
+    const f0 = tf.slice(two, [0, 0, 0, 0, 0], [2, 1, 32, 32, 3]);
+    const f1 = tf.slice(two, [0, 1, 0, 0, 0], [2, 1, 32, 32, 3]);
+    const same = { ...p, 'video.temporal.motion_embed.weight': p['video.patch_embed.weight'] };
+    close(encodeVideo(same, two, cfg).dataSync(), encodeVideo(p, tf.concat([f1, tf.sub(tf.mul(f1, 2), f0)], 1), plain).dataSync(), 1e-4, 'hand-built differences');
+    assert.equal(paramGroup('video.temporal.motion_embed.weight').group, 'temporal', 'trained at the temporal rate (no CLIP counterpart)');
+    store.dispose();
+  }));
+
   it('the forward takes plain tensors θ′ = θ − α·g and agrees with variables holding the same values', () => {
     const cfg = getConfig('tiny');
     const store = initDualEncoder(cfg, 5);

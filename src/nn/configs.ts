@@ -19,6 +19,12 @@ export const visionConfigSchema = z.object({
   heads: posInt,
   /** Hidden width of the MLP over the model width (4 in CLIP). */
   mlpRatio: posInt,
+  /**
+   * Adds to each frame's patch tokens an embedding of the same patches of the difference to the
+   * next frame (`video.temporal.motion_embed`), so direction and speed show within a frame's
+   * tokens rather than only across frames (DESIGN.md §5). Default false (CLIP).
+   */
+  motion: z.boolean().optional(),
 }).strict();
 
 export const textConfigSchema = z.object({

@@ -1,7 +1,8 @@
 /**
  * The video-text dual encoder (DESIGN §4) as pure functions over a `Params` record.
  *
- * Video: frames [B, T, H, W, 3] → patches · W (no conv) + class token + positional
+ * Video: frames [B, T, H, W, 3] → patches · W (no conv; with `vision.motion`, plus the patches
+ * of the difference to the next frame · W_motion) + class token + positional
  * embedding → ln_pre → ViT blocks per frame (T folded into the batch) → ln_post on the
  * class token → temporal pooling (mean, or a temporal transformer then the mean) →
  * `video.proj`. Text: ids [B, L] → token + positional embedding → transformer (causal or
@@ -12,6 +13,7 @@
  *   video.patch_embed.weight [p·p·3, D_v]   video.class_embedding [D_v]   video.pos_embed [1+P, D_v]
  *   video.ln_pre.{weight,bias}   video.blocks.N.{ln_1,attn.qkv,attn.out,ln_2,mlp.fc1,mlp.fc2}.*
  *   video.ln_post.*   video.temporal.pos_embed [maxFrames, D_v]   video.temporal.blocks.N.*
+ *   video.temporal.motion_embed.weight [p·p·3, D_v] (vision.motion)
  *   video.proj.weight [D_v, E]
  *   text.token_embed.weight [V, D_t]   text.pos_embed [context, D_t]   text.blocks.N.*
  *   text.ln_final.*   text.proj.weight [D_t, E]   logit_scale []
@@ -40,6 +42,7 @@ export function dualEncoderSpecs(cfg: DualEncoderConfig): ParamSpec[] {
     ...transformerSpecs('video.blocks', v.width, v.layers, v.mlpRatio),
     ...layerNormSpecs('video.ln_post', v.width),
   ];
+  if (v.motion) specs.push({ name: 'video.temporal.motion_embed.weight', shape: [patchDim, v.width], init: { kind: 'normal', std: patchDim ** -0.5 } });
   if (temporal.pooling === 'transformer') {
     specs.push(
       { name: 'video.temporal.pos_embed', shape: [temporal.maxFrames, v.width], init: { kind: 'normal', std: 0.01 } },
@@ -106,7 +109,14 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
   }
   return tf.tidy(() => {
     const n = b * t;
-    const patches = patchEmbed(params, 'video.patch_embed', tf.reshape(frames, [n, h, w, c]), v.patchSize);
+    let patches = patchEmbed(params, 'video.patch_embed', tf.reshape(frames, [n, h, w, c]), v.patchSize);
+    if (v.motion && t > 1) {
+      // Forward differences f[k+1] − f[k]; the last frame takes the one before it, so every
+      // frame's tokens carry the motion with the same sign convention.
+      const d = tf.sub(tf.slice(frames, [0, 1, 0, 0, 0], [b, t - 1, h, w, c]), tf.slice(frames, [0, 0, 0, 0, 0], [b, t - 1, h, w, c]));
+      const diffs = tf.concat([d, tf.slice(d, [0, t - 2, 0, 0, 0], [b, 1, h, w, c])], 1);
+      patches = tf.add(patches, patchEmbed(params, 'video.temporal.motion_embed', tf.reshape(diffs, [n, h, w, c]), v.patchSize));
+    }
     // fill, not zeros: zeros are made on the host and uploaded every step on webgpu.
     const cls = tf.add(tf.fill([n, 1, v.width], 0), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
     let x = tf.add(tf.concat([cls, patches], 1), param(params, 'video.pos_embed'));
