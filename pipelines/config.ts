@@ -98,9 +98,17 @@ export function checkWeighting(c: { weighting: WeightingConfig; train: { caption
   }
 }
 
+/**
+ * A run's name: the default run folder is runs/<name>, so it is one plain folder name, never
+ * a path nor only dots ("." and ".." would put checkpoints into the working folder or above).
+ */
+export function runNameSchema(fallback: string) {
+  return z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only')
+    .refine((n) => !/^\.+$/.test(n), 'must not be only dots: "." and ".." name the working folder and its parent, not a run').default(fallback);
+}
+
 export const PretrainConfigSchema = z.object({
-  name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only')
-    .refine((n) => !/^\.+$/.test(n), 'must not be only dots: "." and ".." name the working folder and its parent, not a run').default('default'),
+  name: runNameSchema('default'),
   seed: z.number().int().min(0).default(1),
   backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
   data: z.discriminatedUnion('kind', [synthData, ManifestDataSchema, MsrvttDataSchema]),

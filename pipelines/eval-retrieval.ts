@@ -4,7 +4,7 @@
  * under runs/<folder>-zero-shot/ for a CLIP folder, which is never written to), ranks both
  * ways, per-concept R@1, and writes the report (eval.json, eval.md, PNGs).
  */
-import { stat, writeFile, mkdir } from 'node:fs/promises';
+import { stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache } from '../src/data/frameCache.js';
@@ -20,6 +20,7 @@ import type { RetrievalMetrics } from '../src/eval/retrieval.js';
 import {
   encodeTextEmbeddings, encodeVideoEmbeddings, recallCurve, scoreRetrievalAsync, type ConceptR1, type ScoreResult,
 } from '../src/eval/retrievalEval.js';
+import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
 export interface RetrievalEvalOptions {
   /** Checkpoint folder, run folder, or Hugging Face CLIP folder (zero-shot). */
@@ -218,8 +219,8 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
     if (opts.plots !== false) report.files.plots = await writePlots(report, scored, out);
     report.seconds = (performance.now() - t0) / 1000;
     await mkdir(out, { recursive: true });
-    await writeFile(report.files.markdown, formatRetrievalMarkdown(report));
-    await writeFile(report.files.json, `${JSON.stringify(report, null, 2)}\n`);
+    await writeFileAtomic(report.files.markdown, formatRetrievalMarkdown(report));
+    await writeFileAtomic(report.files.json, `${JSON.stringify(report, null, 2)}\n`);
     return report;
   } finally {
     if (ownParams && params) tf.dispose(Object.values(params));

@@ -12,7 +12,6 @@
  *    video encoder frozen (default) or trained with the head (open.encoderLrScale > 0).
  * Writes qa.jsonl (the items) and qa.json (accuracies with chance levels) to the run folder.
  */
-import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -34,11 +33,12 @@ import { generateSynthQa, qaCandidateText, QA_ANSWER_VOCAB, QA_QUESTIONS, QA_TYP
 import type { Tokenizer } from '../src/text/tokenizer.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
 import { AdamW } from '../src/train/optimizer.js';
-import { formatIssues, loadJsonConfig } from './config.js';
+import { formatIssues, loadJsonConfig, runNameSchema } from './config.js';
 import { openRunFolder } from './runFolder.js';
+import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
 export const FinetuneQaConfigSchema = z.object({
-  name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-qa'),
+  name: runNameSchema('finetune-qa'),
   seed: z.number().int().min(0).default(1),
   backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
   /** A checkpoint folder, or a run folder (its newest checkpoint). */
@@ -304,7 +304,7 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ou
     open: { ...openAcc, chance: openChance, head: cfg.open.head.name, encoderLrScale: cfg.open.encoderLrScale, trainLossFirst, trainLossLast },
     wallSeconds: (performance.now() - t0) / 1000,
   };
-  await writeFile(path.join(runDir, 'qa.json'), `${JSON.stringify({ ...result, from: { checkpoint: info.dir, step: info.step }, config: cfg }, null, 2)}\n`);
+  await writeFileAtomic(path.join(runDir, 'qa.json'), `${JSON.stringify({ ...result, from: { checkpoint: info.dir, step: info.step }, config: cfg }, null, 2)}\n`);
   return result;
 }
 

@@ -13,8 +13,7 @@
  * checkpoints/ (evaluable with `vlmargin eval retrieval`), metrics.jsonl, and the test
  * split's eval.json / eval.md / PNG plots.
  */
-import { CaptionsSchema, checkWeighting, formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, WeightingSchema } from './config.js';
-import { writeFile } from 'node:fs/promises';
+import { CaptionsSchema, checkWeighting, formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, runNameSchema, WeightingSchema } from './config.js';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -42,13 +41,14 @@ import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining } from '../src/train/trainer.js';
 import { openRunFolder } from './runFolder.js';
+import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
 // The pretraining data sources, less the folder keys: a fine-tune keeps its caches beside the data or in its run.
 const manifestData = ManifestDataSchema.omit({ dir: true });
 const msrvttData = MsrvttDataSchema.omit({ dir: true });
 
 export const FinetuneRetrievalConfigSchema = z.object({
-  name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('finetune-retrieval'),
+  name: runNameSchema('finetune-retrieval'),
   seed: z.number().int().min(0).default(1),
   backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
   model: z.object({
@@ -345,7 +345,7 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
   });
   const wallSeconds = (performance.now() - t0) / 1000;
   const summaryFile = path.join(runDir, 'finetune.json');
-  await writeFile(summaryFile, `${JSON.stringify({
+  await writeFileAtomic(summaryFile, `${JSON.stringify({
     from: { kind: info.kind, dir: info.dir, step: info.step }, steps: training.step, stopped: training.stopped, lossBefore, lossAfter,
     trainableTensors: names.length, frozenTensors: frozen, backend: backend.name, wallSeconds, config: cfg,
     t2v: evalReport.t2v, v2t: evalReport.v2t,

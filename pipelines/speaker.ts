@@ -5,7 +5,7 @@
  * full-utterance embeddings on a trial list → eval.json (EER in percent, minDCF at
  * p_target 0.01) with DET and ROC plots.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
@@ -18,6 +18,8 @@ import { embedSpeakers, initSpeakerNet, receptiveField, speakerNetConfigSchema, 
 import {
   bankSource, dot, embedBank, loadFeatureBank, loadRunCheckpoint, streamingSource, trainEmbeddingModel, trainSettingsSchema, type CropSource,
 } from './lib/audioTraining.js';
+import { openRunFolder } from './runFolder.js';
+import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
 export const speakerConfigSchema = z.object({
   name: z.string().min(1).default('speaker'),
@@ -71,7 +73,20 @@ export interface TrainSpeakerResult {
  * @example await runTrainSpeaker(parseSpeakerConfig({ train: { steps: 100 } }), { audio: 'data/synth-speakers/train', out: 'runs/spk' });
  */
 export async function runTrainSpeaker(cfg: SpeakerConfig, opts: { audio: string; out: string; quiet?: boolean }): Promise<TrainSpeakerResult> {
+  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, 'speaker', (m) => { if (!opts.quiet) console.error(m); });
+  try {
+    return await runTrainSpeakerIn(runDir, cfg, opts);
+  } finally {
+    await release();
+  }
+}
+
+async function runTrainSpeakerIn(runDir: string, cfg: SpeakerConfig, opts: { audio: string; out: string; quiet?: boolean }): Promise<TrainSpeakerResult> {
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
+  // Settings that cannot work are refused before any audio is decoded.
+  const model = netConfig(cfg);
+  if (cfg.train.cropFrames <= receptiveField(model)) throw new Error(`train.cropFrames ${cfg.train.cropFrames} must exceed the network's receptive field ${receptiveField(model)}`);
   await initBackend({ prefer: parseBackendPreference(cfg.backend) });
   const scan = await scanVoxCeleb(opts.audio);
   for (const s of scan.skipped.slice(0, 5)) log(`skipped ${s.path}: ${s.reason}`);
@@ -95,19 +110,17 @@ export async function runTrainSpeaker(cfg: SpeakerConfig, opts: { audio: string;
       onSkip: (p, reason) => { skipped.push({ path: p, reason }); log(`skipped ${p}: ${reason}`); },
     });
   }
-  const model = netConfig(cfg);
-  if (cfg.train.cropFrames <= receptiveField(model)) throw new Error(`train.cropFrames ${cfg.train.cropFrames} must exceed the network's receptive field ${receptiveField(model)}`);
   const store = initSpeakerNet(model, cfg.seed);
   const head = { ...cfg.loss.options, name: cfg.loss.name, numClasses: scan.speakers.length, dim: model.embedDim, seed: cfg.seed } as MarginHeadConfig;
   if (cfg.loss.name === 'kappaface') (head as { numSamples?: number }).numSamples = source.size;
   log(`speaker ${cfg.loss.name}: ${scan.speakers.length} speakers, ${source.size} utterances, ${store.count().toLocaleString('en-US')} parameters, ${cfg.train.steps} steps`);
   try {
     const r = await trainEmbeddingModel({
-      runDir: path.resolve(opts.out), seed: cfg.seed, store, head, source, labels, numClasses: scan.speakers.length, train: cfg.train, quiet: opts.quiet,
+      runDir, seed: cfg.seed, store, head, source, labels, numClasses: scan.speakers.length, train: cfg.train, quiet: opts.quiet,
       embed: (p, x) => embedSpeakers(p, x, model),
       config: { kind: 'speaker', speaker: cfg, features: cfg.features, model, classes: scan.speakers, audio: scan.root },
     });
-    return { runDir: path.resolve(opts.out), speakers: scan.speakers.length, utterances: source.size, skipped: [...scan.skipped, ...skipped], ...r };
+    return { runDir, speakers: scan.speakers.length, utterances: source.size, skipped: [...scan.skipped, ...skipped], ...r };
   } finally {
     store.dispose();
   }
@@ -170,7 +183,7 @@ export async function runEvalSpeaker(opts: { checkpoint: string; trials: string;
       skippedTrials: trials.length - scores.length, skippedFiles: bank.skipped, det: report.files.det, roc: report.files.roc,
       checkpoint: ck.dir, trialList: path.resolve(opts.trials), audio: root,
     };
-    await writeFile(path.join(outDir, 'eval.json'), JSON.stringify(result, null, 2) + '\n');
+    await writeFileAtomic(path.join(outDir, 'eval.json'), JSON.stringify(result, null, 2) + '\n');
     return result;
   } finally {
     tf.dispose(Object.values(ck.params));

@@ -5,7 +5,7 @@
  * utterance is the head's margin-free logit difference s·(cos θ_bonafide − cos θ_spoof) on the
  * full utterance; bona fide is the positive class of the EER.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
@@ -19,6 +19,8 @@ import { embedLightCnn, initLightCnn, lightCnnConfigSchema } from '../src/nn/lig
 import {
   bankSource, loadFeatureBank, loadRunCheckpoint, streamingSource, trainEmbeddingModel, trainSettingsSchema, type CropSource, type FeatureBank,
 } from './lib/audioTraining.js';
+import { openRunFolder } from './runFolder.js';
+import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
 /** Class indices of the two-class head. */
 const BONAFIDE = 0;
@@ -76,6 +78,16 @@ export interface TrainSpoofResult { runDir: string; utterances: number; bonafide
  * @example await runTrainSpoof(parseSpoofConfig({}), { protocol: 'train/protocol.txt', audio: 'train/wav', out: 'runs/cm' });
  */
 export async function runTrainSpoof(cfg: SpoofConfig, opts: { protocol: string; audio: string; out: string; quiet?: boolean }): Promise<TrainSpoofResult> {
+  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, 'spoof', (m) => { if (!opts.quiet) console.error(m); });
+  try {
+    return await runTrainSpoofIn(runDir, cfg, opts);
+  } finally {
+    await release();
+  }
+}
+
+async function runTrainSpoofIn(runDir: string, cfg: SpoofConfig, opts: { protocol: string; audio: string; out: string; quiet?: boolean }): Promise<TrainSpoofResult> {
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   await initBackend({ prefer: parseBackendPreference(cfg.backend) });
   const { trials, files, missing } = await resolveProtocol(opts.protocol, opts.audio);
@@ -101,11 +113,11 @@ export async function runTrainSpoof(cfg: SpoofConfig, opts: { protocol: string; 
   log(`spoof ${cfg.loss.name}: ${bonafide} bona fide, ${labels.length - bonafide} spoof, ${store.count().toLocaleString('en-US')} parameters, ${cfg.train.steps} steps`);
   try {
     const r = await trainEmbeddingModel({
-      runDir: path.resolve(opts.out), seed: cfg.seed, store, head, source, labels, numClasses: 2, train: cfg.train, quiet: opts.quiet,
+      runDir, seed: cfg.seed, store, head, source, labels, numClasses: 2, train: cfg.train, quiet: opts.quiet,
       embed: (p, x) => embedLightCnn(p, x, model),
       config: { kind: 'spoof', spoof: cfg, features: cfg.features, model, classes: ['bonafide', 'spoof'] },
     });
-    return { runDir: path.resolve(opts.out), utterances: labels.length, bonafide, spoof: labels.length - bonafide, skipped: missing.length + skipped, ...r };
+    return { runDir, utterances: labels.length, bonafide, spoof: labels.length - bonafide, skipped: missing.length + skipped, ...r };
   } finally {
     store.dispose();
   }
@@ -172,12 +184,12 @@ export async function runEvalSpoof(opts: { checkpoint: string; protocol: string;
       eerByAttack[attack] = 100 * verificationMetrics(pick.map((k) => scores[k]), pick.map((k) => labels[k]), { folds: 2 }).eer;
     }
     const scoresFile = path.join(outDir, 'scores.txt');
-    await writeFile(scoresFile, kept.map((t, k) => `${t.utt} ${t.attack} ${t.label === 1 ? 'bonafide' : 'spoof'} ${scores[k]}`).join('\n') + '\n');
+    await writeFileAtomic(scoresFile, kept.map((t, k) => `${t.utt} ${t.attack} ${t.label === 1 ? 'bonafide' : 'spoof'} ${scores[k]}`).join('\n') + '\n');
     const result: SpoofEval = {
       eer: 100 * report.metrics.eer, minDCF: report.metrics.minDCF, eerByAttack, bonafide, spoof: labels.length - bonafide,
       skipped: missing.length + bank.skipped.length, scores: scoresFile, det: report.files.det, checkpoint: ck.dir, protocol: path.resolve(opts.protocol),
     };
-    await writeFile(path.join(outDir, 'eval.json'), JSON.stringify(result, null, 2) + '\n');
+    await writeFileAtomic(path.join(outDir, 'eval.json'), JSON.stringify(result, null, 2) + '\n');
     return result;
   } finally {
     head?.dispose();

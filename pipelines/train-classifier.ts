@@ -10,7 +10,7 @@
  * Run folder: checkpoints/, metrics.jsonl, eval.json, and for KappaFace kappa-margins.jsonl and
  * kappa-margins.png (margin vs class size).
  */
-import { writeFile, appendFile } from 'node:fs/promises';
+import { appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -32,11 +32,13 @@ import { MetricsLogger } from '../src/train/logger.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import { runTraining } from '../src/train/trainer.js';
+import { runNameSchema } from './config.js';
 import { checkResumeConfig, openRunFolder } from './runFolder.js';
+import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
 /** One typed config per run: data, model, loss, training. */
 export const trainClassifierConfigSchema = z.object({
-  name: z.string().min(1).default('classifier'),
+  name: runNameSchema('classifier'),
   seed: z.number().int().min(0).default(1),
   backend: z.string().default('auto'),
   data: z.object({
@@ -260,7 +262,7 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
   const epochSteps = sampler.batchesPerEpoch;
   const totalSteps = cfg.train.steps;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: Math.min(cfg.train.warmupSteps, totalSteps), totalSteps, minLr: cfg.train.minLr });
-  const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet });
+  const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet, ...(opts.resume ? { resumeAt: startStep } : {}) });
   const kappaFile = path.join(runDir, 'kappa-margins.jsonl');
   const losses: number[] = [];
   log(`${cfg.loss.name}: ${classes.length} identities, ${train.length} images, ${store.count().toLocaleString('en-US')} backbone parameters, ${epochSteps} steps/epoch, ${totalSteps} steps`);
@@ -347,7 +349,7 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
     runDir, eval: evalReport, steps: training.step, finalLoss: training.lastLoss,
     lossStart: mean(losses.slice(0, k)), lossEnd: mean(losses.slice(-k)), skippedImages: train.skipped.length, wallSeconds,
   };
-  await writeFile(path.join(runDir, 'eval.json'), JSON.stringify({
+  await writeFileAtomic(path.join(runDir, 'eval.json'), JSON.stringify({
     ...evalReport, steps: training.step, stopped: training.stopped, lossStart: result.lossStart, lossEnd: result.lossEnd,
     skippedImages: train.skipped.map((s) => s.path), classCounts: counts, wallSeconds, config: cfg,
   }, null, 2) + '\n');

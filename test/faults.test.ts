@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import ffmpegModule from 'fluent-ffmpeg';
@@ -30,6 +31,14 @@ import { fluent } from '../src/video/ffmpeg.js';
 import { parsePretrainConfig } from '../pipelines/config.js';
 import { runPretrain } from '../pipelines/pretrain.js';
 import { openRunFolder } from '../pipelines/runFolder.js';
+import { parseFinetuneQaConfig, runFinetuneQa } from '../pipelines/finetune-qa.js';
+import { parseFinetuneRetrievalConfig, runFinetuneRetrieval } from '../pipelines/finetune-retrieval.js';
+import { parseTrainClassifierConfig, runTrainClassifier } from '../pipelines/train-classifier.js';
+import { parseSpeakerConfig, runTrainSpeaker } from '../pipelines/speaker.js';
+import { parseSpoofConfig, runTrainSpoof } from '../pipelines/spoof.js';
+import { writeVerificationReport } from '../src/face/report.js';
+import { generateSynthIdentities } from '../src/face/synthIdentities.js';
+import { loadClipWeights, readClipFolder } from '../src/train/clipFolder.js';
 import { fillDiskAfter, makeReadOnly, smallTmpfs } from './helpers/faults.js';
 import { makeClip } from './video.test.js';
 
@@ -124,11 +133,14 @@ describe('faults: a full disk', () => {
     try {
       assert.throws(() => logger.write({ step: 1, loss: 1, lr: 0.1 }), /cannot append to '.*metrics\.jsonl'.*ENOSPC.*the disk is full/);
       await assert.rejects(writeFileAtomic(path.join(dir, 'eval.json'), '{}'), /cannot write .*eval\.json .*ENOSPC.*the disk is full/);
+      // The results of every job go through the same writer: a verification report, for one.
+      await assert.rejects(writeVerificationReport([0.9, 0.1], [1, 0], path.join(dir, 'eval'), { folds: 2 }), /cannot write .*eval\/metrics\.json .*ENOSPC.*the disk is full/);
     } finally {
       disk.restore();
       logger.close();
     }
-    assert.deepEqual(fs.readdirSync(dir).sort(), ['metrics.jsonl']);
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['eval', 'metrics.jsonl']);
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'eval')), [], 'no temporary file is left');
   });
 
   it('on a real 600 KiB tmpfs, a run whose checkpoint does not fit fails, naming the path, and leaves no partial checkpoint', async function () {
@@ -174,6 +186,37 @@ describe('faults: the run folder', () => {
       assert.throws(() => parsePretrainConfig({ name, data: { kind: 'synth' } }), /name: must not be only dots/);
     }
     assert.equal(parsePretrainConfig({ name: 'a.b', data: { kind: 'synth' } }).name, 'a.b');
+  });
+
+  it('every training job (pretrain, fine-tunes, classifier, speaker, spoof) locks its folder and refuses --out "" before reading any data', async () => {
+    const missing = path.join(fresh('nodata'), 'absent');
+    const jobs: [string, (out: string) => Promise<unknown>][] = [
+      ['pretrain', (out) => runPretrain(parsePretrainConfig({ data: { kind: 'manifest', manifest: `${missing}.jsonl` } }), { out, quiet: true })],
+      ['finetune-retrieval', (out) => runFinetuneRetrieval(parseFinetuneRetrievalConfig({ model: { init: missing }, data: { kind: 'manifest', manifest: `${missing}.jsonl` } }), { out, quiet: true })],
+      ['finetune-qa', (out) => runFinetuneQa(parseFinetuneQaConfig({ checkpoint: missing, corpus: { manifest: `${missing}.jsonl` } }), { out, quiet: true })],
+      ['train-classifier', (out) => runTrainClassifier(parseTrainClassifierConfig({ data: { dir: missing }, loss: { name: 'arcface' } }), { out, quiet: true })],
+      ['speaker', (out) => runTrainSpeaker(parseSpeakerConfig({}), { audio: missing, out, quiet: true })],
+      ['spoof', (out) => runTrainSpoof(parseSpoofConfig({}), { protocol: `${missing}.txt`, audio: missing, out, quiet: true })],
+    ];
+    for (const [name, run] of jobs) {
+      const out = path.join(fresh('held'), name);
+      const held = await openRunFolder(out, name, () => undefined);
+      try {
+        await assert.rejects(run(out), new RegExp(`run folder .*${name} is in use by process ${process.pid}`), name);
+      } finally {
+        await held.release();
+      }
+      await assert.rejects(run(''), /--out: expected a run folder, got an empty path/, name);
+      // Unlocked, each job gets as far as its missing data, which it names.
+      await assert.rejects(run(out), (e: Error) => e.message.includes('absent') && !/in use/.test(e.message), name);
+      assert.ok(!fs.existsSync(path.join(out, '.lock')), `${name}: the lock goes with the run`);
+    }
+    for (const parse of [(name: string) => parseFinetuneQaConfig({ name, checkpoint: 'c', corpus: { manifest: 'm' } }),
+      (name: string) => parseFinetuneRetrievalConfig({ name, model: { init: 'i' }, data: { kind: 'manifest', manifest: 'm' } }),
+      (name: string) => parseTrainClassifierConfig({ name, data: { dir: 'd' }, loss: { name: 'arcface' } })]) {
+      assert.throws(() => parse('..'), /must not be only dots/);
+      assert.throws(() => parse('../elsewhere'), /letters, digits, _ \. - only/);
+    }
   });
 
   it('a lock whose pid now belongs to another process (a restart), or whose machine rebooted, is taken over and said so', async () => {
@@ -243,6 +286,29 @@ describe('faults: resuming a run', function () {
     // The same settings resume without a word about them.
     const again = await runPretrain(changed, { out, quiet: true, resume: true });
     assert.equal(again.steps, 4);
+  });
+
+  it('train-classifier --resume: another lr is refused, naming it; the same config resumes with no repeated step in metrics.jsonl', async () => {
+    const dir = fresh('cls-resume');
+    const data = path.join(dir, 'bench');
+    await generateSynthIdentities({ out: data, identities: 4, imbalance: 1, maxPerIdentity: 6, testPerIdentity: 1, verifyIdentities: 2, perVerify: 2, folds: 1, pairsPerFold: 2, size: 16 });
+    const cfg = (lr: number) => parseTrainClassifierConfig({
+      name: 'c', data: { dir: data }, backend: 'wasm',
+      model: { imageSize: 16, patch: 8, width: 8, layers: 1, heads: 2, embedDim: 4 },
+      loss: { name: 'arcface' },
+      train: { steps: 4, batchSize: 4, lr, warmupSteps: 1, checkpointEvery: 2, keepCheckpoints: 2 },
+    });
+    const out = path.join(dir, 'run');
+    await runTrainClassifier(cfg(0.002), { out, quiet: true });
+    // A run killed after its step-2 checkpoint: step 4 never saved, rows 3 and 4 logged.
+    fs.rmSync(path.join(out, 'checkpoints', 'step-000004'), { recursive: true });
+    await assert.rejects(runTrainClassifier(cfg(0.003), { out, quiet: true, resume: true }),
+      /--resume: checkpoint .*step-000002 was saved with other settings: train\.lr\. .*--allow-config-change/);
+    const r = await runTrainClassifier(cfg(0.002), { out, quiet: true, resume: true });
+    assert.equal(r.steps, 4);
+    const rows = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(rows.map((x) => (x.event ? `${x.event}@${x.step}` : x.step)), [1, 2, 'resume@2', 3, 4]);
+    assert.equal(rows[2].droppedRows, 2);
   });
 
   it('config constraints are checked before any data is read or decoded', async () => {
@@ -453,6 +519,19 @@ describe('faults: tokenizer, checkpoints and numerics', () => {
     state.sha256['model.safetensors'] = sha256;
     fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify(state));
     await assert.rejects(loadCheckpoint(dir), /model\.safetensors: tensor 'w' has a non-finite value at flat index 1; these weights diverged/);
+  });
+
+  it('a Hugging Face CLIP folder whose weights hold NaN is refused on load, naming the file and tensor', async () => {
+    const fixture = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'clip-tiny');
+    const dir = path.join(fresh('clip-nan'), 'clip');
+    fs.cpSync(fixture, dir, { recursive: true });
+    const file = path.join(dir, 'model.safetensors');
+    const st = await readSafetensors(file);
+    const [name, t] = [...st.tensors].find(([, v]) => v.dtype === 'F32' && v.data.length > 3)!;
+    (t.data as Float32Array)[3] = Infinity;
+    await writeSafetensors(file, st.tensors, st.metadata);
+    await assert.rejects(loadClipWeights(await readClipFolder(dir)),
+      new RegExp(`model\\.safetensors: tensor '${name.replace(/\./g, '\\.')}' has a non-finite value at flat index 3`));
   });
 
   it('safetensors are read by ranges: any chunk size gives the bytes of a whole-file read and the file\'s SHA-256', async () => {

@@ -3,10 +3,11 @@
  * systems), and the metrics JSON with ROC and DET plots that `eval verify` and `eval scores`
  * write.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { savePlot } from '../eval/plot.js';
 import { rocCurve, verificationMetrics, type VerificationMetrics } from '../eval/verification.js';
+import { writeFileAtomic } from '../util/atomicWrite.js';
 
 const GENUINE = new Set(['1', 'target', 'genuine', 'bonafide', 'same', 'true']);
 const IMPOSTOR = new Set(['0', 'nontarget', 'non-target', 'impostor', 'imposter', 'spoof', 'different', 'false']);
@@ -87,7 +88,7 @@ export async function writeVerificationReport(
   let genuine = 0;
   for (let i = 0; i < n; i++) genuine += labels[i];
   const files = { json: path.join(outDir, 'metrics.json'), roc: path.join(outDir, 'roc.png'), det: path.join(outDir, 'det.png') };
-  await writeFile(files.json, JSON.stringify({ ...metrics, trials: n, genuine, impostor: n - genuine, folds, ...opts.extra }, null, 2) + '\n');
+  await writeFileAtomic(files.json, JSON.stringify({ ...metrics, trials: n, genuine, impostor: n - genuine, folds, ...opts.extra }, null, 2) + '\n');
   const impostor = n - genuine;
   const minFar = 1 / Math.max(impostor, 1);
   const rocPoints = Array.from(roc.fpr, (f, k) => ({ far: Math.max(f, minFar / 2), tar: roc.tpr[k] }));

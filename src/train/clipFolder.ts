@@ -18,7 +18,7 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { readClipExtra, type ClipExtra } from './clipExport.js';
-import { bf16ToF32, f16ToF32, readSafetensors } from './safetensors.js';
+import { bf16ToF32, f16ToF32, firstNonFinite, readSafetensors } from './safetensors.js';
 import { mapClipWeights, type ClipSourceTensor } from '../nn/clipMapping.js';
 import { validateConfig, type DualEncoderConfig } from '../nn/configs.js';
 import type { HostTensor } from '../nn/params.js';
@@ -262,6 +262,9 @@ export async function loadClipWeights(info: ClipFolderInfo): Promise<Record<stri
   const file = await readSafetensors(info.weightsFile);
   const source = new Map<string, ClipSourceTensor>();
   for (const [name, t] of file.tensors) {
+    // Diverged weights would only surface steps later as a NaN similarity, far from the file.
+    const at = firstNonFinite(t);
+    if (at >= 0) throw new Error(`${info.weightsFile}: tensor '${name}' has a non-finite value at flat index ${at}; these weights cannot be used`);
     if (t.dtype === 'F16') source.set(name, { shape: t.shape, data: f16ToF32(t.data as Uint16Array), dtype: 'F32' });
     else if (t.dtype === 'BF16') source.set(name, { shape: t.shape, data: bf16ToF32(t.data as Uint16Array), dtype: 'F32' });
     else source.set(name, { shape: t.shape, data: t.data as ClipSourceTensor['data'], dtype: t.dtype });
