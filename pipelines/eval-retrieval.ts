@@ -18,7 +18,7 @@ import { embeddingCacheKey, readEmbeddingCache, writeEmbeddingCache } from '../s
 import { savePlot } from '../src/eval/plot.js';
 import type { RetrievalMetrics } from '../src/eval/retrieval.js';
 import {
-  encodeTextEmbeddings, encodeVideoEmbeddings, recallCurve, scoreRetrievalAsync, type ConceptR1, type ScoreResult,
+  encodeTextEmbeddings, encodeVideoEmbeddings, recallCurve, scoreRetrieval, type ConceptR1, type ScoreResult,
 } from '../src/eval/retrievalEval.js';
 import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
@@ -205,7 +205,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
     }
 
     const conceptsById = new Map(wanted.map((e) => [e.id, e.concepts]));
-    const scored = await scoreRetrievalAsync(emb, {
+    const scored = await scoreRetrieval(emb, {
       dsl: opts.dsl, dslTemperature: opts.dslTemperature, bankTextEmb, qbnormBeta: opts.qbnormBeta,
       concepts: emb.videoIds.map((id) => conceptsById.get(id)), denseLimit: opts.denseLimit, blockRows: opts.blockRows,
     });

@@ -20,8 +20,8 @@ import { readMsrvttSplits } from '../src/data/readers.js';
 import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { metricsFromRanks, retrievalRanks, retrievalRanksV2T, type RetrievalMetrics } from '../src/eval/retrieval.js';
-import { conceptRecall, encodeTextEmbeddings, encodeVideoEmbeddings } from '../src/eval/retrievalEval.js';
+import type { RetrievalMetrics } from '../src/eval/retrieval.js';
+import { encodeTextEmbeddings, encodeVideoEmbeddings, scoreRetrieval } from '../src/eval/retrievalEval.js';
 import { inputAurocs, weightByInput, weightCurve, weightingReport, type WeightingReport } from '../src/meta/analysis.js';
 import type { DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
 import { MetaBatchCycler, type MetaCyclerState } from '../src/meta/metaBatches.js';
@@ -282,23 +282,17 @@ export async function evaluateRetrieval(
   if (videos.length < 2) throw new Error(`evaluateRetrieval: only ${videos.length} test videos are in the frame cache; need at least 2`);
   const captions = videos.flatMap((v) => v.captions);
   const queryToVideo = Int32Array.from(videos.flatMap((v, j) => v.captions.map(() => j)));
-  const d = modelCfg.embedDim;
-  const nq = captions.length;
   const videoEmb = await encodeVideoEmbeddings(params, modelCfg, cache, videos.map((v) => v.id), batchSize, norm);
   const textEmb = await encodeTextEmbeddings(params, modelCfg, tok, captions, maxLen, batchSize);
-  const sim = tf.tidy(() => tf.matMul(tf.tensor2d(textEmb, [nq, d]), tf.tensor2d(videoEmb, [videos.length, d]), false, true));
-  const dense = { data: await sim.data() as Float32Array, rows: nq, cols: videos.length };
-  sim.dispose();
-  const t2vRanks = retrievalRanks(dense, { queryToVideo });
-  const v2tRanks = retrievalRanksV2T(dense, queryToVideo);
+  const scored = await scoreRetrieval(
+    { d: modelCfg.embedDim, videoIds: videos.map((v) => v.id), videoEmb, queryToVideo, textEmb },
+    { concepts: videos.map((v) => v.concepts) },
+  );
   const report: EvalReport = {
-    t2v: metricsFromRanks(t2vRanks), v2t: metricsFromRanks(v2tRanks),
-    chanceR1: 100 / videos.length, testVideos: videos.length, testCaptions: nq,
+    t2v: scored.t2v, v2t: scored.v2t,
+    chanceR1: 100 / videos.length, testVideos: videos.length, testCaptions: captions.length,
   };
-  if (videos.some((v) => v.concepts?.length)) {
-    const byConcept = conceptRecall(videos.map((v) => v.concepts), queryToVideo, t2vRanks, v2tRanks);
-    report.perConceptR1 = Object.fromEntries(byConcept.map((c) => [c.concept, c.t2vR1]));
-  }
+  if (scored.perConcept.length) report.perConceptR1 = Object.fromEntries(scored.perConcept.map((c) => [c.concept, c.t2vR1]));
   return report;
 }
 

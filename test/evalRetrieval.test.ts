@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { embeddingCacheKey, readEmbeddingCache, writeEmbeddingCache } from '../src/eval/embeddingCache.js';
-import { retrievalMetricsBlocked } from '../src/eval/retrieval.js';
-import { conceptRecall, recallCurve, scoreRetrieval, scoreRetrievalAsync } from '../src/eval/retrievalEval.js';
+import { dualSoftmax, qbNorm, retrievalRanks, retrievalRanksV2T } from '../src/eval/retrieval.js';
+import { conceptRecall, recallCurve, scoreRetrieval } from '../src/eval/retrievalEval.js';
 import { evaluateCheckpointRetrieval } from '../pipelines/eval-retrieval.js';
 import { makeSmallRun, type SmallRun } from './helpers/smallRun.js';
 
@@ -23,10 +23,21 @@ const hand = {
 };
 const concepts = [['color:red', 'speed:fast'], ['color:red'], ['color:blue', 'speed:fast']];
 
+/** The caption × video dot products of `e`, computed here in float64. */
+function handSim(e: typeof hand): number[][] {
+  return Array.from({ length: e.queryToVideo.length }, (_, i) => Array.from({ length: e.videoIds.length }, (_, j) => {
+    let s = 0;
+    for (let k = 0; k < e.d; k++) s += e.textEmb[i * e.d + k] * e.videoEmb[j * e.d + k];
+    return s;
+  }));
+}
+
 describe('retrieval evaluation: scoring', () => {
-  it('hand-worked ranks, recalls and per-concept R@1, dense and blocked alike', () => {
+  it('hand-worked ranks, recalls and per-concept R@1, dense and blocked alike, without leaking tensors', async () => {
     for (const opts of [{}, { denseLimit: 0, blockRows: 1 }, { denseLimit: 0, blockRows: 2 }]) {
-      const r = scoreRetrieval(hand, { concepts, ...opts });
+      const before = tf.memory().numTensors;
+      const r = await scoreRetrieval(hand, { concepts, ...opts });
+      assert.equal(tf.memory().numTensors, before, `${JSON.stringify(opts)}: no tensors leaked`);
       assert.deepEqual(Array.from(r.t2vRanks), [1, 3, 1, 3]);
       assert.deepEqual(Array.from(r.v2tRanks), [1, 2, 3]);
       assert.equal(r.t2v.R1, 50);
@@ -44,53 +55,47 @@ describe('retrieval evaluation: scoring', () => {
       assert.deepEqual([by['color:blue'].t2vR1, by['color:blue'].v2tR1, by['color:blue'].videos], [0, 0, 1]);
       assert.equal(r.mode, 'denseLimit' in opts ? 'blocked' : 'dense');
     }
+    await assert.rejects(scoreRetrieval(hand, { dsl: true, bankTextEmb: hand.textEmb }), /scoreRetrieval: choose dual softmax or QB-Norm, not both/);
+    await assert.rejects(scoreRetrieval(hand, { denseLimit: 0, blockRows: 0 }), /scoreRetrieval: blockRows/);
+    await assert.rejects(scoreRetrieval(hand, { bankTextEmb: new Float32Array(3) }), /bankTextEmb length 3/);
   });
 
-  it('scoreRetrievalAsync gives the hand-worked ranks and exactly scoreRetrieval\'s result, dense, blocked and re-scored', async () => {
-    for (const opts of [{}, { denseLimit: 0, blockRows: 1 }, { denseLimit: 0, blockRows: 2 }, { dsl: true, dslTemperature: 3 }, { bankTextEmb: hand.textEmb, qbnormBeta: 2 }]) {
-      const before = tf.memory().numTensors;
-      const r = await scoreRetrievalAsync(hand, { concepts, ...opts });
-      assert.equal(tf.memory().numTensors, before, `${JSON.stringify(opts)}: no tensors leaked`);
-      if (!('dsl' in opts) && !('bankTextEmb' in opts)) {
-        assert.deepEqual(Array.from(r.t2vRanks), [1, 3, 1, 3]);
-        assert.deepEqual(Array.from(r.v2tRanks), [1, 2, 3]);
-      }
-      assert.deepEqual(r, scoreRetrieval(hand, { concepts, ...opts }), JSON.stringify(opts));
-    }
-    await assert.rejects(scoreRetrievalAsync(hand, { dsl: true, bankTextEmb: hand.textEmb }), /scoreRetrievalAsync: choose dual softmax or QB-Norm, not both/);
-    await assert.rejects(scoreRetrievalAsync(hand, { denseLimit: 0, blockRows: 0 }), /scoreRetrievalAsync: blockRows/);
-    await assert.rejects(scoreRetrievalAsync(hand, { bankTextEmb: new Float32Array(3) }), /bankTextEmb length 3/);
+  it('re-scored rankings are those of dual softmax and QB-Norm applied to the whole similarity matrix', async () => {
+    const sim = handSim(hand);
+    const before = tf.memory().numTensors;
+    const dsl = await scoreRetrieval(hand, { dsl: true, dslTemperature: 3 });
+    assert.deepEqual(Array.from(dsl.t2vRanks), Array.from(retrievalRanks(dualSoftmax(sim, { axis: 0, temperature: 3 }), { queryToVideo: hand.queryToVideo })));
+    assert.deepEqual(Array.from(dsl.v2tRanks), Array.from(retrievalRanksV2T(dualSoftmax(sim, { axis: 1, temperature: 3 }), hand.queryToVideo)));
+    const qb = await scoreRetrieval(hand, { bankTextEmb: hand.textEmb, qbnormBeta: 2 });
+    assert.deepEqual(Array.from(qb.t2vRanks), Array.from(retrievalRanks(qbNorm(sim, sim, { beta: 2 }), { queryToVideo: hand.queryToVideo })));
+    assert.deepEqual(Array.from(qb.v2tRanks), [1, 2, 3], 'QB-Norm leaves v2t plain');
+    assert.equal(tf.memory().numTensors, before);
   });
 
-  it('no concepts, no per-concept table; conceptRecall checks its lengths', () => {
-    assert.deepEqual(scoreRetrieval(hand).perConcept, []);
+  it('no concepts, no per-concept table; conceptRecall checks its lengths', async () => {
+    assert.deepEqual((await scoreRetrieval(hand)).perConcept, []);
     assert.throws(() => conceptRecall([[]], hand.queryToVideo, Int32Array.of(1, 1, 1, 1), Int32Array.of(1, 1, 1)), /1 concept lists for 3 videos/);
   });
 
-  it('the blocked path agrees with retrievalMetricsBlocked on random embeddings, several captions per video, sync and async alike, without leaking tensors', async () => {
+  it('dense and blocked agree with the ranks of the whole matrix on integer embeddings (exact ties), several captions per video', async () => {
     let seed = 7;
-    const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648 - 0.5; };
-    const nv = 37; const d = 8; const q2v = Int32Array.from({ length: 90 }, (_, i) => i % nv);
+    const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return Math.floor((seed / 2147483648) * 5) - 2; };
+    const nv = 37; const d = 6; const q2v = Int32Array.from({ length: 90 }, (_, i) => i % nv);
     const e = { d, videoIds: Array.from({ length: nv }, (_, i) => `v${i}`), videoEmb: Float32Array.from({ length: nv * d }, rnd), queryToVideo: q2v, textEmb: Float32Array.from({ length: 90 * d }, rnd) };
-    const ref = await retrievalMetricsBlocked(e.textEmb, e.videoEmb, d, { queryToVideo: q2v, blockRows: 16 });
-    const before = tf.memory().numTensors;
-    const blocked = scoreRetrieval(e, { denseLimit: 100, blockRows: 10 });
-    const dense = scoreRetrieval(e);
-    const blockedAsync = await scoreRetrievalAsync(e, { denseLimit: 100, blockRows: 10 });
-    const denseAsync = await scoreRetrievalAsync(e);
-    assert.equal(tf.memory().numTensors, before);
-    assert.deepEqual(blocked.t2v, ref.t2v);
-    assert.deepEqual(blocked.v2t, ref.v2t);
-    assert.deepEqual(dense.t2v, ref.t2v);
-    assert.deepEqual(dense.v2t, ref.v2t);
-    assert.deepEqual(blockedAsync, blocked);
-    assert.deepEqual(denseAsync, dense);
+    const sim = handSim(e);
+    const t2v = Array.from(retrievalRanks(sim, { queryToVideo: q2v }));
+    const v2t = Array.from(retrievalRanksV2T(sim, q2v));
+    for (const opts of [{}, { denseLimit: 100, blockRows: 10 }]) {
+      const r = await scoreRetrieval(e, opts);
+      assert.deepEqual(Array.from(r.t2vRanks), t2v, JSON.stringify(opts));
+      assert.deepEqual(Array.from(r.v2tRanks), v2t, JSON.stringify(opts));
+    }
   });
 
-  it('recall curve counts ranks ≤ K; DSL and QB-Norm are exclusive and dense-only', () => {
+  it('recall curve counts ranks ≤ K; DSL and QB-Norm are exclusive and dense-only', async () => {
     assert.deepEqual(recallCurve(Int32Array.of(1, 3, 1, 3), 3).map((p) => p.recall), [50, 50, 100]);
-    assert.throws(() => scoreRetrieval(hand, { dsl: true, bankTextEmb: hand.textEmb }), /not both/);
-    assert.throws(() => scoreRetrieval(hand, { dsl: true, denseLimit: 4 }), /dense limit 4/);
+    await assert.rejects(scoreRetrieval(hand, { dsl: true, bankTextEmb: hand.textEmb }), /not both/);
+    await assert.rejects(scoreRetrieval(hand, { dsl: true, denseLimit: 4 }), /dense limit 4/);
   });
 });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { tf } from '../src/backend/tf.js';
 import {
   dualSoftmax, metricsFromRanks, qbNorm, retrievalMetrics, retrievalMetricsBlocked, retrievalMetricsBoth,
-  retrievalMetricsV2T, retrievalRanks, retrievalRanksV2T, type DenseMatrix,
+  retrievalMetricsV2T, retrievalRanks, retrievalRanksBlocked, retrievalRanksV2T, type DenseMatrix,
 } from '../src/eval/retrieval.js';
 
 function close(actual: number, expected: number, tol = 1e-9, what = ''): void {
@@ -203,6 +203,8 @@ describe('eval/retrieval', () => {
       const blocked = await retrievalMetricsBlocked(text, video, d, { blockRows, queryToVideo: q2v });
       assert.deepEqual(blocked.t2v, metricsFromRanks(ref.t2v), `t2v, blockRows ${blockRows}`);
       assert.deepEqual(blocked.v2t, metricsFromRanks(ref.v2t), `v2t, blockRows ${blockRows}`);
+      const ranks = await retrievalRanksBlocked(text, video, d, { blockRows, queryToVideo: q2v });
+      assert.deepEqual([Array.from(ranks.t2v), Array.from(ranks.v2t)], [ref.t2v, ref.v2t], `ranks, blockRows ${blockRows}`);
     }
     assert.equal(tf.memory().numTensors, before);
   });

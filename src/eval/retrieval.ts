@@ -360,19 +360,22 @@ function checkEmbeddings(x: Float32Array, d: number, name: string): number {
   return x.length / d;
 }
 
+/** 1-based ranks of every caption (t2v) and every video (v2t). */
+export interface BothRanks { t2v: Int32Array; v2t: Int32Array }
+
 /**
- * t2v and v2t metrics from embeddings, without the N×N matrix: similarities (dot products;
- * pass L2-normalised embeddings for cosines) are computed by one tf.matMul per block of
- * `blockRows` queries against all videos, ranked, and disposed; then blocks of videos
- * against all captions likewise for v2t. Peak memory is about blockRows × N floats twice
- * (the block on the backend and its copy read back) plus both embedding tables. Ranks
- * follow {@link retrievalRanks} and {@link retrievalRanksV2T} exactly (float32 scores).
+ * The retrieval scorer: t2v and v2t ranks from embeddings, without the N×N matrix.
+ * Similarities (dot products; pass L2-normalised embeddings for cosines) are computed by one
+ * tf.matMul per block of `blockRows` queries against all videos, ranked, and disposed; then
+ * blocks of videos against all captions likewise for v2t. Peak memory is about blockRows × N
+ * floats twice (the block on the backend and its copy read back) plus both embedding tables.
+ * Ranks follow {@link retrievalRanks} and {@link retrievalRanksV2T} exactly (float32 scores).
  * @example
- * const { t2v, v2t } = await retrievalMetricsBlocked(textEmb, videoEmb, 256, { blockRows: 1024 });
+ * const { t2v, v2t } = await retrievalRanksBlocked(textEmb, videoEmb, 256, { blockRows: 1024 });
  */
-export async function retrievalMetricsBlocked(
+export async function retrievalRanksBlocked(
   textEmb: Float32Array, videoEmb: Float32Array, d: number, opts: BlockedOptions = {},
-): Promise<BothDirections> {
+): Promise<BothRanks> {
   if (!Number.isInteger(d) || d < 1) throw new Error(`d: expected a positive integer embedding width, got ${d}`);
   const blockRows = opts.blockRows ?? 1024;
   if (!Number.isInteger(blockRows) || blockRows < 1) throw new Error(`blockRows: expected a positive integer, got ${blockRows}`);
@@ -399,7 +402,19 @@ export async function retrievalMetricsBlocked(
       v2t[j] = 1 + ge - ownAtBest;
     }
   });
-  return { t2v: metricsFromRanks(t2v), v2t: metricsFromRanks(v2t) };
+  return { t2v, v2t };
+}
+
+/**
+ * t2v and v2t metrics of {@link retrievalRanksBlocked}'s ranks.
+ * @example
+ * const { t2v, v2t } = await retrievalMetricsBlocked(textEmb, videoEmb, 256, { blockRows: 1024 });
+ */
+export async function retrievalMetricsBlocked(
+  textEmb: Float32Array, videoEmb: Float32Array, d: number, opts: BlockedOptions = {},
+): Promise<BothDirections> {
+  const ranks = await retrievalRanksBlocked(textEmb, videoEmb, d, opts);
+  return { t2v: metricsFromRanks(ranks.t2v), v2t: metricsFromRanks(ranks.v2t) };
 }
 
 /**

@@ -2,12 +2,12 @@
  * Retrieval scoring of embeddings: encode cached clips and captions, rank both ways,
  * per-concept R@1 and recall curves.
  *
- * Small sets are scored densely (the whole caption × video matrix, which dual softmax and
- * QB-Norm need); above `denseLimit` entries the matrix is only ever held one block of rows
- * at a time, and the re-scorings are refused.
+ * Every ranking goes through the one blocked scorer of retrieval.ts. Small sets are scored
+ * densely (the whole caption × video matrix as one block, which dual softmax and QB-Norm
+ * need); above `denseLimit` entries the matrix is only ever held one block of rows at a time,
+ * and the re-scorings are refused.
  */
 import { tf } from '../backend/tf.js';
-import { assertCanReadSync } from '../backend/readback.js';
 import { readNormalizedClips, type FrameCache } from '../data/frameCache.js';
 import type { DualEncoderConfig } from '../nn/configs.js';
 import { encodeText, encodeVideo } from '../nn/dualEncoder.js';
@@ -15,7 +15,8 @@ import type { Params } from '../nn/params.js';
 import type { Tokenizer } from '../text/tokenizer.js';
 import type { CachedEmbeddings } from './embeddingCache.js';
 import {
-  dualSoftmax, forEachSimilarityBlock, metricsFromRanks, qbNorm, retrievalRanks, retrievalRanksV2T, type DenseMatrix, type RetrievalMetrics,
+  dualSoftmax, forEachSimilarityBlock, metricsFromRanks, qbNorm, retrievalRanks, retrievalRanksBlocked, retrievalRanksV2T,
+  type BothRanks, type DenseMatrix, type RetrievalMetrics,
 } from './retrieval.js';
 
 /** Above this many caption × video entries the matrix is scored block by block (64 MB of float32). */
@@ -113,109 +114,11 @@ export interface ScoreResult {
   mode: 'dense' | 'blocked';
 }
 
-/** Bᵀ as a tensor, materialised once (see retrieval.ts on why). */
-function transposed(b: Float32Array, nb: number, d: number): tf.Tensor {
-  return tf.tidy(() => tf.transpose(tf.tensor2d(b, [nb, d])));
-}
-
-/** Rows r0..r1 of A·Bᵀ as a tensor. */
-function blockOf(a: Float32Array, bT: tf.Tensor, r0: number, r1: number, d: number): tf.Tensor {
-  return tf.tidy(() => tf.matMul(tf.tensor2d(a.subarray(r0 * d, r1 * d), [r1 - r0, d]), bT as tf.Tensor2D));
-}
-
-type BlockVisitor = (block: Float32Array, r0: number, r1: number) => void;
-
-/** Row blocks of A·Bᵀ, one at a time, each read synchronously and disposed before the next. */
-function forEachBlock(a: Float32Array, b: Float32Array, na: number, nb: number, d: number, blockRows: number, visit: BlockVisitor): void {
-  const bT = transposed(b, nb, d);
-  try {
-    for (let r0 = 0; r0 < na; r0 += blockRows) {
-      const r1 = Math.min(na, r0 + blockRows);
-      const block = blockOf(a, bT, r0, r1, d);
-      let values: Float32Array;
-      try {
-        values = block.dataSync() as Float32Array;
-      } finally {
-        block.dispose();
-      }
-      visit(values, r0, r1);
-    }
-  } finally {
-    bT.dispose();
-  }
-}
-
-/**
- * The blocked path's rank arrays and the visitors that fill them from blocks of text × video
- * (t2v) and video × text (v2t) similarities; same tie rules as retrievalRanks / retrievalRanksV2T.
- */
-function blockedRankers(e: CachedEmbeddings): { t2v: Int32Array; v2t: Int32Array; t2vBlock: BlockVisitor; v2tBlock: BlockVisitor } {
-  const nv = e.videoIds.length;
-  const nq = e.queryToVideo.length;
-  const q2v = e.queryToVideo;
-  const t2v = new Int32Array(nq);
-  const v2t = new Int32Array(nv);
-  return {
-    t2v,
-    v2t,
-    t2vBlock: (block, r0, r1) => {
-      const m: DenseMatrix = { data: block, rows: r1 - r0, cols: nv };
-      t2v.set(retrievalRanks(m, { queryToVideo: q2v.subarray(r0, r1) }), r0);
-    },
-    v2tBlock: (block, r0, r1) => {
-      for (let j = r0; j < r1; j++) {
-        const off = (j - r0) * nq;
-        let best = -Infinity;
-        for (let i = 0; i < nq; i++) if (q2v[i] === j && block[off + i] > best) best = block[off + i];
-        let rank = 1;
-        for (let i = 0; i < nq; i++) if (q2v[i] !== j && block[off + i] >= best) rank++;
-        v2t[j] = rank;
-      }
-    },
-  };
-}
-
-/** Ranks of both directions without the whole matrix. */
-function blockedRanks(e: CachedEmbeddings, blockRows: number): { t2v: Int32Array; v2t: Int32Array } {
-  const r = blockedRankers(e);
-  const nv = e.videoIds.length;
-  const nq = e.queryToVideo.length;
-  forEachBlock(e.textEmb, e.videoEmb, nq, nv, e.d, blockRows, r.t2vBlock);
-  forEachBlock(e.videoEmb, e.textEmb, nv, nq, e.d, blockRows, r.v2tBlock);
-  return { t2v: r.t2v, v2t: r.v2t };
-}
-
-/** `blockedRanks` with asynchronous reads. */
-async function blockedRanksAsync(e: CachedEmbeddings, blockRows: number): Promise<{ t2v: Int32Array; v2t: Int32Array }> {
-  const r = blockedRankers(e);
-  const nv = e.videoIds.length;
-  const nq = e.queryToVideo.length;
-  await forEachSimilarityBlock(e.textEmb, e.videoEmb, nq, nv, e.d, blockRows, r.t2vBlock);
-  await forEachSimilarityBlock(e.videoEmb, e.textEmb, nv, nq, e.d, blockRows, r.v2tBlock);
-  return { t2v: r.t2v, v2t: r.v2t };
-}
-
-/** A·Bᵀ [na × nb] as a tensor. */
-function simTensor(a: Float32Array, b: Float32Array, na: number, nb: number, d: number): tf.Tensor {
-  return tf.tidy(() => tf.matMul(tf.tensor2d(a, [na, d]), tf.tensor2d(b, [nb, d]), false, true));
-}
-
-function denseSim(a: Float32Array, b: Float32Array, na: number, nb: number, d: number): DenseMatrix {
-  const s = simTensor(a, b, na, nb, d);
-  try {
-    return { data: s.dataSync() as Float32Array, rows: na, cols: nb };
-  } finally {
-    s.dispose();
-  }
-}
-
-async function denseSimAsync(a: Float32Array, b: Float32Array, na: number, nb: number, d: number): Promise<DenseMatrix> {
-  const s = simTensor(a, b, na, nb, d);
-  try {
-    return { data: (await s.data()) as Float32Array, rows: na, cols: nb };
-  } finally {
-    s.dispose();
-  }
+/** A·Bᵀ [na × nb], read back asynchronously as one block of the scorer. */
+async function denseSim(a: Float32Array, b: Float32Array, na: number, nb: number, d: number): Promise<DenseMatrix> {
+  let data: Float32Array = new Float32Array(0);
+  await forEachSimilarityBlock(a, b, na, nb, d, na, (block) => { data = block; });
+  return { data, rows: na, cols: nb };
 }
 
 /** Per-concept R@1 from per-caption and per-video ranks. */
@@ -243,7 +146,7 @@ export function conceptRecall(
 
 interface ScorePlan { dense: boolean; blockRows: number; bankRows: number }
 
-/** Argument checks shared by the sync and async scoring; decides dense or blocked. */
+/** Argument checks; decides whether the whole matrix is scored at once (dense) or block by block. */
 function planScoring(e: CachedEmbeddings, opts: ScoreOptions, fn: string): ScorePlan {
   const nv = e.videoIds.length;
   const nq = e.queryToVideo.length;
@@ -262,11 +165,12 @@ function planScoring(e: CachedEmbeddings, opts: ScoreOptions, fn: string): Score
   }
   const blockRows = opts.blockRows ?? 1024;
   if (!dense && (!Number.isInteger(blockRows) || blockRows < 1)) throw new Error(`${fn}: blockRows must be a positive integer, got ${blockRows}`);
-  return { dense, blockRows, bankRows };
+  // Dense is the same scorer with one block holding every row.
+  return { dense, blockRows: dense ? Math.max(nq, nv) : blockRows, bankRows };
 }
 
 /** Ranks from the whole caption × video matrix (and the bank's, for QB-Norm), after the re-scoring. */
-function denseRanks(e: CachedEmbeddings, sim: DenseMatrix, bank: DenseMatrix | undefined, opts: ScoreOptions): { t2v: Int32Array; v2t: Int32Array } {
+function rescoredRanks(e: CachedEmbeddings, sim: DenseMatrix, bank: DenseMatrix | undefined, opts: ScoreOptions): BothRanks {
   let t2vSim: DenseMatrix = sim;
   let v2tSim: DenseMatrix = sim;
   if (opts.dsl) {
@@ -278,45 +182,32 @@ function denseRanks(e: CachedEmbeddings, sim: DenseMatrix, bank: DenseMatrix | u
   return { t2v: retrievalRanks(t2vSim, { queryToVideo: e.queryToVideo }), v2t: retrievalRanksV2T(v2tSim, e.queryToVideo) };
 }
 
-function scoreResult(e: CachedEmbeddings, opts: ScoreOptions, ranks: { t2v: Int32Array; v2t: Int32Array }, mode: 'dense' | 'blocked'): ScoreResult {
-  const { t2v: t2vRanks, v2t: v2tRanks } = ranks;
-  const perConcept = opts.concepts && opts.concepts.some((c) => c && c.length)
-    ? conceptRecall(opts.concepts, e.queryToVideo, t2vRanks, v2tRanks) : [];
-  return { t2v: metricsFromRanks(t2vRanks), v2t: metricsFromRanks(v2tRanks), t2vRanks, v2tRanks, perConcept, mode };
-}
-
 /**
- * Ranks captions against videos (t2v) and back (v2t) from embeddings. Reads the similarities
- * synchronously; on webgpu in Node use `scoreRetrievalAsync` (same result).
+ * Ranks captions against videos (t2v) and back (v2t) from embeddings with the blocked scorer
+ * ({@link retrievalRanksBlocked}); up to `denseLimit` entries the whole matrix is one block,
+ * which the dual softmax and QB-Norm re-scorings need.
  * @example
- * const r = scoreRetrieval({ d: 2, videoIds: ['a', 'b'], videoEmb, queryToVideo: Int32Array.of(0, 1), textEmb });
+ * const r = await scoreRetrieval({ d: 2, videoIds: ['a', 'b'], videoEmb, queryToVideo: Int32Array.of(0, 1), textEmb });
  * r.t2v.R1 // percent of captions whose own video ranks first
  */
-export function scoreRetrieval(e: CachedEmbeddings, opts: ScoreOptions = {}): ScoreResult {
-  assertCanReadSync('scoreRetrieval', 'scoreRetrievalAsync');
+export async function scoreRetrieval(e: CachedEmbeddings, opts: ScoreOptions = {}): Promise<ScoreResult> {
   const plan = planScoring(e, opts, 'scoreRetrieval');
   const nv = e.videoIds.length;
   const nq = e.queryToVideo.length;
-  if (!plan.dense) return scoreResult(e, opts, blockedRanks(e, plan.blockRows), 'blocked');
-  const sim = denseSim(e.textEmb, e.videoEmb, nq, nv, e.d);
-  const bank = opts.bankTextEmb ? denseSim(opts.bankTextEmb, e.videoEmb, plan.bankRows, nv, e.d) : undefined;
-  return scoreResult(e, opts, denseRanks(e, sim, bank, opts), 'dense');
-}
-
-/**
- * `scoreRetrieval` with the similarity blocks read asynchronously, so it runs on every backend
- * (webgpu in Node has no sync read). Same ranks and metrics.
- * @example
- * const r = await scoreRetrievalAsync(embeddings, { concepts });
- */
-export async function scoreRetrievalAsync(e: CachedEmbeddings, opts: ScoreOptions = {}): Promise<ScoreResult> {
-  const plan = planScoring(e, opts, 'scoreRetrievalAsync');
-  const nv = e.videoIds.length;
-  const nq = e.queryToVideo.length;
-  if (!plan.dense) return scoreResult(e, opts, await blockedRanksAsync(e, plan.blockRows), 'blocked');
-  const sim = await denseSimAsync(e.textEmb, e.videoEmb, nq, nv, e.d);
-  const bank = opts.bankTextEmb ? await denseSimAsync(opts.bankTextEmb, e.videoEmb, plan.bankRows, nv, e.d) : undefined;
-  return scoreResult(e, opts, denseRanks(e, sim, bank, opts), 'dense');
+  let ranks: BothRanks;
+  if (opts.dsl || opts.bankTextEmb) {
+    const sim = await denseSim(e.textEmb, e.videoEmb, nq, nv, e.d);
+    const bank = opts.bankTextEmb ? await denseSim(opts.bankTextEmb, e.videoEmb, plan.bankRows, nv, e.d) : undefined;
+    ranks = rescoredRanks(e, sim, bank, opts);
+  } else {
+    ranks = await retrievalRanksBlocked(e.textEmb, e.videoEmb, e.d, { blockRows: plan.blockRows, queryToVideo: e.queryToVideo });
+  }
+  const perConcept = opts.concepts && opts.concepts.some((c) => c && c.length)
+    ? conceptRecall(opts.concepts, e.queryToVideo, ranks.t2v, ranks.v2t) : [];
+  return {
+    t2v: metricsFromRanks(ranks.t2v), v2t: metricsFromRanks(ranks.v2t), t2vRanks: ranks.t2v, v2tRanks: ranks.v2t,
+    perConcept, mode: plan.dense ? 'dense' : 'blocked',
+  };
 }
 
 /** Recall (%) at every K from 1 to `maxK`. */
