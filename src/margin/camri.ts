@@ -3,8 +3,8 @@
  * important class k, to raise that class's recall without costing accuracy elsewhere.
  */
 import { tf } from '../backend/tf.js';
-import { applyMargin, checkNumber, checkRowScale, type RowScale } from './core.js';
-import { checkCosineAndLabels, combinedMargin } from './combined.js';
+import { applyMargin, checkCosineAndLabels, checkNumber, checkRowScale, type RowScale } from './core.js';
+import { combinedMargin } from './combined.js';
 
 type T = tf.Tensor;
 

@@ -5,8 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import {
-  applyMargin, checkFinite, checkLabels, checkMatrix, checkNumber, checkRowScale, checkVector, indicator,
-  type MarginSpec, type RowScale,
+  applyMargin, checkCosineAndLabels, checkFinite, checkNumber, checkRowScale, checkVector, indicator, type MarginSpec, type RowScale,
 } from './core.js';
 
 type T = tf.Tensor;
@@ -58,13 +57,6 @@ export function combinedMargin(m1: number, m2: number | T, m3: number, easyMargi
       return m3 === 0 ? out : tf.sub(out, m3);
     },
   };
-}
-
-/** Checks shared by the cosine-input functions: cosine [B,C] finite, labels [B] in range. */
-export function checkCosineAndLabels(cosine: unknown, labels: unknown, fn: string): asserts cosine is tf.Tensor2D {
-  checkMatrix(cosine, fn, 'cosine');
-  checkFinite(cosine, fn, 'cosine');
-  checkLabels(labels, fn, cosine.shape[0], cosine.shape[1]);
 }
 
 /**

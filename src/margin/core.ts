@@ -95,6 +95,13 @@ export function checkLabels(labels: unknown, fn: string, n: number, numClasses: 
   }
 }
 
+/** Checks shared by the cosine-input functions: cosine [B,C] finite, labels [B] in range. */
+export function checkCosineAndLabels(cosine: unknown, labels: unknown, fn: string): asserts cosine is tf.Tensor2D {
+  checkMatrix(cosine, fn, 'cosine');
+  checkFinite(cosine, fn, 'cosine');
+  checkLabels(labels, fn, cosine.shape[0], cosine.shape[1]);
+}
+
 /** A finite number, optionally within [lo, hi]. */
 export function checkNumber(x: unknown, fn: string, arg: string, lo = -Infinity, hi = Infinity): asserts x is number {
   if (typeof x !== 'number' || !Number.isFinite(x) || x < lo || x > hi) {

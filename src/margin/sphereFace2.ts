@@ -15,8 +15,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { powInt, softplus } from '../backend/safeOps.js';
-import { angleOf, checkNumber, checkRowScale, checkWeights, marginTerm, oneHotFloat, reduceLoss, type RowScale } from './core.js';
-import { checkCosineAndLabels } from './combined.js';
+import { angleOf, checkCosineAndLabels, checkNumber, checkRowScale, checkWeights, marginTerm, oneHotFloat, reduceLoss, type RowScale } from './core.js';
 
 type T = tf.Tensor;
 

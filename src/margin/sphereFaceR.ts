@@ -10,7 +10,7 @@ import {
   applyMargin, checkNumber, checkVector, checkFinite, reduceLoss, targetCrossEntropy, checkWeights,
   type MarginSpec,
 } from './core.js';
-import { checkCosineAndLabels } from './combined.js';
+import { checkCosineAndLabels } from './core.js';
 
 type T = tf.Tensor;
 

@@ -4,8 +4,7 @@
  * features (logits scale with ‖x‖), and the annealed target (λ‖x‖cos θ + ‖x‖ψ(θ))/(1 + λ).
  */
 import { tf } from '../backend/tf.js';
-import { applyMargin, checkNumber, checkRowScale, piecewiseConstant, type MarginSpec, type RowScale } from './core.js';
-import { checkCosineAndLabels } from './combined.js';
+import { applyMargin, checkCosineAndLabels, checkNumber, checkRowScale, piecewiseConstant, type MarginSpec, type RowScale } from './core.js';
 
 type T = tf.Tensor;
 
