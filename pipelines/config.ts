@@ -116,7 +116,10 @@ export const PretrainConfigSchema = z.object({
     count: z.number().int().min(1).max(64).default(4),
     /** Frame side in pixels (default 32; with model.init, the model's image size). */
     size: z.number().int().min(8).max(512).optional(),
+    /** `random`: new frames every epoch, one from each of `count` segments of `count × candidates` cached ones; test frames stay uniform. */
     strategy: z.enum(['uniform', 'random', 'fps', 'head', 'tail']).default('uniform'),
+    /** With strategy `random`: cached candidate frames per frame a step uses (default 4). */
+    candidates: z.number().int().min(1).max(16).optional(),
     concurrency: z.number().int().min(1).max(64).default(2),
     /**
      * Clips in the shuffle buffer of a streaming loader (shards read in a seeded order, memory

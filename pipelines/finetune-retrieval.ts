@@ -26,7 +26,7 @@ import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
 import { readMsrvttSplits } from '../src/data/readers.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { loadModel, readModelInfo } from '../src/train/checkpointInfo.js';
+import { loadModel, readModelInfo, type CheckpointInfo } from '../src/train/checkpointInfo.js';
 import { MetaBatchCycler } from '../src/meta/metaBatches.js';
 import { WeightNet } from '../src/meta/weightNet.js';
 import { captionSourceTable, lossBySource, samStep } from './lib/samStep.js';
@@ -61,7 +61,11 @@ export const FinetuneRetrievalConfigSchema = z.object({
   frames: z.object({
     /** Frames per clip (default: the checkpoint's, or 12 from a CLIP folder). */
     count: z.number().int().min(1).max(64).optional(),
-  }).strict().default({}),
+    /** `uniform`: the same frames every epoch; `random`: one from each of `count` segments of `count × candidates` cached ones, new every epoch. Test frames stay uniform. */
+    strategy: z.enum(['uniform', 'random']).default('uniform'),
+    /** With strategy `random`: cached candidate frames per frame a step uses. */
+    candidates: z.number().int().min(1).max(16).default(4),
+  }).strict().default({ strategy: 'uniform', candidates: 4 }),
   data: z.discriminatedUnion('kind', [manifestData, msrvttData]),
   /** Frame cache folder (default: beside the manifest in .vlmargin/, or <run>/frames for MSR-VTT). */
   framesDir: z.string().optional(),
@@ -255,13 +259,24 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
   const data = await loadDownstream(cfg.data, runDir);
   const metaSet = cfg.weighting.method === 'none' ? [] : await loadFinetuneMetaSet(cfg, data);
   const framesDir = path.resolve(cfg.framesDir ?? path.join(data.framesRoot, frameCacheDirName({ frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed })));
-  const summary = await buildFrameCache([...data.train, ...data.test, ...metaSet], {
-    out: framesDir, frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed,
-  });
-  log(`frame cache ${framesDir}: ${summary.decoded} decoded, ${summary.reused} reused, ${summary.skipped.length} skipped`);
-  const cache = await openFrameCache(framesDir);
+  const randomFrames = cfg.frames.strategy === 'random';
+  const buildCache = async (dir: string, entries: ManifestEntry[], frames: number, strategy: CheckpointInfo['frames']['strategy']): Promise<FrameCache> => {
+    const summary = await buildFrameCache(entries, { out: dir, frames, size: info.frames.size, strategy, seed: info.seed });
+    log(`frame cache ${dir}: ${summary.decoded} decoded, ${summary.reused} reused, ${summary.skipped.length} skipped`);
+    return openFrameCache(dir);
+  };
+  // With random frames the training clips get their own cache of candidates, uniform over the
+  // clip so that each of the `count` segments holds `candidates` of them; framesDir keeps the
+  // test, meta and loss-probe clips at `count` uniform frames.
+  const fixed = randomFrames ? [...data.test, ...metaSet, ...data.train.slice(0, cfg.train.batchSize)] : [...data.train, ...data.test, ...metaSet];
+  const cache = await buildCache(framesDir, fixed, info.frames.count, info.frames.strategy);
+  const trainCache = randomFrames
+    ? await buildCache(
+      path.resolve(cfg.framesDir ? `${cfg.framesDir}-candidates` : path.join(data.framesRoot, frameCacheDirName({ frames: info.frames.count * cfg.frames.candidates, size: info.frames.size, strategy: 'uniform' }))),
+      data.train, info.frames.count * cfg.frames.candidates, 'uniform')
+    : cache;
   const tok = await loadTokenizer(info.tokenizerDir);
-  const trainEntries = data.train.filter((e) => cache.has(e.id));
+  const trainEntries = data.train.filter((e) => trainCache.has(e.id));
   if (trainEntries.length < cfg.train.batchSize) {
     throw new Error(`downstream train split has ${trainEntries.length} decodable videos, fewer than train.batchSize ${cfg.train.batchSize}`);
   }
@@ -283,9 +298,10 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
   const lossBefore = await batchLossAsync(params, info.model, probe, cfg.loss);
   const table = encodeCaptions(trainEntries, (c) => tok.encode(c, info.maxLen));
   const sources = captionSourceTable(trainEntries, cfg.captions);
-  const loader = new BatchLoader(cache, table, {
+  const loader = new BatchLoader(trainCache, table, {
     batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainEntries.map((e) => e.id), mean: norm.mean, std: norm.std,
     captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
+    randomFrames: randomFrames ? { count: info.frames.count } : undefined,
   });
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps: cfg.train.steps, minLr: cfg.train.minLr });
   const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet });

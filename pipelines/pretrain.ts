@@ -237,14 +237,35 @@ async function batchOf(entries: ManifestEntry[], cache: FrameCache, tok: Tokeniz
   };
 }
 
-async function prepareFrames(cfg: ResolvedPretrainConfig, splits: Splits, extra: ManifestEntry[], quiet: boolean, log: (m: string) => void): Promise<FrameCache> {
+interface FrameCaches {
+  /** The training clips' frames (with strategy `random`: the candidates the loader draws from each epoch). */
+  train: FrameCache;
+  /** Test and meta clips: `count` frames at the configured strategy, uniform when training draws at random. */
+  eval: FrameCache;
+}
+
+async function prepareFrames(cfg: ResolvedPretrainConfig, splits: Splits, extra: ManifestEntry[], quiet: boolean, log: (m: string) => void): Promise<FrameCaches> {
   const f = cfg.frames;
-  const dir = path.join(splits.dataDir, frameCacheDirName({ frames: f.count, size: f.size, strategy: f.strategy, seed: cfg.seed }));
+  const unique = (list: ManifestEntry[]) => { const seen = new Set<string>(); return list.filter((e) => !seen.has(e.id) && seen.add(e.id)); };
+  if (f.strategy !== 'random') {
+    const cache = await buildCache(cfg, splits.dataDir, unique([...splits.train, ...splits.test, ...extra]), f.count, f.strategy, quiet, log);
+    return { train: cache, eval: cache };
+  }
+  // The candidates are uniform over the clip so that each of the `count` segments holds `candidates` of them.
+  const train = await buildCache(cfg, splits.dataDir, unique(splits.train), f.count * (f.candidates ?? 4), 'uniform', quiet, log);
+  const evalCache = await buildCache(cfg, splits.dataDir, unique([...splits.test, ...extra]), f.count, 'uniform', quiet, log);
+  return { train, eval: evalCache };
+}
+
+async function buildCache(
+  cfg: ResolvedPretrainConfig, dataDir: string, entries: ManifestEntry[], frames: number, strategy: ResolvedPretrainConfig['frames']['strategy'],
+  quiet: boolean, log: (m: string) => void,
+): Promise<FrameCache> {
+  const f = cfg.frames;
+  const dir = path.join(dataDir, frameCacheDirName({ frames, size: f.size, strategy, seed: cfg.seed }));
   let last = 0;
-  const seen = new Set<string>();
-  const all = [...splits.train, ...splits.test, ...extra].filter((e) => !seen.has(e.id) && seen.add(e.id));
-  const summary = await buildFrameCache(all, {
-    out: dir, frames: f.count, size: f.size, strategy: f.strategy, seed: cfg.seed, concurrency: f.concurrency,
+  const summary = await buildFrameCache(entries, {
+    out: dir, frames, size: f.size, strategy, seed: cfg.seed, concurrency: f.concurrency,
     onProgress: (p) => {
       if (quiet || p.todo === 0) return;
       const now = performance.now();
@@ -338,7 +359,8 @@ async function runPretrainIn(
   const metaEntriesAll = weighting === 'none' ? [] : await loadMetaSet(cfg, splits, log);
   checkSplitsBeforeWork(cfg, splits, metaEntriesAll);
   const tok = await prepareTokenizer(cfg, splits, init, log);
-  const cache = await prepareFrames(cfg, splits, metaEntriesAll, !!opts.quiet, log);
+  const caches = await prepareFrames(cfg, splits, metaEntriesAll, !!opts.quiet, log);
+  const cache = caches.eval;
   const metaEntries = metaEntriesAll.filter((e) => cache.has(e.id));
   if (weighting !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
     throw new Error(`weighting: the meta set has ${metaEntries.length} decodable pairs, fewer than weighting.metaBatchSize ${cfg.weighting.metaBatchSize}`);
@@ -346,7 +368,7 @@ async function runPretrainIn(
   const modelCfg = modelConfig(cfg, tok, init);
   const maxLen = cfg.tokenizer.maxLen;
 
-  const trainEntries = splits.train.filter((e) => cache.has(e.id));
+  const trainEntries = splits.train.filter((e) => caches.train.has(e.id));
   if (trainEntries.length < cfg.train.batchSize) {
     throw new Error(`train split has ${trainEntries.length} decodable videos, fewer than train.batchSize ${cfg.train.batchSize}`);
   }
@@ -392,15 +414,16 @@ async function runPretrainIn(
   /** Latest weight given to each training video (normalised so a batch's weights average 1). */
   const lastWeight = new Map<string, number>();
   const trainIds = trainEntries.map((e) => e.id);
-  if (cfg.frames.shuffleBuffer !== undefined && (cfg.train.captionsPerVideo === 'all' || sources.weights)) {
-    throw new Error('pretrain: frames.shuffleBuffer (streaming) does not take train.captionsPerVideo "all" nor captions.sourceWeights yet');
+  if (cfg.frames.shuffleBuffer !== undefined && (cfg.train.captionsPerVideo === 'all' || sources.weights || cfg.frames.strategy === 'random')) {
+    throw new Error('pretrain: frames.shuffleBuffer (streaming) does not take train.captionsPerVideo "all", captions.sourceWeights nor frames.strategy "random" yet');
   }
   const loader = cfg.frames.shuffleBuffer === undefined
-    ? new BatchLoader(cache, table, {
+    ? new BatchLoader(caches.train, table, {
       batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainIds, resumeFrom: resumeFrom as LoaderState | undefined, mean: norm.mean, std: norm.std,
       captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
+      randomFrames: cfg.frames.strategy === 'random' ? { count: cfg.frames.count } : undefined,
     })
-    : await StreamLoader.open(cache.dir, table, {
+    : await StreamLoader.open(caches.train.dir, table, {
       batchSize: cfg.train.batchSize, shuffleBuffer: cfg.frames.shuffleBuffer, seed: cfg.seed, videoIds: trainIds,
       resumeFrom: resumeFrom as StreamLoaderState | undefined, mean: norm.mean, std: norm.std,
     });

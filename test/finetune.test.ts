@@ -8,6 +8,7 @@ import {
   batchLoss, batchLossAsync, lrScaleOf, parseFinetuneRetrievalConfig, runFinetuneRetrieval, trainableNames, withInit,
 } from '../pipelines/finetune-retrieval.js';
 import { readModelInfo } from '../src/train/checkpointInfo.js';
+import { openFrameCache } from '../src/data/frameCache.js';
 import { tf } from '../src/backend/tf.js';
 import { generateSynthCorpus } from '../src/data/synth.js';
 import { getConfig } from '../src/nn/configs.js';
@@ -135,7 +136,7 @@ describe('finetune-retrieval from a Hugging Face CLIP folder', function () {
     await writeFile(manifest, withGenerated.map((e) => JSON.stringify(e)).join('\n') + '\n');
     const out = path.join(tmp, 'ft-sources');
     const r = await runFinetuneRetrieval(parseFinetuneRetrievalConfig({
-      model: { init: clipDir }, frames: { count: 2 }, backend: 'wasm', seed: 4,
+      model: { init: clipDir }, frames: { count: 2, strategy: 'random', candidates: 3 }, backend: 'wasm', seed: 4,
       data: { kind: 'manifest', manifest },
       train: { steps: 4, batchSize: 8, lr: 0.003, warmupSteps: 1, checkpointEvery: 0 },
       captions: { sourceWeights: { generated: 0.5 } },
@@ -145,6 +146,13 @@ describe('finetune-retrieval from a Hugging Face CLIP folder', function () {
     assert.ok(metrics.some((m) => typeof m.loss_human === 'number') && metrics.some((m) => typeof m.loss_generated === 'number'), JSON.stringify(metrics[0]));
     const test = lines.filter((e) => e.split === 'test');
     assert.equal(r.eval.captions, test.length, 'evaluation should query with the one human caption of each test video');
+    // Random frames: training draws from 2 × 3 uniform candidates per clip; the test clips keep 2 uniform frames.
+    const vlm = path.join(path.dirname(manifest), '.vlmargin');
+    const candidates = await openFrameCache(path.join(vlm, 'frames-6x32-uniform'));
+    const fixed = await openFrameCache(path.join(vlm, 'frames-2x32-uniform'));
+    const trainIds = lines.filter((e) => e.split === 'train').map((e) => e.id as string);
+    assert.deepEqual([...candidates.ids].sort(), [...trainIds].sort());
+    assert.ok(test.every((e) => fixed.has(e.id as string)) && test.every((e) => !candidates.has(e.id as string)));
   });
 
   it('--init sets model.init over the file; learning-rate factors per group', () => {

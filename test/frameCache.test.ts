@@ -5,7 +5,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import os from 'node:os';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
-import { buildFrameCache, buildFrameCacheShard, openFrameCache, planFrameCache, verifyFrameCache, type FrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, buildFrameCacheShard, openFrameCache, planFrameCache, readNormalizedClips, verifyFrameCache, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type CaptionTable } from '../src/data/loader.js';
 import { StreamLoader } from '../src/data/streamLoader.js';
 import type { ManifestEntry } from '../src/data/types.js';
@@ -445,6 +445,54 @@ describe('frame cache', function () {
       const want = await new BatchLoader(cache, table, { batchSize: 3, seed: 4 }).next();
       assert.deepEqual([got.videoId, got.index, got.step], [want.videoId, want.index, 0]);
       assert.deepEqual(got.frames, want.frames);
+    });
+
+    it('randomFrames: per epoch one frame from each segment of the cached candidates, seeded by epoch and video, resumable', async () => {
+      // Clips whose brightness rises frame by frame, so that every cached frame can be told apart.
+      const ramps = [0, 1, 2, 3].map((k) => ({
+        id: `ramp${k}`, video: makeClip(path.join(dir, `ramp${k}.mp4`), `color=c=black:s=16x16:r=8:d=2,format=gray,geq=lum='10+N*14+${k}'`),
+        captions: [`ramp${k}`],
+      }));
+      const out = path.join(dir, 'ramps');
+      await buildFrameCache(ramps, { out, frames: 8, size: 8 });
+      const rc = await openFrameCache(out);
+      const rt = encodeCaptions(ramps, (cs) => ({ ids: Int32Array.from(cs.flatMap(encodeOne)), mask: Int32Array.from(cs.flatMap(() => [1, 1, 1, 0])) }));
+      const frameLen = 8 * 8 * 3;
+      const full = new Map<string, Float32Array[]>();
+      for (const r of ramps) {
+        const { data } = await readNormalizedClips(rc, [r.id]);
+        const frames = Array.from({ length: 8 }, (_, t) => data.slice(t * frameLen, (t + 1) * frameLen));
+        // Precondition: the eight cached frames differ, so a frame's index is found by comparing.
+        assert.equal(new Set(frames.map((f) => f[0])).size, 8, `${r.id}: cached frames are not all different`);
+        full.set(r.id, frames);
+      }
+      const indexOf = (id: string, f: Float32Array): number => full.get(id)!.findIndex((g) => g.every((x, i) => x === f[i]));
+      const make = (resumeFrom?: ReturnType<BatchLoader['state']>) => new BatchLoader(rc, rt, { batchSize: 2, seed: 5, randomFrames: { count: 2 }, resumeFrom });
+      const loader = make();
+      const picked = new Map<string, Set<number>>();
+      const perEpoch: string[] = [];
+      let saved: ReturnType<BatchLoader['state']> | undefined;
+      const afterSave: Float32Array[] = [];
+      for (let s = 0; s < 80; s++) {
+        if (s === 5) saved = loader.state();
+        const b = await loader.next();
+        assert.deepEqual(b.framesShape, [2, 2, 8, 8, 3]);
+        if (s >= 5 && s < 9) afterSave.push(b.frames);
+        b.videoId.forEach((v, i) => {
+          const idx = [0, 1].map((j) => indexOf(v, b.frames.subarray((i * 2 + j) * frameLen, (i * 2 + j + 1) * frameLen)));
+          // Segment j of the 8 candidates is frames 4j … 4j + 3.
+          idx.forEach((t, j) => assert.ok(t >= 4 * j && t < 4 * j + 4, `${v} frame ${j} is cached frame ${t}, outside segment ${j}`));
+          idx.forEach((t, j) => { const k = `${v}/${j}`; if (!picked.has(k)) picked.set(k, new Set()); picked.get(k)!.add(t); });
+          perEpoch[b.epoch] = `${perEpoch[b.epoch] ?? ''}${v}:${idx.join(',')};`;
+        });
+      }
+      // 40 epochs draw every candidate of every segment (a given one is missed with probability (3/4)^40).
+      for (const [k, set] of picked) assert.equal(set.size, 4, `${k} drew only candidates ${[...set]}`);
+      assert.equal(new Set(perEpoch).size > 30, true, 'the frames drawn should change from epoch to epoch');
+      // A resumed loader draws the same frames as the one that went on.
+      const resumed = make(saved);
+      for (const want of afterSave) assert.deepEqual((await resumed.next()).frames, want);
+      assert.throws(() => new BatchLoader(rc, rt, { batchSize: 2, randomFrames: { count: 3 } }), /randomFrames.count must divide the cache's 8 frames per clip, got 3/);
     });
 
     it('refuses bad arguments with clear messages', () => {

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { loadPretrainConfig, marginAt, parsePretrainConfig } from '../pipelines/config.js';
 import { resolvePretrainConfig, runPretrain } from '../pipelines/pretrain.js';
 import { readModelInfo } from '../src/train/checkpointInfo.js';
+import { openFrameCache } from '../src/data/frameCache.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const script = path.join(root, 'dist', 'pipelines', 'pretrain.js');
@@ -178,7 +179,7 @@ describe('pretrain from a Hugging Face CLIP folder (model.init)', function () {
     const cfg = parsePretrainConfig({
       name: 'from-clip', seed: 2, backend: 'wasm',
       data: { kind: 'synth', dir: path.join(tmp, 'data'), videos: 40, noise: 0, imbalance: 1, seed: 5, size: 32, frames: 8 },
-      frames: { count: 2 },
+      frames: { count: 2, strategy: 'random', candidates: 2 },
       model: { init: clipDir },
       train: { steps: 3, batchSize: 8, lr: 0.002, warmupSteps: 1, checkpointEvery: 3, keepCheckpoints: 1 },
       eval: { batchSize: 16 },
@@ -186,6 +187,14 @@ describe('pretrain from a Hugging Face CLIP folder (model.init)', function () {
     const r = await runPretrain(cfg, { out: path.join(tmp, 'run'), quiet: true });
     assert.equal(r.steps, 3);
     const info = await readModelInfo(r.runDir);
+    // Random frames: the training clips' 2 × 2 uniform candidates in one cache, the test clips' 2 uniform frames in another.
+    const candidates = await openFrameCache(path.join(tmp, 'data', 'frames-4x32-uniform'));
+    const fixed = await openFrameCache(path.join(tmp, 'data', 'frames-2x32-uniform'));
+    const testIds = new Set(fixed.ids);
+    assert.ok(candidates.ids.length >= 8 && testIds.size >= 2, `${candidates.ids.length} training clips, ${testIds.size} test clips cached`);
+    assert.ok(candidates.ids.every((id) => !testIds.has(id)), 'a test clip is among the training candidates');
+    assert.equal(info.frames.strategy, 'uniform', 'a model trained on random frames is evaluated on uniform ones');
+    assert.equal(info.frames.count, 2);
     await rm(tmp, { recursive: true, force: true });
     assert.equal(info.model.vision.width, 32);
     assert.equal(info.model.text.vocabSize, 622);

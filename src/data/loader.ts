@@ -4,7 +4,7 @@
  * that can be saved as JSON and resumed exactly.
  */
 import { tf } from '../backend/tf.js';
-import { createRng } from '../util/rng.js';
+import { createRng, hashSeed } from '../util/rng.js';
 import { readNormalizedClips, type FrameCache } from './frameCache.js';
 
 /**
@@ -84,6 +84,12 @@ export interface BatchLoaderOptions {
    * by caption source; default uniform. A video whose captions all weigh 0 draws uniformly.
    */
   captionWeights?: ArrayLike<number>;
+  /**
+   * New frames every epoch: the cache holds `count × k` candidate frames per clip (uniform over
+   * the clip) and each epoch takes one at random from each of `count` equal segments (TSN-style),
+   * per video, from a stream seeded by (seed, epoch, video). Default: the cached frames as they are.
+   */
+  randomFrames?: { count: number };
 }
 
 export interface Batch<F> {
@@ -158,6 +164,10 @@ export class BatchLoader<T extends boolean = false> {
     if (opts.captionsPerVideo !== undefined && opts.captionsPerVideo !== 'one' && opts.captionsPerVideo !== 'all') {
       throw new Error(`BatchLoader: captionsPerVideo must be 'one' or 'all', got ${JSON.stringify(opts.captionsPerVideo)}`);
     }
+    const rf = opts.randomFrames;
+    if (rf !== undefined && (!Number.isInteger(rf.count) || rf.count < 1 || cache.frames % rf.count !== 0)) {
+      throw new Error(`BatchLoader: randomFrames.count must divide the cache's ${cache.frames} frames per clip, got ${rf?.count}`);
+    }
     const w = opts.captionWeights;
     if (w !== undefined && (w.length !== captions.videoIds.length || Array.from(w).some((x) => !(x >= 0) || !Number.isFinite(x)))) {
       throw new Error(`BatchLoader: captionWeights must hold ${captions.videoIds.length} finite weights ≥ 0 (one per caption-table row)`);
@@ -216,7 +226,7 @@ export class BatchLoader<T extends boolean = false> {
       // A failed read leaves the position where it was, so the caller may retry.
       const raw = pending && pending.epoch === epoch && pending.position === position
         ? await pending.batch
-        : await this.load(position);
+        : await this.load(position, epoch);
       this.position++;
       if (this.position === this.batchesPerEpoch) {
         this.epoch++;
@@ -225,13 +235,13 @@ export class BatchLoader<T extends boolean = false> {
         this.plan = this.makePlan(this.rngState);
       }
       if (this.opts.prefetch ?? true) {
-        const batch = this.load(this.position);
+        const batch = this.load(this.position, this.epoch);
         // A failed prefetch is reported by the next() that awaits it, not as an unhandled rejection.
         batch.catch(() => undefined);
         this.pending = { epoch: this.epoch, position: this.position, batch };
       }
       const B = raw.videoId.length;
-      const framesShape: Batch<unknown>['framesShape'] = [B, this.cache.frames, this.cache.size, this.cache.size, 3];
+      const framesShape: Batch<unknown>['framesShape'] = [B, this.opts.randomFrames?.count ?? this.cache.frames, this.cache.size, this.cache.size, 3];
       const frames = this.opts.asTensor ? tf.tensor5d(raw.frames, framesShape, 'float32') : raw.frames;
       return {
         frames: frames as T extends true ? tf.Tensor5D : Float32Array,
@@ -267,13 +277,14 @@ export class BatchLoader<T extends boolean = false> {
     return { order, captionRow, nextState: rng.state() };
   }
 
-  private async load(position: number): Promise<RawBatch> {
+  private async load(position: number, epoch: number): Promise<RawBatch> {
     const from = position * this.batchSize;
     const to = Math.min(from + this.batchSize, this.videos.length);
     const picks = this.plan.order.slice(from, to);
     const all = this.opts.captionsPerVideo === 'all';
     const rows = all ? picks.flatMap((v) => this.rowsOf[v]) : this.plan.captionRow.slice(from, to);
-    const { data: frames } = await readNormalizedClips(this.cache, picks.map((v) => this.videos[v]), { mean: this.opts.mean, std: this.opts.std });
+    const { data: decoded } = await readNormalizedClips(this.cache, picks.map((v) => this.videos[v]), { mean: this.opts.mean, std: this.opts.std });
+    const frames = this.opts.randomFrames ? this.pickFrames(decoded, picks, epoch) : decoded;
     const L = this.table.maxLen;
     const ids = new Int32Array(rows.length * L);
     const mask = new Int32Array(rows.length * L);
@@ -284,6 +295,22 @@ export class BatchLoader<T extends boolean = false> {
     const raw: RawBatch = { frames, ids, mask, index: rows, videoId: picks.map((v) => this.videos[v]) };
     if (all) raw.captionVideo = Int32Array.from(picks.flatMap((v, i) => this.rowsOf[v].map(() => i)));
     return raw;
+  }
+
+  /** One frame from each of `count` equal segments of every clip's candidates, drawn per (seed, epoch, video). */
+  private pickFrames(all: Float32Array, picks: number[], epoch: number): Float32Array {
+    const count = this.opts.randomFrames!.count;
+    const per = this.cache.frames / count;
+    const frameLen = this.cache.size * this.cache.size * 3;
+    const out = new Float32Array(picks.length * count * frameLen);
+    picks.forEach((v, i) => {
+      const rng = createRng(hashSeed(hashSeed(this.opts.seed ?? 0, epoch), this.videos[v]));
+      for (let j = 0; j < count; j++) {
+        const src = (i * this.cache.frames + j * per + rng.int(per)) * frameLen;
+        out.set(all.subarray(src, src + frameLen), (i * count + j) * frameLen);
+      }
+    });
+    return out;
   }
 }
 

@@ -94,7 +94,8 @@ export async function readCheckpointInfo(where: string): Promise<CheckpointInfo>
   const c = parsed.data;
   return {
     kind: 'checkpoint', dir, step: state.step as number, modelSha, model: c.model, tokenizerDir: c.tokenizer,
-    frames: { count: c.pretrain.frames.count, size: c.pretrain.frames.size, strategy: c.pretrain.frames.strategy },
+    // A model trained on frames drawn at random each epoch is evaluated on uniform ones.
+    frames: { count: c.pretrain.frames.count, size: c.pretrain.frames.size, strategy: c.pretrain.frames.strategy === 'random' ? 'uniform' : c.pretrain.frames.strategy },
     seed: c.pretrain.seed, maxLen: c.pretrain.tokenizer.maxLen, batchSize: c.pretrain.eval?.batchSize ?? 64,
     preprocess: c.preprocess ? { mean: c.preprocess.mean, std: c.preprocess.std } : { mean: [...CLIP_MEAN], std: [...CLIP_STD] },
     raw: raw as Record<string, unknown>,
