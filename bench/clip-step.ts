@@ -74,21 +74,27 @@ async function main(): Promise<void> {
   const times: number[] = [];
   let peakBytes = 0;
   let rssPeak = 0;
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+  const row = { model: values.model, backend: backend.name, batch: B, frames: T, imageSize: S, params: store.count(), weightsGradsAdam: gib(paramBytes * 4) };
   for (let i = 0; i <= steps; i++) {
     const t0 = performance.now();
-    const prof = await tf.profile(async () => { await step(); });
+    let prof: Awaited<ReturnType<typeof tf.profile>>;
+    try {
+      prof = await tf.profile(async () => { await step(); });
+    } catch (e) {
+      // A wasm heap that runs out aborts the module (it prints "Aborted()"); later calls then fail on its remains.
+      const msg = String((e as Error).message ?? e).split('\n')[0];
+      const oom = /memory access out of bounds|out of memory|allocation failed|Cannot allocate|Aborted|WebAssembly\.Memory|OOM|reading 'map'/i.test(msg);
+      console.log(JSON.stringify({ ...row, error: oom ? `out of memory at step ${i} (${msg})` : msg, rssPeak: gib(Math.max(rssPeak, process.memoryUsage().rss)) }));
+      process.exit(2);
+    }
     const ms = performance.now() - t0;
     peakBytes = Math.max(peakBytes, prof.peakBytes);
     rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
     if (i > 0) times.push(ms);
     console.log(`step ${i}${i === 0 ? ' (warm-up)' : ''}: ${(ms / 1000).toFixed(1)} s, tfjs peak ${(prof.peakBytes / 2 ** 30).toFixed(2)} GiB`);
   }
-  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
-  console.log(JSON.stringify({
-    model: values.model, backend: backend.name, batch: B, frames: T, imageSize: S, params: store.count(),
-    stepSeconds: median(times) / 1000, tfjsPeak: gib(peakBytes), rssPeak: gib(rssPeak),
-    weightsGradsAdam: gib(paramBytes * 4),
-  }));
+  console.log(JSON.stringify({ ...row, stepSeconds: median(times) / 1000, tfjsPeak: gib(peakBytes), rssPeak: gib(rssPeak) }));
   tf.dispose([frames, ids, mask]);
   opt.dispose();
   store.dispose();
