@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { embedManifest } from '../pipelines/embed.js';
+import { evaluateCheckpointRetrieval } from '../pipelines/eval-retrieval.js';
 import { tf } from '../src/backend/tf.js';
 import { mapClipWeights } from '../src/nn/clipMapping.js';
 import { encodeText, encodeVideo } from '../src/nn/dualEncoder.js';
@@ -137,6 +138,19 @@ describe('Hugging Face CLIP folder (test/fixtures/clip-tiny, made by tools/refer
     const wantT = l2Rows(expected.get('text_embeds')!.data as Float32Array, 16);
     const gotT = tFile.tensors.get('embeddings')!.data as Float32Array;
     assert.ok(maxAbsDiff(gotT, wantT) < 1e-4, `text embeddings differ from get_text_features by ${maxAbsDiff(gotT, wantT)}`);
+
+    // eval retrieval --model DIR: zero-shot ranks of the captions, as Hugging Face's embeddings rank them.
+    const report = await evaluateCheckpointRetrieval({ checkpoint: DIR, manifest, split: 'all', frames: 4, out: path.join(tmp, 'eval') });
+    const ranks = [0, 1, 2, 3].map((k) => {
+      const sims = [0, 1].map((v) => wantT.subarray(k * 16, k * 16 + 16).reduce((a, x, j) => a + x * wantV[v * 16 + j], 0));
+      const own = Math.floor(k / 2);
+      assert.ok(Math.abs(sims[0] - sims[1]) > 1e-3, `caption ${k}: the two videos tie (${sims}); the ranking would not be decided`);
+      return 1 + (sims[1 - own] > sims[own] ? 1 : 0);
+    });
+    assert.equal(report.captions, 4);
+    assert.equal(report.videos, 2);
+    assert.equal(report.t2v.MnR, ranks.reduce((a, b) => a + b, 0) / 4);
+    assert.equal(report.t2v.R1, (100 * ranks.filter((r) => r === 1).length) / 4);
   });
 
   it('F16 and BF16 weights load as their exact float32 values', async () => {
