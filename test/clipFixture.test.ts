@@ -68,6 +68,14 @@ describe('Hugging Face CLIP folder (test/fixtures/clip-tiny, made by tools/refer
     assert.deepEqual(info.preprocess.mean, fixture.pictures.mean);
     assert.deepEqual(info.preprocess.std, fixture.pictures.std);
     assert.equal(info.contextLength, 16);
+    // Without preprocessor_config.json: OpenAI CLIP's mean and std, config.json's image size.
+    const bare = path.join(tmp, 'no-preprocessor');
+    cpSync(DIR, bare, { recursive: true });
+    rmSync(path.join(bare, 'preprocessor_config.json'));
+    const plain = await readClipFolder(bare);
+    assert.deepEqual(plain.preprocess.mean, [0.48145466, 0.4578275, 0.40821073]);
+    assert.deepEqual(plain.preprocess.std, [0.26862954, 0.26130258, 0.27577711]);
+    assert.equal(plain.preprocess.imageSize, (JSON.parse(readFileSync(path.join(DIR, 'config.json'), 'utf8')) as { vision_config: { image_size: number } }).vision_config.image_size);
   });
 
   it('the folder\'s CLIP BPE tokenizer gives Hugging Face\'s ids and masks (padding with <|endoftext|>, truncation keeping it last)', async () => {
