@@ -213,10 +213,23 @@ function toySims(model: MetaModel<ToyBatch>, params: Params, b: ToyBatch): tf.Te
   });
 }
 
-/** The weight net's input rows in float64 JS, straight from the definitions (one positive per row: the diagonal). */
+/** Columns `names` of `rows` as z-scores over the rows (population std), in float64. */
+function zScoreColumns(rows: number[][], cols: number[]): number[][] {
+  const out = rows.map((r) => [...r]);
+  for (const c of cols) {
+    const v = rows.map((r) => r[c]);
+    const m = v.reduce((a, b) => a + b, 0) / v.length;
+    const sd = Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / v.length);
+    out.forEach((r, i) => { r[c] = (v[i] - m) / (sd + 1e-6); });
+  }
+  return out;
+}
+
+/** The weight net's input rows in float64 JS, straight from the definitions (one positive per row: the diagonal; cosine and margins z-scored). */
 function inputRowsRef(inputs: readonly WeightingInput[], losses: ArrayLike<number>, sims: number[][], source: number[], progress: number): number[][] {
   const n = sims.length;
-  return sims.map((row, i) => inputs.map((x) => {
+  const standardised = inputs.flatMap((x, c) => (['cosine', 'rowMargin', 'columnMargin'].includes(x) ? [c] : []));
+  return zScoreColumns(sims.map((row, i) => inputs.map((x) => {
     const others = (k: number) => Array.from({ length: n }, (_, j) => j).filter((j) => j !== k);
     const rowNeg = others(i).map((j) => row[j]);
     const colNeg = others(i).map((j) => sims[j][i]);
@@ -229,11 +242,11 @@ function inputRowsRef(inputs: readonly WeightingInput[], losses: ArrayLike<numbe
       case 'source': return source[i];
       default: return progress;
     }
-  }));
+  })), standardised);
 }
 
 describe('meta: weighting inputs beyond the loss', () => {
-  it('weightingInputs: cosine, margins to the hardest negative, rank and progress of a hand-worked batch (groups keep a video\'s captions out of its negatives)', async () => {
+  it('weightingInputs: cosine, margins to the hardest negative (z-scored), rank and progress of a hand-worked batch (groups keep a video\'s captions out of its negatives)', async () => {
     // Rows: videos; columns: captions. Rows 0 and 1 are the same video (group 7).
     const sims = tf.tensor2d([[0.9, 0.5, 0.95], [0.6, 0.4, 0.1], [0.2, 0.3, 0.8]]);
     const groups = tf.tensor1d([7, 7, 8], 'int32');
@@ -243,8 +256,9 @@ describe('meta: weighting inputs beyond the loss', () => {
     // Pair 0: row negatives {0.95}, column negatives {0.2}: margins 0.9 − 0.95, 0.9 − 0.2; 1 of 2 negatives outscore it.
     // Pair 1: row {0.1}, column {0.3}: 0.4 − 0.1, 0.4 − 0.3; none outscore it.
     // Pair 2: row {0.2, 0.3}, column {0.95, 0.1}: 0.8 − 0.3, 0.8 − 0.95; 1 of 4.
-    const want = [[0.9, -0.05, 0.7, 0.5, 1, 0.25], [0.4, 0.3, 0.1, 0, 0, 0.25], [0.8, 0.5, -0.15, 0.25, 1, 0.25]];
-    got.forEach((row, i) => row.forEach((v, j) => assert.ok(Math.abs(v - want[i][j]) < 1e-6, `[${i}][${j}] = ${v}, expected ${want[i][j]}`)));
+    // Cosine and both margins (columns 0–2) are then z-scored over the batch.
+    const want = zScoreColumns([[0.9, -0.05, 0.7, 0.5, 1, 0.25], [0.4, 0.3, 0.1, 0, 0, 0.25], [0.8, 0.5, -0.15, 0.25, 1, 0.25]], [0, 1, 2]);
+    got.forEach((row, i) => row.forEach((v, j) => assert.ok(Math.abs(v - want[i][j]) < 1e-5, `[${i}][${j}] = ${v}, expected ${want[i][j]}`)));
     assert.equal(weightingInputs(['loss'], {}), undefined, 'loss only: nothing beyond the loss');
     assert.throws(() => weightingInputs(['loss', 'rank'], { progress: 0 }), /need 'similarities'/);
     assert.throws(() => weightingInputs(['loss', 'loss'], {}), /listed twice/);

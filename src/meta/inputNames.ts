@@ -3,7 +3,7 @@
 /**
  * What the weight net can see of a sample, all detached: `loss` (ℓᵢ), `cosine` (the positive
  * pair's cosine), `rowMargin` / `columnMargin` (that cosine minus the hardest negative's in its
- * row / column), `rank` (the share of the batch's negatives that outscore the positive, row and
+ * row / column) — these three as z-scores over the batch —, `rank` (the share of the batch's negatives that outscore the positive, row and
  * column averaged), `source` (1 for a human caption, 0 for a generated one) and `progress`
  * (step / total steps).
  */

@@ -19,6 +19,16 @@ export interface WeightingInputSources {
   progress?: number;
 }
 
+/**
+ * (x − mean) / std over the batch. Cosines and margins spread over a few hundredths while the
+ * embeddings are young, and over tenths later: raw, they would be invisible next to the loss
+ * to a net initialised for unit-scale inputs, and their scale would drift with training.
+ */
+function zScore(x: tf.Tensor): tf.Tensor {
+  const { mean, variance } = tf.moments(x);
+  return tf.div(tf.sub(x, mean), tf.add(tf.sqrt(variance), 1e-6));
+}
+
 /** Inputs that need the similarity matrix. */
 const FROM_SIMILARITIES: readonly WeightingInput[] = ['cosine', 'rowMargin', 'columnMargin', 'rank'];
 
@@ -71,9 +81,9 @@ export function weightingInputs(inputs: readonly WeightingInput[], from: Weighti
     // Negatives only: positives pushed below every cosine.
     const hardest = (axis: number) => tf.max(tf.sub(s!, tf.mul(pos!, 4)), axis);
     for (const x of list) {
-      if (x === 'cosine') cols.push(diag!);
-      else if (x === 'rowMargin') cols.push(tf.sub(diag!, hardest(1)));
-      else if (x === 'columnMargin') cols.push(tf.sub(diag!, hardest(0)));
+      if (x === 'cosine') cols.push(zScore(diag!));
+      else if (x === 'rowMargin') cols.push(zScore(tf.sub(diag!, hardest(1))));
+      else if (x === 'columnMargin') cols.push(zScore(tf.sub(diag!, hardest(0))));
       else if (x === 'rank') {
         const neg = tf.sub(1, pos!);
         const above = (axis: number, d: tf.Tensor) => tf.sum(tf.mul(neg, tf.cast(tf.greater(s!, d), 'float32')), axis);
