@@ -258,6 +258,14 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
   log(`from ${info.kind === 'clip' ? `CLIP folder ${info.dir} (${info.model.temporal.pooling === 'mean' ? 'meanP' : 'temporal transformer started as the mean'})` : `${info.dir} (step ${info.step})`}; backend ${backend.name}`);
   const data = await loadDownstream(cfg.data, runDir);
   const metaSet = cfg.weighting.method === 'none' ? [] : await loadFinetuneMetaSet(cfg, data);
+  // Sizes that cannot work are refused before any video is decoded; after decoding, the
+  // decodable counts are checked again below.
+  if (data.train.length < cfg.train.batchSize) {
+    throw new Error(`train.batchSize ${cfg.train.batchSize} is larger than the downstream train split (${data.train.length} videos listed)`);
+  }
+  if (cfg.weighting.method !== 'none' && metaSet.length < cfg.weighting.metaBatchSize) {
+    throw new Error(`weighting.metaBatchSize ${cfg.weighting.metaBatchSize} is larger than the meta set (${metaSet.length} pairs listed)`);
+  }
   const framesDir = path.resolve(cfg.framesDir ?? path.join(data.framesRoot, frameCacheDirName({ frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed })));
   const randomFrames = cfg.frames.strategy === 'random';
   const buildCache = async (dir: string, entries: ManifestEntry[], frames: number, strategy: CheckpointInfo['frames']['strategy']): Promise<FrameCache> => {

@@ -323,6 +323,17 @@ describe('faults: resuming a run', function () {
       /train\.batchSize 8 is larger than the train split \(2 videos listed\)/);
     assert.ok(!fs.existsSync(path.join(dir, '.vlmargin')), 'nothing was decoded');
   });
+
+  it('a fine-tune whose batch is larger than its train split is refused before any video is decoded', async () => {
+    const dir = fresh('ft-early');
+    const manifest = path.join(dir, 'm.jsonl');
+    fs.writeFileSync(manifest, ['a', 'b', 'c'].map((id, i) => JSON.stringify({ id, video: `${id}.mp4`, caption: `clip ${id}`, split: i < 2 ? 'train' : 'test' })).join('\n'));
+    const clip = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'clip-tiny');
+    const cfg = parseFinetuneRetrievalConfig({ backend: 'wasm', model: { init: clip }, frames: { count: 2 }, data: { kind: 'manifest', manifest }, train: { batchSize: 4 } });
+    await assert.rejects(runFinetuneRetrieval(cfg, { out: path.join(dir, 'run'), quiet: true }),
+      /train\.batchSize 4 is larger than the downstream train split \(2 videos listed\)/);
+    assert.ok(!fs.existsSync(path.join(dir, '.vlmargin')), 'nothing was decoded');
+  });
 });
 
 describe('faults: the frame cache', function () {
