@@ -106,6 +106,12 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
   if (typeof opts.manifest !== 'string' || !opts.manifest) throw new Error('--manifest: expected a manifest path');
   const split = opts.split ?? 'test';
   const info = await readModelInfo(opts.checkpoint, { frames: opts.frames });
+  // A run folder's newest checkpoint may be that of a run that stopped early (a full disk, a
+  // kill): its figures are not the finished run's, and the report says which step they are.
+  const planned = (info.raw as { pretrain?: { train?: { steps?: unknown } } }).pretrain?.train?.steps;
+  if (info.kind === 'checkpoint' && typeof planned === 'number' && info.step < planned) {
+    log(`warning: ${info.dir} is step ${info.step} of a ${planned}-step run, which stopped early or is still running; the figures are of step ${info.step}`);
+  }
   // A CLIP folder is someone's download: reports and caches go to a run folder of its own.
   const home = info.kind === 'clip' ? path.resolve('runs', `${path.basename(info.dir)}-zero-shot`) : info.dir;
   const manifestPath = path.resolve(opts.manifest);

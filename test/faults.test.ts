@@ -30,6 +30,7 @@ import { ffmpegBinary } from '../src/video/binaries.js';
 import { fluent } from '../src/video/ffmpeg.js';
 import { parsePretrainConfig } from '../pipelines/config.js';
 import { runPretrain } from '../pipelines/pretrain.js';
+import { evaluateCheckpointRetrieval } from '../pipelines/eval-retrieval.js';
 import { openRunFolder } from '../pipelines/runFolder.js';
 import { parseFinetuneQaConfig, runFinetuneQa } from '../pipelines/finetune-qa.js';
 import { parseFinetuneRetrievalConfig, runFinetuneRetrieval } from '../pipelines/finetune-retrieval.js';
@@ -271,6 +272,10 @@ describe('faults: resuming a run', function () {
   it('refuses a checkpoint saved with another lr or seed, naming the keys; --allow-config-change continues; metrics.jsonl has no repeated step', async () => {
     const out = path.join(fresh('resume'), 'run');
     await runPretrain(config(), { out, quiet: true, stopAfter: 2 });
+    // Evaluating the unfinished run names the step it evaluates.
+    const said: string[] = [];
+    await assert.rejects(evaluateCheckpointRetrieval({ checkpoint: out, manifest: path.join(out, 'absent.jsonl'), onLog: (m) => said.push(m) }), /absent\.jsonl does not exist/);
+    assert.match(said.join('\n'), /warning: .*step-000002 is step 2 of a 4-step run, which stopped early or is still running/);
     // What a run killed after its step-2 checkpoint leaves: rows of steps it never saved.
     const metrics = path.join(out, 'metrics.jsonl');
     fs.appendFileSync(metrics, `${JSON.stringify({ step: 3, loss: 9 })}\n${JSON.stringify({ step: 4, loss: 9 })}\n{"step":5,"lo`);
