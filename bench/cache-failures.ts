@@ -1,8 +1,8 @@
 /**
  * Frame-cache bookkeeping cost: building caches whose manifests list only missing files, so no
  * ffmpeg runs and what is timed is the shard, error-log and index writes. A build whose cost
- * grows linearly with the rows takes twice as long for twice the rows; the old index, which
- * held every error and was rewritten after each shard, grew quadratically.
+ * grows linearly with the rows takes twice as long for twice the rows; an index that held
+ * every error and was rewritten after each shard would grow quadratically (docs/RELIABILITY.md).
  *
  *   node dist/bench/cache-failures.js [--rows 10000,20000,50000] [--shard-size 32]
  *
