@@ -414,9 +414,6 @@ async function runPretrainIn(
   /** Latest weight given to each training video (normalised so a batch's weights average 1). */
   const lastWeight = new Map<string, number>();
   const trainIds = trainEntries.map((e) => e.id);
-  if (cfg.frames.shuffleBuffer !== undefined && (cfg.train.captionsPerVideo === 'all' || sources.weights || cfg.frames.strategy === 'random')) {
-    throw new Error('pretrain: frames.shuffleBuffer (streaming) does not take train.captionsPerVideo "all", captions.sourceWeights nor frames.strategy "random" yet');
-  }
   const loader = cfg.frames.shuffleBuffer === undefined
     ? new BatchLoader(caches.train, table, {
       batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainIds, resumeFrom: resumeFrom as LoaderState | undefined, mean: norm.mean, std: norm.std,
@@ -426,6 +423,8 @@ async function runPretrainIn(
     : await StreamLoader.open(caches.train.dir, table, {
       batchSize: cfg.train.batchSize, shuffleBuffer: cfg.frames.shuffleBuffer, seed: cfg.seed, videoIds: trainIds,
       resumeFrom: resumeFrom as StreamLoaderState | undefined, mean: norm.mean, std: norm.std,
+      captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
+      randomFrames: cfg.frames.strategy === 'random' ? { count: cfg.frames.count } : undefined,
     });
   /** The weight net's inputs for each training video when it was last weighted (mwn). */
   const lastInputs = new Map<string, number[]>();

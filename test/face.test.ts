@@ -174,4 +174,23 @@ describe('face: image folders, backbone, heads, train-classifier', function () {
     await access(path.join(out, 'kappa-margins.png'));
     assert.ok(r.eval.verification!.eer >= 0 && r.eval.verification!.eer <= 1);
   });
+
+  it('train-classifier with data.lazyImages trains to the same weights as with the images decoded up front', async function () {
+    this.timeout(60000);
+    const data = path.join(tmp, 'bench-lazy');
+    await generateSynthIdentities({ out: data, identities: 4, imbalance: 2, maxPerIdentity: 6, testPerIdentity: 1, verifyIdentities: 2, perVerify: 2, folds: 1, pairsPerFold: 2, size: 16 });
+    const weights = async (lazyImages: boolean): Promise<Buffer> => {
+      const cfg = parseTrainClassifierConfig({
+        name: 't', data: { dir: data, lazyImages }, backend: 'wasm', seed: 2, loss: { name: 'arcface' },
+        model: { imageSize: 16, patch: 8, width: 16, layers: 1, heads: 2, embedDim: 8 },
+        train: { steps: 5, batchSize: 4, warmupSteps: 1, checkpointEvery: 5 },
+      });
+      const out = path.join(tmp, lazyImages ? 'run-lazy' : 'run-eager');
+      await runTrainClassifier(cfg, { out, quiet: true });
+      return readFile(path.join(out, 'checkpoints', 'step-000005', 'model.safetensors'));
+    };
+    const eager = await weights(false);
+    const lazy = await weights(true);
+    assert.ok(eager.equals(lazy), 'lazy and eager image folders trained to different weights');
+  });
 });

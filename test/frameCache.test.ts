@@ -7,7 +7,7 @@ import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { buildFrameCache, buildFrameCacheShard, openFrameCache, planFrameCache, readNormalizedClips, verifyFrameCache, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type CaptionTable } from '../src/data/loader.js';
-import { StreamLoader } from '../src/data/streamLoader.js';
+import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { CLIP_MEAN, CLIP_STD } from '../src/video/transforms.js';
 import { countFfmpegCalls, makeClip } from './video.test.js';
@@ -599,6 +599,109 @@ describe('frame cache', function () {
       await assert.rejects(StreamLoader.open(out, table, { batchSize: 2, shuffleBuffer: 0 }), /shuffleBuffer must be a positive integer/);
       await assert.rejects(StreamLoader.open(out, table, { batchSize: 7, shuffleBuffer: 2 }), /6 cached videos with captions .* make no full batch of 7/);
       await assert.rejects(StreamLoader.open(path.join(dir, 'nowhere'), table, { batchSize: 2, shuffleBuffer: 2 }), /index\.json is missing/);
+    });
+
+    const captionAt = (row: number): string => `${String.fromCharCode(table.ids[row * L])}${table.ids[row * L + 1]}`;
+
+    it("captionsPerVideo 'all': every caption of each clip, each text row mapped to its clip", async () => {
+      const loader = await StreamLoader.open(out, table, { batchSize: 4, shuffleBuffer: 3, seed: 5, captionsPerVideo: 'all', dropLast: false });
+      const seen: string[] = [];
+      for (let b = 0; b < loader.batchesPerEpoch; b++) {
+        const batch = await loader.next();
+        const want = batch.videoId.flatMap((v) => captionsOf[v]);
+        assert.deepEqual(batch.textShape, [want.length, L]);
+        assert.deepEqual(batch.framesShape[0], batch.videoId.length);
+        assert.deepEqual(batch.index.map(captionAt), want);
+        assert.deepEqual([...batch.captionVideo!], batch.videoId.flatMap((v, i) => captionsOf[v].map(() => i)));
+        seen.push(...batch.videoId);
+      }
+      assert.deepEqual(seen.sort(), [...NAMES].sort());
+      const one = await StreamLoader.open(out, table, { batchSize: 4, shuffleBuffer: 3, seed: 5 });
+      assert.equal((await one.next()).captionVideo, undefined);
+      await assert.rejects(StreamLoader.open(out, table, { batchSize: 2, shuffleBuffer: 2, captionsPerVideo: 'some' as 'all' }), /captionsPerVideo must be 'one' or 'all', got "some"/);
+    });
+
+    it('captionWeights: weight 0 never drawn, 1 : 3 drawn about 1 : 3, all-zero drawn uniformly; a resume replays the draws', async () => {
+      // red: r1 0, r2 1, r3 3; blue: b1 0, b2 0; the rest 1.
+      const wOf: Record<string, number> = { r1: 0, r2: 1, r3: 3, b1: 0, b2: 0 };
+      const weights = table.videoIds.map((_, r) => wOf[captionAt(r)] ?? 1);
+      const opts = { batchSize: 6, shuffleBuffer: 2, seed: 4, captionWeights: weights, prefetch: false };
+      const loader = await StreamLoader.open(out, table, opts);
+      const drawn = new Map<string, number>();
+      const epochs = 240;
+      for (let e = 0; e < epochs; e++) {
+        for (const r of (await loader.next()).index) drawn.set(captionAt(r), (drawn.get(captionAt(r)) ?? 0) + 1);
+      }
+      assert.equal(drawn.get('r1'), undefined);
+      // r3 of red's 240 draws with p = ¾: 180 ± 4σ (σ = √(240·¾·¼) ≈ 6.7); b1 and b2 at ½: 120 ± 4σ (σ ≈ 7.7).
+      assert.equal(drawn.get('r2')! + drawn.get('r3')!, epochs);
+      assert.ok(Math.abs(drawn.get('r3')! - 180) < 27, `r3 drawn ${drawn.get('r3')} times of ${epochs}`);
+      assert.ok(Math.abs(drawn.get('b1')! - 120) < 31, `b1 drawn ${drawn.get('b1')} times of ${epochs}`);
+      const saved = loader.state();
+      const want: number[][] = [];
+      for (let i = 0; i < 3; i++) want.push((await loader.next()).index);
+      const resumed = await StreamLoader.open(out, table, { ...opts, resumeFrom: saved });
+      for (const w of want) assert.deepEqual((await resumed.next()).index, w);
+      await assert.rejects(StreamLoader.open(out, table, { ...opts, captionWeights: [1, 2] }), /captionWeights must hold 10 finite weights/);
+    });
+
+    it('randomFrames: the frames BatchLoader picks for each video and epoch, one per segment, and again on resume', async () => {
+      const ramps = [0, 1, 2, 3].map((k) => ({
+        id: `sramp${k}`, video: makeClip(path.join(dir, `sramp${k}.mp4`), `color=c=black:s=16x16:r=8:d=2,format=gray,geq=lum='10+N*14+${k}'`),
+        captions: [`r${k}`],
+      }));
+      const rdir = path.join(dir, 's-ramps');
+      await buildFrameCache(ramps, { out: rdir, frames: 8, size: 8, shardSize: 2 });
+      const rt = encodeCaptions(ramps, (cs) => ({ ids: Int32Array.from(cs.flatMap((c) => [c.charCodeAt(0), Number(c.slice(1))])), mask: Int32Array.from(cs.flatMap(() => [1, 1])) }));
+      const frameLen = 8 * 8 * 3;
+      const rc = await openFrameCache(rdir);
+      const full = new Map<string, Float32Array>();
+      for (const r of ramps) full.set(r.id, (await readNormalizedClips(rc, [r.id])).data);
+      const clipFrames = (b: { frames: Float32Array; videoId: string[] }): Map<string, Float32Array> =>
+        new Map(b.videoId.map((v, i) => [v, b.frames.slice(i * 2 * frameLen, (i + 1) * 2 * frameLen)]));
+      const batchLoader = new BatchLoader(rc, rt, { batchSize: 4, seed: 5, randomFrames: { count: 2 } });
+      const opts = { batchSize: 2, shuffleBuffer: 2, seed: 5, randomFrames: { count: 2 } };
+      const stream = await StreamLoader.open(rdir, rt, opts);
+      assert.equal(stream.frames, 2);
+      let saved: StreamLoaderState | undefined;
+      const afterSave: Float32Array[] = [];
+      const perEpoch = new Set<string>();
+      for (let e = 0; e < 12; e++) {
+        const want = clipFrames(await batchLoader.next());
+        const got = new Map<string, Float32Array>();
+        for (let s = 0; s < 2; s++) {
+          if (e === 3 && s === 1) saved = stream.state();
+          const b = await stream.next();
+          assert.deepEqual(b.framesShape, [2, 2, 8, 8, 3]);
+          if (saved && afterSave.length < 4) afterSave.push(b.frames);
+          for (const [v, f] of clipFrames(b)) got.set(v, f);
+        }
+        assert.deepEqual([...got.keys()].sort(), ramps.map((r) => r.id));
+        for (const [v, f] of got) {
+          assert.deepEqual(f, want.get(v), `epoch ${e}, ${v}: StreamLoader picked other frames than BatchLoader`);
+          // Frame j comes from segment j (cached frames 4j … 4j + 3).
+          const idx = [0, 1].map((j) => [0, 1, 2, 3, 4, 5, 6, 7].find((t) => full.get(v)!.subarray(t * frameLen, (t + 1) * frameLen).every((x, i) => x === f[j * frameLen + i])));
+          idx.forEach((t, j) => assert.ok(t !== undefined && t >= 4 * j && t < 4 * j + 4, `${v} frame ${j} is cached frame ${t}`));
+          perEpoch.add(`${e}:${v}:${idx.join(',')}`);
+        }
+      }
+      assert.ok(new Set([...perEpoch].map((k) => k.slice(k.indexOf(':') + 1))).size > 8, 'the frames drawn should change from epoch to epoch');
+      const resumed = await StreamLoader.open(rdir, rt, { ...opts, resumeFrom: saved });
+      for (const want of afterSave) assert.deepEqual((await resumed.next()).frames, want);
+      await assert.rejects(StreamLoader.open(rdir, rt, { ...opts, randomFrames: { count: 3 } }), /randomFrames.count must divide the cache's 8 frames per clip, got 3/);
+    });
+
+    it('a shard whose bytes no longer match its recorded SHA-256 is named when read', async () => {
+      const copy = path.join(dir, 's-corrupt');
+      mkdirSync(copy);
+      for (const f of readdirSync(out)) copyFileSync(path.join(out, f), path.join(copy, f));
+      const bin = path.join(copy, 'shard-00001.bin');
+      const bytes = readFileSync(bin);
+      bytes[5] ^= 0xff;
+      writeFileSync(bin, bytes);
+      const loader = await StreamLoader.open(copy, table, { batchSize: 6, shuffleBuffer: 2, shuffle: false });
+      await assert.rejects(loader.next(), /shard-00001\.bin is corrupt \(SHA-256 [0-9a-f]{64}, its \.json records/);
+      await assert.rejects(loader.next(), /an earlier read failed/);
     });
   });
 });

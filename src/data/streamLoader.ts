@@ -46,6 +46,23 @@ export interface StreamLoaderOptions {
   std?: readonly number[];
   /** Hand frames out as a tf.Tensor5D (the caller disposes it) instead of a Float32Array. */
   asTensor?: boolean;
+  /**
+   * `one` (default): each clip with one of its captions, drawn. `all`: each clip with every
+   * caption (text rows > clips; `captionVideo` maps them), as BatchLoader's option.
+   */
+  captionsPerVideo?: 'one' | 'all';
+  /**
+   * Relative chance of each caption-table row being drawn for its clip (`one`), e.g. by
+   * caption source; default uniform. A clip whose captions all weigh 0 draws uniformly.
+   */
+  captionWeights?: ArrayLike<number>;
+  /**
+   * New frames every epoch, as BatchLoader's option of the same name: the cache holds
+   * `count × k` candidate frames per clip and each epoch takes one at random from each of
+   * `count` equal segments, from a stream seeded by (seed, epoch, video), so both loaders pick
+   * the same frames for a video in an epoch and a resume picks them again.
+   */
+  randomFrames?: { count: number };
 }
 
 interface Slot {
@@ -56,7 +73,8 @@ interface Slot {
   data: Uint8Array | null;
 }
 
-interface Pick { slot: Slot; row: number }
+/** A clip and its caption-table rows for this epoch (one row, or all of them with `captionsPerVideo: 'all'`). */
+interface Pick { slot: Slot; rows: readonly number[] }
 
 /**
  * @example
@@ -94,7 +112,7 @@ export class StreamLoader<T extends boolean = false> {
     this.opts = opts;
     this.seed = opts.seed ?? 0;
     this.batchSize = opts.batchSize;
-    this.frames = cache.frames;
+    this.frames = opts.randomFrames?.count ?? cache.frames;
     this.size = cache.size;
     this.batchesPerEpoch = (opts.dropLast ?? true) ? Math.floor(clips / opts.batchSize) : Math.ceil(clips / opts.batchSize);
   }
@@ -106,7 +124,18 @@ export class StreamLoader<T extends boolean = false> {
     if (!captions || !Array.isArray(captions.videoIds) || !(captions.ids instanceof Int32Array) || captions.ids.length !== captions.videoIds.length * captions.maxLen) {
       throw new Error('StreamLoader: captions must be a CaptionTable { videoIds, ids, mask, maxLen } (see encodeCaptions)');
     }
+    if (opts.captionsPerVideo !== undefined && opts.captionsPerVideo !== 'one' && opts.captionsPerVideo !== 'all') {
+      throw new Error(`StreamLoader: captionsPerVideo must be 'one' or 'all', got ${JSON.stringify(opts.captionsPerVideo)}`);
+    }
+    const w = opts.captionWeights;
+    if (w !== undefined && (w.length !== captions.videoIds.length || Array.from(w).some((x) => !(x >= 0) || !Number.isFinite(x)))) {
+      throw new Error(`StreamLoader: captionWeights must hold ${captions.videoIds.length} finite weights ≥ 0 (one per caption-table row)`);
+    }
     const cache = await listFrameCacheShards(dir);
+    const rf = opts.randomFrames;
+    if (rf !== undefined && (!Number.isInteger(rf.count) || rf.count < 1 || cache.frames % rf.count !== 0)) {
+      throw new Error(`StreamLoader: randomFrames.count must divide the cache's ${cache.frames} frames per clip, got ${rf?.count}`);
+    }
     const allowed = opts.videoIds ? new Set(opts.videoIds) : null;
     const rowsOf = new Map<string, number[]>();
     captions.videoIds.forEach((v, r) => {
@@ -174,13 +203,14 @@ export class StreamLoader<T extends boolean = false> {
         this.pending = this.take();
         this.pending.catch(() => undefined);
       }
-      const B = raw.index.length;
+      const B = raw.videoId.length;
       const framesShape: Batch<unknown>['framesShape'] = [B, this.frames, this.size, this.size, 3];
       const frames = this.opts.asTensor ? tf.tensor5d(raw.frames, framesShape, 'float32') : raw.frames;
       return {
         frames: frames as T extends true ? tf.Tensor5D : Float32Array,
-        framesShape, ids: raw.ids, mask: raw.mask, textShape: [B, this.table.maxLen],
+        framesShape, ids: raw.ids, mask: raw.mask, textShape: [raw.index.length, this.table.maxLen],
         index: raw.index, videoId: raw.videoId, epoch, step: position,
+        ...(raw.captionVideo ? { captionVideo: raw.captionVideo } : {}),
       };
     } finally {
       this.busy = false;
@@ -203,7 +233,8 @@ export class StreamLoader<T extends boolean = false> {
 
   /** The next batch's clips and captions, read; null when the epoch has too few left. */
   private async take(): Promise<RawBatch | null> {
-    this.stream ??= this.epochStream(this.epoch);
+    const epoch = this.epoch;
+    this.stream ??= this.epochStream(epoch);
     const picks: Pick[] = [];
     while (picks.length < this.batchSize) {
       const r = await this.stream.next();
@@ -220,13 +251,33 @@ export class StreamLoader<T extends boolean = false> {
       s.data = null;
     }
     const L = this.table.maxLen;
-    const ids = new Int32Array(picks.length * L);
-    const mask = new Int32Array(picks.length * L);
-    picks.forEach((p, i) => {
-      ids.set(this.table.ids.subarray(p.row * L, (p.row + 1) * L), i * L);
-      mask.set(this.table.mask.subarray(p.row * L, (p.row + 1) * L), i * L);
+    const rows = picks.flatMap((p) => p.rows);
+    const ids = new Int32Array(rows.length * L);
+    const mask = new Int32Array(rows.length * L);
+    rows.forEach((r, i) => {
+      ids.set(this.table.ids.subarray(r * L, (r + 1) * L), i * L);
+      mask.set(this.table.mask.subarray(r * L, (r + 1) * L), i * L);
     });
-    return { frames, ids, mask, index: picks.map((p) => p.row), videoId: picks.map((p) => p.slot.id) };
+    const raw: RawBatch = { frames: this.opts.randomFrames ? this.pickFrames(frames, picks, epoch) : frames, ids, mask, index: rows, videoId: picks.map((p) => p.slot.id) };
+    if (this.opts.captionsPerVideo === 'all') raw.captionVideo = Int32Array.from(picks.flatMap((p, i) => p.rows.map(() => i)));
+    return raw;
+  }
+
+  /** One frame from each of `count` equal segments of every clip's candidates, drawn per (seed, epoch, video). */
+  private pickFrames(all: Float32Array, picks: Pick[], epoch: number): Float32Array {
+    const count = this.opts.randomFrames!.count;
+    const cached = this.cache.frames;
+    const per = cached / count;
+    const frameLen = this.size * this.size * 3;
+    const out = new Float32Array(picks.length * count * frameLen);
+    picks.forEach((p, i) => {
+      const rng = createRng(hashSeed(hashSeed(this.seed, epoch), p.slot.id));
+      for (let j = 0; j < count; j++) {
+        const src = (i * cached + j * per + rng.int(per)) * frameLen;
+        out.set(all.subarray(src, src + frameLen), (i * count + j) * frameLen);
+      }
+    });
+    return out;
   }
 
   /**
@@ -241,9 +292,19 @@ export class StreamLoader<T extends boolean = false> {
     const order = [...this.shards];
     if (shuffle) rng.shuffle(order);
     const buffer: Slot[] = [];
+    const all = this.opts.captionsPerVideo === 'all';
+    const w = this.opts.captionWeights;
+    // Drawn as the clip leaves the buffer, from the epoch's one generator, so a resume's
+    // replay makes the same draws.
     const caption = (slot: Slot): Pick => {
       const rows = this.rowsOf.get(slot.id)!;
-      return { slot, row: rows.length === 1 ? rows[0] : rows[rng.int(rows.length)] };
+      if (all) return { slot, rows };
+      if (rows.length === 1) return { slot, rows };
+      const total = w ? rows.reduce((a, r) => a + w[r], 0) : 0;
+      if (!(total > 0)) return { slot, rows: [rows[rng.int(rows.length)]] };
+      let u = rng.next() * total;
+      for (const r of rows) { u -= w![r]; if (u < 0) return { slot, rows: [r] }; }
+      return { slot, rows: [rows[rows.length - 1]] };
     };
     for (const name of order) {
       const s = await readFrameCacheShard(this.cache.dir, name, { pixels: this.loadPixels });
@@ -275,6 +336,7 @@ interface RawBatch {
   mask: Int32Array;
   index: number[];
   videoId: string[];
+  captionVideo?: Int32Array;
 }
 
 async function readClip(file: string, offset: number, bytes: number, id: string): Promise<Uint8Array> {
