@@ -56,6 +56,32 @@ describe('audio: features', () => {
     assert.ok(Math.abs(row[32] / 2500 - 1) < 0.01, `peak ${row[32]}`);
   });
 
+  it('the FFT path (cpu backend) and the DFT-matmul path (wasm) give the same spectrum', async () => {
+    const x = Float32Array.from({ length: 4000 }, (_, n) => Math.sin(n * 0.37) * 0.3 + Math.cos(n * 0.011) * 0.2);
+    // Which kernels ran: tfjs's rfft is built on the FFT kernel (there is no RFFT kernel), the
+    // fallback on two MatMuls; each path must be the one its backend can run.
+    const spectrum = async () => {
+      let out: Float32Array | undefined;
+      const prof = await tf.profile(() => { out = powerSpectrogram(x, featureConfig()).dataSync() as Float32Array; });
+      return { out: out!, kernels: prof.kernelNames };
+    };
+    const here = tf.getBackend();
+    const mine = await spectrum();
+    if (tf.getKernel('FFT', here) === undefined) {
+      assert.ok(!mine.kernels.includes('FFT') && mine.kernels.includes('BatchMatMul'), `${here}: DFT as matmuls, ran ${mine.kernels}`);
+    }
+    await tf.setBackend('cpu');
+    let viaFft: Awaited<ReturnType<typeof spectrum>>;
+    try {
+      assert.ok(tf.getKernel('FFT', 'cpu'), 'the cpu backend has an FFT kernel');
+      viaFft = await spectrum();
+    } finally {
+      await tf.setBackend(here);
+    }
+    assert.ok(viaFft.kernels.includes('FFT') && !viaFft.kernels.includes('BatchMatMul'), `cpu: rfft, ran ${viaFft.kernels}`);
+    close(mine.out, viaFft.out, 1e-5, 'FFT vs DFT');
+  });
+
   it('mel and linear filterbanks from their formulas (fft 8 at 16 kHz, 2 filters)', () => {
     // Bins at 0, 2, 4, 6, 8 kHz. Mel edges equally spaced between mel(0) and mel(8000).
     const mel = (f: number) => 2595 * Math.log10(1 + f / 700);

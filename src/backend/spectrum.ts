@@ -1,7 +1,7 @@
 /**
  * The power spectrum of real frames, |rfft(frame zero-padded to n)|². Where the backend has
  * FFT kernels (cpu, webgpu, the native engine) this is `tf.spectral.rfft`; wasm has none (no
- * Complex, RFFT or ComplexAbs kernel), and there it is the same DFT as two matmuls with cosine
+ * FFT, Complex or ComplexAbs kernel), and there it is the same DFT as two matmuls with cosine
  * and sine bases, which is also differentiable.
  */
 import { tf } from './tf.js';
@@ -31,7 +31,7 @@ function dftBases(L: number, n: number): { cos: Float32Array; sin: Float32Array 
 
 function hasFft(): boolean {
   const backend = tf.getBackend();
-  return ['RFFT', 'Complex', 'ComplexAbs'].every((k) => tf.getKernel(k, backend) !== undefined);
+  return ['FFT', 'Complex', 'ComplexAbs', 'Real', 'Imag'].every((k) => tf.getKernel(k, backend) !== undefined);
 }
 
 /**
