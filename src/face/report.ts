@@ -104,21 +104,34 @@ export async function writeVerificationReport(
     },
     width: 360, height: 280,
   }, files.roc);
-  // DET: rates clipped into (0, 1) by half a trial so that 0 and 1 stay on the probit axes.
+  // DET: rates clipped into (0, 1) by half a trial so that 0 and 1 stay on the probit axes. Both
+  // axes share one domain and one set of ticks, so equal rates lie on the diagonal and the EER is
+  // where the curve crosses it.
   const eps = (k: number) => 0.5 / Math.max(k, 1);
   const clip = (v: number, k: number) => Math.min(1 - eps(k), Math.max(eps(k), v));
   const detPoints = Array.from(roc.fpr, (f, k) => ({ far: probit(clip(f, impostor)), frr: probit(clip(1 - roc.tpr[k], genuine)) }));
-  const ticks = [0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95];
-  const axis = { values: ticks.map(probit), labelExpr: `{${ticks.map((t) => `'${probit(t)}': '${t * 100}%'`).join(', ')}}[datum.value] || ''` };
+  const edge = -probit(Math.min(eps(impostor), eps(genuine)));
+  const ticks = [0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999].filter((t) => Math.abs(probit(t)) <= edge);
+  const axis = {
+    values: ticks.map(probit), grid: true,
+    labelExpr: `{${ticks.map((t) => `'${probit(t)}': '${+(t * 100).toPrecision(3)}%'`).join(', ')}}[datum.value] || ''`,
+  };
+  const scale = { domain: [-edge, edge], nice: false, zero: false };
+  const eerAt = probit(Math.min(1 - 1e-9, Math.max(1e-9, metrics.eer)));
+  const eerText = `EER ${(100 * metrics.eer).toFixed(2)} %`;
   await savePlot({
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: `${title}: DET`,
-    data: { values: detPoints },
-    mark: { type: 'line', interpolate: 'step-after' },
+    title: `${title}: DET (${eerText}, minDCF ${metrics.minDCF.toFixed(3)})`,
     encoding: {
-      x: { field: 'far', type: 'quantitative', title: 'false alarm rate (normal deviate scale)', axis },
-      y: { field: 'frr', type: 'quantitative', title: 'miss rate (normal deviate scale)', axis },
+      x: { field: 'far', type: 'quantitative', title: 'false alarm rate (normal deviate scale)', axis, scale },
+      y: { field: 'frr', type: 'quantitative', title: 'miss rate (normal deviate scale)', axis, scale },
     },
+    layer: [
+      { data: { values: [{ far: -edge, frr: -edge }, { far: edge, frr: edge }] }, mark: { type: 'line', color: '#999', strokeDash: [4, 4], strokeWidth: 1 } },
+      { data: { values: detPoints }, mark: { type: 'line', interpolate: 'step-after' } },
+      { data: { values: [{ far: eerAt, frr: eerAt }] }, mark: { type: 'point', filled: true, color: '#d62728', size: 50 } },
+      { data: { values: [{ far: eerAt, frr: eerAt, text: eerText }] }, mark: { type: 'text', align: 'left', dx: 8, dy: -8, color: '#d62728' }, encoding: { text: { field: 'text' } } },
+    ],
     width: 320, height: 320,
   }, files.det);
   return { metrics, trials: n, genuine, folds, files };
