@@ -75,6 +75,9 @@ describe('audio: features', () => {
     try {
       assert.ok(tf.getKernel('FFT', 'cpu'), 'the cpu backend has an FFT kernel');
       viaFft = await spectrum();
+      // And tfjs's own STFT (periodic Hann window, frames without end padding) on the same signal.
+      const stft = tf.tidy(() => tf.square(tf.abs(tf.signal.stft(tf.tensor1d(x), 400, 160, 512))).dataSync() as Float32Array);
+      close(viaFft.out, stft, 1e-5, 'powerSpectrogram vs |tf.signal.stft|²');
     } finally {
       await tf.setBackend(here);
     }
