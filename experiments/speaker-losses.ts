@@ -4,7 +4,7 @@
  * pooling network, budget and seeds; EER and minDCF (p_target 0.01) on every pair of test
  * utterances of speakers never seen in training.
  *
- *   node dist/experiments/speaker-losses.js [--out runs/speaker-losses] [--steps 150] [--seeds 1,2,3] [--results docs/RESULTS.md]
+ *   node dist/experiments/speaker-losses.js [--out runs/speaker-losses] [--steps 400] [--seeds 1,2,3] [--results docs/RESULTS.md]
  *
  * Writes <out>/results.json and <out>/table.md, prints the table, and with --results replaces
  * the block between `<!-- speaker-losses:begin -->` and `<!-- speaker-losses:end -->` there.
@@ -41,7 +41,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     args: argv,
     options: {
       out: { type: 'string', default: 'runs/speaker-losses' },
-      steps: { type: 'string', default: '150' },
+      steps: { type: 'string', default: '400' },
       seeds: { type: 'string', default: '1,2,3' },
       backend: { type: 'string', default: 'wasm' },
       results: { type: 'string' },
