@@ -116,7 +116,9 @@ export async function writeVerificationReport(
     values: ticks.map(probit), grid: true,
     labelExpr: `{${ticks.map((t) => `'${probit(t)}': '${+(t * 100).toPrecision(3)}%'`).join(', ')}}[datum.value] || ''`,
   };
-  const scale = { domain: [-edge, edge], nice: false, zero: false };
+  // A little room past the clipped rates keeps the curve's ends off the axes.
+  const lim = 1.05 * edge;
+  const scale = { domain: [-lim, lim], nice: false, zero: false };
   const eerAt = probit(Math.min(1 - 1e-9, Math.max(1e-9, metrics.eer)));
   const eerText = `EER ${(100 * metrics.eer).toFixed(2)} %`;
   await savePlot({
@@ -127,7 +129,7 @@ export async function writeVerificationReport(
       y: { field: 'frr', type: 'quantitative', title: 'miss rate (normal deviate scale)', axis, scale },
     },
     layer: [
-      { data: { values: [{ far: -edge, frr: -edge }, { far: edge, frr: edge }] }, mark: { type: 'line', color: '#999', strokeDash: [4, 4], strokeWidth: 1 } },
+      { data: { values: [{ far: -lim, frr: -lim }, { far: lim, frr: lim }] }, mark: { type: 'line', color: '#999', strokeDash: [4, 4], strokeWidth: 1 } },
       { data: { values: detPoints }, mark: { type: 'line', interpolate: 'step-after' } },
       { data: { values: [{ far: eerAt, frr: eerAt }] }, mark: { type: 'point', filled: true, color: '#d62728', size: 50 } },
       { data: { values: [{ far: eerAt, frr: eerAt, text: eerText }] }, mark: { type: 'text', align: 'left', dx: 8, dy: -8, color: '#d62728' }, encoding: { text: { field: 'text' } } },
