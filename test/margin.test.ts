@@ -9,7 +9,7 @@ import {
   sphereFace2Loss, sphereFaceLambda, sphereFaceLogits, sphereFaceRLogits, sphereFaceRLoss, virtualSoftmaxLoss,
   type SphereFace2Options,
 } from '../src/margin/index.js';
-import { logSumExpFlush, targetCrossEntropy } from '../src/margin/core.js';
+import { indicator, logSumExpFlush, targetCrossEntropy } from '../src/margin/core.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
 
 type Mat = number[][];
@@ -242,6 +242,24 @@ describe('margin: core log-sum-exp', () => {
     const f = (t: tf.Tensor) => tf.sum(tf.mul(logSumExpFlush(t, 1), tf.tensor1d([1, -0.5])));
     const h = hvpBothWays(f, tf.tensor2d(seeded(2, 4, 7, -2, 2)), tf.tensor2d(seeded(2, 4, 8)));
     close(h.auto, h.fd, 2e-2, 'HVP');
+  });
+});
+
+describe('margin: core piecewiseConstant', () => {
+  it('gives a zero gradient when a tidy scope disposed its inputs before the backward pass', () => {
+    // The mask's input t = 3x lives only inside the inner tidy; the gradient of Σ x²·[3x > 0]
+    // is 2x where x > 0 and 0 elsewhere (the mask contributes nothing). On the native engine a
+    // gradient that touched the disposed t threw.
+    const xs = [-1.5, -0.2, 0.3, 2];
+    const f = (x: tf.Tensor) => {
+      const mask = tf.tidy(() => indicator(tf.mul(x, 3), 0));
+      return tf.sum(tf.mul(tf.square(x), mask));
+    };
+    const before = tf.memory().numTensors;
+    const g = tf.tidy(() => tf.grad(f)(tf.tensor1d(xs)));
+    close(g.dataSync(), xs.map((v) => (v > 0 ? 2 * v : 0)), 1e-6, 'gradient');
+    g.dispose();
+    assert.equal(tf.memory().numTensors, before, 'no tensors left behind');
   });
 });
 

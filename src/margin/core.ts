@@ -150,7 +150,11 @@ export function rowNorm(x: T): T {
 export function piecewiseConstant(inputs: T[], f: (...xs: T[]) => T): T {
   const op = tf.customGrad((...args: unknown[]) => {
     const xs = args.slice(0, inputs.length) as T[];
-    return { value: f(...xs), gradFunc: () => xs.map((x) => tf.zerosLike(x)) };
+    // The gradient runs after the caller's tidy scopes have disposed the inputs, so it may
+    // only use their shapes: zerosLike(x) reads x's data handle, which the native backend
+    // refuses for a disposed tensor (wasm and cpu happen to read only the shape).
+    const shapes = xs.map((x) => x.shape);
+    return { value: f(...xs), gradFunc: () => shapes.map((s) => tf.fill(s, 0, 'float32')) };
   });
   return (op as (...xs: T[]) => T)(...inputs);
 }
