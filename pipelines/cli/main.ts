@@ -16,10 +16,11 @@ import { register as worker } from './worker.js';
 import { register as train } from './train.js';
 import { register as synthSpeech } from './synthSpeech.js';
 import { register as exportModel } from './export.js';
+import { register as setup } from './setup.js';
 
 const program = new Command();
 program.name('vlmargin').description('video-language contrastive pretraining with angular margins, on TensorFlow.js');
-for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, worker, synthIdentities, analyze, embed, train, synthSpeech]) register(program);
+for (const register of [doctor, pretrain, evaluate, tokenizer, synth, metaSet, frames, worker, synthIdentities, analyze, embed, train, synthSpeech, setup]) register(program);
 exportModel(program);
 
 program.parseAsync(process.argv).then(

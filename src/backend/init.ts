@@ -1,18 +1,21 @@
 /**
  * Choosing and starting the compute backend.
  *
- * Auto order: `tensorflow` (the optional `@tensorflow/tfjs-node-gpu`, CUDA 11.2 / cuDNN 8.1)
- * → `webgpu` (Dawn through the `webgpu` package, only when an adapter exists) → `wasm` → `cpu`.
+ * Auto order: `tensorflow` (`@tensorflow/tfjs-node-gpu`'s addon, once `vlmargin setup tensorflow`
+ * has built it against an official TensorFlow wheel) → `webgpu` (Dawn through the `webgpu`
+ * package, only when an adapter exists) → `wasm` → `cpu`.
  *
  * @example
  * const choice = await initBackend({ prefer: 'auto' });
  * console.log(choice.name, choice.skipped); // 'wasm', [{ name: 'tensorflow', reason: '…' }, …]
  */
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import { tf } from './tf.js';
 import { registerWasmKernels } from './wasmKernels.js';
 import { installWebGPUGuards } from './webgpuGuard.js';
+import { NATIVE_PACKAGE, builtAddons, nativePackageDir, readSetupStamp } from './native.js';
 
 export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -27,7 +30,15 @@ export interface BackendChoice {
   info: Record<string, unknown>;
 }
 
-export interface InitBackendOptions { prefer?: BackendPreference; wasmThreads?: number }
+export interface InitBackendOptions {
+  prefer?: BackendPreference;
+  wasmThreads?: number;
+  /**
+   * TensorFlow's intra-op threads (the pool one op's work is split over); TF's default is one
+   * per schedulable CPU. Read once, when the native library starts in this process.
+   */
+  threads?: number;
+}
 
 const require = createRequire(import.meta.url);
 
@@ -38,14 +49,43 @@ function errText(e: unknown): string {
 
 type Attempt = { ok: true; info: Record<string, unknown> } | { ok: false; reason: string };
 
-async function tryTensorflow(): Promise<Attempt> {
-  try {
-    await import('@tensorflow/tfjs-node-gpu' as string);
-  } catch (e) {
-    return { ok: false, reason: `@tensorflow/tfjs-node-gpu did not load (optional; needs CUDA 11.2, cuDNN 8.1 and network at install): ${errText(e)}` };
+/** The intra-op thread count the native library started with in this process, once started. */
+let tensorflowThreads: string | undefined;
+
+async function tryTensorflow(threads?: number): Promise<Attempt> {
+  const dir = nativePackageDir();
+  if (!dir) return { ok: false, reason: 'not set up: run `vlmargin setup tensorflow` to build the native engine from the TensorFlow wheel' };
+  const stamp = readSetupStamp(dir);
+  if (!stamp && builtAddons(dir).length === 0) {
+    return { ok: false, reason: `${NATIVE_PACKAGE} is installed but its addon is not built: run \`vlmargin setup tensorflow\`` };
   }
-  if (!(await tf.setBackend('tensorflow'))) return { ok: false, reason: 'tfjs-node-gpu loaded but the tensorflow backend failed to start' };
-  return { ok: true, info: {} };
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+    throw new Error(`initBackend: threads must be a positive integer, got ${threads}`);
+  }
+  if (tensorflowThreads === undefined) {
+    // TensorFlow reads these when its first context starts; later changes have no effect.
+    if (threads !== undefined) process.env.TF_NUM_INTRAOP_THREADS = String(threads);
+    process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
+    tensorflowThreads = process.env.TF_NUM_INTRAOP_THREADS ?? `default (${os.availableParallelism()})`;
+  } else if (threads !== undefined && tensorflowThreads !== String(threads)) {
+    throw new Error(`initBackend: TensorFlow already started with ${tensorflowThreads} intra-op threads in this process; threads=${threads} needs a new process`);
+  }
+  try {
+    await import(NATIVE_PACKAGE as string);
+  } catch (e) {
+    return { ok: false, reason: `${NATIVE_PACKAGE} did not load (rerun \`vlmargin setup tensorflow\`): ${errText(e)}` };
+  }
+  if (!(await tf.setBackend('tensorflow'))) return { ok: false, reason: `${NATIVE_PACKAGE} loaded but the tensorflow backend failed to start` };
+  const b = tf.backend() as unknown as { binding?: { TF_Version?: string }; isUsingGpuDevice?: boolean };
+  return {
+    ok: true,
+    info: {
+      tensorflow: b.binding?.TF_Version,
+      library: stamp ? `${stamp.wheel.file} (${stamp.variant})` : `${NATIVE_PACKAGE}'s own download`,
+      gpu: b.isUsingGpuDevice === true,
+      intraOpThreads: tensorflowThreads,
+    },
+  };
 }
 
 let webgpuExitHook = false;
@@ -164,7 +204,7 @@ async function tryCpu(): Promise<Attempt> {
 
 function attempt(name: BackendName, opts: InitBackendOptions, auto: boolean): Promise<Attempt> {
   switch (name) {
-    case 'tensorflow': return tryTensorflow();
+    case 'tensorflow': return tryTensorflow(opts.threads);
     case 'webgpu': return tryWebGPU(auto);
     case 'wasm': return tryWasm(opts.wasmThreads);
     case 'cpu': return tryCpu();
