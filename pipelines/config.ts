@@ -111,6 +111,8 @@ export const PretrainConfigSchema = z.object({
   name: runNameSchema('default'),
   seed: z.number().int().min(0).default(1),
   backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
+  /** TensorFlow's intra-op threads on the native engine (default: one per CPU). */
+  threads: z.number().int().min(1).max(1024).optional(),
   data: z.discriminatedUnion('kind', [synthData, ManifestDataSchema, MsrvttDataSchema]),
   frames: z.object({
     count: z.number().int().min(1).max(64).default(4),

@@ -3,7 +3,7 @@
  * subtractive angular margin contrastive loss → retrieval on the test split → eval.json.
  *
  *   npm run pretrain                                   # the default config on the built-in synthetic corpus
- *   node dist/pipelines/pretrain.js --config C [--init DIR] [--data DIR] [--out runs/NAME] [--backend B] [--resume]
+ *   node dist/pipelines/pretrain.js --config C [--init DIR] [--data DIR] [--out runs/NAME] [--backend B] [--threads N] [--resume]
  *
  * Everything a run writes lives in `runs/NAME/`: checkpoints/, metrics.jsonl, eval.json.
  */
@@ -12,7 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
-import { initBackend, parseBackendPreference, type BackendChoice } from '../src/backend/init.js';
+import { initBackend, parseBackendPreference, parseThreads, type BackendChoice } from '../src/backend/init.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type LoaderState } from '../src/data/loader.js';
 import { humanCaptions, readManifest } from '../src/data/manifest.js';
@@ -53,6 +53,8 @@ export interface PretrainOptions {
   /** Overrides the data folder of the config. */
   dataDir?: string;
   backend?: string;
+  /** TensorFlow's intra-op threads (overrides the config's `threads`). */
+  threads?: number;
   resume?: boolean;
   /** With `resume`: accept a checkpoint saved under other settings (the changed keys are still listed). */
   allowConfigChange?: boolean;
@@ -348,7 +350,7 @@ export async function runPretrain(rawCfg: PretrainConfig, opts: PretrainOptions 
 async function runPretrainIn(
   runDir: string, cfg: ResolvedPretrainConfig, init: CheckpointInfo | undefined, opts: PretrainOptions, t0: number, log: (m: string) => void,
 ): Promise<PretrainResult> {
-  const backend: BackendChoice = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
+  const backend: BackendChoice = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend), threads: opts.threads ?? cfg.threads });
   log(`backend: ${backend.name}${backend.skipped.length ? ` (passed over: ${backend.skipped.map((s) => s.name).join(', ')})` : ''}`);
 
   if (init) log(`model.init: ${init.kind === 'clip' ? 'Hugging Face CLIP folder' : 'checkpoint'} ${init.dir}`);
@@ -628,6 +630,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       data: { type: 'string' },
       out: { type: 'string' },
       backend: { type: 'string' },
+      threads: { type: 'string' },
       resume: { type: 'boolean', default: false },
       'allow-config-change': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
@@ -641,7 +644,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     stopAfter = Number(values['stop-after']);
     if (!Number.isInteger(stopAfter) || stopAfter < 1) throw new Error(`--stop-after must be a positive integer, got ${values['stop-after']}`);
   }
-  const r = await runPretrain(cfg, { out: values.out, dataDir: values.data, backend: values.backend, resume: values.resume, allowConfigChange: values['allow-config-change'], quiet: values.quiet, stopAfter });
+  const r = await runPretrain(cfg, { out: values.out, dataDir: values.data, backend: values.backend, threads: parseThreads(values.threads), resume: values.resume, allowConfigChange: values['allow-config-change'], quiet: values.quiet, stopAfter });
   console.log(formatEvalTable(r.eval));
   console.log(`run: ${r.runDir} (${r.steps} steps on ${r.backend}, ${r.wallSeconds.toFixed(0)} s${r.stopped === 'signal' ? ', stopped by a signal: --resume continues' : ''})`);
 }

@@ -1,7 +1,8 @@
-/** `vlmargin pretrain --config C [--init DIR] [--data DIR] [--out runs/NAME] [--backend B] [--resume [--allow-config-change]]`. */
+/** `vlmargin pretrain --config C [--init DIR] [--data DIR] [--out runs/NAME] [--backend B] [--threads N] [--resume [--allow-config-change]]`. */
 import type { Command } from 'commander';
 import { formatEvalTable, runPretrain } from '../pretrain.js';
 import { loadPretrainConfig } from '../config.js';
+import { parseThreads } from '../../src/backend/init.js';
 
 export function register(program: Command): void {
   program.command('pretrain')
@@ -11,13 +12,14 @@ export function register(program: Command): void {
     .option('--data <dir>', 'data folder (overrides the config)')
     .option('--out <dir>', 'run folder (default runs/<config name>)')
     .option('--backend <name>', 'auto, tensorflow, webgpu, wasm or cpu (overrides the config)')
+    .option('--threads <n>', 'TensorFlow intra-op threads on the native engine (overrides the config key threads)', (v) => parseThreads(v))
     .option('--resume', 'continue from the latest checkpoint in the run folder')
     .option('--allow-config-change', 'with --resume: continue from a checkpoint saved under other settings')
     .option('--quiet', 'no progress output')
-    .action(async (o: { config: string; init?: string; data?: string; out?: string; backend?: string; resume?: boolean; allowConfigChange?: boolean; quiet?: boolean }) => {
+    .action(async (o: { config: string; init?: string; data?: string; out?: string; backend?: string; threads?: number; resume?: boolean; allowConfigChange?: boolean; quiet?: boolean }) => {
       const cfg = await loadPretrainConfig(o.config);
       if (o.init !== undefined) cfg.model.init = o.init;
-      const r = await runPretrain(cfg, { out: o.out, dataDir: o.data, backend: o.backend, resume: o.resume, allowConfigChange: o.allowConfigChange, quiet: o.quiet });
+      const r = await runPretrain(cfg, { out: o.out, dataDir: o.data, backend: o.backend, threads: o.threads, resume: o.resume, allowConfigChange: o.allowConfigChange, quiet: o.quiet });
       console.log(formatEvalTable(r.eval));
       console.log(`run: ${r.runDir} (${r.steps} steps on ${r.backend}, ${r.wallSeconds.toFixed(0)} s)`);
       if (r.stopped === 'signal') process.exitCode = 130;

@@ -239,3 +239,11 @@ export function parseBackendPreference(value: string | undefined, argName = '--b
   if (v === 'auto' || (BACKEND_NAMES as readonly string[]).includes(v)) return v as BackendPreference;
   throw new Error(`${argName}: unknown backend '${v}'; choose one of auto, ${BACKEND_NAMES.join(', ')}`);
 }
+
+/** Parses a thread count (`--threads`, the config key `threads`), with an error that names the argument. */
+export function parseThreads(value: string | number | undefined, argName = '--threads'): number | undefined {
+  if (value === undefined) return undefined;
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`${argName}: expected a whole number of threads from 1 to 1024, got '${value}'`);
+  return n;
+}
