@@ -346,9 +346,15 @@ export function qbNorm(sim: SimMatrix, bankSim: SimMatrix, opts: QbNormOptions =
 }
 
 export interface BlockedOptions {
-  /** Query rows (then video rows, for v2t) per similarity block; a block holds blockRows × N floats. */
+  /** Caption rows per similarity block; a block holds blockRows × N floats. */
   blockRows?: number;
   queryToVideo?: Int32Array | number[];
+  /**
+   * How far, relative to d·Σ|aₖbₖ|, the backend's matMul may stray from the exact dot product
+   * (default 4·2⁻²⁴, four times float32's bound). Only a speed setting: videos whose scores stray
+   * further are ranked again exactly.
+   */
+  matMulRelativeError?: number;
 }
 
 function checkEmbeddings(x: Float32Array, d: number, name: string): number {
@@ -366,10 +372,18 @@ export interface BothRanks { t2v: Int32Array; v2t: Int32Array }
 /**
  * The retrieval scorer: t2v and v2t ranks from embeddings, without the N×N matrix.
  * Similarities (dot products; pass L2-normalised embeddings for cosines) are computed by one
- * tf.matMul per block of `blockRows` queries against all videos, ranked, and disposed; then
- * blocks of videos against all captions likewise for v2t. Peak memory is about blockRows × N
- * floats twice (the block on the backend and its copy read back) plus both embedding tables.
- * Ranks follow {@link retrievalRanks} and {@link retrievalRanksV2T} exactly (float32 scores).
+ * tf.matMul per block of `blockRows` captions against all videos, and each block serves both
+ * directions before it is disposed. t2v ranks are row-local. A video's v2t rank needs its best
+ * own caption's score as a threshold before its column is counted, and that score may lie in a
+ * later block; so the threshold is first bounded in float64 (the float32 product differs from the
+ * exact dot product by at most d·2⁻²⁴·Σ|aₖbₖ|, taken 4× here): scores clearly above or below the
+ * band are counted or dropped at once, the few inside it are kept and settled against the block's
+ * own score once every caption has been seen. A backend whose matMul is less precise than float32
+ * (TF32 on recent NVIDIA GPUs) can put a best score outside its band; those videos alone are
+ * ranked again from a video × caption pass. Peak memory is about blockRows × N floats twice (the
+ * block on the backend and its copy read back) plus both embedding tables. Ranks follow
+ * {@link retrievalRanks} and {@link retrievalRanksV2T} exactly on the float32 scores of the
+ * text × video product.
  * @example
  * const { t2v, v2t } = await retrievalRanksBlocked(textEmb, videoEmb, 256, { blockRows: 1024 });
  */
@@ -383,16 +397,85 @@ export async function retrievalRanksBlocked(
   const nv = checkEmbeddings(videoEmb, d, 'videoEmb');
   const q2v = resolveQueryToVideo(opts.queryToVideo, nq, nv, 'textEmb × videoEmb');
   const caps = captionsPerVideo(q2v, nv);
+  const rel = opts.matMulRelativeError ?? 4 * 2 ** -24;
+  if (!(rel >= 0) || !Number.isFinite(rel)) throw new Error(`matMulRelativeError: expected a finite number ≥ 0, got ${rel}`);
+
+  // best_j = max over j's captions c of the float32 score S_c, and |S_c − e_c| ≤ err_c around
+  // the float64 dot product e_c, so best_j lies in [max_c (e_c − err_c), max_c (e_c + err_c)].
+  const loBest = new Float64Array(nv).fill(-Infinity);
+  const hi = new Float64Array(nv).fill(-Infinity);
+  const u = rel * d;
+  for (let i = 0; i < nq; i++) {
+    const j = q2v[i];
+    let dot = 0;
+    let abs = 0;
+    for (let k = 0; k < d; k++) {
+      const p = textEmb[i * d + k] * videoEmb[j * d + k];
+      dot += p;
+      abs += Math.abs(p);
+    }
+    const err = u * abs + Number.MIN_VALUE;
+    loBest[j] = Math.max(loBest[j], dot - err);
+    hi[j] = Math.max(hi[j], dot + err);
+  }
 
   const t2v = new Int32Array(nq);
+  const above = new Int32Array(nv);
+  const ownScore = new Float32Array(nq);
+  let bandCol = new Int32Array(1024);
+  let bandVal = new Float32Array(1024);
+  let nBand = 0;
+  const keep = (j: number, v: number) => {
+    if (nBand === bandCol.length) {
+      const c = new Int32Array(2 * nBand); c.set(bandCol); bandCol = c;
+      const w = new Float32Array(2 * nBand); w.set(bandVal); bandVal = w;
+    }
+    bandCol[nBand] = j;
+    bandVal[nBand++] = v;
+  };
+  // Captions of other videos in [from, to) of row `off`: counted above the band, kept inside it.
+  const scan = (block: Float32Array, off: number, from: number, to: number) => {
+    for (let j = from; j < to; j++) {
+      const v = block[off + j];
+      if (v > hi[j]) above[j]++;
+      else if (v >= loBest[j]) keep(j, v);
+    }
+  };
   await forEachSimilarityBlock(textEmb, videoEmb, nq, nv, d, blockRows, (block, r0, r1) => {
-    for (let r = r0; r < r1; r++) t2v[r] = rowRank(block, (r - r0) * nv, nv, q2v[r]);
+    for (let r = r0; r < r1; r++) {
+      const off = (r - r0) * nv;
+      const own = q2v[r];
+      t2v[r] = rowRank(block, off, nv, own);
+      ownScore[r] = block[off + own];
+      scan(block, off, 0, own);
+      scan(block, off, own + 1, nv);
+    }
   });
 
+  const best = new Float64Array(nv).fill(-Infinity);
+  for (let i = 0; i < nq; i++) best[q2v[i]] = Math.max(best[q2v[i]], ownScore[i]);
   const v2t = new Int32Array(nv);
-  await forEachSimilarityBlock(videoEmb, textEmb, nv, nq, d, blockRows, (block, r0, r1) => {
-    for (let j = r0; j < r1; j++) {
-      const off = (j - r0) * nq;
+  const outside: number[] = [];
+  for (let j = 0; j < nv; j++) {
+    if (best[j] > hi[j] || best[j] < loBest[j]) outside.push(j);
+    v2t[j] = 1 + above[j];
+  }
+  for (let b = 0; b < nBand; b++) if (bandVal[b] >= best[bandCol[b]]) v2t[bandCol[b]]++;
+  if (outside.length) await rankVideosAgain(outside, textEmb, videoEmb, nq, d, blockRows, caps, v2t);
+  return { t2v, v2t };
+}
+
+/** v2t ranks of the listed videos from their own video × caption rows (every caption's score read from one product). */
+async function rankVideosAgain(
+  videos: number[], textEmb: Float32Array, videoEmb: Float32Array, nq: number, d: number, blockRows: number,
+  caps: { start: Int32Array; idx: Int32Array }, v2t: Int32Array,
+): Promise<void> {
+  const sub = new Float32Array(videos.length * d);
+  videos.forEach((j, r) => sub.set(videoEmb.subarray(j * d, (j + 1) * d), r * d));
+  await forEachSimilarityBlock(sub, textEmb, videos.length, nq, d, blockRows, (block, r0, r1) => {
+    for (let r = r0; r < r1; r++) {
+      const j = videos[r];
+      const off = (r - r0) * nq;
       let best = -Infinity;
       for (let c = caps.start[j]; c < caps.start[j + 1]; c++) best = Math.max(best, block[off + caps.idx[c]]);
       let ge = 0;
@@ -402,7 +485,6 @@ export async function retrievalRanksBlocked(
       v2t[j] = 1 + ge - ownAtBest;
     }
   });
-  return { t2v, v2t };
 }
 
 /**
