@@ -75,6 +75,8 @@ export interface BenchRow {
   samplesPerSec: number | null;
   /** Peak live tensor bytes over one profiled step. */
   peakBytes: number | null;
+  /** The cell's process peak resident set (getrusage maxrss): on CPU engines, the memory the step really took. */
+  peakRssBytes?: number | null;
   /** msPerStep of this variant over the plain step's, same cell. */
   ratioVsPlain: number | null;
   error: string | null;
@@ -502,6 +504,7 @@ async function main(): Promise<void> {
     // Written after every variant, so a cell killed in a later variant keeps the earlier rows.
     const save = (rows: BenchRow[]) => writeFile(out, JSON.stringify({ backend, rows, complete: false, numerics: num } satisfies CellOutput));
     const rows = await runCell(model, batch, s, save);
+    for (const r of rows) r.peakRssBytes = process.resourceUsage().maxRSS * 1024;
     await writeFile(out, JSON.stringify({ backend, rows, complete: true, numerics: num } satisfies CellOutput));
     return;
   }

@@ -23,6 +23,7 @@ import datetime
 import json
 import math
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -32,13 +33,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# src/nn/configs.ts, presets tiny and base (small is for CPU demos only).
+# src/nn/configs.ts, presets tiny, small and base.
 PRESETS = {
     "tiny": dict(
         vision=dict(imageSize=32, patchSize=8, width=64, layers=2, heads=4, mlpRatio=4),
         text=dict(vocabSize=1000, contextLength=16, width=64, layers=2, heads=4, mlpRatio=4, causal=True, pooling="eos"),
         temporal=dict(pooling="mean", maxFrames=8, layers=1, heads=4),
         embedDim=64, activation="gelu", layerNormEps=1e-5, logitScaleInit=math.log(100),
+    ),
+    "small": dict(
+        vision=dict(imageSize=112, patchSize=16, width=256, layers=6, heads=4, mlpRatio=4),
+        text=dict(vocabSize=8192, contextLength=32, width=256, layers=6, heads=4, mlpRatio=4, causal=True, pooling="eos"),
+        temporal=dict(pooling="mean", maxFrames=16, layers=2, heads=4),
+        embedDim=256, activation="gelu", layerNormEps=1e-5, logitScaleInit=math.log(100),
     ),
     "base": dict(
         vision=dict(imageSize=224, patchSize=16, width=768, layers=12, heads=12, mlpRatio=4),
@@ -282,7 +289,7 @@ def run_cell(model_name, batch, frames, args, device):
         model=model_name, batch=batch, frames=frames, imageSize=cfg["vision"]["imageSize"],
         contextLength=cfg["text"]["contextLength"], variant="plain", params=None, warmup=args.warmup,
         steps=args.steps, msPerStep=None, msPerStepMean=None, msPerStepMin=None, samplesPerSec=None,
-        peakBytes=None, reservedBytes=None, ratioVsPlain=None, error=None,
+        peakBytes=None, reservedBytes=None, peakRssBytes=None, ratioVsPlain=None, error=None,
     )
     model = opt = None
     try:
@@ -327,6 +334,8 @@ def run_cell(model_name, batch, frames, args, device):
             msPerStep=round(med, 2), msPerStepMean=round(sum(times) / len(times), 2), msPerStepMin=round(min(times), 2),
             samplesPerSec=round(1000 * batch / med, 2),
         )
+        # The process's high-water mark so far (cells run one after another in this process).
+        row["peakRssBytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if device.type == "cuda":
             row["peakBytes"] = torch.cuda.max_memory_allocated(device)
             row["reservedBytes"] = torch.cuda.max_memory_reserved(device)
