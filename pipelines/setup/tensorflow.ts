@@ -240,6 +240,24 @@ console.log(JSON.stringify({ backend: tf.getBackend(), tensorflow: b.binding.TF_
 `;
 
 /**
+ * The GPUs TensorFlow created devices on and the libraries it could not open, from its log
+ * (TF_CPP_MIN_LOG_LEVEL=0). "Cannot dlopen some GPU libraries" without a named library is
+ * reported as that sentence.
+ *
+ * @example parseTfLog("… Created device /job:localhost/replica:0/task:0/device:GPU:0 with 79 MB memory:  -> device: 0, name: X, pci bus id: …")
+ * // { gpus: [{ type: 'GPU', name: 'X', memoryMiB: 79 }], missing: [] }
+ */
+export function parseTfLog(stderr: string): { gpus: ProbeResult['devices']; missing: string[] } {
+  const gpus: ProbeResult['devices'] = [];
+  for (const m of stderr.matchAll(/Created device \S*GPU:\d+ with (\d+) MB memory:\s*-> device: \d+, name: ([^,\n]+)/g)) {
+    gpus.push({ type: 'GPU', name: m[2].trim(), memoryMiB: Number(m[1]) });
+  }
+  const missing = [...new Set([...stderr.matchAll(/Could not load dynamic library '([^']+)'/g)].map((m) => m[1]))];
+  if (!missing.length && /Cannot dlopen some GPU libraries/.test(stderr)) missing.push('some GPU libraries (TensorFlow named none)');
+  return { gpus, missing };
+}
+
+/**
  * Loads the package in a child process (a broken library or addon crashes the child, not the
  * caller), multiplies a 2×2 matrix and reads back what TensorFlow logged about its devices.
  */
@@ -248,11 +266,8 @@ export function probeTensorflow(pkgDir: string, threads?: number): ProbeResult {
   if (threads !== undefined) env.TF_NUM_INTRAOP_THREADS = String(threads);
   const intraOpThreads = env.TF_NUM_INTRAOP_THREADS ?? `default (${os.availableParallelism()})`;
   const r = run(process.execPath, ['-e', PROBE_JS, pkgDir], { env, timeout: 180_000, stdio: ['ignore', 'pipe', 'pipe'] });
-  const missing = [...new Set([...r.stderr.matchAll(/Could not load dynamic library '([^']+)'/g)].map((m) => m[1]))];
-  const devices: ProbeResult['devices'] = [{ type: 'CPU', name: os.cpus()[0]?.model?.trim() || os.arch() }];
-  for (const m of r.stderr.matchAll(/Created device \S*GPU:\d+ with (\d+) MB memory:\s*-> device: \d+, name: ([^,]+)/g)) {
-    devices.push({ type: 'GPU', name: m[2].trim(), memoryMiB: Number(m[1]) });
-  }
+  const { gpus, missing } = parseTfLog(r.stderr);
+  const devices: ProbeResult['devices'] = [{ type: 'CPU', name: os.cpus()[0]?.model?.trim() || os.arch() }, ...gpus];
   const line = r.stdout.trim().split('\n').pop() ?? '';
   let out: { backend?: string; tensorflow?: string; gpu?: boolean; product?: number[]; ms?: number } = {};
   try { out = JSON.parse(line); } catch { /* reported below */ }
