@@ -234,6 +234,12 @@ describe('eval/retrieval', () => {
     assert.deepEqual(blocked.t2v, metricsFromRanks(ref.t2v));
     assert.deepEqual(blocked.v2t, metricsFromRanks(ref.v2t));
     assert.ok(blocked.t2v.R1 > 0 && blocked.t2v.R1 < 100, 'a case where some queries miss');
+    // A zero error band leaves nearly every video's float32 best score outside it (the float32
+    // product rarely equals the float64 dot product), as a TF32 matMul would: those videos take
+    // the second, video × caption pass, and the ranks must not change.
+    const strict = await retrievalMetricsBlocked(text, video, d, { blockRows: 64, matMulRelativeError: 0 });
+    assert.deepEqual(strict.t2v, metricsFromRanks(ref.t2v));
+    assert.deepEqual(strict.v2t, metricsFromRanks(ref.v2t));
   });
 
   it('rejects bad input with errors naming the argument', async () => {
@@ -254,5 +260,6 @@ describe('eval/retrieval', () => {
     await assert.rejects(retrievalMetricsBlocked(new Float32Array(6), Float32Array.of(1, 2, NaN), 3), /videoEmb\[0\]\[2\]/);
     await assert.rejects(retrievalMetricsBlocked(new Float32Array(6), new Float32Array(3), 3), /textEmb × videoEmb: 2 × 1 is not square/);
     await assert.rejects(retrievalMetricsBlocked(new Float32Array(6), new Float32Array(6), 3, { blockRows: 0 }), /blockRows/);
+    await assert.rejects(retrievalMetricsBlocked(new Float32Array(6), new Float32Array(6), 3, { matMulRelativeError: -1 }), /matMulRelativeError/);
   });
 });
