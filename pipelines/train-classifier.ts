@@ -10,7 +10,7 @@
  * Run folder: checkpoints/, metrics.jsonl, eval.json, and for KappaFace kappa-margins.jsonl and
  * kappa-margins.png (margin vs class size).
  */
-import { appendFile } from 'node:fs/promises';
+import { appendFile, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -197,6 +197,24 @@ async function evaluate(
   return out;
 }
 
+/** Removes the JSONL rows whose `step` is past `step` (and broken lines); a missing file is left missing. */
+async function dropRowsAfterStep(file: string, step: number): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new Error(`--resume: cannot read ${file} (${(e as Error).message})`);
+  }
+  const lines = text.split('\n').filter((l) => l.trim());
+  const kept = lines.filter((l) => {
+    let row: { step?: unknown };
+    try { row = JSON.parse(l) as { step?: unknown }; } catch { return false; }
+    return !(typeof row.step === 'number' && row.step > step);
+  });
+  if (kept.length !== lines.length) await writeFileAtomic(file, kept.map((l) => `${l}\n`).join(''));
+}
+
 /** Trains (or resumes) one classifier run and writes eval.json. */
 export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: TrainClassifierOptions = {}): Promise<TrainClassifierResult> {
   // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
@@ -264,6 +282,8 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: Math.min(cfg.train.warmupSteps, totalSteps), totalSteps, minLr: cfg.train.minLr });
   const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet, ...(opts.resume ? { resumeAt: startStep } : {}) });
   const kappaFile = path.join(runDir, 'kappa-margins.jsonl');
+  // Rows the interrupted run logged after its checkpoint are steps this run trains again.
+  if (opts.resume && head.kappa) await dropRowsAfterStep(kappaFile, startStep);
   const losses: number[] = [];
   log(`${cfg.loss.name}: ${classes.length} identities, ${train.length} images, ${store.count().toLocaleString('en-US')} backbone parameters, ${epochSteps} steps/epoch, ${totalSteps} steps`);
 

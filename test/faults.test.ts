@@ -293,15 +293,15 @@ describe('faults: resuming a run', function () {
     assert.equal(again.steps, 4);
   });
 
-  it('train-classifier --resume: another lr is refused, naming it; the same config resumes with no repeated step in metrics.jsonl', async () => {
+  it('train-classifier --resume: another lr is refused, naming it; the same config resumes with no repeated step in metrics.jsonl or kappa-margins.jsonl', async () => {
     const dir = fresh('cls-resume');
     const data = path.join(dir, 'bench');
     await generateSynthIdentities({ out: data, identities: 4, imbalance: 1, maxPerIdentity: 6, testPerIdentity: 1, verifyIdentities: 2, perVerify: 2, folds: 1, pairsPerFold: 2, size: 16 });
     const cfg = (lr: number) => parseTrainClassifierConfig({
       name: 'c', data: { dir: data }, backend: 'wasm',
       model: { imageSize: 16, patch: 8, width: 8, layers: 1, heads: 2, embedDim: 4 },
-      loss: { name: 'arcface' },
-      train: { steps: 4, batchSize: 4, lr, warmupSteps: 1, checkpointEvery: 2, keepCheckpoints: 2 },
+      loss: { name: 'kappaface' },
+      train: { steps: 4, batchSize: 8, lr, warmupSteps: 1, checkpointEvery: 2, keepCheckpoints: 2 },
     });
     const out = path.join(dir, 'run');
     await runTrainClassifier(cfg(0.002), { out, quiet: true });
@@ -314,6 +314,10 @@ describe('faults: resuming a run', function () {
     const rows = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     assert.deepEqual(rows.map((x) => (x.event ? `${x.event}@${x.step}` : x.step)), [1, 2, 'resume@2', 3, 4]);
     assert.equal(rows[2].droppedRows, 2);
+    // KappaFace's per-epoch margins: each step once, whether the interrupted run logged it or not.
+    const kappa = fs.readFileSync(path.join(out, 'kappa-margins.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
+    assert.ok(kappa.length > 0 && kappa.every((x) => x <= 4), kappa.join(','));
+    assert.deepEqual(kappa, [...new Set(kappa)].sort((a, b) => a - b), `steps ${kappa.join(',')}`);
   });
 
   it('config constraints are checked before any data is read or decoded', async () => {
