@@ -29,7 +29,7 @@ import { initBackend, parseBackendPreference } from '../src/backend/init.js';
 import { assertNoWebGPUErrors } from '../src/backend/webgpuGuard.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { dualEncoderMetaModel } from '../src/meta/dualEncoderModel.js';
-import { mwnStepAsync } from '../src/meta/metaStep.js';
+import { mwnStep } from '../src/meta/metaStep.js';
 import { WeightNet } from '../src/meta/weightNet.js';
 import { getConfig, PRESET_NAMES, type DualEncoderConfig, type PresetName } from '../src/nn/configs.js';
 import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
@@ -81,7 +81,7 @@ async function step(cfg: DualEncoderConfig, batch: number, frames: number, kind:
       r.value.dispose();
       grads = r.grads;
     } else {
-      const r = await mwnStepAsync({
+      const r = await mwnStep({
         model: dualEncoderMetaModel(cfg, { marginRad: MARGIN_RAD }), params, trainBatch: train, metaBatch: meta,
         weightNet: weightNet!, alpha: 1e-3, metaScope: kind === 'mwn-heads' ? 'heads' : 'all', step: 0,
       });

@@ -35,7 +35,7 @@ import { assertNoWebGPUErrors, webgpuCounters } from '../src/backend/webgpuGuard
 import { acosViaAtan2 } from '../src/backend/safeOps.js';
 import { samContrastiveLoss } from '../src/margin/sam.js';
 import { dualEncoderMetaModel } from '../src/meta/dualEncoderModel.js';
-import { mwnStepAsync } from '../src/meta/metaStep.js';
+import { mwnStep } from '../src/meta/metaStep.js';
 import { WeightNet } from '../src/meta/weightNet.js';
 import { getConfig, PRESET_NAMES, type DualEncoderConfig, type PresetName } from '../src/nn/configs.js';
 import { countDualEncoderParams, encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
@@ -220,7 +220,7 @@ function makeCell(model: PresetName, batch: number, frames: number) {
     const t = toTensors(train, batch);
     const m = toTensors(meta, batch);
     try {
-      const r = await mwnStepAsync({ model: metaModel, params, trainBatch: t, metaBatch: m, weightNet, alpha: META_ALPHA, metaScope, step: stepIndex++ });
+      const r = await mwnStep({ model: metaModel, params, trainBatch: t, metaBatch: m, weightNet, alpha: META_ALPHA, metaScope, step: stepIndex++ });
       optimizer.step(r.grads);
       clampLogitScale(params.logit_scale);
       tf.dispose(Object.values(r.grads));

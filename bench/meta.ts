@@ -80,10 +80,10 @@ function makeSteps(s: Settings) {
       r.value.dispose();
     } else if (variant === 'mwn-heads' || variant === 'mwn-all') {
       const metaScope = variant === 'mwn-heads' ? 'heads' : 'all';
-      ({ grads, loss } = mwnStep({ model, params, trainBatch: train, metaBatch: meta, weightNet, alpha, metaScope, step: stepIndex }));
+      ({ grads, loss } = await mwnStep({ model, params, trainBatch: train, metaBatch: meta, weightNet, alpha, metaScope, step: stepIndex }));
     } else {
       const metaScope = variant === 'l2rw-heads' ? 'heads' : 'all';
-      ({ grads, loss } = l2rwStep({ model, params, trainBatch: train, metaBatch: meta, alpha, metaScope }));
+      ({ grads, loss } = await l2rwStep({ model, params, trainBatch: train, metaBatch: meta, alpha, metaScope }));
     }
     optimizer.step(grads);
     tf.dispose(Object.values(grads));

@@ -20,7 +20,6 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
-import { assertCanReadSync } from '../src/backend/readback.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions } from '../src/data/loader.js';
 import { readManifest } from '../src/data/manifest.js';
@@ -157,25 +156,11 @@ export async function fixedBatch(
 }
 
 /**
- * SAM contrastive loss of a batch (a number; no gradients kept). `batchLossAsync` is the same
- * with an asynchronous read.
+ * SAM contrastive loss of a batch (a number, read asynchronously; no gradients kept).
  *
- * @example const before = batchLoss(params, info.model, probe, cfg.loss);
+ * @example const before = await batchLoss(params, info.model, probe, cfg.loss);
  */
-export function batchLoss(params: Params, cfg: DualEncoderConfig, b: FixedBatch, loss: FinetuneRetrievalConfig['loss']): number {
-  assertCanReadSync('batchLoss', 'batchLossAsync');
-  const l = samLossOf(params, cfg, b, loss);
-  const v = l.dataSync()[0];
-  l.dispose();
-  return v;
-}
-
-/**
- * `batchLoss` reading the loss asynchronously (webgpu in Node); the same number, bit for bit.
- *
- * @example const before = await batchLossAsync(params, info.model, probe, cfg.loss);
- */
-export async function batchLossAsync(params: Params, cfg: DualEncoderConfig, b: FixedBatch, loss: FinetuneRetrievalConfig['loss']): Promise<number> {
+export async function batchLoss(params: Params, cfg: DualEncoderConfig, b: FixedBatch, loss: FinetuneRetrievalConfig['loss']): Promise<number> {
   const l = samLossOf(params, cfg, b, loss);
   try {
     return (await l.data())[0];
@@ -303,7 +288,7 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
     groups: (name) => ({ lrScale: lrScaleOf(name, cfg.train), weightDecay: paramGroup(name).decay ? cfg.train.weightDecay : 0 }),
   });
   const probe = await fixedBatch(cache, trainEntries, tok, info.maxLen, cfg.train.batchSize, norm);
-  const lossBefore = await batchLossAsync(params, info.model, probe, cfg.loss);
+  const lossBefore = await batchLoss(params, info.model, probe, cfg.loss);
   const table = encodeCaptions(trainEntries, (c) => tok.encode(c, info.maxLen));
   const sources = captionSourceTable(trainEntries, cfg.captions);
   const loader = new BatchLoader(trainCache, table, {
@@ -358,7 +343,7 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
     optimizer.dispose();
     weightNet?.dispose();
   }
-  const lossAfter = await batchLossAsync(params, info.model, probe, cfg.loss);
+  const lossAfter = await batchLoss(params, info.model, probe, cfg.loss);
   tf.dispose([probe.frames, probe.ids, probe.mask]);
   const frozen = Object.keys(params).length - names.length;
   store.dispose();

@@ -323,7 +323,7 @@ async function runTrainClassifierIn(runDir: string, cfg: TrainClassifierConfig, 
       let loss: number;
       try {
         loss = (await value.data())[0];
-        if (head.kappa && emb && sampleIds) await head.kappa.updateAsync(sampleIds, emb, labels);
+        if (head.kappa && emb && sampleIds) await head.kappa.update(sampleIds, emb, labels);
       } finally {
         tf.dispose([emb, sampleIds]);
       }

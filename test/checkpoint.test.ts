@@ -7,8 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
 import {
-  listCheckpoints, loadCheckpoint, loadLatestCheckpoint, runCheckpointDir, saveCheckpoint, saveRunCheckpoint,
-  type CheckpointData,
+  listCheckpoints, loadCheckpoint, loadLatestCheckpoint, runCheckpointDir, saveCheckpoint, saveRunCheckpoint, type CheckpointData,
 } from '../src/train/index.js';
 
 const bytesOf = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);

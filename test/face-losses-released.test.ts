@@ -154,7 +154,7 @@ describe('face losses as released: SphereFace-R margin schedule, KappaFace momen
     head.dispose();
   });
 
-  it('the momentum encoder is an EMA of the parameters, and its features make per-epoch class sums', () => {
+  it('the momentum encoder is an EMA of the parameters, and its features make per-epoch class sums', async () => {
     const enc = { w: tf.variable(tf.tensor1d([1, 2])), b: tf.variable(tf.scalar(-1)) };
     momentumEncoderUpdate(enc, { w: tf.tensor1d([3, -2]), b: tf.scalar(1), other: tf.scalar(5) });
     close(enc.w.dataSync(), [0.9 + 0.3, 1.8 - 0.2], 1e-6, 'θ_k = 0.9θ_k + 0.1θ');
@@ -177,12 +177,12 @@ describe('face losses as released: SphereFace-R margin schedule, KappaFace momen
     };
     const mem = new KappaMemory({ numSamples: 6, dim: 2, numClasses: 3, source: 'momentum-encoder' });
     const ids = tf.tensor1d([0, 1, 2, 3, 4, 5], 'int32');
-    mem.update(ids, tf.tensor2d(feats), tf.tensor1d(labels, 'int32'));
+    await mem.update(ids, tf.tensor2d(feats), tf.tensor1d(labels, 'int32'));
     mem.endEpoch();
     close(mem.margins().dataSync(), margins(feats, labels), 1e-5, 'epoch 1');
     // The next epoch starts from zero: only its own features count.
     const feats2 = [[1, 0], [1, 0.2], [0, 1], [0.3, 1], [1, 1], [-1, 1]];
-    mem.update(ids, tf.tensor2d(feats2), tf.tensor1d(labels, 'int32'));
+    await mem.update(ids, tf.tensor2d(feats2), tf.tensor1d(labels, 'int32'));
     mem.endEpoch();
     close(mem.margins().dataSync(), margins(feats2, labels), 1e-5, 'epoch 2 alone');
     const head = new MarginHead({ name: 'kappaface', numClasses: 3, dim: 2, numSamples: 6, kappaSource: 'momentum-encoder' });

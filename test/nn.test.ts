@@ -7,7 +7,7 @@ import {
 import { layerNorm, linear, matMul, matMulFlagged, patchify } from '../src/nn/layers.js';
 import { attentionBias, multiHeadAttention } from '../src/nn/attention.js';
 import {
-  countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,
+  assertTokenIds, countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,
 } from '../src/nn/dualEncoder.js';
 import { getConfig, validateConfig, type DualEncoderConfig } from '../src/nn/configs.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
@@ -514,7 +514,6 @@ describe('nn: dual encoder', () => {
     const p = store.snapshot();
     assert.throws(() => encodeVideo(p, tf.zeros([1, 2, 16, 16, 3]), cfg), /'frames' must be \[B, T, 32, 32, 3\]/);
     assert.throws(() => encodeText(p, tf.zeros([1, 4]), tf.ones([1, 4]), cfg), /'ids' must be an int32/);
-    assert.throws(() => encodeText(p, tf.tensor2d([[1, 1000]], undefined, 'int32'), tf.ones([1, 2]), cfg), /holds 1000 at flat index 1, outside the vocabulary \[0, 1000\)/);
     assert.throws(() => encodeText(p, tf.zeros([1, 17], 'int32'), tf.ones([1, 17]), cfg), /length 17, more than text.contextLength 16/);
     assert.throws(() => encodeText(p, tf.zeros([1, 4], 'int32'), tf.ones([1, 3]), cfg), /'mask' must be \[1, 4\]/);
     assert.throws(() => valueAndGradsOf((q) => tf.sum(q['text.proj.weight']) as tf.Scalar, p), /does not depend on every named parameter/);
@@ -522,4 +521,16 @@ describe('nn: dual encoder', () => {
     assert.throws(() => encodeText(rest, tf.zeros([1, 4], 'int32'), tf.ones([1, 4]), cfg), /missing parameter 'text.proj.weight'/);
     store.dispose();
   }));
+
+  it('assertTokenIds: an id outside the vocabulary is named with its flat index; in-range ids pass', async () => {
+    const cfg = getConfig('tiny');
+    const bad = tf.tensor2d([[1, 1000]], undefined, 'int32');
+    await assert.rejects(assertTokenIds(bad, cfg.text.vocabSize), /textFeatures: 'ids' holds 1000 at flat index 1, outside the vocabulary \[0, 1000\)/);
+    const neg = tf.tensor2d([[0, 5, -1]], undefined, 'int32');
+    await assert.rejects(assertTokenIds(neg, 1000, 'eval', 'tokens'), /eval: 'tokens' holds -1 at flat index 2/);
+    const ok = tf.tensor2d([[0, 999]], undefined, 'int32');
+    await assertTokenIds(ok, 1000);
+    await assert.rejects(assertTokenIds(tf.zeros([1, 2]), 1000), /'ids' must be an int32 tensor, got float32/);
+    tf.dispose([bad, neg, ok]);
+  });
 });

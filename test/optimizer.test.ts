@@ -6,8 +6,7 @@ import { tf } from '../src/backend/tf.js';
 import { AdamW, SGD, clipParamGroups, excludedFromDecay, type GroupFn, type NamedGradients } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
 import {
-  GradAccumulator, NonFiniteGuard, allFinite, allFiniteAsync, clampLogitScale, clipByGlobalNorm, clipByGlobalNormAsync, clipToNorm, globalNorm,
-  gradNormAsync,
+  GradAccumulator, NonFiniteGuard, allFinite, clampLogitScale, clipByGlobalNorm, clipToNorm, globalNorm, gradNorm,
 } from '../src/train/gradients.js';
 import { runTraining } from '../src/train/trainer.js';
 import { MetricsLogger, type LogStream } from '../src/train/logger.js';
@@ -98,7 +97,7 @@ describe('AdamW', () => {
   const refGroups = { w: { lrScale: 1, wd: 0.1 }, b: { lrScale: 1, wd: 0 }, logit_scale: { lrScale: 0.5, wd: 0.3 } };
   const lrs = [0.05, 0.1, 0.08, 0.06, 0.04];
 
-  it('matches a float64 reference over 5 steps with groups and decoupled decay', () => {
+  it('matches a float64 reference over 5 steps with groups and decoupled decay', async () => {
     const params = makeParams();
     const opt = new AdamW(params, { betas: [0.9, 0.98], eps: 1e-6, weightDecay: 0.1, groups });
     for (const lr of lrs) {
@@ -120,7 +119,7 @@ describe('AdamW', () => {
     Object.values(params).forEach((p) => p.dispose());
   });
 
-  it('with a zero gradient only decays: p ← p·(1 − lr·wd), exactly', () => {
+  it('with a zero gradient only decays: p ← p·(1 − lr·wd), exactly', async () => {
     const params = { w: tf.variable(tf.tensor2d([[2, -4]])), bias: tf.variable(tf.tensor1d([3])) };
     const opt = new AdamW(params, { weightDecay: 0.2, groups: clipParamGroups() });
     const g = { w: tf.zeros([1, 2]), bias: tf.zeros([1]) };
@@ -132,7 +131,7 @@ describe('AdamW', () => {
     disposeAll(params);
   });
 
-  it('first step moves by lr·g/(|g|+ε) (bias correction)', () => {
+  it('first step moves by lr·g/(|g|+ε) (bias correction)', async () => {
     const params = { s: tf.variable(tf.scalar(1)) };
     const opt = new AdamW(params, { weightDecay: 0 });
     const g = { s: tf.scalar(0.5) };
@@ -143,7 +142,7 @@ describe('AdamW', () => {
     params.s.dispose();
   });
 
-  it('leaves a parameter with no gradient untouched', () => {
+  it('leaves a parameter with no gradient untouched', async () => {
     const params = makeParams();
     const opt = new AdamW(params, { weightDecay: 0.5 });
     const g = { w: tf.ones([2, 2]) };
@@ -154,7 +153,7 @@ describe('AdamW', () => {
     disposeAll(params);
   });
 
-  it('state()/loadState() resume gives the same trajectory as an uninterrupted run', () => {
+  it('state()/loadState() resume gives the same trajectory as an uninterrupted run', async () => {
     const a = makeParams();
     const optA = new AdamW(a, { weightDecay: 0.1, groups });
     for (const lr of lrs.slice(0, 3)) { const g = gradTensors(a); optA.step(g, lr); disposeAll(g); }
@@ -171,7 +170,7 @@ describe('AdamW', () => {
     optA.dispose(); optB.dispose(); disposeAll(a); disposeAll(b);
   });
 
-  it('loadState refuses missing, extra and misshapen entries and changes nothing', () => {
+  it('loadState refuses missing, extra and misshapen entries and changes nothing', async () => {
     const params = makeParams();
     const opt = new AdamW(params);
     const good = { ...opt.state() };
@@ -187,7 +186,7 @@ describe('AdamW', () => {
     disposeAll(params);
   });
 
-  it('rejects bad arguments with the argument named', () => {
+  it('rejects bad arguments with the argument named', async () => {
     const params = makeParams();
     assert.throws(() => new AdamW(params, { betas: [0.9, 1] }), /'betas'/);
     assert.throws(() => new AdamW(params, { eps: 0 }), /'eps'/);
@@ -201,7 +200,7 @@ describe('AdamW', () => {
     disposeAll(g); disposeAll(g2); opt.dispose(); disposeAll(params);
   });
 
-  it('chunked (multi-tensor) updates equal a per-parameter float32 update bit for bit, chunks split and gradients missing', () => {
+  it('chunked (multi-tensor) updates equal a per-parameter float32 update bit for bit, chunks split and gradients missing', async () => {
     // Per parameter, the textbook update in float32 tfjs ops: the flat chunks must not change a bit.
     const shapes: Record<string, number[]> = { a: [3, 4], b: [5], c: [2, 2, 3], d: [7], e: [20], f: [1] };
     const wd: Record<string, number> = { a: 0.1, b: 0, c: 0.1, d: 0, e: 0.1, f: 0.1 };
@@ -253,7 +252,7 @@ describe('AdamW', () => {
     disposeAll(pa); disposeAll(pb); disposeAll(m); disposeAll(v);
   });
 
-  it('state() views are freed by the next step: numTensors flat with a checkpoint-like read every step', () => {
+  it('state() views are freed by the next step: numTensors flat with a checkpoint-like read every step', async () => {
     const params = makeParams();
     const start = tf.memory().numTensors;
     const opt = new AdamW(params, { groups });
@@ -274,7 +273,7 @@ describe('AdamW', () => {
     disposeAll(params);
   });
 
-  it('keeps tf.memory().numTensors flat across 20 steps', () => {
+  it('keeps tf.memory().numTensors flat across 20 steps', async () => {
     const params = makeParams();
     const opt = new AdamW(params, { groups: clipParamGroups({ w: 0.5 }) });
     const loss = (): tf.Scalar => tf.add(tf.sum(tf.square(params.w)), tf.sum(tf.mul(params.b, params.logit_scale))) as tf.Scalar;
@@ -296,7 +295,7 @@ describe('AdamW', () => {
 });
 
 describe('parameter groups', () => {
-  it('excludes gains, biases, norms and the logit scale from decay, not matrices', () => {
+  it('excludes gains, biases, norms and the logit scale from decay, not matrices', async () => {
     assert.equal(excludedFromDecay('text.ln_final.weight', [512]), true);
     assert.equal(excludedFromDecay('video.blocks.0.attn.qkv.bias', [2304]), true);
     assert.equal(excludedFromDecay('logit_scale', []), true);
@@ -306,7 +305,7 @@ describe('parameter groups', () => {
     assert.equal(excludedFromDecay('video.proj.weight', [768, 512]), false);
   });
 
-  it('clipParamGroups takes the longest matching prefix', () => {
+  it('clipParamGroups takes the longest matching prefix', async () => {
     const g = clipParamGroups({ 'video.': 0.1, 'video.proj': 2 });
     assert.deepEqual(g('video.blocks.0.mlp.fc1.weight', [4, 4]), { lrScale: 0.1 });
     assert.deepEqual(g('video.proj.weight', [4, 4]), { lrScale: 2 });
@@ -316,7 +315,7 @@ describe('parameter groups', () => {
 });
 
 describe('SGD', () => {
-  it('momentum 0.9 on a constant gradient: 1 → 0.9 → 0.71 → 0.439 (hand)', () => {
+  it('momentum 0.9 on a constant gradient: 1 → 0.9 → 0.71 → 0.439 (hand)', async () => {
     const params = { p: tf.variable(tf.scalar(1)) };
     const opt = new SGD(params, { lr: 0.1, momentum: 0.9 });
     const g = { p: tf.scalar(1) };
@@ -331,7 +330,7 @@ describe('SGD', () => {
     g.p.dispose(); opt.dispose(); opt2.dispose(); params.p.dispose(); resumed.p.dispose();
   });
 
-  it('plain SGD with coupled L2: p ← p − lr(g + λp)', () => {
+  it('plain SGD with coupled L2: p ← p − lr(g + λp)', async () => {
     const params = { w: tf.variable(tf.tensor1d([2, -1])) };
     const opt = new SGD(params, { weightDecay: 0.5 });
     const g = { w: tf.tensor1d([1, 1]) };
@@ -344,15 +343,15 @@ describe('SGD', () => {
 
 describe('cosineWithWarmup', () => {
   const lr = cosineWithWarmup({ baseLr: 1e-3, warmupSteps: 10, totalSteps: 110, minLr: 1e-5 });
-  it('warms up linearly from baseLr/W to baseLr', () => {
+  it('warms up linearly from baseLr/W to baseLr', async () => {
     close([lr(0), lr(4), lr(9)], [1e-4, 5e-4, 1e-3], 1e-15, 'warmup');
   });
-  it('follows the half cosine to minLr and stays there', () => {
+  it('follows the half cosine to minLr and stays there', async () => {
     const mid = 1e-5 + 0.5 * (1e-3 - 1e-5); // cos(π/2) = 0
     const quarter = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + Math.SQRT1_2); // cos(π/4)
     close([lr(10), lr(35), lr(60), lr(110), lr(500)], [1e-3, quarter, mid, 1e-5, 1e-5], 1e-15, 'cosine');
   });
-  it('without warmup starts at baseLr; checks its arguments', () => {
+  it('without warmup starts at baseLr; checks its arguments', async () => {
     assert.equal(cosineWithWarmup({ baseLr: 0.1, warmupSteps: 0, totalSteps: 4 })(0), 0.1);
     close([cosineWithWarmup({ baseLr: 0.1, warmupSteps: 0, totalSteps: 4 })(2)], [0.05], 1e-15, 'half');
     assert.throws(() => cosineWithWarmup({ baseLr: 1, warmupSteps: 5, totalSteps: 4 }), /'warmupSteps'/);
@@ -362,29 +361,29 @@ describe('cosineWithWarmup', () => {
 });
 
 describe('gradient utilities', () => {
-  it('clipByGlobalNorm: (3,4),(12) has norm 13 and halves at maxNorm 6.5', () => {
+  it('clipByGlobalNorm: (3,4),(12) has norm 13 and halves at maxNorm 6.5', async () => {
     const before = tf.memory().numTensors;
     const g = { a: tf.tensor1d([3, 4]), b: tf.tensor2d([[12]]) };
     const n = globalNorm(g);
     close(n.dataSync(), [13], 1e-5, 'globalNorm');
     n.dispose();
-    const clipped = clipByGlobalNorm(g, 6.5);
+    const clipped = await clipByGlobalNorm(g, 6.5);
     close([clipped.norm], [13], 1e-5, 'norm');
     close(clipped.grads.a.dataSync(), [1.5, 2], 1e-6, 'a');
     close(clipped.grads.b.dataSync(), [6], 1e-6, 'b');
-    const kept = clipByGlobalNorm(g, 20);
+    const kept = await clipByGlobalNorm(g, 20);
     close(kept.grads.a.dataSync(), [3, 4], 0, 'unclipped a');
     disposeAll(kept.grads);
     close(g.a.dataSync(), [3, 4], 0, 'input survives disposing the output');
     disposeAll(clipped.grads);
     disposeAll(g);
     assert.equal(tf.memory().numTensors, before);
-    assert.throws(() => clipByGlobalNorm({}, 0), /'maxNorm'/);
+    await assert.rejects(() => clipByGlobalNorm({}, 0), /'maxNorm'/);
   });
 
-  it('gradNormAsync: one read for the norm and the guard; clipToNorm scales by maxNorm/norm (hand)', async () => {
+  it('gradNorm: one read for the norm and the guard; clipToNorm scales by maxNorm/norm (hand)', async () => {
     const g = { a: tf.tensor1d([3, 4]), b: tf.tensor1d([12]) };
-    assert.deepEqual(await gradNormAsync(g), { norm: 13, finite: true });
+    assert.deepEqual(await gradNorm(g), { norm: 13, finite: true });
     const c = clipToNorm(g, 13, 6.5);
     assert.deepEqual(Array.from(c.a.dataSync()), [1.5, 2]);
     assert.deepEqual(Array.from(c.b.dataSync()), [6]);
@@ -393,30 +392,30 @@ describe('gradient utilities', () => {
     assert.deepEqual(Array.from(same.a.dataSync()), [3, 4]);
     assert.throws(() => clipToNorm(g, NaN, 1), /'norm' must be a number ≥ 0/);
     const nan = { a: tf.tensor1d([1, NaN]) };
-    assert.equal((await gradNormAsync(nan)).finite, false);
+    assert.equal((await gradNorm(nan)).finite, false);
     // 1e20² = 1e40 overflows float32 (max ≈ 3.4e38): finite values, but no finite norm to clip by.
     const huge = { a: tf.tensor1d([1e20]) };
-    const h = await gradNormAsync(huge);
+    const h = await gradNorm(huge);
     assert.equal(h.norm, Infinity);
     assert.equal(h.finite, false);
-    assert.deepEqual(await gradNormAsync({}), { norm: 0, finite: true });
+    assert.deepEqual(await gradNorm({}), { norm: 0, finite: true });
     disposeAll(g); disposeAll(c); disposeAll(same); disposeAll(nan); disposeAll(huge);
   });
 
-  it('allFinite reads NaN and ±Inf anywhere, and huge finite values as finite', () => {
+  it('allFinite reads NaN and ±Inf anywhere, and huge finite values as finite', async () => {
     const before = tf.memory().numTensors;
     const ok = { a: tf.tensor1d([1, 2]), b: tf.tensor1d([3e38, -3e38]) };
-    assert.equal(allFinite(ok), true);
+    assert.equal(await allFinite(ok), true);
     for (const bad of [NaN, Infinity, -Infinity]) {
       const g = { ...ok, c: tf.tensor2d([[0, bad]]) };
-      assert.equal(allFinite(g), false, `with ${bad}`);
+      assert.equal(await allFinite(g), false, `with ${bad}`);
       g.c.dispose();
     }
     disposeAll(ok);
     assert.equal(tf.memory().numTensors, before);
   });
 
-  it('over 20 tensors (AddN in chunks of 7 for webgpu) the norm is the float32 left fold of g², bit for bit; sync and async agree', async () => {
+  it('over 20 tensors (AddN in chunks of 7 for webgpu) the norm is the float32 left fold of g², bit for bit', async () => {
     const before = tf.memory().numTensors;
     const vals = Array.from({ length: 20 }, (_, k) => 0.1 * (k + 1) + 1 / 3);
     const g: NamedGradients = Object.fromEntries(vals.map((v, k) => [`p${k}`, tf.tensor1d([v])]));
@@ -425,20 +424,18 @@ describe('gradient utilities', () => {
     for (const v of vals) acc = Math.fround(acc + Math.fround(Math.fround(v) * Math.fround(v)));
     const norm = Math.fround(Math.sqrt(acc));
     const scale = Math.fround(2 / norm);
-    for (const clipped of [clipByGlobalNorm(g, 2), await clipByGlobalNormAsync(g, 2)]) {
+    for (const clipped of [await clipByGlobalNorm(g, 2)]) {
       assert.equal(clipped.norm, norm);
       vals.forEach((v, k) => assert.equal(clipped.grads[`p${k}`].dataSync()[0], Math.fround(Math.fround(v) * scale), `p${k}`));
       disposeAll(clipped.grads);
     }
-    assert.equal(allFinite(g), true);
-    assert.equal(await allFiniteAsync(g), true);
+    assert.equal(await allFinite(g), true);
     const bad = { ...g, p14: tf.tensor1d([NaN]) };
-    assert.equal(allFinite(bad), false);
-    assert.equal(await allFiniteAsync(bad), false, 'a NaN past the first AddN chunk');
+    assert.equal(await allFinite(bad), false, 'a NaN past the first AddN chunk');
     bad.p14.dispose();
     disposeAll(g);
     assert.equal(tf.memory().numTensors, before);
-    await assert.rejects(clipByGlobalNormAsync({}, -1), /clipByGlobalNormAsync: 'maxNorm'/);
+    await assert.rejects(clipByGlobalNorm({}, -1), /clipByGlobalNorm: 'maxNorm'/);
   });
 
   it('runTraining (async reads) skips a step with a NaN gradient and clips the others: w = w0 − 2·lr·g·(1/‖g‖) (hand)', async () => {
@@ -466,7 +463,7 @@ describe('gradient utilities', () => {
     }
   });
 
-  it('GradAccumulator mean over unequal micro-batches equals the full-batch gradient of a linear model (hand)', () => {
+  it('GradAccumulator mean over unequal micro-batches equals the full-batch gradient of a linear model (hand)', async () => {
     // Model y = w·x + c, loss = mean over samples of ½(y − t)². Full-batch gradient by hand:
     // ∂w = mean((wx+c−t)·x), ∂c = mean(wx+c−t).
     const xs = [1, 2, -1, 0.5, 3, -2];
@@ -500,7 +497,7 @@ describe('gradient utilities', () => {
     w.dispose(); c.dispose();
   });
 
-  it('GradAccumulator refuses mismatched names and shapes, and reset frees its sums', () => {
+  it('GradAccumulator refuses mismatched names and shapes, and reset frees its sums', async () => {
     const acc = new GradAccumulator(2);
     const a = { w: tf.ones([2]) };
     const before = tf.memory().numTensors;
@@ -516,7 +513,7 @@ describe('gradient utilities', () => {
     disposeAll(a);
   });
 
-  it('clampLogitScale clips to [0, ln 200]', () => {
+  it('clampLogitScale clips to [0, ln 200]', async () => {
     const s = tf.variable(tf.scalar(6));
     clampLogitScale(s);
     close(s.dataSync(), [Math.log(200)], 1e-6, 'upper');
@@ -529,7 +526,7 @@ describe('gradient utilities', () => {
     s.dispose();
   });
 
-  it('NonFiniteGuard skips, counts, resets on ok and stops after K in a row', () => {
+  it('NonFiniteGuard skips, counts, resets on ok and stops after K in a row', async () => {
     const guard = new NonFiniteGuard({ maxConsecutive: 3 });
     const seq: [number, boolean][] = [[1, true], [NaN, true], [2, true], [1, false], [Infinity, true], [0.5, true]];
     assert.deepEqual(seq.map(([l, f]) => guard.check(l, f)), ['ok', 'skip', 'ok', 'skip', 'skip', 'ok']);
@@ -552,7 +549,7 @@ describe('MetricsLogger', () => {
     return { isTTY, columns: 120, text: '', write(s: string) { this.text += s; return true; } };
   }
 
-  it('appends one valid JSON line per write with the fields, after a partial line left by a crash', () => {
+  it('appends one valid JSON line per write with the fields, after a partial line left by a crash', async () => {
     const file = path.join(dir, 'sub', 'metrics.jsonl');
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, '{"step":1,"loss":2}\n{"step":2,"lo');
@@ -588,7 +585,7 @@ describe('MetricsLogger', () => {
     assert.match(out.text, /^step 4\/10 \(40\.0%\) \| loss 0\.2500 \| lr 4\.00e-4 \| 250\.0 samples\/s \| ETA \d+s\ncheckpoint saved\n$/);
   });
 
-  it('draws a bar on a terminal and prints log() messages above it; quiet shows nothing', () => {
+  it('draws a bar on a terminal and prints log() messages above it; quiet shows nothing', async () => {
     const tty = capture(true);
     const logger = new MetricsLogger(path.join(dir, 'tty.jsonl'), { stream: tty });
     logger.start(100);
@@ -607,7 +604,7 @@ describe('MetricsLogger', () => {
     assert.equal(silent.text, '');
   });
 
-  it('rejects bad records with the field named', () => {
+  it('rejects bad records with the field named', async () => {
     const logger = new MetricsLogger(path.join(dir, 'bad.jsonl'), { quiet: true });
     assert.throws(() => logger.write({ step: 1.5, loss: 1, lr: 1 }), /'step'/);
     assert.throws(() => logger.write({ step: 1, loss: '1' as unknown as number, lr: 1 }), /'loss'/);

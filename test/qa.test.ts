@@ -8,7 +8,7 @@ import { parseFinetuneQaConfig, runFinetuneQa } from '../pipelines/finetune-qa.j
 import { tf } from '../src/backend/tf.js';
 import { COLOR_NAMES } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { argmaxAccuracy, argmaxAccuracyAsync, mcLogits, mcLoss } from '../src/qa/qaModel.js';
+import { argmaxAccuracy, mcLogits, mcLoss } from '../src/qa/qaModel.js';
 import { generateSynthQa, QA_ANSWER_VOCAB, readQaJsonl, writeQaJsonl } from '../src/qa/synthQa.js';
 import { makeSmallRun } from './helpers/smallRun.js';
 
@@ -22,7 +22,7 @@ describe('synthetic QA set', () => {
     entry('c', ['color:blue']),
   ];
 
-  it('one open item per known concept, MC for colour/direction/shape with four distinct candidates of the type', () => {
+  it('one open item per known concept, MC for colour/direction/shape with four distinct candidates of the type', async () => {
     const { mc, open } = generateSynthQa(entries, { seed: 4 });
     assert.equal(open.length, 4 + 4 + 1);
     assert.equal(mc.length, 3 + 3 + 1);
@@ -55,7 +55,7 @@ describe('synthetic QA set', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('mcLogits and mcLoss by hand', () => {
+  it('mcLogits and mcLoss by hand', async () => {
     tf.tidy(() => {
       // video (1,0); candidates (2,0) → cos 1, (0,3) → cos 0, scale 10.
       const l = mcLogits(tf.tensor2d([[1, 0]]), tf.tensor2d([[2, 0], [0, 3]]), 2, 10);
@@ -69,14 +69,14 @@ describe('synthetic QA set', () => {
 });
 
 describe('argmaxAccuracy', () => {
-  it('by hand (ties go to the lowest index); the async read gives the same fraction and leaves no tensor', async () => {
+  it('by hand (ties go to the lowest index), read asynchronously, leaving no tensor', async () => {
     // Row predictions: 1, 0 (tie 2 = 2 → index 0), 2, 1.
     const logits = tf.tensor2d([[0, 3, 1], [2, 2, 1], [-1, -2, 0], [0.5, 0.7, 0.6]]);
     const correct = [1, 1, 2, 0];
-    assert.equal(argmaxAccuracy(logits, correct), 2 / 4);
+    assert.equal(await argmaxAccuracy(logits, correct), 2 / 4);
     const before = tf.memory().numTensors;
-    for (let k = 0; k < 3; k++) assert.equal(await argmaxAccuracyAsync(logits, correct), 2 / 4);
-    assert.equal(await argmaxAccuracyAsync(logits, [1, 0, 2, 1]), 1);
+    for (let k = 0; k < 3; k++) assert.equal(await argmaxAccuracy(logits, correct), 2 / 4);
+    assert.equal(await argmaxAccuracy(logits, [1, 0, 2, 1]), 1);
     assert.equal(tf.memory().numTensors, before);
     logits.dispose();
   });

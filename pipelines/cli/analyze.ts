@@ -17,9 +17,9 @@ import { tf } from '../../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../../src/backend/init.js';
 import { loadFaceCheckpoint } from '../../src/face/checkpoint.js';
 import { ImageFolderDataset, isFolder, toFloatImage } from '../../src/face/imageFolder.js';
-import { fitLogisticProbe, perturbationByGroupAsync } from '../../src/face/perturbation.js';
+import { fitLogisticProbe, perturbationByGroup } from '../../src/face/perturbation.js';
 import { flipRateGap, gaussianMechanismSigma, type GaussianMechanism } from '../../src/margin/fairness.js';
-import { embedFloatImagesAsync } from '../../src/face/verify.js';
+import { embedFloatImages } from '../../src/face/verify.js';
 
 interface IdentityTask { label: number; group: string }
 
@@ -107,12 +107,12 @@ export function register(program: Command): void {
         if (keep.length < 2) throw new Error(`${images}: fewer than 2 images of identities named in the task`);
         const per = ck.model.imageSize ** 2 * 3;
         const floats = keep.map((i) => toFloatImage(ds, i, new Float32Array(per)));
-        const X = await embedFloatImagesAsync(ck.params, ck.model, floats);
+        const X = await embedFloatImages(ck.params, ck.model, floats);
         const d = ck.model.embedDim;
         const y = keep.map((i) => task.get(ds.classes[ds.labels[i]])!.label);
         const groups = keep.map((i) => task.get(ds.classes[ds.labels[i]])!.group);
         const w = fitLogisticProbe(X, keep.length, d, y);
-        const r = await perturbationByGroupAsync(w, X, keep.length, d, y, groups, sigma);
+        const r = await perturbationByGroup(w, X, keep.length, d, y, groups, sigma);
         const out = o.out ?? path.join(ck.dir, `perturbation-sigma${sigma}.json`);
         await mkdir(path.dirname(out), { recursive: true });
         await writeFile(out, JSON.stringify({

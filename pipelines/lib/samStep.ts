@@ -5,8 +5,8 @@
 import { tf } from '../../src/backend/tf.js';
 import { samContrastiveLoss } from '../../src/margin/sam.js';
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../../src/meta/dualEncoderModel.js';
-import { l2rwStepAsync } from '../../src/meta/l2rw.js';
-import { isMetaStep, mwnStepAsync } from '../../src/meta/metaStep.js';
+import { l2rwStep } from '../../src/meta/l2rw.js';
+import { isMetaStep, mwnStep } from '../../src/meta/metaStep.js';
 import type { WeightNet } from '../../src/meta/weightNet.js';
 import { needsSimilarities, weightingInputs } from '../../src/meta/weightingInputs.js';
 import type { DualEncoderConfig } from '../../src/nn/configs.js';
@@ -123,8 +123,8 @@ export async function samStep(a: SamStepArgs): Promise<SamStepResult> {
     let others: Float32Array | undefined;
     try {
       r = net
-        ? await mwnStepAsync({ ...common, metaBatch: meta, weightNet: net, normalize: 'sum', step: a.step, metaEvery: a.weighting.metaEvery, sampleInputs })
-        : await l2rwStepAsync({ ...common, metaBatch: meta! });
+        ? await mwnStep({ ...common, metaBatch: meta, weightNet: net, normalize: 'sum', step: a.step, metaEvery: a.weighting.metaEvery, sampleInputs })
+        : await l2rwStep({ ...common, metaBatch: meta! });
       if (sampleInputs) others = Float32Array.from(await sampleInputs.data());
     } finally {
       sampleInputs?.dispose();

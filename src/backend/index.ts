@@ -2,6 +2,5 @@ export { tf } from './tf.js';
 export * from './init.js';
 export { registerWasmKernels } from './wasmKernels.js';
 export * as ops from './safeOps.js';
-export { canReadSync, assertCanReadSync } from './readback.js';
 export { assertNoWebGPUErrors, checkBindingSizes, installWebGPUGuards, webgpuCounters } from './webgpuGuard.js';
 export { NATIVE_PACKAGE, nativePackageDir, readSetupStamp, builtAddons, type NativeSetupStamp } from './native.js';

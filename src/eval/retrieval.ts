@@ -9,15 +9,14 @@
  * 1 + the number of competing items scoring ≥ it. Recalls are percentages.
  */
 import { tf } from '../backend/tf.js';
-import { canReadSync } from '../backend/readback.js';
 
 /** A row-major matrix: `data[i * cols + j]`. */
 export interface DenseMatrix { data: Float32Array | Float64Array; rows: number; cols: number }
 /**
- * A similarity matrix as nested arrays, a {@link DenseMatrix}, or a 2-D tensor (read with dataSync, not disposed; on
- * webgpu in Node, where a kernel's output cannot be read synchronously, pass a DenseMatrix read with `await t.data()`).
+ * A similarity matrix as nested arrays or a {@link DenseMatrix}; a tensor is read by its
+ * caller, once and asynchronously: `{ data: await t.data(), rows, cols }`.
  */
-export type SimMatrix = number[][] | DenseMatrix | tf.Tensor;
+export type SimMatrix = number[][] | DenseMatrix;
 /** Recalls in percent; MdR/MnR are the median/mean 1-based rank (median of an even count averages the middle two). */
 export interface RetrievalMetrics { R1: number; R5: number; R10: number; R50: number; MdR: number; MnR: number }
 export interface RetrievalOptions {
@@ -28,25 +27,11 @@ export interface BothDirections { t2v: RetrievalMetrics; v2t: RetrievalMetrics }
 
 interface Dense { data: ArrayLike<number>; rows: number; cols: number }
 
-function isTensor(x: unknown): x is tf.Tensor {
-  return x instanceof tf.Tensor;
-}
-
 /** Reads any accepted matrix form into row-major numbers, rejecting ragged rows and NaN. */
 function toDense(sim: SimMatrix, name: string): Dense {
   let out: Dense;
-  if (isTensor(sim)) {
-    if (sim.rank !== 2) throw new Error(`${name}: expected a 2-D tensor, got shape [${sim.shape.join(', ')}]`);
-    const [rows, cols] = sim.shape as number[];
-    let data: ArrayLike<number>;
-    try {
-      data = sim.dataSync() as ArrayLike<number>;
-    } catch (e) {
-      // Host-made tensors stay readable on webgpu in Node; only kernel outputs fail, with the backend's opaque OffscreenCanvas error.
-      if (canReadSync()) throw e;
-      throw new Error(`${name}: the ${tf.getBackend()} backend cannot read this tensor synchronously here (no OffscreenCanvas); pass { data: await t.data(), rows, cols } instead`);
-    }
-    out = { data, rows, cols };
+  if (sim instanceof tf.Tensor) {
+    throw new Error(`${name}: a tensor is read by the caller, once and asynchronously: pass { data: await t.data(), rows, cols }`);
   } else if (Array.isArray(sim)) {
     const rows = sim.length;
     const cols = rows > 0 && Array.isArray(sim[0]) ? sim[0].length : 0;
@@ -73,7 +58,7 @@ function toDense(sim: SimMatrix, name: string): Dense {
     if (data.length !== rows * cols) throw new Error(`${name}.data: length ${data.length} ≠ rows × cols = ${rows * cols}`);
     out = { data, rows, cols };
   } else {
-    throw new Error(`${name}: expected number[][], { data, rows, cols } or a 2-D tensor`);
+    throw new Error(`${name}: expected number[][] or { data, rows, cols }`);
   }
   if (out.rows === 0 || out.cols === 0) throw new Error(`${name}: empty matrix (${out.rows} × ${out.cols})`);
   for (let k = 0; k < out.data.length; k++) {
@@ -86,7 +71,6 @@ function toDense(sim: SimMatrix, name: string): Dense {
 
 /** Returns a re-scored matrix in the same form the caller passed in. */
 function likeInput(input: SimMatrix, data: Float64Array, rows: number, cols: number): SimMatrix {
-  if (isTensor(input)) return tf.tensor2d(Float32Array.from(data), [rows, cols], 'float32');
   if (Array.isArray(input)) {
     const out: number[][] = [];
     for (let i = 0; i < rows; i++) out.push(Array.from(data.subarray(i * cols, (i + 1) * cols)));
@@ -243,7 +227,7 @@ export interface DualSoftmaxOptions {
  *   out[i][j] = sim[i][j] · exp(T·sim[i][j]) / Σ_{i'} exp(T·sim[i'][j]),
  * i.e. each score times the prior that video j picks text i among all texts; axis 1 sums
  * over j' instead. Computed with the column (row) maximum subtracted. Returns the same form
- * as `sim` (a new tensor for a tensor). Needs the whole matrix, so it is for the dense path.
+ * as `sim`. Needs the whole matrix, so it is for the dense path.
  * @example dualSoftmax([[2, 3], [0, 3]], { temperature: Math.LN2 }) // [[2·4/5, 3/2], [0, 3/2]]
  */
 export function dualSoftmax(sim: SimMatrix, opts: DualSoftmaxOptions = {}): SimMatrix {

@@ -5,8 +5,7 @@
  * angular margin α = y⟨w, x⟩/‖x‖ flips with probability Φ(−|α|/σ). Reported per group.
  */
 import { tf } from '../backend/tf.js';
-import { assertCanReadSync } from '../backend/readback.js';
-import { angularMargins, flipProbability, flipProbabilityAsync } from '../margin/fairness.js';
+import { angularMargins, flipProbability } from '../margin/fairness.js';
 
 /**
  * Full-batch gradient descent on the mean logistic loss log(1 + e^(−y⟨w, x̂⟩)) + ½λ‖w‖²
@@ -64,38 +63,20 @@ export interface GroupPerturbation {
 export interface GroupPerturbationResult { margins: Float32Array; flip: Float32Array; groups: GroupPerturbation[] }
 
 /**
- * Angular margins and expected flip rates per group. `perturbationByGroupAsync` is the same
- * with asynchronous reads.
+ * Angular margins and expected flip rates per group; `y` holds −1 or +1 per example.
  *
- * @example perturbationByGroup(w, X, n, d, y, groups, 0.1).groups // [{ group: 'tail', expectedFlipRate: … }, …]
+ * @example (await perturbationByGroup(w, X, n, d, y, groups, 0.1)).groups // [{ group: 'tail', expectedFlipRate: … }, …]
  */
-export function perturbationByGroup(
-  w: ArrayLike<number>, X: ArrayLike<number>, n: number, d: number, y: ArrayLike<number>, groups: readonly string[], sigma: number,
-): GroupPerturbationResult {
-  assertCanReadSync('perturbationByGroup', 'perturbationByGroupAsync');
-  checkGroups('perturbationByGroup', groups, n);
-  const [margins, flip] = tf.tidy(() => {
-    const a = marginsOf(w, X, n, d, y);
-    return [a.dataSync() as Float32Array, flipProbability(a, sigma).dataSync() as Float32Array];
-  });
-  return { margins, flip, groups: byGroup(margins, flip, groups) };
-}
-
-/**
- * `perturbationByGroup` reading the margins asynchronously (webgpu in Node); the same numbers, bit for bit.
- *
- * @example (await perturbationByGroupAsync(w, X, n, d, y, groups, 0.1)).groups
- */
-export async function perturbationByGroupAsync(
+export async function perturbationByGroup(
   w: ArrayLike<number>, X: ArrayLike<number>, n: number, d: number, y: ArrayLike<number>, groups: readonly string[], sigma: number,
 ): Promise<GroupPerturbationResult> {
-  checkGroups('perturbationByGroupAsync', groups, n);
+  checkGroups('perturbationByGroup', groups, n, y);
   const a = tf.tidy(() => marginsOf(w, X, n, d, y));
   let margins: Float32Array;
   let flip: Float32Array;
   try {
     margins = (await a.data()) as Float32Array;
-    const f = await flipProbabilityAsync(a, sigma);
+    const f = await flipProbability(a, sigma);
     try {
       flip = (await f.data()) as Float32Array;
     } finally {
@@ -107,8 +88,10 @@ export async function perturbationByGroupAsync(
   return { margins, flip, groups: byGroup(margins, flip, groups) };
 }
 
-function checkGroups(fn: string, groups: readonly string[], n: number): void {
+function checkGroups(fn: string, groups: readonly string[], n: number, y: ArrayLike<number>): void {
   if (groups.length !== n) throw new Error(`${fn}: 'groups' has ${groups.length} entries, expected ${n}`);
+  if (y.length !== n) throw new Error(`${fn}: 'y' has ${y.length} entries, expected ${n}`);
+  for (let i = 0; i < n; i++) if (y[i] !== 1 && y[i] !== -1) throw new Error(`${fn}: 'y'[${i}] = ${y[i]}; labels must be −1 or +1`);
 }
 
 function marginsOf(w: ArrayLike<number>, X: ArrayLike<number>, n: number, d: number, y: ArrayLike<number>): tf.Tensor {

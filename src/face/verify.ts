@@ -6,7 +6,6 @@
 import sharp from 'sharp';
 import pLimit from 'p-limit';
 import { tf } from '../backend/tf.js';
-import { assertCanReadSync } from '../backend/readback.js';
 import { verificationMetrics, type VerificationMetrics } from '../eval/verification.js';
 import type { Params } from '../nn/params.js';
 import { embedImages, type BackboneConfig } from './backbone.js';
@@ -30,31 +29,13 @@ function mirror(img: Float32Array, S: number): Float32Array {
 }
 
 /**
- * Unit-norm embeddings [N·d] of float images (each size²·3); with `flip`, each is the
- * normalised sum of the image's and its mirror's embeddings. `embedFloatImagesAsync` is the
- * same with asynchronous reads.
+ * Unit-norm embeddings [N·d] of float images (each size²·3), each batch read asynchronously;
+ * with `flip`, each is the normalised sum of the image's and its mirror's embeddings.
  *
- * @example const emb = embedFloatImages(params, cfg, images, { flip: true });
+ * @example const emb = await embedFloatImages(params, cfg, images, { flip: true });
  */
-export function embedFloatImages(params: Params, cfg: BackboneConfig, images: Float32Array[], opts: { flip?: boolean; batchSize?: number } = {}): Float32Array {
-  assertCanReadSync('embedFloatImages', 'embedFloatImagesAsync');
+export async function embedFloatImages(params: Params, cfg: BackboneConfig, images: Float32Array[], opts: { flip?: boolean; batchSize?: number } = {}): Promise<Float32Array> {
   const bs = batchSizeOf(opts.batchSize, 'embedFloatImages');
-  const out = new Float32Array(images.length * cfg.embedDim);
-  for (let s = 0; s < images.length; s += bs) {
-    const e = embedChunk(params, cfg, images.slice(s, s + bs), opts.flip);
-    out.set(e.dataSync(), s * cfg.embedDim);
-    e.dispose();
-  }
-  return out;
-}
-
-/**
- * `embedFloatImages` reading each batch asynchronously (webgpu in Node); the same embeddings, bit for bit.
- *
- * @example const emb = await embedFloatImagesAsync(params, cfg, images, { flip: true });
- */
-export async function embedFloatImagesAsync(params: Params, cfg: BackboneConfig, images: Float32Array[], opts: { flip?: boolean; batchSize?: number } = {}): Promise<Float32Array> {
-  const bs = batchSizeOf(opts.batchSize, 'embedFloatImagesAsync');
   const out = new Float32Array(images.length * cfg.embedDim);
   for (let s = 0; s < images.length; s += bs) {
     const e = embedChunk(params, cfg, images.slice(s, s + bs), opts.flip);
@@ -114,7 +95,7 @@ export async function verifyPairs(
   const index = new Map(keys.map((k, i) => [k, i]));
   const limit = pLimit(4);
   const images = await Promise.all(keys.map((k) => limit(() => readImageFloats(p.paths.get(k)!, cfg.imageSize))));
-  const emb = await embedFloatImagesAsync(params, cfg, images, { flip: opts.flip });
+  const emb = await embedFloatImages(params, cfg, images, { flip: opts.flip });
   const d = cfg.embedDim;
   const scores = new Float64Array(p.pairs.length);
   const labels = new Uint8Array(p.pairs.length);

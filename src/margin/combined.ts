@@ -5,7 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import {
-  applyMargin, checkCosineAndLabels, checkFinite, checkNumber, checkRowScale, checkVector, indicator, type MarginSpec, type RowScale,
+  applyMargin, checkCosineAndLabels, checkNumber, checkRowScale, checkVector, indicator, type MarginSpec, type RowScale,
 } from './core.js';
 
 type T = tf.Tensor;
@@ -76,7 +76,6 @@ export function marginLogits(cosine: T, labels: T, opts: MarginLogitsOptions): T
   checkNumber(m3, fn, 'm3');
   if (opts.perClassM2 !== undefined) {
     checkVector(opts.perClassM2, fn, 'perClassM2', cosine.shape[1]);
-    checkFinite(opts.perClassM2, fn, 'perClassM2');
   }
   return tf.tidy(() => {
     const rowM2 = opts.perClassM2 ? tf.gather(opts.perClassM2, labels) : m2;

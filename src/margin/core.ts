@@ -20,7 +20,6 @@
  */
 import { tf } from '../backend/tf.js';
 import { acos, exp } from '../backend/safeOps.js';
-import { canReadSync } from '../backend/readback.js';
 
 type T = tf.Tensor;
 
@@ -58,48 +57,56 @@ export function checkVector(x: unknown, fn: string, arg: string, n: number): ass
 }
 
 /**
- * Every entry finite. One reduction and one read: x·0 is NaN exactly where x is ±∞ or NaN,
- * and a NaN anywhere makes the sum NaN. The offending index is looked up only on failure.
- * Skipped where the backend cannot read synchronously (webgpu in Node, see
- * backend/readback): a non-finite input then gives a non-finite loss, which the trainer's
- * asynchronous NonFiniteGuard catches.
+ * int32 labels [n]: shape and dtype. Their values are the caller's to check, once, with
+ * {@link assertLabels} (ops never read back).
  */
-export function checkFinite(x: T, fn: string, arg: string): void {
-  if (!canReadSync()) return;
-  const bad = tf.tidy(() => !Number.isFinite(tf.sum(tf.mul(x, 0)).dataSync()[0]));
-  if (!bad) return;
-  const v = x.dataSync();
-  let i = 0;
-  while (i < v.length && Number.isFinite(v[i])) i++;
-  const cols = x.rank === 2 ? x.shape[1] as number : 0;
-  const where = cols ? `[${Math.floor(i / cols)}, ${i % cols}]` : `[${i}]`;
-  throw new Error(`${fn}: '${arg}' must be finite, found ${v[i]} at ${where}`);
-}
-
-/** int32 labels [n] with every value in [0, numClasses). */
-export function checkLabels(labels: unknown, fn: string, n: number, numClasses: number, arg = 'labels'): asserts labels is tf.Tensor1D {
+export function checkLabels(labels: unknown, fn: string, n: number, arg = 'labels'): asserts labels is tf.Tensor1D {
   checkTensor(labels, fn, arg);
   if (labels.rank !== 1 || labels.shape[0] !== n) {
     throw new Error(`${fn}: '${arg}' must have shape [${n}] (one label per row), got [${labels.shape}]`);
   }
   if (labels.dtype !== 'int32') throw new Error(`${fn}: '${arg}' must be int32, got ${labels.dtype}`);
-  // The range check needs a sync read: skipped where there is none (webgpu in Node, see
-  // checkFinite). There, an out-of-range label one-hots to a zero row and gathers are
-  // bounds-checked, so a bad label gives a wrong loss, not a memory fault.
-  if (!canReadSync()) return;
-  const v = labels.dataSync();
+}
+
+/**
+ * The value checks the ops leave to their caller, the same on every backend: every label in
+ * [0, numClasses), read asynchronously. Inside an op an out-of-range label one-hots to a zero
+ * row (a wrong loss, not a fault), so data from outside should pass here first.
+ *
+ * @example await assertLabels(labels, 10, 'train', 'labels');
+ */
+export async function assertLabels(labels: T, numClasses: number, fn: string, arg = 'labels'): Promise<void> {
+  checkTensor(labels, fn, arg);
+  const v = await labels.data();
   for (let i = 0; i < v.length; i++) {
-    if (v[i] < 0 || v[i] >= numClasses) {
-      throw new Error(`${fn}: '${arg}'[${i}] = ${v[i]} is out of range; labels must be in [0, ${numClasses})`);
+    if (!(v[i] >= 0 && v[i] < numClasses) || !Number.isInteger(v[i])) {
+      throw new Error(`${fn}: '${arg}'[${i}] = ${v[i]} is out of range; labels must be integers in [0, ${numClasses})`);
     }
   }
 }
 
-/** Checks shared by the cosine-input functions: cosine [B,C] finite, labels [B] in range. */
+/**
+ * Every entry finite, read asynchronously: the other value check the ops leave to their
+ * caller (inside an op a non-finite input gives a non-finite loss, which the trainer's
+ * NonFiniteGuard skips on every backend).
+ *
+ * @example await assertFinite(embeddings, 'train', 'embeddings');
+ */
+export async function assertFinite(x: T, fn: string, arg: string): Promise<void> {
+  checkTensor(x, fn, arg);
+  const v = await x.data();
+  let i = 0;
+  while (i < v.length && Number.isFinite(v[i])) i++;
+  if (i === v.length) return;
+  const cols = x.rank === 2 ? x.shape[1] as number : 0;
+  const where = cols ? `[${Math.floor(i / cols)}, ${i % cols}]` : `[${i}]`;
+  throw new Error(`${fn}: '${arg}' must be finite, found ${v[i]} at ${where}`);
+}
+
+/** Checks shared by the cosine-input functions: cosine [B,C] float32, labels int32 [B]. */
 export function checkCosineAndLabels(cosine: unknown, labels: unknown, fn: string): asserts cosine is tf.Tensor2D {
   checkMatrix(cosine, fn, 'cosine');
-  checkFinite(cosine, fn, 'cosine');
-  checkLabels(labels, fn, cosine.shape[0], cosine.shape[1]);
+  checkLabels(labels, fn, cosine.shape[0]);
 }
 
 /** A finite number, optionally within [lo, hi]. */
@@ -311,5 +318,4 @@ export function reduceLoss(perSample: T, weights?: T): T {
 export function checkWeights(weights: unknown, fn: string, n: number, arg = 'weights'): void {
   if (weights === undefined) return;
   checkVector(weights, fn, arg, n);
-  checkFinite(weights, fn, arg);
 }

@@ -5,8 +5,7 @@
  * probability Φ(−|α|/σ).
  */
 import { tf } from '../backend/tf.js';
-import { assertCanReadSync, canReadSync } from '../backend/readback.js';
-import { checkFinite, checkMatrix, checkNumber, checkTensor, checkVector, rowNorm } from './core.js';
+import { checkMatrix, checkNumber, checkTensor, checkVector, rowNorm } from './core.js';
 
 type T = tf.Tensor;
 
@@ -19,18 +18,9 @@ type T = tf.Tensor;
 export function angularMargins(w: T, X: T, y: T): T {
   const fn = 'angularMargins';
   checkMatrix(X, fn, 'X');
-  checkFinite(X, fn, 'X');
   checkVector(w, fn, 'w', X.shape[1]);
   checkTensor(y, fn, 'y');
   if (y.rank !== 1 || y.shape[0] !== X.shape[0]) throw new Error(`${fn}: 'y' must have shape [${X.shape[0]}], got [${y.shape}]`);
-  // The label check needs a sync read: skipped where there is none (webgpu in Node), where
-  // a label other than ±1 scales its margin instead of failing.
-  if (canReadSync()) {
-    const yv = y.dataSync();
-    for (let i = 0; i < yv.length; i++) {
-      if (yv[i] !== 1 && yv[i] !== -1) throw new Error(`${fn}: 'y'[${i}] = ${yv[i]}; labels must be −1 or +1`);
-    }
-  }
   return tf.tidy(() => {
     const scores = tf.reshape(tf.matMul(X, tf.reshape(w, [-1, 1])), [-1]);
     return tf.div(tf.mul(tf.cast(y, 'float32'), scores), rowNorm(X));
@@ -56,43 +46,28 @@ function flipOne(alpha: number, sigma: number): number {
 
 /**
  * Probability Φ(−|α|/σ) that Gaussian noise of standard deviation σ on w flips a prediction
- * with angular margin α. Numbers give a number, tensors a float32 tensor of the same shape
- * (computed on the host in float64; `flipProbabilityAsync` reads the tensor asynchronously).
+ * with angular margin α. Numbers give a number; a tensor is read asynchronously and gives a
+ * float32 tensor of the same shape (computed on the host in float64).
  *
  * @example flipProbability(1, 1) // 0.158655…
+ * @example const p = await flipProbability(alphas, 0.1);
  */
 export function flipProbability(alpha: number, sigma: number): number;
-export function flipProbability(alpha: T, sigma: number): T;
-export function flipProbability(alpha: number | T, sigma: number): number | T {
+export function flipProbability(alpha: T, sigma: number): Promise<T>;
+export function flipProbability(alpha: number | T, sigma: number): number | Promise<T> {
   const fn = 'flipProbability';
+  if (typeof alpha !== 'number') return flipTensor(alpha, sigma, fn);
   checkNumber(sigma, fn, 'sigma', Number.MIN_VALUE);
-  if (typeof alpha === 'number') {
-    checkNumber(alpha, fn, 'alpha');
-    return flipOne(alpha, sigma);
-  }
-  checkFlipTensor(alpha, fn);
-  assertCanReadSync(fn, 'flipProbabilityAsync');
-  return flipTensor(alpha.dataSync(), alpha.shape, sigma);
+  checkNumber(alpha, fn, 'alpha');
+  return flipOne(alpha, sigma);
 }
 
-/**
- * `flipProbability` of a tensor, read asynchronously (webgpu in Node); the same values, bit for bit.
- *
- * @example const p = await flipProbabilityAsync(alphas, 0.1);
- */
-export async function flipProbabilityAsync(alpha: T, sigma: number): Promise<T> {
-  const fn = 'flipProbabilityAsync';
+async function flipTensor(alpha: T, sigma: number, fn: string): Promise<T> {
   checkNumber(sigma, fn, 'sigma', Number.MIN_VALUE);
-  checkFlipTensor(alpha, fn);
-  return flipTensor(await alpha.data(), alpha.shape, sigma);
-}
-
-function checkFlipTensor(alpha: unknown, fn: string): asserts alpha is T {
   checkTensor(alpha, fn, 'alpha');
-  checkFinite(alpha, fn, 'alpha');
-}
-
-function flipTensor(v: ArrayLike<number>, shape: number[], sigma: number): T {
+  const v = await alpha.data();
+  const shape = alpha.shape;
+  for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) throw new Error(`${fn}: 'alpha' must be finite, found ${v[i]} at flat index ${i}`);
   return tf.tensor(Float32Array.from(v, (a) => flipOne(a, sigma)), shape, 'float32');
 }
 

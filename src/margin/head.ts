@@ -7,7 +7,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { l2Normalize } from '../backend/safeOps.js';
-import { checkFinite, checkLabels, checkMatrix, checkTensor, checkWeights, reduceLoss } from './core.js';
+import { checkLabels, checkMatrix, checkTensor, checkWeights, reduceLoss } from './core.js';
 import { KappaMemory } from './kappaface.js';
 import { meanCosineTo, nearestOtherClass } from './regularizer.js';
 import type { MarginHeadDefinition } from './heads/define.js';
@@ -43,7 +43,7 @@ export class MarginHead {
   readonly weight: tf.Variable;
   /** The learnable scalar bias of heads that have one (SphereFace2's b). */
   readonly bias?: tf.Variable;
-  /** KappaFace's feature memory: call `kappa.update(ids, emb, labels)` each step and `kappa.endEpoch()` once an epoch. */
+  /** KappaFace's feature memory: call `await kappa.update(ids, emb, labels)` each step and `kappa.endEpoch()` once an epoch. */
   readonly kappa?: KappaMemory;
   /** SphereFace's annealing iteration and SphereFace-R's margin-schedule step; the trainer advances it. */
   step = 0;
@@ -95,9 +95,8 @@ export class MarginHead {
   loss(embeddings: T, labels: T, opts: MarginHeadLossOptions = {}): { loss: T; perSample: T } {
     const fn = `MarginHead(${this.name}).loss`;
     checkMatrix(embeddings, fn, 'embeddings', undefined, this.dim);
-    checkFinite(embeddings, fn, 'embeddings');
     const B = embeddings.shape[0];
-    checkLabels(labels, fn, B, this.numClasses);
+    checkLabels(labels, fn, B);
     checkWeights(opts.sampleWeights, fn, B, 'sampleWeights');
     const W = this.resolveWeight(opts.weight, fn);
     if (opts.bias !== undefined) {
@@ -137,7 +136,6 @@ export class MarginHead {
   logits(embeddings: T, opts: { weight?: T } = {}): T {
     const fn = `MarginHead(${this.name}).logits`;
     checkMatrix(embeddings, fn, 'embeddings', undefined, this.dim);
-    checkFinite(embeddings, fn, 'embeddings');
     const W = this.resolveWeight(opts.weight, fn);
     return tf.tidy(() => this.def.logits({
       settings: this.settings, x: embeddings, W, cosine: () => tf.matMul(l2Normalize(embeddings, 1), l2Normalize(W, 1), false, true),

@@ -14,8 +14,7 @@
  * summed per class over the epoch and start again from zero after it.
  */
 import { tf } from '../backend/tf.js';
-import { assertCanReadSync } from '../backend/readback.js';
-import { checkFinite, checkLabels, checkMatrix, checkNumber, checkTensor } from './core.js';
+import { checkLabels, checkMatrix, checkNumber, checkTensor } from './core.js';
 
 type Values = ArrayLike<number>;
 
@@ -82,35 +81,21 @@ function kappaMarginsFromArrays(sums: ArrayLike<number>, counts: ArrayLike<numbe
 
 /**
  * KappaFace margins [C] (radians) from per-class sums of normalised memory features [C,d]
- * and per-class sample counts [C]. `kappaMarginsAsync` is the same with asynchronous reads.
+ * and per-class sample counts [C], read asynchronously.
  *
  * @example
- * const margins = kappaMargins(classSums, counts); // feed as marginLogits' perClassM2
+ * const margins = await kappaMargins(classSums, counts); // feed as marginLogits' perClassM2
  */
-export function kappaMargins(classSums: tf.Tensor, counts: tf.Tensor, opts: KappaOptions = {}): tf.Tensor1D {
+export async function kappaMargins(classSums: tf.Tensor, counts: tf.Tensor, opts: KappaOptions = {}): Promise<tf.Tensor1D> {
   const fn = 'kappaMargins';
-  const d = checkKappaInputs(classSums, counts, fn);
-  assertCanReadSync(fn, 'kappaMarginsAsync');
-  const n = counts.dataSync();
-  return tf.tensor1d(marginsFromValues(classSums.dataSync(), n, d, opts, fn));
-}
-
-/**
- * `kappaMargins` reading its inputs asynchronously (webgpu in Node); the same margins, bit for bit.
- *
- * @example const margins = await kappaMarginsAsync(classSums, counts);
- */
-export async function kappaMarginsAsync(classSums: tf.Tensor, counts: tf.Tensor, opts: KappaOptions = {}): Promise<tf.Tensor1D> {
-  const fn = 'kappaMarginsAsync';
   const d = checkKappaInputs(classSums, counts, fn);
   const [sums, n] = await Promise.all([classSums.data(), counts.data()]);
   return tf.tensor1d(marginsFromValues(sums, n, d, opts, fn));
 }
 
-/** Shapes (and finiteness where it can be read); returns d. */
+/** Shapes; returns d. */
 function checkKappaInputs(classSums: tf.Tensor, counts: tf.Tensor, fn: string): number {
   checkMatrix(classSums, fn, 'classSums');
-  checkFinite(classSums, fn, 'classSums');
   checkTensor(counts, fn, 'counts');
   const [C, d] = classSums.shape;
   if (counts.rank !== 1 || counts.shape[0] !== C) throw new Error(`${fn}: 'counts' must have shape [${C}] (one per class), got [${counts.shape}]`);
@@ -118,6 +103,9 @@ function checkKappaInputs(classSums: tf.Tensor, counts: tf.Tensor, fn: string): 
 }
 
 function marginsFromValues(sums: Values, n: Values, d: number, opts: KappaOptions, fn: string): Float32Array {
+  for (let k = 0; k < sums.length; k++) {
+    if (!Number.isFinite(sums[k])) throw new Error(`${fn}: 'classSums' must be finite, found ${sums[k]} at [${Math.floor(k / d)}, ${k % d}]`);
+  }
   for (let c = 0; c < n.length; c++) {
     if (!Number.isInteger(n[c]) || n[c] < 0) throw new Error(`${fn}: 'counts'[${c}] = ${n[c]} must be a non-negative integer`);
   }
@@ -166,9 +154,9 @@ export function momentumEncoderUpdate(encoder: Record<string, tf.Variable>, para
  *
  * @example
  * const mem = new KappaMemory({ numSamples: N, dim: 512, numClasses: C });
- * mem.update(sampleIds, embeddings, labels);   // every step (await mem.updateAsync(…) on webgpu in Node)
- * const m = mem.margins();                      // m0 everywhere in the first epoch
- * mem.endEpoch();                               // margins for the next epoch
+ * await mem.update(sampleIds, embeddings, labels); // every step
+ * const m = mem.margins();                        // m0 everywhere in the first epoch
+ * mem.endEpoch();                                 // margins for the next epoch
  */
 export class KappaMemory {
   readonly numSamples: number;
@@ -209,23 +197,13 @@ export class KappaMemory {
   /**
    * z̄ᵢ ← normalize(α·z̄ᵢ + (1−α)·zᵢ) for each row, and the class sums follow; with the
    * momentum-encoder source, normalize(zᵢ) of the encoder's features is added to its class's
-   * sum for the epoch. `updateAsync` is the same with asynchronous reads.
-   */
-  update(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor): void {
-    const fn = 'KappaMemory.update';
-    const B = this.checkUpdate(sampleIds, features, labels, fn);
-    assertCanReadSync(fn, 'updateAsync');
-    this.apply(sampleIds.dataSync(), labels.dataSync(), features.dataSync(), B, fn);
-  }
-
-  /**
-   * `update` reading the ids, labels and features asynchronously (webgpu in Node); the memory
-   * and margins end up the same, bit for bit.
+   * sum for the epoch. Reads the ids, labels and features once, asynchronously, and checks
+   * their values before anything changes.
    *
-   * @example await mem.updateAsync(sampleIds, embeddings, labels);
+   * @example await mem.update(sampleIds, embeddings, labels);
    */
-  async updateAsync(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor): Promise<void> {
-    const fn = 'KappaMemory.updateAsync';
+  async update(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor): Promise<void> {
+    const fn = 'KappaMemory.update';
     const B = this.checkUpdate(sampleIds, features, labels, fn);
     const [ids, ys, z] = await Promise.all([sampleIds.data(), labels.data(), features.data()]);
     this.apply(ids, ys, z, B, fn);
@@ -233,17 +211,15 @@ export class KappaMemory {
 
   private checkUpdate(sampleIds: tf.Tensor, features: tf.Tensor, labels: tf.Tensor, fn: string): number {
     checkMatrix(features, fn, 'features', undefined, this.dim);
-    checkFinite(features, fn, 'features');
     const B = features.shape[0];
-    checkLabels(labels, fn, B, this.numClasses);
-    checkLabels(sampleIds, fn, B, this.numSamples, 'sampleIds');
+    checkLabels(labels, fn, B);
+    checkLabels(sampleIds, fn, B, 'sampleIds');
     return B;
   }
 
   private apply(ids: Values, ys: Values, z: Values, B: number, fn: string): void {
-    // The tensor checks skip their value checks where sync reads fail (webgpu in Node), so
-    // the values read are checked again (B·d numbers, cheap) before anything changes: an id
-    // out of range would write past the memory unseen, and a NaN would poison a class sum for good.
+    // Values are checked here, on what was read, before anything changes: an id out of range
+    // would write past the memory unseen, and a NaN would poison a class sum for good.
     for (let i = 0; i < B; i++) {
       if (!(ids[i] >= 0 && ids[i] < this.numSamples)) throw new Error(`${fn}: 'sampleIds'[${i}] = ${ids[i]} is out of range; sample ids must be in [0, ${this.numSamples})`);
       if (!(ys[i] >= 0 && ys[i] < this.numClasses)) throw new Error(`${fn}: 'labels'[${i}] = ${ys[i]} is out of range; labels must be in [0, ${this.numClasses})`);

@@ -5,7 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { l2Normalize } from '../backend/safeOps.js';
-import { checkFinite, checkMatrix, checkTensor, oneHotFloat, piecewiseConstant } from './core.js';
+import { checkMatrix, checkTensor, oneHotFloat, piecewiseConstant } from './core.js';
 
 type T = tf.Tensor;
 
@@ -30,7 +30,6 @@ function nearestOtherRow(wHat: T, blockRows: number): T {
 
 function checkWeightsMatrix(weights: unknown, fn: string): asserts weights is tf.Tensor2D {
   checkMatrix(weights, fn, 'weights');
-  checkFinite(weights, fn, 'weights');
   if (weights.shape[0] < 2) throw new Error(`${fn}: 'weights' needs at least 2 classes, got ${weights.shape[0]}`);
 }
 

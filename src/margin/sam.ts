@@ -8,7 +8,7 @@
 import { tf } from '../backend/tf.js';
 import { exp, l2Normalize } from '../backend/safeOps.js';
 import {
-  applyMargin, applyMaskedMargin, checkFinite, checkMatrix, checkNumber, checkRowScale, checkTensor, checkWeights,
+  applyMargin, applyMaskedMargin, checkMatrix, checkNumber, checkRowScale, checkTensor, checkWeights,
   multiPositiveCrossEntropy, reduceLoss, targetCrossEntropy, type MarginSpec,
 } from './core.js';
 
@@ -60,8 +60,6 @@ export function samContrastiveLoss(video: T, text: T, opts: SamOptions): { loss:
   const fn = 'samContrastiveLoss';
   checkMatrix(video, fn, 'video');
   checkMatrix(text, fn, 'text', video.shape[0], video.shape[1]);
-  checkFinite(video, fn, 'video');
-  checkFinite(text, fn, 'text');
   checkNumber(opts.marginRad, fn, 'marginRad', 0, Math.PI);
   checkRowScale(opts.logitScale, fn, 'logitScale');
   const B = video.shape[0];

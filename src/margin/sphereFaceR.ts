@@ -7,7 +7,7 @@
  */
 import { tf } from '../backend/tf.js';
 import {
-  applyMargin, checkNumber, checkVector, checkFinite, reduceLoss, targetCrossEntropy, checkWeights,
+  applyMargin, checkNumber, checkVector, reduceLoss, targetCrossEntropy, checkWeights,
   type MarginSpec,
 } from './core.js';
 import { checkCosineAndLabels } from './core.js';
@@ -100,7 +100,6 @@ function checkInputs(cosine: unknown, labels: unknown, opts: SphereFaceRLossOpti
   if (settings.norm !== 'hard') {
     if (opts.featureNorm === undefined) throw new Error(`${fn}: 'featureNorm' (‖x‖ per row) is required with featureNormalization '${settings.norm}'`);
     checkVector(opts.featureNorm, fn, 'featureNorm', cosine.shape[0]);
-    checkFinite(opts.featureNorm, fn, 'featureNorm');
   }
   return settings;
 }

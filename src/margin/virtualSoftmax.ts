@@ -5,7 +5,7 @@
  */
 import { tf } from '../backend/tf.js';
 import { exp } from '../backend/safeOps.js';
-import { checkFinite, checkLabels, checkMatrix, checkWeights, oneHotFloat, piecewiseConstant, reduceLoss, rowNorm } from './core.js';
+import { checkLabels, checkMatrix, checkWeights, oneHotFloat, piecewiseConstant, reduceLoss, rowNorm } from './core.js';
 
 type T = tf.Tensor;
 
@@ -21,9 +21,8 @@ type T = tf.Tensor;
 export function virtualSoftmaxLoss(embeddings: T, weights: T, labels: T, opts: { sampleWeights?: T } = {}): { loss: T; perSample: T } {
   const fn = 'virtualSoftmaxLoss';
   checkMatrix(embeddings, fn, 'embeddings');
-  checkFinite(embeddings, fn, 'embeddings');
   checkMatrix(weights, fn, 'weights', undefined, embeddings.shape[1]);
-  checkLabels(labels, fn, embeddings.shape[0], weights.shape[0]);
+  checkLabels(labels, fn, embeddings.shape[0]);
   checkWeights(opts.sampleWeights, fn, embeddings.shape[0], 'sampleWeights');
   return tf.tidy(() => {
     const perSample = virtualSoftmaxPerSample(embeddings, weights, labels);

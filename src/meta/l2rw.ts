@@ -9,9 +9,8 @@
  * The machinery (virtual step, scopes) is that of metaStep.ts.
  */
 import { tf } from '../backend/tf.js';
-import { assertCanReadSync } from '../backend/readback.js';
 import {
-  checkStepArgs, detachedFeatures, readStepAsync, virtualMetaLoss, weightedGrads, weightedGradsOnDevice,
+  checkStepArgs, detachedFeatures, readStep, virtualMetaLoss, weightedGradsOnDevice,
   type MetaModel, type MetaScope, type VirtualContext, type WeightedStepResult,
 } from './metaStep.js';
 
@@ -36,12 +35,12 @@ type DeviceScores = { scores: tf.Tensor; metaLoss: tf.Tensor };
 type Scores = { scores: Float32Array; metaLoss: number };
 
 /** sᵢ and L_meta as tensors, unread (the caller reads and disposes them). */
-function scoresOnDevice<B>(ctx: VirtualContext<B>, recordedTrainLosses?: tf.Tensor): DeviceScores {
+function scoresOnDevice<B>(ctx: VirtualContext<B>): DeviceScores {
   const n = ctx.model.batchSize(ctx.trainBatch);
   if (!Number.isInteger(n) || n < 1) throw new Error(`l2rw: model.batchSize(trainBatch) must be a positive integer, got ${n}`);
   const eps = tf.zeros([n]);
   try {
-    const { value, grad } = tf.valueAndGrad((e: tf.Tensor) => virtualMetaLoss(ctx, () => e, recordedTrainLosses))(eps);
+    const { value, grad } = tf.valueAndGrad((e: tf.Tensor) => virtualMetaLoss(ctx, () => e))(eps);
     const scores = tf.neg(grad);
     grad.dispose();
     return { scores, metaLoss: value };
@@ -50,15 +49,7 @@ function scoresOnDevice<B>(ctx: VirtualContext<B>, recordedTrainLosses?: tf.Tens
   }
 }
 
-function readScores(t: DeviceScores): Scores {
-  try {
-    return { scores: Float32Array.from(t.scores.dataSync()), metaLoss: t.metaLoss.dataSync()[0] };
-  } finally {
-    tf.dispose([t.scores, t.metaLoss]);
-  }
-}
-
-async function readScoresAsync(t: DeviceScores): Promise<Scores> {
+async function readScores(t: DeviceScores): Promise<Scores> {
   try {
     const [scores, metaLoss] = await Promise.all([t.scores.data(), t.metaLoss.data()]);
     return { scores: Float32Array.from(scores), metaLoss: metaLoss[0] };
@@ -113,71 +104,28 @@ function standaloneScores<B>(ctx: VirtualContext<B>, scope: MetaScope | undefine
 }
 
 /**
- * The L2RW scores sᵢ = −∂L_meta/∂εᵢ at ε = 0 and L_meta(θ), changing nothing. Reads
- * synchronously; on webgpu in Node use `l2rwScoresAsync` (same numbers).
+ * The L2RW scores sᵢ = −∂L_meta/∂εᵢ at ε = 0 and L_meta(θ), changing nothing.
  *
- * @example const { scores } = l2rwScores({ model, params, trainBatch, metaBatch, alpha: 1 });
+ * @example const { scores } = await l2rwScores({ model, params, trainBatch, metaBatch, alpha: 1 });
  */
-export function l2rwScores<B>(opts: L2rwOptions<B>): Scores {
-  assertCanReadSync('l2rwScores', 'l2rwScoresAsync');
+export async function l2rwScores<B>(opts: L2rwOptions<B>): Promise<Scores> {
   return readScores(standaloneScores(contextOf(opts, 'l2rwScores'), opts.metaScope));
 }
 
 /**
- * `l2rwScores` with asynchronous reads (webgpu in Node).
- *
- * @example const { scores } = await l2rwScoresAsync({ model, params, trainBatch, metaBatch, alpha: 1 });
- */
-export async function l2rwScoresAsync<B>(opts: L2rwOptions<B>): Promise<Scores> {
-  return readScoresAsync(standaloneScores(contextOf(opts, 'l2rwScoresAsync'), opts.metaScope));
-}
-
-/**
  * One L2RW training step: scores on the meta batch, weights, and ∇θ Σ wᵢℓᵢ for the caller's
- * optimizer (the caller disposes `grads`). As in `mwnStep`, the scores are computed inside the
- * actual step's forward for `metaScope: 'heads'` (reusing its train losses; the meta batch goes
- * through the encoders once, detached) and before it, on their own tape, for `all`.
- * Reads synchronously (mid-step, for 'heads'); on webgpu in Node use `l2rwStepAsync`.
+ * optimizer (the caller disposes `grads`). The scores are read before the actual step's
+ * forward, so for `metaScope: 'heads'` they come from detached train features (as in
+ * `l2rwScores`): one more forward of the train batch through the encoders, off the tape.
  *
  * @example
- * const r = l2rwStep({ model, params, trainBatch, metaBatch, alpha: 1e-2, metaScope: 'heads' });
+ * const r = await l2rwStep({ model, params, trainBatch, metaBatch, alpha: 1e-2, metaScope: 'heads' });
  * optimizer.step(r.grads, lr); tf.dispose(Object.values(r.grads));
  */
-export function l2rwStep<B>(opts: L2rwOptions<B>): L2rwStepResult {
-  // The scores are read mid-step (inside the actual step's forward for 'heads').
-  assertCanReadSync('l2rwStep', 'l2rwStepAsync');
+export async function l2rwStep<B>(opts: L2rwOptions<B>): Promise<L2rwStepResult> {
   const ctx = contextOf(opts, 'l2rwStep');
-  const heads = (opts.metaScope ?? 'all') === 'heads';
-  const metaFeatures = heads ? detachedFeatures(ctx.model, ctx.params, ctx.metaBatch) : undefined;
-  try {
-    let found = heads ? null : readScores(scoresOnDevice(ctx));
-    const r = weightedGrads(ctx.model, ctx.params, ctx.trainBatch, (_lossesDetached, recordedLosses) => {
-      found ??= readScores(scoresOnDevice({ ...ctx, metaFeatures }, recordedLosses));
-      return tf.tensor1d(l2rwWeights(found.scores));
-    });
-    // Set before the forward (all) or inside it (heads).
-    const { scores, metaLoss } = found!;
-    return { ...r, metaLoss, scores };
-  } finally {
-    if (metaFeatures) tf.dispose(metaFeatures);
-  }
-}
-
-/**
- * `l2rwStep` with asynchronous reads, so no sync read happens during the step (webgpu in
- * Node). The scores must be read before the actual step's forward, so for `metaScope: 'heads'`
- * they come from detached train features (as in `l2rwScores`) instead of the actual forward's
- * recorded losses: one more forward of the train batch through the encoders, off the tape;
- * the same ops on the same values, so on cpu/wasm the numbers equal `l2rwStep`'s.
- *
- * @example
- * const r = await l2rwStepAsync({ model, params, trainBatch, metaBatch, alpha: 1e-2, metaScope: 'heads' });
- * optimizer.step(r.grads, lr); tf.dispose(Object.values(r.grads));
- */
-export async function l2rwStepAsync<B>(opts: L2rwOptions<B>): Promise<L2rwStepResult> {
-  const ctx = contextOf(opts, 'l2rwStepAsync');
-  const { scores, metaLoss } = await readScoresAsync(standaloneScores(ctx, opts.metaScope));
+  const { scores, metaLoss } = await readScores(standaloneScores(ctx, opts.metaScope));
   const weights = l2rwWeights(scores);
-  const r = await readStepAsync(weightedGradsOnDevice(ctx.model, ctx.params, ctx.trainBatch, () => tf.tensor1d(weights)));
+  const r = await readStep(weightedGradsOnDevice(ctx.model, ctx.params, ctx.trainBatch, () => tf.tensor1d(weights)));
   return { ...r, metaLoss, scores };
 }

@@ -33,7 +33,6 @@
  */
 import { tf } from '../backend/tf.js';
 import { stopGradient } from '../backend/safeOps.js';
-import { assertCanReadSync } from '../backend/readback.js';
 import { WEIGHT_NET_PARAM_NAMES, WeightNet } from './weightNet.js';
 
 /** A flat parameter record: dotted name → tensor (a variable, or θ′ on a tape). */
@@ -178,9 +177,8 @@ export function virtualMetaLoss<B>(
 
 /**
  * A step's results before they are read: the weights, per-sample losses and scalars still as
- * tensors (kept out of every tidy scope), so that the caller can read them synchronously
- * (`readStep`) or asynchronously (`readStepAsync`, for webgpu in Node). Dispose with
- * `disposeStep` when a step fails before they are read.
+ * tensors (kept out of every tidy scope), so that the caller reads them once, asynchronously
+ * (`readStep`). Dispose with `disposeStep` when a step fails before they are read.
  */
 export interface DeviceStepResult {
   weights: tf.Tensor;
@@ -190,23 +188,8 @@ export interface DeviceStepResult {
   metaLoss: tf.Tensor | null;
 }
 
-/** The scalars and vectors of `r` read with `dataSync`, the tensors disposed (grads stay). */
-export function readStep(r: DeviceStepResult): WeightedStepResult {
-  try {
-    return {
-      weights: Float32Array.from(r.weights.dataSync()),
-      losses: Float32Array.from(r.losses.dataSync()),
-      grads: r.grads,
-      loss: r.loss.dataSync()[0],
-      metaLoss: r.metaLoss ? r.metaLoss.dataSync()[0] : null,
-    };
-  } finally {
-    disposeRead(r);
-  }
-}
-
-/** `readStep` with asynchronous reads. */
-export async function readStepAsync(r: DeviceStepResult): Promise<WeightedStepResult> {
+/** The scalars and vectors of `r` read asynchronously, the tensors disposed (grads stay). */
+export async function readStep(r: DeviceStepResult): Promise<WeightedStepResult> {
   try {
     const [weights, losses, loss, metaLoss] = await Promise.all([r.weights.data(), r.losses.data(), r.loss.data(), r.metaLoss?.data()]);
     return {
@@ -233,20 +216,11 @@ export function disposeStep(r: DeviceStepResult): void {
 }
 
 /**
- * ∇θ Σ wᵢℓᵢ(θ) over every entry of `params`, with w = weightsOf(ℓ detached, ℓ as recorded).
- * `weightsOf` runs inside this step's forward, so it may run a meta update that reuses the
- * recorded ℓ (see `virtualMetaLoss`); the weights it returns must not depend on θ.
- * Reads the weights, losses and loss synchronously; `weightedGradsOnDevice` leaves them as
- * tensors.
+ * ∇θ Σ wᵢℓᵢ(θ) over every entry of `params`, with w = weightsOf(ℓ detached, ℓ as recorded),
+ * unread: `metaLoss` is null, the rest kept tensors for `readStep`. `weightsOf` runs inside
+ * this step's forward, so it may run a meta update that reuses the recorded ℓ (see
+ * `virtualMetaLoss`); the weights it returns must not depend on θ.
  */
-export function weightedGrads<B>(
-  model: MetaModel<B>, params: Params, batch: B,
-  weightsOf: (lossesDetached: tf.Tensor, recordedLosses: tf.Tensor) => tf.Tensor,
-): WeightedStepResult {
-  return readStep(weightedGradsOnDevice(model, params, batch, weightsOf));
-}
-
-/** `weightedGrads` without the reads: `metaLoss` is null, the rest kept tensors. */
 export function weightedGradsOnDevice<B>(
   model: MetaModel<B>, params: Params, batch: B,
   weightsOf: (lossesDetached: tf.Tensor, recordedLosses: tf.Tensor) => tf.Tensor,
@@ -357,10 +331,12 @@ function hypergradient<B>(
   return { grads: out, metaLoss: tf.keep(value) };
 }
 
-function readHypergradient(h: { grads: Record<string, tf.Tensor>; metaLoss: tf.Tensor }): { grads: Record<string, tf.Tensor>; metaLoss: number } {
-  const metaLoss = h.metaLoss.dataSync()[0];
-  h.metaLoss.dispose();
-  return { grads: h.grads, metaLoss };
+async function readHypergradient(h: { grads: Record<string, tf.Tensor>; metaLoss: tf.Tensor }): Promise<{ grads: Record<string, tf.Tensor>; metaLoss: number }> {
+  try {
+    return { grads: h.grads, metaLoss: (await h.metaLoss.data())[0] };
+  } finally {
+    h.metaLoss.dispose();
+  }
 }
 
 /**
@@ -368,20 +344,22 @@ function readHypergradient(h: { grads: Record<string, tf.Tensor>; metaLoss: tf.T
  * diagnostics; `mwnStep` uses the same computation).
  *
  * @returns grads keyed like `weightNet.params` (the caller disposes them) and L_meta(θ′)
- * @example const { grads, metaLoss } = metaGradient({ model, params, trainBatch, metaBatch, weightNet, alpha: 0.1 });
+ * @example const { grads, metaLoss } = await metaGradient({ model, params, trainBatch, metaBatch, weightNet, alpha: 0.1 });
  */
-export function metaGradient<B>(opts: MetaGradientOptions<B>): { grads: Record<string, tf.Tensor>; metaLoss: number } {
+export async function metaGradient<B>(opts: MetaGradientOptions<B>): Promise<{ grads: Record<string, tf.Tensor>; metaLoss: number }> {
   const { model, params, trainBatch, metaBatch, weightNet, alpha, normalize = 'sum', metaScope = 'all', sampleInputs } = opts ?? ({} as MetaGradientOptions<B>);
   const names = checkStepArgs('metaGradient', model, params, alpha, metaScope);
   checkNetArgs('metaGradient', weightNet, normalize, sampleInputs);
   if (metaScope === 'all') return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names }, weightNet, normalize, sampleInputs));
   const trainFeatures = detachedFeatures(model, params, trainBatch);
   const metaFeatures = detachedFeatures(model, params, metaBatch);
+  let h: ReturnType<typeof hypergradient>;
   try {
-    return readHypergradient(hypergradient({ model, params, trainBatch, metaBatch, alpha, names, trainFeatures, metaFeatures }, weightNet, normalize, sampleInputs));
+    h = hypergradient({ model, params, trainBatch, metaBatch, alpha, names, trainFeatures, metaFeatures }, weightNet, normalize, sampleInputs);
   } finally {
     tf.dispose([...trainFeatures, ...metaFeatures]);
   }
+  return readHypergradient(h);
 }
 
 export interface MwnStepOptions<B> extends Omit<MetaGradientOptions<B>, 'metaBatch'> {
@@ -397,28 +375,15 @@ export interface MwnStepOptions<B> extends Omit<MetaGradientOptions<B>, 'metaBat
  * One Meta-Weight-Net training step: virtual step, φ update (on meta steps), and the weighted
  * gradients of the actual step. φ is updated in place through `weightNet.step`; θ is not
  * touched — apply `grads` with the model's optimizer (after clipping etc.) and dispose them.
- * Reads its results synchronously; on webgpu in Node use `mwnStepAsync` (same result).
+ * Its weights, losses and scalars are read once, asynchronously, after the step.
  *
  * @example
- * const r = mwnStep({ model, params, trainBatch, metaBatch, weightNet, alpha: 1e-2, normalize: 'sum', metaScope: 'heads' });
+ * const r = await mwnStep({ model, params, trainBatch, metaBatch, weightNet, alpha: 1e-2, normalize: 'sum', metaScope: 'heads' });
  * optimizer.step(r.grads, lr); tf.dispose(Object.values(r.grads));
  */
-export function mwnStep<B>(opts: MwnStepOptions<B>): MwnStepResult {
-  assertCanReadSync('mwnStep', 'mwnStepAsync');
+export async function mwnStep<B>(opts: MwnStepOptions<B>): Promise<MwnStepResult> {
   const { result, metaUpdated } = mwnStepOnDevice(opts, 'mwnStep');
-  return { ...readStep(result), metaUpdated };
-}
-
-/**
- * `mwnStep` with its weights, losses and scalars read asynchronously, so no sync read happens
- * during the step (webgpu in Node cannot make one). Same computation, same numbers.
- *
- * @example
- * const r = await mwnStepAsync({ model, params, trainBatch, metaBatch, weightNet, alpha: 1e-2, metaScope: 'heads' });
- */
-export async function mwnStepAsync<B>(opts: MwnStepOptions<B>): Promise<MwnStepResult> {
-  const { result, metaUpdated } = mwnStepOnDevice(opts, 'mwnStepAsync');
-  return { ...(await readStepAsync(result)), metaUpdated };
+  return { ...(await readStep(result)), metaUpdated };
 }
 
 function mwnStepOnDevice<B>(opts: MwnStepOptions<B>, fn: string): { result: DeviceStepResult; metaUpdated: boolean } {

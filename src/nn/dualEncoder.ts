@@ -19,7 +19,6 @@
  *   text.ln_final.*   text.proj.weight [D_t, E]   logit_scale []
  */
 import { tf } from '../backend/tf.js';
-import { canReadSync } from '../backend/readback.js';
 import type { DualEncoderConfig } from './configs.js';
 import { validateConfig } from './configs.js';
 import { layerNorm, layerNormSpecs, linear, linearSpecs, patchEmbed } from './layers.js';
@@ -141,6 +140,26 @@ function eosPositions(mask: tf.Tensor, length: number): tf.Tensor {
 }
 
 /**
+ * The value check `textFeatures` leaves to its caller, the same on every backend: every token
+ * id in [0, vocabSize), read once, asynchronously. Inside the op an out-of-range id is the
+ * backend's business (an error on cpu/wasm, a clamped read on webgpu), so ids that do not come
+ * from the model's own tokenizer should pass here first.
+ *
+ * @example await assertTokenIds(ids, cfg.text.vocabSize);
+ */
+export async function assertTokenIds(ids: tf.Tensor, vocabSize: number, fn = 'textFeatures', arg = 'ids'): Promise<void> {
+  if (!(ids instanceof tf.Tensor) || ids.dtype !== 'int32') {
+    throw new Error(`${fn}: '${arg}' must be an int32 tensor, got ${ids instanceof tf.Tensor ? ids.dtype : typeof ids}`);
+  }
+  const v = await ids.data();
+  for (let i = 0; i < v.length; i++) {
+    if (v[i] < 0 || v[i] >= vocabSize) {
+      throw new Error(`${fn}: '${arg}' holds ${v[i]} at flat index ${i}, outside the vocabulary [0, ${vocabSize})`);
+    }
+  }
+}
+
+/**
  * Pooled text features before the projection, [B, D_t].
  *
  * @param ids [B, L] int32 token ids, L ≤ contextLength
@@ -156,17 +175,9 @@ export function textFeatures(params: Params, ids: tf.Tensor, mask: tf.Tensor, cf
   if (!(mask instanceof tf.Tensor) || mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== l) {
     throw new Error(`textFeatures: 'mask' must be [${b}, ${l}] like 'ids', got ${mask instanceof tf.Tensor ? `[${mask.shape}]` : typeof mask}`);
   }
-  // Out-of-range ids would read arbitrary memory on some backends rather than fail. Skipped
-  // where sync reads fail (webgpu in Node: the ids lose their CPU copy once uploaded, and a
-  // batch goes through twice in a meta step); WebGPU bounds-checks every buffer access.
-  if (canReadSync()) {
-    const idv = ids.dataSync();
-    for (let i = 0; i < idv.length; i++) {
-      if (idv[i] < 0 || idv[i] >= tc.vocabSize) {
-        throw new Error(`textFeatures: 'ids' holds ${idv[i]} at flat index ${i}, outside the vocabulary [0, ${tc.vocabSize})`);
-      }
-    }
-  }
+  // The ids' values are not read back (an op never reads): they come from the tokenizer the
+  // embedding table was sized for (text.vocabSize = tok.vocabSize); ids from anywhere else are
+  // the caller's to check before the call, with assertTokenIds.
   return tf.tidy(() => {
     const tok = tf.gather(param(params, 'text.token_embed.weight'), ids);
     const x = tf.add(tok, tf.slice(param(params, 'text.pos_embed'), [0, 0], [l, tc.width]));

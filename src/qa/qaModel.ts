@@ -7,7 +7,6 @@
  *   vocabulary ({@link OpenQaHead}).
  */
 import { tf } from '../backend/tf.js';
-import { assertCanReadSync } from '../backend/readback.js';
 import { MarginHead, type MarginHeadConfig } from '../margin/head.js';
 
 function l2Rows(x: tf.Tensor): tf.Tensor {
@@ -42,25 +41,12 @@ export function mcLoss(logits: tf.Tensor2D, correct: Int32Array): tf.Scalar {
 }
 
 /**
- * Fraction of rows whose largest logit is the correct one (ties go to the lowest index).
- * `argmaxAccuracyAsync` is the same with an asynchronous read.
+ * Fraction of rows whose largest logit is the correct one (ties go to the lowest index),
+ * read asynchronously.
  *
- * @example argmaxAccuracy(tf.tensor2d([[1, 3], [2, 0]]), [1, 1]) // 0.5
+ * @example await argmaxAccuracy(tf.tensor2d([[1, 3], [2, 0]]), [1, 1]) // 0.5
  */
-export function argmaxAccuracy(logits: tf.Tensor2D, correct: ArrayLike<number>): number {
-  assertCanReadSync('argmaxAccuracy', 'argmaxAccuracyAsync');
-  const pred = tf.tidy(() => tf.argMax(logits, 1));
-  const p = pred.dataSync();
-  pred.dispose();
-  return hitRate(p, correct);
-}
-
-/**
- * `argmaxAccuracy` reading the predictions asynchronously (webgpu in Node); the same fraction.
- *
- * @example await argmaxAccuracyAsync(logits, labels)
- */
-export async function argmaxAccuracyAsync(logits: tf.Tensor2D, correct: ArrayLike<number>): Promise<number> {
+export async function argmaxAccuracy(logits: tf.Tensor2D, correct: ArrayLike<number>): Promise<number> {
   const pred = tf.tidy(() => tf.argMax(logits, 1));
   try {
     return hitRate(await pred.data(), correct);

@@ -19,7 +19,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../backend/tf.js';
-import { firstNonFinite, fromTensorsAsync, readSafetensors, toTensorMap, writeSafetensors, type SafetensorsFile } from './safetensors.js';
+import { firstNonFinite, fromTensors, readSafetensors, toTensorMap, writeSafetensors, type SafetensorsFile } from './safetensors.js';
 
 /** The resumable position of a run; any extra JSON fields are kept as they are. */
 export interface CheckpointState {
@@ -110,12 +110,12 @@ async function writeFileSynced(file: string, text: string): Promise<string> {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-async function checkTensors(what: string, tensors: Record<string, tf.Tensor>): ReturnType<typeof fromTensorsAsync> {
+async function checkTensors(what: string, tensors: Record<string, tf.Tensor>): ReturnType<typeof fromTensors> {
   if (typeof tensors !== 'object' || tensors === null || Array.isArray(tensors)) {
     throw new Error(`saveCheckpoint: ${what} must be a record of name → tf.Tensor`);
   }
-  // Asynchronous: webgpu in Node cannot read synchronously (backend/readback).
-  const read = await fromTensorsAsync(tensors);
+  // Asynchronous: webgpu in Node cannot read a kernel's output synchronously.
+  const read = await fromTensors(tensors);
   for (const [name, t] of read) {
     if (t.dtype !== 'F32') continue;
     const d = t.data as Float32Array;

@@ -51,29 +51,14 @@ export function globalNorm(grads: NamedGradients): tf.Scalar {
  * Rescales all gradients together so their global L2 norm is at most `maxNorm`
  * (Pascanu et al. 2013). Only when norm > maxNorm are they multiplied by maxNorm/norm;
  * otherwise they come back unchanged (as new handles). A non-finite norm leaves them
- * unscaled: the caller's `NonFiniteGuard` should skip that step. One sync read (the norm);
- * `clipByGlobalNormAsync` is the same with an asynchronous read (needed on webgpu in Node).
+ * unscaled: the caller's `NonFiniteGuard` should skip that step. One asynchronous read (the norm).
  *
  * @example
- * const { grads: clipped, norm } = clipByGlobalNorm(grads, 1.0); // norm: before clipping
+ * const { grads: clipped, norm } = await clipByGlobalNorm(grads, 1.0); // norm: before clipping
  */
-export function clipByGlobalNorm(grads: NamedGradients, maxNorm: number): { grads: NamedGradients; norm: number } {
+export async function clipByGlobalNorm(grads: NamedGradients, maxNorm: number): Promise<{ grads: NamedGradients; norm: number }> {
   checkClipArgs('clipByGlobalNorm', grads, maxNorm);
-  const normT = globalNorm(grads);
-  const norm = normT.dataSync()[0];
-  normT.dispose();
-  return { grads: scaleToNorm(grads, norm, maxNorm), norm };
-}
-
-/**
- * `clipByGlobalNorm` reading the norm asynchronously; same result, bit for bit.
- *
- * @example
- * const { grads: clipped, norm } = await clipByGlobalNormAsync(grads, 1.0);
- */
-export async function clipByGlobalNormAsync(grads: NamedGradients, maxNorm: number): Promise<{ grads: NamedGradients; norm: number }> {
-  checkClipArgs('clipByGlobalNormAsync', grads, maxNorm);
-  const { norm } = await gradNormAsync(grads);
+  const { norm } = await gradNorm(grads);
   return { grads: scaleToNorm(grads, norm, maxNorm), norm };
 }
 
@@ -84,11 +69,11 @@ export async function clipByGlobalNormAsync(grads: NamedGradients, maxNorm: numb
  * either (maxNorm/∞). The norm is `globalNorm`'s, bit for bit.
  *
  * @example
- * const { norm, finite } = await gradNormAsync(grads);
+ * const { norm, finite } = await gradNorm(grads);
  * const toApply = finite && clipNorm > 0 ? clipToNorm(grads, norm, clipNorm) : grads;
  */
-export async function gradNormAsync(grads: NamedGradients): Promise<{ norm: number; finite: boolean }> {
-  checkGrads('gradNormAsync', grads);
+export async function gradNorm(grads: NamedGradients): Promise<{ norm: number; finite: boolean }> {
+  checkGrads('gradNorm', grads);
   if (Object.keys(grads).length === 0) return { norm: 0, finite: true };
   const normT = globalNorm(grads);
   const norm = (await normT.data())[0];
@@ -98,7 +83,7 @@ export async function gradNormAsync(grads: NamedGradients): Promise<{ norm: numb
 
 /**
  * The gradients scaled by maxNorm/norm when norm > maxNorm, else unchanged (new handles):
- * `clipByGlobalNorm` for a norm already read (`gradNormAsync`).
+ * `clipByGlobalNorm` for a norm already read (`gradNorm`).
  *
  * @example const clipped = clipToNorm(grads, 5, 1); // every gradient × 0.2
  */
@@ -121,31 +106,15 @@ function scaleToNorm(grads: NamedGradients, norm: number, maxNorm: number): Name
 }
 
 /**
- * True when every element of every gradient is finite. One sync read: each tensor is
+ * True when every element of every gradient is finite. One asynchronous read: each tensor is
  * reduced to Σ 0·g, which is 0 when all its elements are finite and NaN otherwise
- * (0·±∞ = NaN), and these sums are added before reading. `allFiniteAsync` reads
- * asynchronously (needed on webgpu in Node).
+ * (0·±∞ = NaN), and these sums are added before reading.
  *
  * @example
- * allFinite({ w: tf.tensor1d([1, NaN]) }); // false
+ * await allFinite({ w: tf.tensor1d([1, Infinity]) }); // false
  */
-export function allFinite(grads: NamedGradients): boolean {
+export async function allFinite(grads: NamedGradients): Promise<boolean> {
   checkGrads('allFinite', grads);
-  const probe = finiteProbe(grads);
-  if (!probe) return true;
-  const v = probe.dataSync()[0];
-  probe.dispose();
-  return v === 0;
-}
-
-/**
- * `allFinite` with an asynchronous read.
- *
- * @example
- * await allFiniteAsync({ w: tf.tensor1d([1, Infinity]) }); // false
- */
-export async function allFiniteAsync(grads: NamedGradients): Promise<boolean> {
-  checkGrads('allFiniteAsync', grads);
   const probe = finiteProbe(grads);
   if (!probe) return true;
   const v = (await probe.data())[0];

@@ -559,30 +559,14 @@ export function toTensorMap(source: SafetensorsFile | ReadonlyMap<string, Safete
 /**
  * Reads tf tensors into safetensors form (float32 → F32, int32 → I32, bool → BOOL),
  * e.g. to inspect or transform them before `writeSafetensors`. The tensors are not disposed.
- * Reads synchronously; `fromTensorsAsync` is the same for backends that cannot (webgpu in Node).
  *
  * @example
- * const m = fromTensors({ w: tf.ones([2]) }); // Map { 'w' => { dtype: 'F32', shape: [2], data: Float32Array [1, 1] } }
+ * const m = await fromTensors({ w: tf.ones([2]) }); // Map { 'w' => { dtype: 'F32', shape: [2], data: Float32Array [1, 1] } }
  */
-export function fromTensors(tensors: Record<string, tf.Tensor>): Map<string, SafetensorsTensor> {
+export async function fromTensors(tensors: Record<string, tf.Tensor>): Promise<Map<string, SafetensorsTensor>> {
   const out = new Map<string, SafetensorsTensor>();
   for (const [name, t, dtype] of checkedForRead('fromTensors', tensors)) {
-    // dataSync may return the backend's own buffer (cpu backend); copy so later writes to it cannot alias.
-    out.set(name, { dtype, shape: [...t.shape], data: (t.dataSync() as SafetensorsData).slice() });
-  }
-  return out;
-}
-
-/**
- * `fromTensors` with asynchronous reads.
- *
- * @example
- * const m = await fromTensorsAsync({ w: tf.ones([2]) }); // Map { 'w' => { dtype: 'F32', shape: [2], data: Float32Array [1, 1] } }
- */
-export async function fromTensorsAsync(tensors: Record<string, tf.Tensor>): Promise<Map<string, SafetensorsTensor>> {
-  const out = new Map<string, SafetensorsTensor>();
-  for (const [name, t, dtype] of checkedForRead('fromTensorsAsync', tensors)) {
-    // data() may hand back the backend's own buffer too (cpu backend); copy as above.
+    // data() may hand back the backend's own buffer (cpu backend); copy so later writes to it cannot alias.
     out.set(name, { dtype, shape: [...t.shape], data: ((await t.data()) as SafetensorsData).slice() });
   }
   return out;

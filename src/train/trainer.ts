@@ -13,7 +13,7 @@
 import { tf } from '../backend/tf.js';
 import { assertNoWebGPUErrors } from '../backend/webgpuGuard.js';
 import { configHash, runCheckpointDir, saveRunCheckpoint } from './checkpoint.js';
-import { clampLogitScale, clipToNorm, GradAccumulator, gradNormAsync, NonFiniteGuard } from './gradients.js';
+import { clampLogitScale, clipToNorm, GradAccumulator, gradNorm, NonFiniteGuard } from './gradients.js';
 import type { MetricsLogger } from './logger.js';
 import type { NamedGradients, Optimizer } from './optimizer.js';
 import type { LrSchedule } from './schedule.js';
@@ -205,7 +205,7 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       // One asynchronous read per step for the guard and clipping (webgpu in Node cannot read
       // synchronously, and every read drains the GPU queue): a non-finite value anywhere, or a
       // norm that overflows float32, makes the global norm non-finite.
-      const { norm: gradNorm, finite } = await gradNormAsync(grads);
+      const { norm, finite } = await gradNorm(grads);
       // A GPU validation or memory error leaves zeros, not NaN: stop before they are applied.
       assertNoWebGPUErrors(`training step ${step}`);
       const verdict = guard.check(loss, finite, step);
@@ -213,7 +213,7 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       if (verdict === 'ok') {
         let toApply = grads;
         if (clipNorm > 0) {
-          toApply = clipToNorm(grads, gradNorm, clipNorm);
+          toApply = clipToNorm(grads, norm, clipNorm);
           tf.dispose(Object.values(grads));
         }
         opts.optimizer.step(toApply, lr);
@@ -233,7 +233,7 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
         logitScale: logitScaleValue,
         samplesPerSec: samples / seconds,
         dataWaitMs,
-        gradNorm,
+        gradNorm: norm,
         skipped: verdict === 'skip' ? 1 : 0,
         ...extra,
       });
