@@ -53,18 +53,20 @@ interface Timing { cpuMs: number; wallMs: number }
  * one thread, so CPU time is its compute time, and its minimum is the figure least disturbed
  * by other processes; the ratios use it.
  */
-function timeRoundRobin(cases: Case[], rounds: number, warmup: number): Map<string, Timing> {
-  const run = (c: Case) => tf.tidy(() => {
-    for (const g of tf.grads(c.f)(c.xs)) g.dataSync();
-  });
-  for (const c of cases) for (let i = 0; i < warmup; i++) run(c);
+async function timeRoundRobin(cases: Case[], rounds: number, warmup: number): Promise<Map<string, Timing>> {
+  const run = async (c: Case) => {
+    const grads = tf.tidy(() => tf.grads(c.f)(c.xs));
+    await Promise.all(grads.map((g) => g.data()));
+    tf.dispose(grads);
+  };
+  for (const c of cases) for (let i = 0; i < warmup; i++) await run(c);
   const cpu = new Map<string, number>();
   const wall = new Map<string, number[]>();
   for (let r = 0; r < rounds; r++) {
     for (const c of cases) {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
-      run(c);
+      await run(c);
       const w = performance.now() - t0;
       const u = process.cpuUsage(c0);
       cpu.set(c.name, Math.min(cpu.get(c.name) ?? Infinity, (u.user + u.system) / 1000));
@@ -147,7 +149,7 @@ async function main(): Promise<void> {
   ];
 
   // The contrastive losses take milliseconds, so they get ten times the rounds.
-  const timings = new Map([...timeRoundRobin(heads, reps, warmup), ...timeRoundRobin(contrastive, 10 * reps, warmup)]);
+  const timings = new Map([...await timeRoundRobin(heads, reps, warmup), ...await timeRoundRobin(contrastive, 10 * reps, warmup)]);
   for (const c of heads) c.dispose?.();
 
   console.log(`\nbackend ${choice.name} ${JSON.stringify(choice.info)}; B = ${B}, C = ${C}, d = ${d}; round-robin, ${reps} rounds (contrastive: ${10 * reps}) after ${warmup} warm-up\n`);

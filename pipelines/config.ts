@@ -140,7 +140,7 @@ export const PretrainConfigSchema = z.object({
   model: z.object({
     preset: z.enum(['tiny', 'small', 'base']).default('tiny'),
     temporalPooling: z.enum(['mean', 'transformer']).default('mean'),
-    /** Frame differences into the video encoder's patch tokens (vision.motion, DESIGN.md §4). */
+    /** Frame differences into the video encoder's patch tokens (vision.motion, docs/DESIGN.md §4). */
     motion: z.boolean().default(false),
     /** The preset's vision patch side, replaced (it must divide frames.size). */
     patchSize: z.number().int().min(1).max(64).optional(),

@@ -4,7 +4,8 @@ import * as ops from '../src/backend/safeOps.js';
 import {
   ParamStore, initialValues, valueAndGradsOf, type Params,
 } from '../src/nn/params.js';
-import { layerNorm, linear, matMul, matMulFlagged, patchify } from '../src/nn/layers.js';
+import { matMul, matMulFlagged } from '../src/backend/matMul.js';
+import { layerNorm, linear, patchify } from '../src/nn/layers.js';
 import { attentionBias, multiHeadAttention } from '../src/nn/attention.js';
 import {
   assertTokenIds, countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,

@@ -8,7 +8,7 @@ import cliProgress from 'cli-progress';
 import { z } from 'zod';
 import { buildFrameCache, planFrameCache, verifyFrameCache, type FrameCacheSummary } from '../../src/data/frameCache.js';
 import { readManifest } from '../../src/data/manifest.js';
-import type { ItemError } from '../../src/data/types.js';
+import type { ItemError } from '../../src/util/itemError.js';
 import { SAMPLE_STRATEGIES } from '../../src/video/sampler.js';
 import { DEFAULT_FRAMES_QUEUE, enqueueFrameCache, type QueueProgress, type QueueSummary } from '../frames-queue.js';
 

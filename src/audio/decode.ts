@@ -6,7 +6,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { ffmpegInput, fluent, lastErrorLine } from '../video/ffmpeg.js';
 
-/** The sample rate of every feature pipeline here (DESIGN.md §11). */
+/** The sample rate of every feature pipeline here (docs/DESIGN.md §11). */
 export const SAMPLE_RATE = 16000;
 
 /** A failure tied to one audio file; `reason` is the human part without the file name. */

@@ -1,5 +1,5 @@
 /**
- * Spectral features of 16 kHz speech (DESIGN.md §11): 25 ms periodic-Hann frames every 10 ms,
+ * Spectral features of 16 kHz speech (docs/DESIGN.md §11): 25 ms periodic-Hann frames every 10 ms,
  * a 512-point power spectrum, triangular filters — on the mel scale m = 2595·log10(1 + f/700)
  * for log-mel filterbanks, linearly spaced for LFCC — log(x + 1e-6), and for LFCC a DCT-II to
  * 20 coefficients plus deltas. Every feature matrix is mean-normalised per utterance (each

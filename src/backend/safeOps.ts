@@ -83,11 +83,6 @@ export function softplus(x: T): T {
   return softplusOp(x);
 }
 
-/** log sigmoid(x) = −softplus(−x). */
-export function logSigmoid(x: T): T {
-  return tf.neg(softplus(tf.neg(x)));
-}
-
 const tanhOp = tf.customGrad((x, save) => {
   (save as tf.GradSaveFunc)([x as T]);
   return {

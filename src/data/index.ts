@@ -1,5 +1,6 @@
 /** Manifests, dataset readers, the synthetic corpus and meta sets. */
-export type { ItemError, Manifest, ManifestEntry } from './types.js';
+export type { Manifest, ManifestEntry } from './types.js';
+export type { ItemError } from '../util/itemError.js';
 export { readManifest, writeManifest, resolveInsideRoot, type ReadManifestOptions, type WriteManifestOptions } from './manifest.js';
 export {
   CsvParser, readCsvRecords, readMsrvtt, readMsrvtt1kA, readMsrvttSplits, readWebvid, readCsvManifest,

@@ -12,7 +12,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import type { ItemError, Manifest, ManifestEntry } from './types.js';
+import type { ItemError } from '../util/itemError.js';
+import type { Manifest, ManifestEntry } from './types.js';
 
 export interface ReadManifestOptions {
   /** Accept video paths that resolve outside `root` (default false: such items are refused). */

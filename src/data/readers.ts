@@ -10,7 +10,8 @@ import { createReadStream } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { resolveInsideRoot } from './manifest.js';
-import type { ItemError, Manifest, ManifestEntry } from './types.js';
+import type { ItemError } from '../util/itemError.js';
+import type { Manifest, ManifestEntry } from './types.js';
 
 /** One CSV record: its fields and the physical line it starts on (1-based), or why it is malformed. */
 export type CsvRecord = { line: number; fields: string[] } | { line: number; error: string };

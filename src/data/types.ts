@@ -1,3 +1,5 @@
+import type { ItemError } from '../util/itemError.js';
+
 /**
  * One video-text item as every reader (native JSONL, MSR-VTT, WebVid, CSV) returns it.
  * `video` is an absolute path after resolution; `captions` has at least one entry.
@@ -19,14 +21,6 @@ export interface ManifestEntry {
   noisy?: boolean;
   /** Analysis only: how a noisy pair is misaligned (synthetic corpora: `swap` or `attribute`), for per-kind reports. */
   noiseKind?: string;
-}
-
-/** A line or item a reader could not use, kept so a run can report what it skipped and why. */
-export interface ItemError {
-  source: string;
-  line?: number;
-  id?: string;
-  reason: string;
 }
 
 export interface Manifest {

@@ -2,7 +2,7 @@
 export {
   COS_EPS, type RowScale, type MarginSpec, applyMargin, applyMaskedMargin, targetCrossEntropy, multiPositiveCrossEntropy, assertFinite, assertLabels,
 } from './core.js';
-export { samContrastiveLoss, samMargin, type SamOptions } from './sam.js';
+export { samContrastiveLoss, samMargin, MAX_LOGIT_SCALE, type SamOptions } from './sam.js';
 export { marginLogits, combinedMargin, type MarginLogitsOptions } from './combined.js';
 export { sphereFaceLogits, sphereFaceLambda, sphereFaceMargin, type SphereFaceOptions } from './sphereface.js';
 export {

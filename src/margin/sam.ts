@@ -14,7 +14,7 @@ import {
 
 type T = tf.Tensor;
 
-/** Upper clamp of the log scale: s ≤ 200. */
+/** ln 200: CLIP's cap on the logit scale s = e^logitScale ≤ 200 (SAM's clamp and the trainer's). */
 export const MAX_LOGIT_SCALE = Math.log(200);
 
 export interface SamOptions {

@@ -1,7 +1,7 @@
 /**
  * The bilevel Meta-Weight-Net step (Shu et al., NeurIPS 2019) over any functional model.
  *
- * One step on a train batch and a meta batch (DESIGN §6):
+ * One step on a train batch and a meta batch (docs/DESIGN.md §6):
  *   1. virtual step  θ′(φ) = θ − α ∇θ Σ wᵢ ℓᵢ(θ),  w = norm(V_φ(ℓ(θ) detached)), graph kept;
  *   2. meta step     φ ← optimizer(∇φ L_meta(θ′(φ))),  L_meta = plain mean loss of the meta batch;
  *   3. actual step   w = norm(V_φ(ℓ(θ))) with the updated φ and no gradient to φ; the caller's
@@ -178,7 +178,7 @@ export function virtualMetaLoss<B>(
 /**
  * A step's results before they are read: the weights, per-sample losses and scalars still as
  * tensors (kept out of every tidy scope), so that the caller reads them once, asynchronously
- * (`readStep`). Dispose with `disposeStep` when a step fails before they are read.
+ * (`readStep`).
  */
 export interface DeviceStepResult {
   weights: tf.Tensor;
@@ -207,12 +207,6 @@ export async function readStep(r: DeviceStepResult): Promise<WeightedStepResult>
 function disposeRead(r: DeviceStepResult): void {
   tf.dispose([r.weights, r.losses, r.loss]);
   if (r.metaLoss) r.metaLoss.dispose();
-}
-
-/** Everything a failed step leaves behind, grads included. */
-export function disposeStep(r: DeviceStepResult): void {
-  disposeRead(r);
-  tf.dispose(Object.values(r.grads));
 }
 
 /**

@@ -8,7 +8,8 @@
  */
 import { tf } from '../backend/tf.js';
 import * as ops from '../backend/safeOps.js';
-import { linear, linearSpecs, matMul } from './layers.js';
+import { matMul } from '../backend/matMul.js';
+import { linear, linearSpecs } from './layers.js';
 import type { ParamSpec, Params } from './params.js';
 
 export const MASKED_SCORE = -1e9;

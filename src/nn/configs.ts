@@ -22,7 +22,7 @@ export const visionConfigSchema = z.object({
   /**
    * Adds to each frame's patch tokens an embedding of the same patches of the difference to the
    * next frame (`video.temporal.motion_embed`), so direction and speed show within a frame's
-   * tokens rather than only across frames (DESIGN.md §5). Default false (CLIP).
+   * tokens rather than only across frames (docs/DESIGN.md §4). Default false (CLIP).
    */
   motion: z.boolean().optional(),
 }).strict();
@@ -81,8 +81,8 @@ export type TextConfig = z.infer<typeof textConfigSchema>;
 export type TemporalConfig = z.infer<typeof temporalConfigSchema>;
 export type DualEncoderConfig = z.infer<typeof dualEncoderConfigSchema>;
 
-/** ln(100): DESIGN §5, the SAM loss's scale starts at 100. */
-export const LOGIT_SCALE_INIT = Math.log(100);
+/** ln(100): docs/DESIGN.md §5, the SAM loss's scale starts at 100. */
+const LOGIT_SCALE_INIT = Math.log(100);
 
 const PRESETS = {
   // A training step at batch 32 × 4 frames stays well under a second on wasm (2 cores).

@@ -1,5 +1,5 @@
 /**
- * The video-text dual encoder (DESIGN §4) as pure functions over a `Params` record.
+ * The video-text dual encoder (docs/DESIGN.md §4) as pure functions over a `Params` record.
  *
  * Video: frames [B, T, H, W, 3] → patches · W (no conv; with `vision.motion`, plus the patches
  * of the difference to the next frame · W_motion) + class token + positional

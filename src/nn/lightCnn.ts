@@ -1,7 +1,7 @@
 /**
  * A light CNN with max-feature-map activations for anti-spoofing (the LCNN of STC's ASVspoof
  * 2019 system, scaled down): 3×3 convolutions, each followed by MFM (split the channels in
- * halves and keep the elementwise max, DESIGN.md §11) and 2×2 max pooling, then a mean over
+ * halves and keep the elementwise max, docs/DESIGN.md §11) and 2×2 max pooling, then a mean over
  * time, a linear layer with MFM and a linear embedding. Convolutions are im2col + matmul and
  * pooling is a reshape + max of halves: wasm has no Conv2DBackpropFilter, and this needs only
  * slices, concatenations and matmuls. Parameters live under `lcnn.`.

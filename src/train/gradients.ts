@@ -6,6 +6,7 @@
  * the caller's to dispose.
  */
 import { tf } from '../backend/tf.js';
+import { MAX_LOGIT_SCALE } from '../margin/sam.js';
 import type { NamedGradients } from './optimizer.js';
 
 function checkGrads(fn: string, grads: unknown): asserts grads is NamedGradients {
@@ -211,11 +212,8 @@ export class GradAccumulator {
   }
 }
 
-/** ln 200: CLIP's cap on the logit scale s = e^logitScale ≤ 200. */
-export const MAX_LOGIT_SCALE = Math.log(200);
-
 /**
- * Clamps the log logit scale in place to [min, max] (default [0, ln 200], DESIGN §5),
+ * Clamps the log logit scale in place to [min, max] (default [0, ln 200], docs/DESIGN.md §5),
  * as CLIP does after each optimizer step.
  *
  * @example

@@ -7,4 +7,4 @@ export {
   type SampleItem, type SampleManyResult, type SampleOptions, type SampleOutcome, type SampledFrames, type SampleStrategy,
 } from './sampler.js';
 export { CLIP_MEAN, CLIP_STD, normalizeFrames, resizeCropFilter } from './transforms.js';
-export { createRng, hashSeed, type Rng } from './rng.js';
+export { createRng, hashSeed, type Rng } from '../util/rng.js';

@@ -4,10 +4,10 @@
  * pipes raw RGB. Never one process per frame.
  */
 import pLimit from 'p-limit';
-import type { ItemError } from '../data/types.js';
+import type { ItemError } from '../util/itemError.js';
 import { ffmpegInput, fluent, lastErrorLine, VideoFileError } from './ffmpeg.js';
 import { probeVideo, type VideoInfo } from './probe.js';
-import { createRng, hashSeed } from './rng.js';
+import { createRng, hashSeed } from '../util/rng.js';
 import { resizeCropFilter } from './transforms.js';
 
 export const SAMPLE_STRATEGIES = ['uniform', 'random', 'fps', 'head', 'tail'] as const;
