@@ -62,7 +62,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       loss: { name: loss, importantClass: IMPORTANT },
       train: { steps, batchSize: 64, lr: 2e-3, warmupSteps: 20 },
     });
-    const r: TrainClassifierResult = await runTrainClassifier(cfg, { out: path.join(out, 'runs', `${loss}-s${seed}`), quiet: true });
+    const r: TrainClassifierResult = await runTrainClassifier(cfg, { out: path.join(out, 'runs', `${loss}-s${seed}`), quiet: true, overwrite: true });
     const v = r.eval.verification!;
     const row: Row = {
       loss, seed, accuracy: v.accuracy.mean, tar1e3: v.tarAtFar['1e-3'], eer: v.eer, closedSetAccuracy: r.eval.classification!.accuracy,

@@ -2,6 +2,7 @@
  * The pretraining config: one zod schema, validated once at the edge. Unknown keys and bad
  * values are errors that name the key (`train.batchSize: expected an integer ≥ 2`).
  */
+import fs from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +30,9 @@ export const ManifestDataSchema = z.object({
   /** Folder for the frame cache and built tokenizer (default: beside the manifest). */
   dir: z.string().optional(),
   trainSplit: z.string().default('train'),
+  /** Scored by `train.evalEvery` (model selection); without entries in it, a slice of train is held out. */
+  valSplit: z.string().default('val'),
+  /** Scored once, at the end. */
   testSplit: z.string().default('test'),
   metaSplit: z.string().default('meta'),
   allowOutsideRoot: z.boolean().default(false),
@@ -196,7 +200,12 @@ export const PretrainConfigSchema = z.object({
   }),
   eval: z.object({
     batchSize: z.number().int().min(1).default(64),
-  }).strict().default({ batchSize: 64 }),
+    /**
+     * With `train.evalEvery` and no validation split (the synthetic corpus; a manifest without
+     * `valSplit` entries), this fraction of the training videos is held out and scored instead.
+     */
+    valFraction: z.number().gt(0).max(0.5).default(0.1),
+  }).strict().default({ batchSize: 64, valFraction: 0.1 }),
   /** Meta-learned sample weighting (docs/DESIGN.md §6). */
   weighting: WeightingSchema,
   captions: CaptionsSchema,
@@ -230,12 +239,105 @@ export function parsePretrainConfig(raw: unknown, source = 'config'): PretrainCo
   return r.data;
 }
 
+/** Command-line changes to a config file, applied before it is validated. */
+export interface ConfigOverrides {
+  /** `key.path=value` assignments (`--set`); the value is JSON when it parses as JSON, else a string. */
+  sets?: string[];
+  /** `--data`: where the data is (see `applyDataPath`). */
+  data?: string;
+}
+
+/**
+ * Applies `--set key.path=value` assignments to a raw (not yet validated) config. The value is
+ * read as JSON when it parses (`30`, `0.01`, `true`, `"x"`, `[1,2]`), else taken as a string;
+ * objects on the path are created as needed. Validation happens afterwards, as for the file.
+ *
+ * @example applySets({ train: { steps: 10 } }, ['train.steps=30', 'loss.marginRad=0.01'])
+ */
+export function applySets(raw: unknown, sets: string[]): Record<string, unknown> {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error('--set: the config must be a JSON object');
+  const out = structuredClone(raw) as Record<string, unknown>;
+  for (const s of sets) {
+    const eq = s.indexOf('=');
+    const key = eq > 0 ? s.slice(0, eq).trim() : '';
+    if (!key || key.split('.').some((k) => k === '')) throw new Error(`--set '${s}': expected key.path=value, for example --set train.steps=30`);
+    const text = s.slice(eq + 1);
+    let value: unknown;
+    try { value = JSON.parse(text); } catch { value = text; }
+    const parts = key.split('.');
+    let node = out;
+    for (const p of parts.slice(0, -1)) {
+      const next = node[p];
+      if (next === undefined) node[p] = {};
+      else if (next === null || typeof next !== 'object' || Array.isArray(next)) throw new Error(`--set '${s}': '${p}' is not an object in the config`);
+      node = node[p] as Record<string, unknown>;
+    }
+    node[parts[parts.length - 1]] = value;
+  }
+  return out;
+}
+
+/**
+ * Points a raw pretraining or fine-tuning config at `--data`, whatever its data kind:
+ * - a `.jsonl` file, or a folder holding `manifest.jsonl`: a native manifest (`data.kind`
+ *   becomes `manifest`), except that a synthetic config keeps a synthetic corpus's folder;
+ * - with `data.kind: synth`: the corpus folder (written there when it does not exist);
+ * - with `data.kind: msrvtt`: the MSR-VTT folder (`annotation/MSRVTT_data.json`, `videos/all`,
+ *   and `annotation/MSRVTT_JSFUSION_test.csv` when present).
+ */
+export function applyDataPath(raw: Record<string, unknown>, dataPath: string): Record<string, unknown> {
+  const out = structuredClone(raw);
+  const data = (out.data ?? {}) as Record<string, unknown>;
+  const abs = path.resolve(dataPath);
+  const isFile = fs.existsSync(abs) && fs.statSync(abs).isFile();
+  const manifestIn = isFile ? abs : path.join(abs, 'manifest.jsonl');
+  const keep = (keys: string[]) => Object.fromEntries(keys.filter((k) => data[k] !== undefined).map((k) => [k, data[k]]));
+  if (isFile && !abs.endsWith('.jsonl')) {
+    throw new Error(`--data ${abs}: expected a native manifest (.jsonl) or a folder (a corpus, or MSR-VTT's folder with annotation/ and videos/)`);
+  }
+  // A synthetic corpus folder also holds a manifest.jsonl; corpus.json tells it from a user's folder.
+  const synthFolder = !isFile && (!fs.existsSync(abs) || fs.existsSync(path.join(abs, 'corpus.json')) || !fs.existsSync(manifestIn));
+  if (data.kind === 'synth' && synthFolder) {
+    out.data = { ...data, dir: abs };
+  } else if (data.kind === 'msrvtt' && !isFile) {
+    const csv = path.join(abs, 'annotation', 'MSRVTT_JSFUSION_test.csv');
+    out.data = {
+      ...keep(['kind', 'allowOutsideRoot']), annotations: path.join(abs, 'annotation', 'MSRVTT_data.json'),
+      videoDir: path.join(abs, 'videos', 'all'), ...(fs.existsSync(csv) ? { testCsv: csv } : {}),
+      ...('dir' in data ? { dir: abs } : {}),
+    };
+  } else {
+    if (!fs.existsSync(manifestIn)) throw new Error(`--data ${abs}: no such manifest${isFile ? '' : ` (looked for ${manifestIn})`}`);
+    out.data = {
+      ...(data.kind === 'manifest' ? data : {}), kind: 'manifest', manifest: manifestIn,
+      ...keep(['allowOutsideRoot']),
+    };
+  }
+  return out;
+}
+
+/** Applies `--data` and every `--set` (in that order) to a raw config. */
+export function applyOverrides(raw: unknown, o: ConfigOverrides = {}): unknown {
+  if (!o.data && !o.sets?.length) return raw;
+  let out = applySets(raw, []);
+  if (o.data) out = applyDataPath(out, o.data);
+  return applySets(out, o.sets ?? []);
+}
+
+/** The `(with --set …)` note added to the source of a config changed on the command line. */
+function overrideNote(o: ConfigOverrides): string {
+  const parts = [...(o.data ? [`--data ${o.data}`] : []), ...(o.sets ?? []).map((s) => `--set ${s}`)];
+  return parts.length ? ` (with ${parts.join(' ')})` : '';
+}
+
 /**
  * Reads and validates a JSON config file; `hint` is added to the error when the file cannot be
- * read.
+ * read; `overrides` (`--data`, `--set`) are applied before validation.
  * @example const cfg = await loadJsonConfig('pipelines/configs/finetune-qa.json', parseFinetuneQaConfig);
  */
-export async function loadJsonConfig<T>(file: string, parse: (raw: unknown, source: string) => T, hint = ''): Promise<T> {
+export async function loadJsonConfig<T>(
+  file: string, parse: (raw: unknown, source: string) => T, hint = '', overrides: ConfigOverrides = {},
+): Promise<T> {
   const abs = path.resolve(file);
   let text: string;
   try {
@@ -249,11 +351,15 @@ export async function loadJsonConfig<T>(file: string, parse: (raw: unknown, sour
   } catch (e) {
     throw new Error(`${abs}: not valid JSON (${(e as Error).message})`);
   }
-  return parse(raw, abs);
+  return parse(applyOverrides(raw, overrides), abs + overrideNote(overrides));
 }
 
 /** Reads a config file: a path, or the name of a shipped config (`default`, `msrvtt`, …). */
-export async function loadPretrainConfig(nameOrPath: string): Promise<PretrainConfig> {
-  const file = /[\\/]|\.json$/.test(nameOrPath) ? path.resolve(nameOrPath) : path.join(CONFIG_DIR, `${nameOrPath}.json`);
-  return loadJsonConfig(file, parsePretrainConfig, `; give a JSON file or one of the names in ${CONFIG_DIR}`);
+export async function loadPretrainConfig(nameOrPath: string, overrides: ConfigOverrides = {}): Promise<PretrainConfig> {
+  return loadJsonConfig(configFile(nameOrPath), parsePretrainConfig, `; give a JSON file or one of the names in ${CONFIG_DIR}`, overrides);
+}
+
+/** A config argument as a file: a path, or the name of a shipped config. */
+export function configFile(nameOrPath: string): string {
+  return /[\\/]|\.json$/.test(nameOrPath) ? path.resolve(nameOrPath) : path.join(CONFIG_DIR, `${nameOrPath}.json`);
 }

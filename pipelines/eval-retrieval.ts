@@ -8,8 +8,8 @@ import { stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache } from '../src/data/frameCache.js';
-import { humanCaptions, readManifest } from '../src/data/manifest.js';
-import type { ManifestEntry } from '../src/data/types.js';
+import { emptySplitReasons, humanCaptions, readManifest } from '../src/data/manifest.js';
+import type { ItemError, ManifestEntry } from '../src/data/types.js';
 import type { Params } from '../src/nn/params.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
@@ -78,11 +78,10 @@ export interface RetrievalEvalReport {
   files: { json: string; markdown: string; plots: string[] };
 }
 
-function pickSplit(entries: ManifestEntry[], split: string, source: string, what: string): ManifestEntry[] {
+function pickSplit(entries: ManifestEntry[], split: string, source: string, what: string, errors: ItemError[] = []): ManifestEntry[] {
   const out = split === 'all' ? entries : entries.filter((e) => e.split === split);
   if (!out.length) {
-    const have = [...new Set(entries.map((e) => e.split ?? '(none)'))].join(', ');
-    throw new Error(`${what} ${source}: no entries with split '${split}' (splits present: ${have || 'none'}); pass 'all' to use every entry`);
+    throw new Error(`${what} ${source}: no entries with split '${split}'${emptySplitReasons({ entries, errors })}; --split all uses every entry`);
   }
   return out;
 }
@@ -117,6 +116,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
   const manifestPath = path.resolve(opts.manifest);
   let entries = opts.entries;
   let manifestMtime = 0;
+  let lineErrors: ItemError[] = [];
   if (!entries) {
     try {
       manifestMtime = (await stat(manifestPath)).mtimeMs;
@@ -126,9 +126,10 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
     const m = await readManifest(manifestPath, { allowOutsideRoot: opts.allowOutsideRoot });
     if (m.errors.length) log(`${m.errors.length} manifest lines skipped (first: line ${m.errors[0].line ?? '?'}: ${m.errors[0].reason})`);
     entries = m.entries;
+    lineErrors = m.errors;
   }
   // Generated captions train; only human ones are queries.
-  const wanted = humanCaptions(pickSplit(entries, split, manifestPath, '--manifest'));
+  const wanted = humanCaptions(pickSplit(entries, split, manifestPath, opts.entries ? 'data' : '--manifest', lineErrors));
   const batchSize = opts.batchSize ?? info.batchSize;
   const rescoring = opts.dsl ? 'dsl' : opts.qbnorm ? 'qbnorm' : 'none';
   const out = path.resolve(opts.out ?? path.join(home, 'eval', `${path.parse(manifestPath).name}-${split}${rescoring === 'none' ? '' : `-${rescoring}`}`));
@@ -193,7 +194,7 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
         bankTextEmb = cachedBank.textEmb;
       } else {
         const bank = await readManifest(bankPath, { allowOutsideRoot: true });
-        const bankEntries = pickSplit(bank.entries, bankSplit, bankPath, '--qbnorm');
+        const bankEntries = pickSplit(bank.entries, bankSplit, bankPath, '--qbnorm', bank.errors);
         tok ??= await loadTokenizer(info.tokenizerDir);
         params ??= await loadWeights(info);
         const bankCaptions = bankEntries.flatMap((e) => e.captions);
@@ -233,36 +234,69 @@ export async function evaluateCheckpointRetrieval(opts: RetrievalEvalOptions): P
   }
 }
 
+/** The data set's name for titles: the manifest's folder when the file is just `manifest.jsonl`. */
+export function datasetName(manifest: string): string {
+  const p = path.parse(manifest);
+  return /^manifest$/i.test(p.name) ? path.basename(p.dir) : p.name;
+}
+
+/** Top of a percentage axis: the data's maximum with some room, never past 100. */
+function percentTop(values: number[]): number {
+  const top = Math.max(1, ...values);
+  return Math.min(100, Math.ceil((top * 1.15) / 5) * 5);
+}
+
 async function writePlots(r: RetrievalEvalReport, s: ScoreResult, out: string): Promise<string[]> {
   const files: string[] = [];
+  const name = `${datasetName(r.manifest)} (${r.split}, ${r.videos} videos)`;
+  const maxK = Math.min(50, r.videos);
+  // A random ranking finds a text's video within the top K with probability K / videos.
+  const chance = Array.from({ length: maxK }, (_, i) => ({ k: i + 1, recall: (100 * (i + 1)) / r.videos, direction: 'chance (random ranking)' }));
   const curve = [
-    ...recallCurve(s.t2vRanks, Math.min(50, r.videos)).map((p) => ({ ...p, direction: 'text→video' })),
-    ...recallCurve(s.v2tRanks, Math.min(50, r.captions)).map((p) => ({ ...p, direction: 'video→text' })),
+    ...recallCurve(s.t2vRanks, maxK).map((p) => ({ ...p, direction: 'text→video' })),
+    ...recallCurve(s.v2tRanks, maxK).map((p) => ({ ...p, direction: 'video→text' })),
   ];
+  const top = percentTop([...curve, ...chance].map((p) => p.recall));
+  const legend = { orient: 'bottom' as const, direction: 'horizontal' as const, title: null, labelLimit: 0 };
   files.push(await savePlot({
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: `Recall@K: ${path.basename(r.manifest)} (${r.split}), step ${r.step}`,
-    width: 420, height: 260, data: { values: curve }, mark: { type: 'line', point: true },
+    title: `Recall@K on ${name}, step ${r.step}`,
+    width: 420, height: 260, data: { values: [...curve, ...chance] },
+    mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'k', type: 'quantitative', title: 'K' },
-      y: { field: 'recall', type: 'quantitative', title: 'recall (%)', scale: { domain: [0, 100] } },
-      color: { field: 'direction', type: 'nominal' },
+      x: { field: 'k', type: 'quantitative', title: 'K (rank cut-off)', scale: { domain: [1, maxK] }, axis: { tickMinStep: 1, format: 'd' } },
+      y: { field: 'recall', type: 'quantitative', title: 'queries whose match is in the top K (%)', scale: { domain: [0, top] } },
+      color: { field: 'direction', type: 'nominal', legend, scale: { range: ['#4c78a8', '#f58518', '#888888'] }, sort: ['text→video', 'video→text', 'chance (random ranking)'] },
+      strokeDash: { condition: { test: "datum.direction === 'chance (random ranking)'", value: [4, 3] }, value: [1, 0] },
     },
   }, path.join(out, 'recall_at_k.png')));
   if (r.perConcept.length) {
     const bars = r.perConcept.flatMap((c) => [
       { concept: c.concept, direction: 'text→video', R1: c.t2vR1 }, { concept: c.concept, direction: 'video→text', R1: c.v2tR1 },
     ]);
+    const yTop = percentTop([...bars.map((b) => b.R1), r.chanceR1]);
     files.push(await savePlot({
       $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-      title: `R@1 per concept (chance ${r.chanceR1.toFixed(1)}%)`,
-      width: { step: 12 }, height: 240, data: { values: bars }, mark: 'bar',
-      encoding: {
-        x: { field: 'concept', type: 'nominal', sort: null, title: null },
-        xOffset: { field: 'direction' },
-        y: { field: 'R1', type: 'quantitative', title: 'R@1 (%)', scale: { domain: [0, 100] } },
-        color: { field: 'direction', type: 'nominal' },
-      },
+      title: `R@1 per concept on ${name}`,
+      width: { step: 12 }, height: 240,
+      layer: [
+        {
+          data: { values: bars }, mark: 'bar',
+          encoding: {
+            x: { field: 'concept', type: 'nominal', sort: null, title: 'concept (videos that show it)' },
+            xOffset: { field: 'direction' },
+            y: { field: 'R1', type: 'quantitative', title: 'R@1 within the concept (%)', scale: { domain: [0, yTop] } },
+            color: { field: 'direction', type: 'nominal', legend },
+          },
+        },
+        {
+          data: { values: [{ chance: r.chanceR1, label: `chance ${r.chanceR1.toFixed(1)} %` }] },
+          layer: [
+            { mark: { type: 'rule', strokeDash: [4, 3], color: '#888888' }, encoding: { y: { field: 'chance', type: 'quantitative' } } },
+            { mark: { type: 'text', align: 'right', dy: -6, color: '#555555' }, encoding: { y: { field: 'chance', type: 'quantitative' }, x: { value: 'width' }, text: { field: 'label' } } },
+          ],
+        },
+      ],
     }, path.join(out, 'concept_r1.png')));
   }
   return files;

@@ -2,7 +2,7 @@
  * Video question answering from a pretrained dual encoder, on the synthetic QA set derived
  * from a corpus manifest's concepts.
  *
- *   node dist/pipelines/finetune-qa.js --config pipelines/configs/finetune-qa.json [--out runs/NAME]
+ *   vlmargin finetune qa [--config finetune-qa] [--set key=value …] [--out runs/NAME] [--overwrite]
  *
  * 1. Multiple choice scored as retrieval (video vs "question answer" for each of 4
  *    candidates; the best cosine wins): zero-shot, then after a short fine-tune with
@@ -133,9 +133,9 @@ async function embedVideos(params: Params, cfg: DualEncoderConfig, cache: FrameC
 }
 
 /** Runs zero-shot and fine-tuned multiple-choice QA and open-ended QA with a margin head. */
-export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string; backend?: string; quiet?: boolean } = {}): Promise<FinetuneQaResult> {
-  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
-  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); });
+export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string; backend?: string; quiet?: boolean; overwrite?: boolean } = {}): Promise<FinetuneQaResult> {
+  // One writer per run folder, and a previous run replaced only with --overwrite (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); }, { overwrite: opts.overwrite });
   try {
     return await runFinetuneQaIn(runDir, cfg, opts);
   } finally {
@@ -143,7 +143,7 @@ export async function runFinetuneQa(cfg: FinetuneQaConfig, opts: { out?: string;
   }
 }
 
-async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { out?: string; backend?: string; quiet?: boolean }): Promise<FinetuneQaResult> {
+async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { backend?: string; quiet?: boolean }): Promise<FinetuneQaResult> {
   const t0 = performance.now();
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
@@ -311,11 +311,14 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ou
 export async function main(argv = process.argv.slice(2)): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' }, quiet: { type: 'boolean', default: false } },
+    options: {
+      config: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' }, set: { type: 'string', multiple: true, default: [] },
+      overwrite: { type: 'boolean', default: false }, quiet: { type: 'boolean', default: false },
+    },
   });
   if (!values.config) throw new Error('--config: a finetune-qa JSON config is required (see pipelines/configs/finetune-qa.json)');
-  const cfg = await loadJsonConfig(values.config, parseFinetuneQaConfig);
-  const r = await runFinetuneQa(cfg, { out: values.out, backend: values.backend, quiet: values.quiet });
+  const cfg = await loadJsonConfig(values.config, parseFinetuneQaConfig, '', { sets: values.set });
+  const r = await runFinetuneQa(cfg, { out: values.out, backend: values.backend, quiet: values.quiet, overwrite: values.overwrite });
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   console.log(`multiple choice (${r.mc.zeroShot.items} items, chance 25%): zero-shot ${pct(r.mc.zeroShot.accuracy)}, after ${r.mc.steps} steps ${pct(r.mc.finetuned.accuracy)}`);
   console.log(`open-ended (${r.open.items} items, ${r.open.head}, chance ${pct(r.open.chance)}): ${pct(r.open.accuracy)}`);

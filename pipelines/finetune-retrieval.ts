@@ -4,7 +4,7 @@
  * (CLIP4Clip's recipe: meanP, or a temporal transformer that starts as the mean) or a vlmargin
  * checkpoint.
  *
- *   node dist/pipelines/finetune-retrieval.js --config pipelines/configs/finetune-retrieval.json [--init DIR] [--out runs/NAME]
+ *   vlmargin finetune retrieval [--config finetune-retrieval] [--init DIR] [--data D] [--set key=value …] [--out runs/NAME] [--overwrite]
  *
  * Three learning rates: `train.lr` for the new layers (the temporal module), × `encoderLrScale`
  * for the towers, × `headLrScale` for the projections and logit scale; or the towers not at
@@ -43,7 +43,7 @@ import { openRunFolder } from './runFolder.js';
 import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
 // The pretraining data sources, less the folder keys: a fine-tune keeps its caches beside the data or in its run.
-const manifestData = ManifestDataSchema.omit({ dir: true });
+const manifestData = ManifestDataSchema.omit({ dir: true, valSplit: true });
 const msrvttData = MsrvttDataSchema.omit({ dir: true });
 
 export const FinetuneRetrievalConfigSchema = z.object({
@@ -218,10 +218,10 @@ async function loadFinetuneMetaSet(cfg: FinetuneRetrievalConfig, data: Downstrea
 
 /** Runs one fine-tuning job and evaluates it on the downstream test split. */
 export async function runFinetuneRetrieval(
-  cfg: FinetuneRetrievalConfig, opts: { out?: string; backend?: string; quiet?: boolean } = {},
+  cfg: FinetuneRetrievalConfig, opts: { out?: string; backend?: string; quiet?: boolean; overwrite?: boolean } = {},
 ): Promise<FinetuneRetrievalResult> {
-  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
-  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); });
+  // One writer per run folder, and a previous run replaced only with --overwrite (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); }, { overwrite: opts.overwrite });
   try {
     return await runFinetuneRetrievalIn(runDir, cfg, opts);
   } finally {
@@ -229,7 +229,7 @@ export async function runFinetuneRetrieval(
   }
 }
 
-async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConfig, opts: { out?: string; backend?: string; quiet?: boolean }): Promise<FinetuneRetrievalResult> {
+async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConfig, opts: { backend?: string; quiet?: boolean }): Promise<FinetuneRetrievalResult> {
   const t0 = performance.now();
   const log = (m: string) => { if (!opts.quiet) console.error(m); };
   const backend = await initBackend({ prefer: parseBackendPreference(opts.backend ?? cfg.backend) });
@@ -376,12 +376,13 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      config: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' }, quiet: { type: 'boolean', default: false },
+      config: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' }, set: { type: 'string', multiple: true, default: [] },
+      overwrite: { type: 'boolean', default: false }, quiet: { type: 'boolean', default: false },
     },
   });
   if (!values.config) throw new Error('--config: a finetune-retrieval JSON config is required (see pipelines/configs/finetune-retrieval.json)');
-  const cfg = await loadJsonConfig(values.config, (raw, source) => parseFinetuneRetrievalConfig(withInit(raw, values.init), source));
-  const r = await runFinetuneRetrieval(cfg, { out: values.out, backend: values.backend, quiet: values.quiet });
+  const cfg = await loadJsonConfig(values.config, (raw, source) => parseFinetuneRetrievalConfig(withInit(raw, values.init), source), '', { sets: values.set });
+  const r = await runFinetuneRetrieval(cfg, { out: values.out, backend: values.backend, quiet: values.quiet, overwrite: values.overwrite });
   console.log(`fixed-batch loss ${r.lossBefore.toFixed(4)} → ${r.lossAfter.toFixed(4)} after ${r.steps} steps`);
   console.log(`test t2v R@1 ${r.eval.t2v.R1.toFixed(1)}, v2t R@1 ${r.eval.v2t.R1.toFixed(1)} (chance ${r.eval.chanceR1.toFixed(1)}); report ${r.eval.files.json}`);
 }

@@ -3,7 +3,7 @@
  * subtractive angular margin contrastive loss → retrieval on the test split → eval.json.
  *
  *   npm run pretrain                                   # the default config on the built-in synthetic corpus
- *   node dist/pipelines/pretrain.js --config C [--init DIR] [--data DIR] [--out runs/NAME] [--backend B] [--threads N] [--resume]
+ *   vlmargin pretrain --config C [--init DIR] [--data D] [--set key=value …] [--out runs/NAME] [--backend B] [--threads N] [--resume | --overwrite]
  *
  * Everything a run writes lives in `runs/NAME/`: checkpoints/, metrics.jsonl, eval.json.
  */
@@ -15,10 +15,10 @@ import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference, parseThreads, type BackendChoice } from '../src/backend/init.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
 import { BatchLoader, encodeCaptions, type LoaderState } from '../src/data/loader.js';
-import { humanCaptions, readManifest } from '../src/data/manifest.js';
+import { emptySplitReasons, humanCaptions, readManifest } from '../src/data/manifest.js';
 import { readMsrvttSplits } from '../src/data/readers.js';
 import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.js';
-import { generateSynthCorpus } from '../src/data/synth.js';
+import { generateSynthCorpus, seededRandom } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import type { RetrievalMetrics } from '../src/eval/retrieval.js';
 import { encodeTextEmbeddings, encodeVideoEmbeddings, scoreRetrieval } from '../src/eval/retrievalEval.js';
@@ -29,7 +29,7 @@ import { WeightNet } from '../src/meta/weightNet.js';
 import { DEFAULT_META_SET_DIR, readMetaSet } from '../src/data/metaSet.js';
 import { savePlot } from '../src/eval/plot.js';
 import { getConfig, type ConfigOverrides, type DualEncoderConfig } from '../src/nn/configs.js';
-import { initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
+import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/dualEncoder.js';
 import type { ParamStore, Params } from '../src/nn/params.js';
 import { buildTokenizer, tokenizerKey } from '../src/text/buildTokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../src/text/tokenizer.js';
@@ -37,9 +37,12 @@ import { configHash, loadLatestCheckpoint } from '../src/train/checkpoint.js';
 import { loadModel, readModelInfo, type CheckpointInfo } from '../src/train/checkpointInfo.js';
 import { writeFileAtomic } from '../src/util/atomicWrite.js';
 import { checkResumeConfig, openRunFolder } from './runFolder.js';
-import { MetricsLogger } from '../src/train/logger.js';
+import { MetricsLogger, writeProgress } from '../src/train/logger.js';
+import { openEventWriter } from '../src/train/tensorboard.js';
+import { datasetName } from './eval-retrieval.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
+import { CollapseDetector, describeCollapse, inBatchStatsAsync } from '../src/train/collapse.js';
 import { describeOutOfMemory, runTraining, type MicroStep } from '../src/train/trainer.js';
 import { captionSourceTable, lossBySource, samStep } from './lib/samStep.js';
 import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
@@ -58,6 +61,8 @@ export interface PretrainOptions {
   resume?: boolean;
   /** With `resume`: accept a checkpoint saved under other settings (the changed keys are still listed). */
   allowConfigChange?: boolean;
+  /** Replace a previous run in the folder (without it, or `resume`, such a folder is refused). */
+  overwrite?: boolean;
   quiet?: boolean;
   /** Stop after this many steps (tests, smoke runs); the schedule still spans the full run. */
   stopAfter?: number;
@@ -85,6 +90,10 @@ export interface PretrainResult {
 
 interface Splits {
   train: ManifestEntry[];
+  /** The validation split `train.evalEvery` scores (may be empty: then a slice of train is held out). */
+  val: ManifestEntry[];
+  /** Where `val` came from, for messages. */
+  valName: string;
   test: ManifestEntry[];
   /** The manifest's own meta split (may be empty). */
   meta: ManifestEntry[];
@@ -112,20 +121,23 @@ async function loadData(cfg: PretrainConfig, dataDirOverride: string | undefined
     log(r.reused ? `synthetic corpus reused: ${dir}` : `synthetic corpus written: ${dir} (${r.clipsWritten} clips, ${r.seconds.toFixed(1)} s)`);
     const m = await readManifest(r.manifestPath);
     const of = (split: string) => m.entries.filter((e) => e.split === split);
-    return { train: of('train'), test: of('test'), meta: of('meta'), manifestPath: r.manifestPath, dataDir: dir, skipped: m.errors };
+    return { train: of('train'), val: [], valName: '', test: of('test'), meta: of('meta'), manifestPath: r.manifestPath, dataDir: dir, skipped: m.errors };
   }
   if (d.kind === 'manifest') {
     const m = await readManifest(d.manifest, { allowOutsideRoot: d.allowOutsideRoot });
     const dir = path.resolve(dataDirOverride ?? d.dir ?? path.join(path.dirname(d.manifest), '.vlmargin'));
     const train = m.entries.filter((e) => e.split === d.trainSplit);
     const test = m.entries.filter((e) => e.split === d.testSplit);
-    if (!train.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.trainSplit}' (data.trainSplit)`);
-    if (!test.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.testSplit}' (data.testSplit)`);
-    return { train, test, meta: m.entries.filter((e) => e.split === d.metaSplit), manifestPath: path.resolve(d.manifest), dataDir: dir, skipped: m.errors };
+    if (!train.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.trainSplit}' (data.trainSplit)${emptySplitReasons(m)}`);
+    if (!test.length) throw new Error(`data.manifest ${d.manifest}: no entries with split '${d.testSplit}' (data.testSplit)${emptySplitReasons(m)}`);
+    return {
+      train, val: m.entries.filter((e) => e.split === d.valSplit), valName: `split '${d.valSplit}'`, test,
+      meta: m.entries.filter((e) => e.split === d.metaSplit), manifestPath: path.resolve(d.manifest), dataDir: dir, skipped: m.errors,
+    };
   }
   const s = await readMsrvttSplits(d.annotations, { videoDir: d.videoDir, protocol: d.protocol, testCsv: d.testCsv, allowOutsideRoot: d.allowOutsideRoot });
   return {
-    train: s.train, test: s.test, meta: [], manifestPath: path.resolve(d.annotations),
+    train: s.train, val: s.val, valName: d.protocol === 'full' ? "MSR-VTT's validate split" : '', test: s.test, meta: [], manifestPath: path.resolve(d.annotations),
     dataDir: path.resolve(dataDirOverride ?? d.dir), skipped: s.errors,
   };
 }
@@ -250,12 +262,12 @@ async function prepareFrames(cfg: ResolvedPretrainConfig, splits: Splits, extra:
   const f = cfg.frames;
   const unique = (list: ManifestEntry[]) => { const seen = new Set<string>(); return list.filter((e) => !seen.has(e.id) && seen.add(e.id)); };
   if (f.strategy !== 'random') {
-    const cache = await buildCache(cfg, splits.dataDir, unique([...splits.train, ...splits.test, ...extra]), f.count, f.strategy, quiet, log);
+    const cache = await buildCache(cfg, splits.dataDir, unique([...splits.train, ...splits.val, ...splits.test, ...extra]), f.count, f.strategy, quiet, log);
     return { train: cache, eval: cache };
   }
   // The candidates are uniform over the clip so that each of the `count` segments holds `candidates` of them.
   const train = await buildCache(cfg, splits.dataDir, unique(splits.train), f.count * (f.candidates ?? 4), 'uniform', quiet, log);
-  const evalCache = await buildCache(cfg, splits.dataDir, unique([...splits.test, ...extra]), f.count, 'uniform', quiet, log);
+  const evalCache = await buildCache(cfg, splits.dataDir, unique([...splits.val, ...splits.test, ...extra]), f.count, 'uniform', quiet, log);
   return { train, eval: evalCache };
 }
 
@@ -271,10 +283,9 @@ async function buildCache(
     onProgress: (p) => {
       if (quiet || p.todo === 0) return;
       const now = performance.now();
-      if (now - last > 2000 || p.done === p.todo) { last = now; process.stderr.write(`\rframes: ${p.done}/${p.todo} decoded`); }
+      if (now - last > 2000 || p.done === p.todo) { last = now; writeProgress(process.stderr, `frames: ${p.done}/${p.todo} decoded`, p.done === p.todo); }
     },
   });
-  if (!quiet && summary.decoded > 0) process.stderr.write('\n');
   log(`frame cache ${dir}: ${summary.decoded} decoded, ${summary.reused} reused, ${summary.skipped.length} skipped`);
   for (const e of summary.skipped.slice(0, 10)) log(`  skipped ${e.id ?? e.source}: ${e.reason}`);
   return openFrameCache(dir);
@@ -319,6 +330,29 @@ export async function evaluateRetrieval(
   return report;
 }
 
+/**
+ * The training videos and the validation videos `train.evalEvery` scores: the data's own
+ * validation split when it has one, else `eval.valFraction` of the training videos (a fixed
+ * draw from the seed) held out of training. Without `evalEvery` every training video trains.
+ */
+export function validationSplit(
+  cfg: PretrainConfig, splits: Pick<Splits, 'val' | 'valName'>, train: ManifestEntry[], cache: { has(id: string): boolean },
+): { train: ManifestEntry[]; val: ManifestEntry[]; valNote?: string } {
+  if (cfg.train.evalEvery === 0) return { train, val: [] };
+  const own = splits.val.filter((e) => cache.has(e.id));
+  if (own.length >= 2) return { train, val: own, valNote: `evalEvery: scoring the validation ${splits.valName} (${own.length} videos); test is scored once at the end` };
+  const n = Math.max(2, Math.round(cfg.eval.valFraction * train.length));
+  if (train.length - n < 2) throw new Error(`train.evalEvery: ${train.length} training videos are too few to hold ${n} out for validation; give the data a validation split or set train.evalEvery to 0`);
+  const rng = seededRandom(cfg.seed, 'validation-holdout');
+  const order = train.map((e, i) => ({ e, k: rng(), i })).sort((a, b) => a.k - b.k || a.i - b.i);
+  const held = new Set(order.slice(0, n).map((o) => o.e.id));
+  return {
+    train: train.filter((e) => !held.has(e.id)),
+    val: train.filter((e) => held.has(e.id)),
+    valNote: `evalEvery: no validation split${splits.valName ? ` (${splits.valName} is empty)` : ''}; holding out ${n} of ${train.length} training videos (eval.valFraction ${cfg.eval.valFraction}); test is scored once at the end`,
+  };
+}
+
 function optimizerFor(store: ParamStore, cfg: PretrainConfig): AdamW {
   return new AdamW(store.snapshot() as Record<string, tf.Variable>, {
     lr: cfg.train.lr,
@@ -339,7 +373,7 @@ export async function runPretrain(rawCfg: PretrainConfig, opts: PretrainOptions 
     : undefined;
   const cfg = resolvePretrainConfig(rawCfg, init);
   if (!init) checkConfigBeforeWork(cfg);
-  const { runDir, release } = await openRunFolder(opts.out, cfg.name, log);
+  const { runDir, release } = await openRunFolder(opts.out, cfg.name, log, { resume: opts.resume, overwrite: opts.overwrite });
   try {
     return await runPretrainIn(runDir, cfg, init, opts, t0, log);
   } finally {
@@ -361,7 +395,10 @@ async function runPretrainIn(
   const metaEntriesAll = weighting === 'none' ? [] : await loadMetaSet(cfg, splits, log);
   checkSplitsBeforeWork(cfg, splits, metaEntriesAll);
   const tok = await prepareTokenizer(cfg, splits, init, log);
-  const caches = await prepareFrames(cfg, splits, metaEntriesAll, !!opts.quiet, log);
+  // The validation videos are chosen before decoding: with frames.strategy 'random' they go to the evaluation cache.
+  const held = validationSplit(cfg, splits, splits.train, { has: () => true });
+  if (held.valNote) log(held.valNote);
+  const caches = await prepareFrames(cfg, { ...splits, train: held.train, val: held.val }, metaEntriesAll, !!opts.quiet, log);
   const cache = caches.eval;
   const metaEntries = metaEntriesAll.filter((e) => cache.has(e.id));
   if (weighting !== 'none' && metaEntries.length < cfg.weighting.metaBatchSize) {
@@ -370,7 +407,9 @@ async function runPretrainIn(
   const modelCfg = modelConfig(cfg, tok, init);
   const maxLen = cfg.tokenizer.maxLen;
 
-  const trainEntries = splits.train.filter((e) => caches.train.has(e.id));
+  const trainEntries = held.train.filter((e) => caches.train.has(e.id));
+  const valEntries = held.val.filter((e) => cache.has(e.id));
+  if (cfg.train.evalEvery > 0 && valEntries.length < 2) throw new Error(`train.evalEvery: only ${valEntries.length} validation videos could be decoded; need at least 2`);
   if (trainEntries.length < cfg.train.batchSize) {
     throw new Error(`train split has ${trainEntries.length} decodable videos, fewer than train.batchSize ${cfg.train.batchSize}`);
   }
@@ -432,10 +471,29 @@ async function runPretrainIn(
   const lastInputs = new Map<string, number[]>();
   const totalSteps = cfg.train.steps ?? cfg.train.epochs * loader.batchesPerEpoch;
   const schedule = cosineWithWarmup({ baseLr: cfg.train.lr, warmupSteps: cfg.train.warmupSteps, totalSteps, minLr: cfg.train.minLr });
-  const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet, ...(opts.resume ? { resumeAt: startStep } : {}) });
+  const events = await openEventWriter(path.join(runDir, 'events'));
+  const logger = new MetricsLogger(path.join(runDir, 'metrics.jsonl'), { quiet: opts.quiet, events, ...(opts.resume ? { resumeAt: startStep } : {}) });
   if (logger.droppedOnResume) log(`metrics.jsonl: dropped ${logger.droppedOnResume} rows written after the step-${startStep} checkpoint by the interrupted run`);
   const params = store.snapshot();
   log(`model ${modelCfg.name}: ${store.count().toLocaleString('en-US')} parameters; ${trainEntries.length} train videos, ${loader.batchesPerEpoch} steps/epoch, ${totalSteps} steps`);
+
+  const collapse = new CollapseDetector({ batchSize: cfg.train.batchSize });
+  /** Every few steps while the loss is suspiciously low: are the batch's own pairs found? Said once. */
+  const checkCollapse = async (step: number, loss: number, batch: DualEncoderBatch, captionVideo?: Int32Array): Promise<void> => {
+    if (!collapse.wantsCheck(step, loss)) return;
+    // With several captions per video the figures pair each video with its first caption.
+    const firstCaption = captionVideo ? Array.from({ length: batch.frames.shape[0] }, (_, v) => captionVideo.indexOf(v)) : undefined;
+    const [v, t] = tf.tidy(() => {
+      const text = encodeText(params, batch.ids, batch.mask, modelCfg);
+      return [encodeVideo(params, batch.frames, modelCfg), firstCaption ? tf.gather(text, firstCaption) : text] as tf.Tensor2D[];
+    });
+    try {
+      const found = collapse.observe(step, loss, await inBatchStatsAsync(v, t));
+      if (found) logger.log(`warning: ${describeCollapse(found)}.\n  ${collapseFix(marginAt(cfg.loss, step))}`);
+    } finally {
+      tf.dispose([v, t]);
+    }
+  };
 
   const stopAt = Math.min(totalSteps, opts.stopAfter ?? totalSteps);
   const training = await runTraining({
@@ -468,11 +526,13 @@ async function runPretrainIn(
           progress: Math.min(step / Math.max(totalSteps, 1), 1),
           source: weightNet?.inputs.includes('source') ? batch.index.map((i) => (sources.rowSource[i] === 'human' ? 1 : 0)) : undefined,
         });
+        await checkCollapse(step, r.loss, train, batch.captionVideo);
         const bySource = sources.weights ? lossBySource(r.perSample, batch.index.map((i) => sources.rowSource[i])) : {};
         if (!r.weights) return { loss: r.loss, grads: r.grads, samples: B, dataWaitMs, extra: { marginRad, ...bySource } };
         const weights = r.weights;
         batch.videoId.forEach((id, i) => lastWeight.set(id, weights[i] * B));
         if (r.inputRows) batch.videoId.forEach((id, i) => lastInputs.set(id, r.inputRows![i]));
+        events.histogram('weighting/sample_weight', Array.from(weights, (w) => w * B), step + 1);
         let wMin = Infinity; let wMax = -Infinity;
         for (let i = 0; i < weights.length; i++) { wMin = Math.min(wMin, weights[i] * B); wMax = Math.max(wMax, weights[i] * B); }
         return {
@@ -495,24 +555,41 @@ async function runPretrainIn(
       for (const [k, v] of Object.entries(weightNet.optimizer.state())) out[`wnet_opt.${k}`] = v;
       return out;
     },
+    // Model selection sees the validation split only; the test split is scored once, after training.
     evaluate: async () => {
-      const r = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize, norm);
-      return { t2vR1: r.t2v.R1, v2tR1: r.v2t.R1, t2vR5: r.t2v.R5 };
+      const r = await evaluateRetrieval(params, modelCfg, cache, valEntries, tok, maxLen, cfg.eval.batchSize, norm);
+      return { valT2vR1: r.t2v.R1, valV2tR1: r.v2t.R1, valT2vR5: r.t2v.R5, valChanceR1: r.chanceR1 };
     },
   });
 
   const evalReport = await evaluateRetrieval(params, modelCfg, cache, splits.test, tok, maxLen, cfg.eval.batchSize, norm);
-  const weightingOut = weighting === 'none' ? undefined : await reportWeighting(runDir, trainEntries, lastWeight, lastInputs, weightNet, log);
+  const dataset = `${datasetName(splits.manifestPath)}, ${training.step} steps`;
+  const weightingOut = weighting === 'none' ? undefined : await reportWeighting(runDir, trainEntries, lastWeight, lastInputs, weightNet, log, dataset);
+  for (const [dir, m] of [['t2v', evalReport.t2v], ['v2t', evalReport.v2t]] as const) {
+    for (const k of ['R1', 'R5', 'R10'] as const) events.scalar(`test/${dir}_${k}`, m[k], training.step);
+  }
+  if (weightingOut?.aurocCleanVsNoisy !== undefined) events.scalar('weighting/auroc_clean_vs_noisy', weightingOut.aurocCleanVsNoisy, training.step);
+  events.close();
   const wallSeconds = (performance.now() - t0) / 1000;
   await writeJsonFile(path.join(runDir, 'eval.json'), {
     split: 'test', ...evalReport, steps: training.step, stopped: training.stopped, skippedSteps: training.skippedSteps,
     ...(weightingOut ? { weighting: weightingOut } : {}),
+    ...(collapse.finding ? { collapse: collapse.finding } : {}),
     backend: backend.name, wallSeconds, config: cfg, model: modelCfg,
   });
   weightNet?.dispose();
   store.dispose();
   optimizer.dispose();
   return { runDir, eval: evalReport, backend: backend.name, steps: training.step, stopped: training.stopped, wallSeconds };
+}
+
+/** The fix printed with a collapse warning, in the config's terms. */
+export function collapseFix(marginRad: number): string {
+  if (marginRad > 0) {
+    return `fix: a smaller margin, --set loss.marginRad=0.01 (now ${marginRad}); larger margins collapsed here even after `
+      + 'InfoNCE warm-up steps (docs/RESULTS.md, "The margin default")';
+  }
+  return 'with no margin this is not the margin\'s doing: check that captions and clips differ between pairs, and try a lower train.lr';
 }
 
 /** Splits a checkpoint's optimizer record into the model optimizer's, the weight net's parameters and its optimizer's. */
@@ -549,7 +626,7 @@ export interface WeightingOutput extends Partial<WeightingReport> {
  */
 async function reportWeighting(
   runDir: string, train: ManifestEntry[], lastWeight: Map<string, number>, lastInputs: Map<string, number[]>,
-  weightNet: WeightNet | undefined, log: (m: string) => void,
+  weightNet: WeightNet | undefined, log: (m: string) => void, dataset: string,
 ): Promise<WeightingOutput> {
   const extra: Partial<WeightingOutput> = {};
   const flagged = train.filter((e) => lastWeight.has(e.id) && typeof e.noisy === 'boolean');
@@ -570,22 +647,25 @@ async function reportWeighting(
     const pairLabel = (e: ManifestEntry) => (!e.noisy ? 'clean' : e.noiseKind ? `misaligned (${e.noiseKind})` : 'misaligned');
     const values = flagged.map((e) => ({ weight: lastWeight.get(e.id)!, pair: pairLabel(e) }));
     plots.push(await savePlot({
-      title: 'Latest weight of each training pair (batch mean = 1)', width: 420, height: 220, data: { values },
+      title: `Latest weight of each training pair (${dataset})`, width: 420, height: 220, data: { values },
       mark: { type: 'bar', opacity: 0.6 },
       encoding: {
-        x: { field: 'weight', type: 'quantitative', bin: { maxbins: 40 } },
-        y: { aggregate: 'count', type: 'quantitative', stack: null },
-        color: { field: 'pair', type: 'nominal' },
+        x: { field: 'weight', type: 'quantitative', bin: { maxbins: 40 }, title: 'latest weight (a batch\'s weights average 1)' },
+        y: { aggregate: 'count', type: 'quantitative', stack: null, title: 'training pairs', axis: { tickMinStep: 1, format: 'd' } },
+        color: { field: 'pair', type: 'nominal', legend: { orient: 'bottom', direction: 'horizontal', title: null, labelLimit: 0 } },
       },
     }, path.join(runDir, 'weights-histogram.png')));
   }
   if (weightNet && weightNet.inputs.length === 1 && weightNet.inputs[0] === 'loss') {
     const curve = await weightCurve(weightNet, { min: 0, max: 8, points: 81 });
     plots.push(await savePlot({
-      title: 'Learned weighting function V(loss)', width: 420, height: 220,
+      title: `Learned weighting function V(loss) (${dataset})`, width: 420, height: 220,
       data: { values: curve.loss.map((l, i) => ({ loss: l, weight: curve.weight[i] })) },
       mark: 'line',
-      encoding: { x: { field: 'loss', type: 'quantitative', title: 'per-sample SAM loss' }, y: { field: 'weight', type: 'quantitative', title: 'V(loss)' } },
+      encoding: {
+        x: { field: 'loss', type: 'quantitative', title: 'per-sample SAM loss of a training pair' },
+        y: { field: 'weight', type: 'quantitative', title: 'V(loss), unnormalised', scale: { zero: false } },
+      },
     }, path.join(runDir, 'weight-curve.png')));
   }
   if (weightNet && lastInputs.size) {
@@ -594,7 +674,7 @@ async function reportWeighting(
     extra.weightByInput = curves;
     const values = Object.entries(curves).flatMap(([input, c]) => c.x.map((x, i) => ({ input, x, weight: c.weight[i] })));
     plots.push(await savePlot({
-      title: 'Learned weight along each input (the others at their medians)',
+      title: `Learned weight along each input, the others at their medians (${dataset})`,
       data: { values },
       facet: { field: 'input', type: 'nominal', title: null, sort: [...weightNet.inputs] },
       columns: 4,
@@ -631,20 +711,22 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       out: { type: 'string' },
       backend: { type: 'string' },
       threads: { type: 'string' },
+      set: { type: 'string', multiple: true, default: [] },
       resume: { type: 'boolean', default: false },
       'allow-config-change': { type: 'boolean', default: false },
+      overwrite: { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       'stop-after': { type: 'string' },
     },
   });
-  const cfg = await loadPretrainConfig(values.config!);
+  const cfg = await loadPretrainConfig(values.config!, { data: values.data, sets: values.set });
   if (values.init !== undefined) cfg.model.init = values.init;
   let stopAfter: number | undefined;
   if (values['stop-after'] !== undefined) {
     stopAfter = Number(values['stop-after']);
     if (!Number.isInteger(stopAfter) || stopAfter < 1) throw new Error(`--stop-after must be a positive integer, got ${values['stop-after']}`);
   }
-  const r = await runPretrain(cfg, { out: values.out, dataDir: values.data, backend: values.backend, threads: parseThreads(values.threads), resume: values.resume, allowConfigChange: values['allow-config-change'], quiet: values.quiet, stopAfter });
+  const r = await runPretrain(cfg, { out: values.out, backend: values.backend, threads: parseThreads(values.threads), resume: values.resume, allowConfigChange: values['allow-config-change'], overwrite: values.overwrite, quiet: values.quiet, stopAfter });
   console.log(formatEvalTable(r.eval));
   console.log(`run: ${r.runDir} (${r.steps} steps on ${r.backend}, ${r.wallSeconds.toFixed(0)} s${r.stopped === 'signal' ? ', stopped by a signal: --resume continues' : ''})`);
 }

@@ -4,8 +4,8 @@
  * identity benchmark; closed-set classification (per-class recall, CAMRI's target) on the
  * test split and verification on the pairs file → eval.json.
  *
- *   node dist/pipelines/train-classifier.js --loss arcface [--data DIR] [--out runs/NAME] [--steps N] [--seed S]
- *       [--important-class ID] [--sampling natural|balanced] [--resume [--allow-config-change]]
+ *   vlmargin train classifier --loss arcface [--data DIR] [--out runs/NAME] [--steps N] [--seed S]
+ *       [--important-class ID] [--sampling natural|balanced] [--resume [--allow-config-change] | --overwrite]
  *
  * Run folder: checkpoints/, metrics.jsonl, eval.json, and for KappaFace kappa-margins.jsonl and
  * kappa-margins.png (margin vs class size).
@@ -89,6 +89,8 @@ export interface TrainClassifierOptions {
   resume?: boolean;
   /** With `resume`: accept a checkpoint saved under other settings (the changed keys are still listed). */
   allowConfigChange?: boolean;
+  /** Replace a previous run in the folder (without it, or `resume`, such a folder is refused). */
+  overwrite?: boolean;
   quiet?: boolean;
 }
 
@@ -217,8 +219,10 @@ async function dropRowsAfterStep(file: string, step: number): Promise<void> {
 
 /** Trains (or resumes) one classifier run and writes eval.json. */
 export async function runTrainClassifier(cfg: TrainClassifierConfig, opts: TrainClassifierOptions = {}): Promise<TrainClassifierResult> {
-  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
-  const { runDir, release } = await openRunFolder(opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); });
+  // One writer per run folder; a previous run continues with --resume or is replaced with --overwrite (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(
+    opts.out, cfg.name, (m) => { if (!opts.quiet) console.error(m); }, { resume: opts.resume, overwrite: opts.overwrite },
+  );
   try {
     return await runTrainClassifierIn(runDir, cfg, opts);
   } finally {
@@ -401,6 +405,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       backend: { type: 'string' },
       resume: { type: 'boolean', default: false },
       'allow-config-change': { type: 'boolean', default: false },
+      overwrite: { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       'no-synth': { type: 'boolean', default: false },
     },
@@ -421,7 +426,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     eval: { flip: values.flip },
   };
   const cfg = parseTrainClassifierConfig(JSON.parse(JSON.stringify(raw)), 'train-classifier options');
-  const r = await runTrainClassifier(cfg, { out: values.out, resume: values.resume, allowConfigChange: values['allow-config-change'], quiet: values.quiet });
+  const r = await runTrainClassifier(cfg, { out: values.out, resume: values.resume, allowConfigChange: values['allow-config-change'], overwrite: values.overwrite, quiet: values.quiet });
   console.log(JSON.stringify({ runDir: r.runDir, steps: r.steps, lossStart: r.lossStart, lossEnd: r.lossEnd, ...r.eval.verification && {
     accuracy: r.eval.verification.accuracy, eer: r.eval.verification.eer, tarAtFar1e3: r.eval.verification.tarAtFar['1e-3'] },
   closedSetAccuracy: r.eval.classification?.accuracy, importantClass: r.eval.importantClass }, null, 2));

@@ -77,7 +77,7 @@ describe('frame cache', function () {
       }
     }
     await assert.rejects(cache.get('gone'), /no clip with id "gone"/);
-    await assert.rejects(buildFrameCache(entries, { out, frames: 4, size: 32, shardSize: 2 }), /was built with .*"size":16.*choose another --out/);
+    await assert.rejects(buildFrameCache(entries, { out, frames: 4, size: 32, shardSize: 2 }), /was built with .*"size":16.*another frame cache folder/);
   });
 
   it('two builds of one cache at once (as two runs would start) decode each clip once, one after the other', async () => {

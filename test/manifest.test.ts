@@ -228,6 +228,8 @@ describe('manifest: MSR-VTT reader', () => {
       assert.deepEqual(s.test.map((e) => [e.id, e.captions]), [['video1', ['a man drives']], ['video3', ['a chef cooks']]]);
       const full = await readMsrvttSplits(path.join(dir, 'MSRVTT_data.json'), { videoDir, protocol: 'full' });
       assert.deepEqual(full.train.map((e) => e.id), ['video0', 'video1']);
+      assert.deepEqual(full.val.map((e) => e.id), ['video2']);
+      assert.deepEqual(s.val, []);
       assert.deepEqual(full.test.map((e) => e.id), ['video3']);
       await assert.rejects(readMsrvttSplits(json, { videoDir, testCsv: path.join(dir, 'missing.csv') }), /missing\.csv does not exist[\s\S]*data\.testCsv/);
     } finally {

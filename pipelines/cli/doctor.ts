@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import os from 'node:os';
 import { tf } from '../../src/backend/tf.js';
-import { BACKEND_NAMES, initBackend, parseThreads, probeWebGPU, type BackendName } from '../../src/backend/init.js';
+import { BACKEND_NAMES, initBackend, parseThreads, probeWebGPU, webgpuSkipReason, type BackendName } from '../../src/backend/init.js';
 import { ffmpegBinary, ffprobeBinary } from '../../src/video/binaries.js';
 import { nativePackageDir, readSetupStamp, type NativeSetupStamp } from '../../src/backend/native.js';
 import { missingCudaLibraries, probeTensorflow, type ProbeResult } from '../setup/tensorflow.js';
@@ -36,7 +36,12 @@ function tensorflowReport(threads?: number): DoctorReport['tensorflow'] {
 export async function doctor(opts: { threads?: number } = {}): Promise<DoctorReport> {
   const tensorflow = tensorflowReport(opts.threads);
   const backends: DoctorReport['backends'] = [];
+  const webgpuSkip = webgpuSkipReason();
   for (const name of BACKEND_NAMES) {
+    if (name === 'webgpu' && webgpuSkip) {
+      backends.push({ name, available: false, reason: webgpuSkip });
+      continue;
+    }
     try {
       const c = await initBackend({ prefer: name, threads: opts.threads });
       backends.push({ name, available: true, info: c.info });
@@ -45,7 +50,7 @@ export async function doctor(opts: { threads?: number } = {}): Promise<DoctorRep
     }
   }
   const chosen = await initBackend({ prefer: 'auto' });
-  const probe = await probeWebGPU();
+  const probe = webgpuSkip ? { adapter: null } : await probeWebGPU();
   const bin = (f: () => { path: string; source: string; version: string }) => {
     try { return f(); } catch (e) { return { error: (e as Error).message }; }
   };

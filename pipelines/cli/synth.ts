@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { generateSynthCorpus } from '../../src/data/synth.js';
+import { writeProgress } from '../../src/train/logger.js';
 
 const SynthArgs = z.object({
   out: z.string().min(1, 'expected an output folder'),
@@ -37,8 +38,7 @@ export function register(program: Command): void {
         ...parsed.data,
         onProgress: (done, total) => {
           const pct = Math.floor((100 * done) / total / 10) * 10;
-          if (pct !== lastShown && process.stderr.isTTY) { process.stderr.write(`\rencoding clips ${done}/${total}`); lastShown = pct; }
-          if (done === total && process.stderr.isTTY) process.stderr.write('\n');
+          if (pct !== lastShown || done === total) { writeProgress(process.stderr, `encoding clips ${done}/${total}`, done === total); lastShown = pct; }
         },
       });
       const c = r.counts;

@@ -14,7 +14,7 @@ function steps(v: string | undefined): number | undefined {
 }
 
 export function register(program: Command): void {
-  const train = program.command('train').description('train a speaker-verification or anti-spoofing model');
+  const train = program.command('train').description('train a speaker-verification, anti-spoofing or image classification model');
   train.command('speaker')
     .description('train a speaker embedding network (TDNN + attentive statistics pooling, AAM-softmax by default) on a VoxCeleb-layout tree')
     .requiredOption('--audio <root>', 'folder of <speaker>/<session>/<utt>.<audio>; every speaker folder is a class')

@@ -3,12 +3,15 @@
  *
  * Auto order: `tensorflow` (`@tensorflow/tfjs-node-gpu`'s addon, once `vlmargin setup tensorflow`
  * has built it against an official TensorFlow wheel) → `webgpu` (Dawn through the `webgpu`
- * package, only when an adapter exists) → `wasm` → `cpu`.
+ * package, only when an adapter exists; on Linux only when the Vulkan loader is installed, so
+ * machines without one never see Dawn's warning) → `wasm` → `cpu`.
  *
  * @example
  * const choice = await initBackend({ prefer: 'auto' });
  * console.log(choice.name, choice.skipped); // 'wasm', [{ name: 'tensorflow', reason: '…' }, …]
  */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -143,7 +146,43 @@ function fallbackReason(adapter: Record<string, unknown>): string | null {
   return `the only WebGPU adapter is a CPU fallback (${String(adapter.description ?? adapter.device ?? 'unnamed')}); name --backend webgpu to use it anyway`;
 }
 
+let vulkanLoader: boolean | undefined;
+
+/**
+ * Whether the Vulkan loader (libvulkan.so.1) can be found: in LD_LIBRARY_PATH, the linker's
+ * cache (ldconfig -p) or the usual library folders. Linux only (true elsewhere: Metal and D3D12
+ * need no loader). Without it Dawn prints a multi-line "Couldn't load Vulkan" warning from
+ * native code, which no JavaScript can silence, and finds no adapter anyway.
+ */
+export function vulkanLoaderFound(): boolean {
+  if (process.platform !== 'linux') return true;
+  if (vulkanLoader !== undefined) return vulkanLoader;
+  const lib = 'libvulkan.so.1';
+  const multiarch = process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    `/lib/${multiarch}`, `/usr/lib/${multiarch}`, '/lib64', '/usr/lib64', '/lib', '/usr/lib', '/usr/local/lib',
+  ];
+  vulkanLoader = dirs.some((d) => fs.existsSync(path.join(d, lib)));
+  if (!vulkanLoader) {
+    for (const ldconfig of ['/sbin/ldconfig', '/usr/sbin/ldconfig']) {
+      try {
+        if (execFileSync(ldconfig, ['-p'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).includes(lib)) vulkanLoader = true;
+        break;
+      } catch { /* not there: try the next */ }
+    }
+  }
+  return vulkanLoader;
+}
+
+/** Why webgpu is passed over without asking Dawn, or null when Dawn may be asked. */
+export function webgpuSkipReason(): string | null {
+  return vulkanLoaderFound() ? null : 'no Vulkan loader (libvulkan.so.1) on this machine, so no GPU for Dawn; --backend webgpu asks Dawn anyway';
+}
+
 async function tryWebGPU(auto: boolean): Promise<Attempt> {
+  const skip = auto && !webgpuStarted ? webgpuSkipReason() : null;
+  if (skip) return { ok: false, reason: skip };
   if (webgpuStarted) {
     const why = auto ? fallbackReason(webgpuStarted.adapter) : null;
     if (why) return { ok: false, reason: why };

@@ -586,7 +586,7 @@ export async function prepareFrameCache(out: string, plan: FrameCachePlan, opts:
     if (existing.format !== FORMAT) throw new Error(`buildFrameCache: ${dir} holds something other than a frame cache (${indexPath})`);
     const had = configOf(existing);
     if (!sameConfig(had, plan.config)) {
-      throw new Error(`buildFrameCache: ${dir} was built with ${JSON.stringify(had)}, asked ${JSON.stringify(plan.config)}; choose another --out or delete it`);
+      throw new Error(`buildFrameCache: ${dir} was built with ${JSON.stringify(had)}, asked ${JSON.stringify(plan.config)}; use another frame cache folder or delete it`);
     }
   }
   const { shards, discarded } = await scanShards(dir, true);

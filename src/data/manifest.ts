@@ -35,7 +35,7 @@ export function resolveInsideRoot(root: string, video: string, allowOutsideRoot:
   const rel = path.relative(root, abs);
   const outside = rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel);
   if (outside && !allowOutsideRoot) {
-    return { reason: `video path "${video}" resolves outside the manifest root ${root}; pass allowOutsideRoot (--allow-outside-root) to accept it` };
+    return { reason: `video path "${video}" resolves outside the manifest root ${root}; allow it with allowOutsideRoot (data.allowOutsideRoot in a config, --allow-outside-root on the commands that take --manifest)` };
   }
   return { path: abs };
 }
@@ -259,4 +259,20 @@ export function humanCaptions(entries: ManifestEntry[]): ManifestEntry[] {
     out.push({ ...rest, captions });
   }
   return out;
+}
+
+/**
+ * Why a split came out empty, for an error message: the splits that are present and the first
+ * `limit` skipped lines with their reasons (when every line was bad, those are the answer).
+ *
+ * @example throw new Error(`no entries with split 'train'${emptySplitReasons(m)}`);
+ */
+export function emptySplitReasons(m: Pick<Manifest, 'entries' | 'errors'>, limit = 3): string {
+  const splits = [...new Set(m.entries.map((e) => e.split ?? '(none)'))];
+  const parts = [`${m.entries.length} usable entries${splits.length ? ` with splits ${splits.map((s) => `'${s}'`).join(', ')}` : ''}`];
+  if (m.errors.length) {
+    const first = m.errors.slice(0, limit).map((e) => `    ${e.line !== undefined ? `line ${e.line}` : e.id ?? e.source}: ${e.reason}`);
+    parts.push(`${m.errors.length} lines skipped, first:\n${first.join('\n')}`);
+  }
+  return ` (${parts.join('; ')})`;
 }

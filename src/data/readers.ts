@@ -350,6 +350,11 @@ export interface MsrvttSplitOptions extends Omit<MsrvttOptions, 'split'> {
 /** MSR-VTT's training and test entries under a published protocol. */
 export interface MsrvttSplits {
   train: ManifestEntry[];
+  /**
+   * Videos for model selection: the JSON's validate split under `full`; empty under `9k-1kA`,
+   * whose training set already holds them (a caller holds out a slice of train instead).
+   */
+  val: ManifestEntry[];
   test: ManifestEntry[];
   /** The files read (the test list first). */
   sources: string[];
@@ -368,7 +373,8 @@ export async function readMsrvttSplits(annotations: string, options: MsrvttSplit
   const all = await readMsrvtt(annotations, { videoDir, allowOutsideRoot });
   if (protocol === 'full') {
     return {
-      train: all.entries.filter((e) => e.split === 'train'), test: all.entries.filter((e) => e.split === 'test'),
+      train: all.entries.filter((e) => e.split === 'train'), val: all.entries.filter((e) => e.split === 'validate'),
+      test: all.entries.filter((e) => e.split === 'test'),
       sources: [all.path], errors: all.errors,
     };
   }
@@ -379,7 +385,7 @@ export async function readMsrvttSplits(annotations: string, options: MsrvttSplit
   const test = await readMsrvtt1kA(csv, { videoDir, allowOutsideRoot });
   const held = new Set(test.entries.map((e) => e.id));
   const train = all.entries.filter((e) => (e.split === 'train' || e.split === 'validate') && !held.has(e.id));
-  return { train, test: test.entries, sources: [test.path, all.path], errors: [...all.errors, ...test.errors] };
+  return { train, val: [], test: test.entries, sources: [test.path, all.path], errors: [...all.errors, ...test.errors] };
 }
 
 export interface WebvidOptions {

@@ -54,7 +54,7 @@ export function samMargin(marginRad: number): MarginSpec {
  * @returns loss (mean, or Σ wᵢℓᵢ with `weights`) and perSample [B]
  * @example
  * const logitScale = tf.variable(tf.scalar(Math.log(100)));
- * const { loss, perSample } = samContrastiveLoss(v, t, { marginRad: 0.1, logitScale });
+ * const { loss, perSample } = samContrastiveLoss(v, t, { marginRad: 0.01, logitScale });
  */
 export function samContrastiveLoss(video: T, text: T, opts: SamOptions): { loss: T; perSample: T } {
   const fn = 'samContrastiveLoss';

@@ -34,7 +34,7 @@ export interface DualEncoderMetaModelOptions {
  * the `logit_scale` parameter.
  *
  * @example
- * const model = dualEncoderMetaModel(cfg, { marginRad: 0.1 });
+ * const model = dualEncoderMetaModel(cfg, { marginRad: 0.01 });
  * const r = mwnStep({ model, params: store.snapshot() as Record<string, tf.Variable>, trainBatch, metaBatch, weightNet, alpha: 1e-3, metaScope: 'heads' });
  */
 export function dualEncoderMetaModel(cfg: DualEncoderConfig, opts: DualEncoderMetaModelOptions): MetaModel<DualEncoderBatch> & {

@@ -6,3 +6,5 @@ export * from './schedule.js';
 export * from './gradients.js';
 export * from './logger.js';
 export * from './clipExport.js';
+export * from './collapse.js';
+export * from './tensorboard.js';

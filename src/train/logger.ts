@@ -45,6 +45,11 @@ export interface MetricsLoggerOptions {
    * where the resumed run's rows begin.
    */
   resumeAt?: number;
+  /**
+   * TensorBoard scalars: every finite number of a record goes to `train/<field>` (the fields
+   * of records with `eval: 1` other than loss and lr to `eval/<field>`) at its step.
+   */
+  events?: { scalar(tag: string, value: number, step: number): void };
 }
 
 const RESERVED = ['memory', 'time'];
@@ -65,6 +70,7 @@ export class MetricsLogger {
   private readonly quiet: boolean;
   private readonly stream: LogStream;
   private readonly printEvery: number;
+  private readonly events?: MetricsLoggerOptions['events'];
   private multiBar: cliProgress.MultiBar | null = null;
   private bar: cliProgress.SingleBar | null = null;
   private totalSteps: number | null = null;
@@ -86,6 +92,7 @@ export class MetricsLogger {
       if (!Number.isInteger(opts.resumeAt) || opts.resumeAt < 0) throw new Error(`MetricsLogger: 'resumeAt' must be an integer ≥ 0, got ${opts.resumeAt}`);
       this.droppedOnResume = dropRowsAfter(file, opts.resumeAt);
     }
+    this.events = opts.events;
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       this.fd = fs.openSync(file, 'a');
@@ -114,10 +121,11 @@ export class MetricsLogger {
     if (this.quiet || this.stream.isTTY !== true) return;
     // MultiBar rather than SingleBar: its log() prints above the bar, and it does not restore
     // a saved cursor position on stop (which would jump back over lines logged meanwhile).
+    const { format, barsize } = progressFormat(this.stream.columns ?? 80, totalSteps);
     this.multiBar = new cliProgress.MultiBar({
       stream: this.stream as NodeJS.WritableStream,
-      format: ' {bar} {percentage}% | step {value}/{total} | ETA {eta_formatted} | {sps} samples/s | loss {loss} | lr {lr}',
-      barsize: 24,
+      format,
+      barsize,
       etaBuffer: 50,
       forceRedraw: true,
       hideCursor: false,
@@ -147,6 +155,13 @@ export class MetricsLogger {
     } catch (err) {
       const full = (err as NodeJS.ErrnoException).code === 'ENOSPC';
       throw new Error(`MetricsLogger: cannot append to '${this.path}': ${(err as Error).message}${full ? ' (the disk is full)' : ''}`, { cause: err });
+    }
+    if (this.events) {
+      const evalRecord = record.eval === 1;
+      const skip = evalRecord ? ['step', 'eval', 'loss', 'lr'] : ['step'];
+      for (const [k, v] of Object.entries(record)) {
+        if (!skip.includes(k) && typeof v === 'number' && Number.isFinite(v)) this.events.scalar(`${evalRecord ? 'eval' : 'train'}/${k}`, v, step);
+      }
     }
     this.show(record);
   }
@@ -230,6 +245,49 @@ function dropRowsAfter(file: string, step: number): number {
     throw new Error(`MetricsLogger: cannot rewrite '${file}' to resume it: ${(err as Error).message}`);
   }
   return dropped;
+}
+
+/** The widest each field of the bar can print (ETA up to 99h, losses up to 9999.9999). */
+const FIELD_WIDTH = { percentage: 3, eta_formatted: 9, sps: 7, loss: 9, lr: 9 };
+
+/**
+ * The bar's format for a terminal `columns` wide: fields are dropped (samples/s, then lr, then
+ * the labels) and the bar shortened until the widest possible line fits in columns − 1, so the
+ * terminal never cuts a number or wraps the line.
+ *
+ * @example progressFormat(80, 1000) // { format: ' {bar} {percentage}% | step {value}/{total} | ETA …', barsize: … }
+ */
+export function progressFormat(columns: number, totalSteps: number): { format: string; barsize: number } {
+  const digits = String(totalSteps).length;
+  const widths: Record<string, number> = { ...FIELD_WIDTH, value: digits, total: digits };
+  const widest = (format: string) => format.replace(/\{(\w+)\}/g, (_m, k: string) => (k === 'bar' ? '' : ' '.repeat(widths[k] ?? 0))).length;
+  const candidates = [
+    ' {bar} {percentage}% | step {value}/{total} | ETA {eta_formatted} | {sps} samples/s | loss {loss} | lr {lr}',
+    ' {bar} {percentage}% | step {value}/{total} | ETA {eta_formatted} | loss {loss} | lr {lr}',
+    ' {bar} {percentage}% | step {value}/{total} | ETA {eta_formatted} | loss {loss}',
+    ' {bar} {percentage}% {value}/{total} ETA {eta_formatted} loss {loss}',
+    ' {percentage}% {value}/{total} loss {loss}',
+  ];
+  const room = Math.max(20, columns) - 1;
+  for (const format of candidates) {
+    const rest = widest(format);
+    const barsize = format.includes('{bar}') ? Math.min(24, room - rest) : 0;
+    if (rest + barsize <= room && (barsize >= 8 || !format.includes('{bar}'))) return { format, barsize: Math.max(barsize, 1) };
+  }
+  return { format: candidates[candidates.length - 1], barsize: 1 };
+}
+
+/**
+ * A progress message that replaces itself on a terminal (`\r`, cut to the width) and is one
+ * whole line per update elsewhere (a log file never gets lines run together).
+ */
+export function writeProgress(stream: LogStream, text: string, final = false): void {
+  if (stream.isTTY === true) {
+    const width = Math.max(20, stream.columns ?? 80) - 1;
+    stream.write(`\r${text.length > width ? text.slice(0, width) : text.padEnd(width)}${final ? '\n' : ''}`);
+  } else {
+    stream.write(`${text}\n`);
+  }
 }
 
 function lastByte(file: string, size: number): number {
