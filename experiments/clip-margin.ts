@@ -45,7 +45,7 @@ async function main(): Promise<void> {
       loss: { marginRad },
       eval: { batchSize: 64 },
     }, 'clip-margin');
-    const r = await runFinetuneRetrieval(cfg, { out: path.join(out, `mu-${marginRad}`), quiet: true });
+    const r = await runFinetuneRetrieval(cfg, { out: path.join(out, `mu-${marginRad}`), quiet: true, overwrite: true });
     const row = {
       marginRad, steps: r.steps, lossBefore: r.lossBefore, lossAfter: r.lossAfter,
       t2vR1: r.eval.t2v.R1, t2vR10: r.eval.t2v.R10, v2tR1: r.eval.v2t.R1, chanceR1: r.eval.chanceR1, wallSeconds: r.wallSeconds,

@@ -65,7 +65,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       });
       const runDir = path.join(out, `${sys.loss.name}${sys.loss.options ? '-reg' : ''}-s${seed}`);
       const t = performance.now();
-      const r = await runTrainSpeaker(cfg, { audio: corpus.train, out: runDir, quiet: true });
+      const r = await runTrainSpeaker(cfg, { audio: corpus.train, out: runDir, quiet: true, overwrite: true });
       const e = await runEvalSpeaker({ checkpoint: runDir, trials: corpus.trials, audio: corpus.test, backend: values.backend });
       const row = { system: sys.name, seed, eer: e.eer, minDCF: e.minDCF, lossStart: r.lossStart, lossEnd: r.lossEnd, seconds: (performance.now() - t) / 1000 };
       rows.push(row);

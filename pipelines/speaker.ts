@@ -72,9 +72,9 @@ export interface TrainSpeakerResult {
  *
  * @example await runTrainSpeaker(parseSpeakerConfig({ train: { steps: 100 } }), { audio: 'data/synth-speakers/train', out: 'runs/spk' });
  */
-export async function runTrainSpeaker(cfg: SpeakerConfig, opts: { audio: string; out: string; quiet?: boolean }): Promise<TrainSpeakerResult> {
-  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
-  const { runDir, release } = await openRunFolder(opts.out, 'speaker', (m) => { if (!opts.quiet) console.error(m); });
+export async function runTrainSpeaker(cfg: SpeakerConfig, opts: { audio: string; out: string; quiet?: boolean; overwrite?: boolean }): Promise<TrainSpeakerResult> {
+  // One writer per run folder, and a previous run replaced only with --overwrite (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, 'speaker', (m) => { if (!opts.quiet) console.error(m); }, { overwrite: opts.overwrite });
   try {
     return await runTrainSpeakerIn(runDir, cfg, opts);
   } finally {

@@ -77,9 +77,9 @@ export interface TrainSpoofResult { runDir: string; utterances: number; bonafide
  *
  * @example await runTrainSpoof(parseSpoofConfig({}), { protocol: 'train/protocol.txt', audio: 'train/wav', out: 'runs/cm' });
  */
-export async function runTrainSpoof(cfg: SpoofConfig, opts: { protocol: string; audio: string; out: string; quiet?: boolean }): Promise<TrainSpoofResult> {
-  // One writer per run folder: a second run into it is refused (pipelines/runFolder.ts).
-  const { runDir, release } = await openRunFolder(opts.out, 'spoof', (m) => { if (!opts.quiet) console.error(m); });
+export async function runTrainSpoof(cfg: SpoofConfig, opts: { protocol: string; audio: string; out: string; quiet?: boolean; overwrite?: boolean }): Promise<TrainSpoofResult> {
+  // One writer per run folder, and a previous run replaced only with --overwrite (pipelines/runFolder.ts).
+  const { runDir, release } = await openRunFolder(opts.out, 'spoof', (m) => { if (!opts.quiet) console.error(m); }, { overwrite: opts.overwrite });
   try {
     return await runTrainSpoofIn(runDir, cfg, opts);
   } finally {

@@ -10,6 +10,8 @@ import { applyDataPath, applySets, loadPretrainConfig, parsePretrainConfig } fro
 import { runPretrain, validationSplit } from '../pipelines/pretrain.js';
 import { buildProgram, commandPaths } from '../pipelines/cli/program.js';
 import { openRunFolder } from '../pipelines/runFolder.js';
+import { parseSpeakerConfig, runTrainSpeaker } from '../pipelines/speaker.js';
+import { parseSpoofConfig, runTrainSpoof } from '../pipelines/spoof.js';
 import { tf } from '../src/backend/tf.js';
 import { emptySplitReasons, readManifest } from '../src/data/manifest.js';
 import type { ManifestEntry } from '../src/data/types.js';
@@ -48,6 +50,17 @@ describe('run folders', () => {
     await open({ overwrite: true });
     assert.ok(!existsSync(path.join(dir, 'metrics.jsonl')) && !existsSync(path.join(dir, 'checkpoints')));
     assert.equal(await readFile(path.join(dir, 'notes.txt'), 'utf8'), 'mine');
+  });
+
+  it('speaker and anti-spoofing training refuse a folder holding a run before any work', async () => {
+    const dir = path.join(tmp, 'audio-run');
+    await mkdir(path.join(dir, 'checkpoints'), { recursive: true });
+    const speaker = parseSpeakerConfig({});
+    await assert.rejects(runTrainSpeaker(speaker, { audio: path.join(tmp, 'no-audio'), out: dir, quiet: true }), /already holds a run \(checkpoints\); pass --resume to continue it, --overwrite to replace it/);
+    await assert.rejects(runTrainSpoof(parseSpoofConfig({}), { protocol: path.join(tmp, 'none.txt'), audio: tmp, out: dir, quiet: true }), /already holds a run/);
+    // With --overwrite the folder is taken and the job goes on to its data (missing here).
+    await assert.rejects(runTrainSpeaker(speaker, { audio: path.join(tmp, 'no-audio'), out: dir, quiet: true, overwrite: true }), /--audio/);
+    assert.ok(!existsSync(path.join(dir, 'checkpoints')));
   });
 
   it('--overwrite never removes the outputs of a run that holds the folder', async () => {

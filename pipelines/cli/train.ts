@@ -22,11 +22,12 @@ export function register(program: Command): void {
     .option('--config <file>', 'JSON config: features, model, loss {name, options}, train {steps, batchSize, lr, cropFrames, …}')
     .option('--steps <n>', 'training steps (overrides the config)')
     .option('--backend <name>', 'auto, tensorflow, webgpu, wasm or cpu')
-    .action(async (o: { audio: string; out: string; config?: string; steps?: string; backend?: string }) => {
+    .option('--overwrite', 'replace a previous run in the run folder')
+    .action(async (o: { audio: string; out: string; config?: string; steps?: string; backend?: string; overwrite?: boolean }) => {
       const cfg = await readSpeakerConfig(o.config);
       cfg.train.steps = steps(o.steps) ?? cfg.train.steps;
       if (o.backend) cfg.backend = o.backend;
-      const r = await runTrainSpeaker(cfg, { audio: o.audio, out: o.out });
+      const r = await runTrainSpeaker(cfg, { audio: o.audio, out: o.out, overwrite: o.overwrite });
       console.log(JSON.stringify({ ...r, skipped: r.skipped.length }, null, 2));
     });
   train.command('spoof')
@@ -37,10 +38,11 @@ export function register(program: Command): void {
     .option('--config <file>', 'JSON config: features, model, loss {name, options}, train {…}')
     .option('--steps <n>', 'training steps (overrides the config)')
     .option('--backend <name>', 'auto, tensorflow, webgpu, wasm or cpu')
-    .action(async (o: { protocol: string; audio: string; out: string; config?: string; steps?: string; backend?: string }) => {
+    .option('--overwrite', 'replace a previous run in the run folder')
+    .action(async (o: { protocol: string; audio: string; out: string; config?: string; steps?: string; backend?: string; overwrite?: boolean }) => {
       const cfg = await readSpoofConfig(o.config);
       cfg.train.steps = steps(o.steps) ?? cfg.train.steps;
       if (o.backend) cfg.backend = o.backend;
-      console.log(JSON.stringify(await runTrainSpoof(cfg, { protocol: o.protocol, audio: o.audio, out: o.out }), null, 2));
+      console.log(JSON.stringify(await runTrainSpoof(cfg, { protocol: o.protocol, audio: o.audio, out: o.out, overwrite: o.overwrite }), null, 2));
     });
 }
