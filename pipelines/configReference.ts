@@ -51,7 +51,8 @@ const DESCRIPTIONS: Record<string, string> = {
   'data(msrvtt).dir': 'Folder for the frame cache and the built tokenizer.',
 
   'frames.count': 'Frames sampled per clip.',
-  'frames.strategy': 'Where the frames are taken: `uniform` (evenly over the clip), `random` (seeded), `fps` (at a fixed rate), `head` / `tail` (the first / last frames).',
+  'frames.strategy': 'Where the frames are taken: `uniform` (evenly over the clip), `random` (training clips: new frames every epoch, one from each of `count` segments of `count × candidates` cached ones, seeded; validation and test frames stay uniform), `fps` (at a fixed rate), `head` / `tail` (the first / last frames).',
+  'frames.candidates': 'With `strategy: random`: cached candidate frames per frame a step uses (unset: 4).',
   'frames.size': 'Frames are resized (shorter side) and centre-cropped to size × size pixels; also the vision model\'s input size. Unset: the `model.init` model\'s input size, else 32.',
   'finetune-retrieval:frames.count': 'Frames sampled per clip. Unset: 12 for a CLIP folder; a checkpoint keeps its own (a different value is an error).',
   'tokenizer.maxLen': 'Tokens per caption (longer captions are cut); also the text model\'s context length. Unset: the `model.init` model\'s, else 24.',
