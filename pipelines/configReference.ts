@@ -23,6 +23,7 @@ const DESCRIPTIONS: Record<string, string> = {
   name: 'Name of the run: the default run folder is `runs/<name>`.',
   seed: 'Seed of every random choice (initialisation, batch order, frame sampling, held-out slices). Same seed, same machine: the same run, bit for bit; another machine may differ in the last bits (float summation order), and those differences grow over a run.',
   backend: '`auto` takes the first that starts of tensorflow (native, optional), webgpu (when a GPU adapter exists), wasm, cpu; naming one makes it an error when it cannot start. `--backend` overrides it.',
+  threads: 'TensorFlow\'s intra-op threads on the native engine (`vlmargin setup tensorflow`); unset: one per CPU. `--threads` overrides it.',
   checkpoint: 'The pretrained model: a checkpoint folder (`runs/NAME/checkpoints/step-…`) or a run folder (its newest checkpoint).',
   framesDir: 'Frame cache folder (default: `.vlmargin/` beside the manifest).',
   'finetune-retrieval:framesDir': 'Frame cache folder (default: `.vlmargin/` beside the manifest; `<run>/frames` for MSR-VTT).',
