@@ -42,7 +42,7 @@ import { openEventWriter } from '../src/train/tensorboard.js';
 import { datasetName } from './eval-retrieval.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { cosineWithWarmup } from '../src/train/schedule.js';
-import { CollapseDetector, describeCollapse, inBatchStatsAsync } from '../src/train/collapse.js';
+import { CollapseDetector, describeCollapse, inBatchStats } from '../src/train/collapse.js';
 import { describeOutOfMemory, runTraining, type MicroStep } from '../src/train/trainer.js';
 import { captionSourceTable, lossBySource, samStep } from './lib/samStep.js';
 import { loadPretrainConfig, marginAt, parsePretrainConfig, type PretrainConfig } from './config.js';
@@ -488,7 +488,7 @@ async function runPretrainIn(
       return [encodeVideo(params, batch.frames, modelCfg), firstCaption ? tf.gather(text, firstCaption) : text] as tf.Tensor2D[];
     });
     try {
-      const found = collapse.observe(step, loss, await inBatchStatsAsync(v, t));
+      const found = collapse.observe(step, loss, await inBatchStats(v, t));
       if (found) logger.log(`warning: ${describeCollapse(found)}.\n  ${collapseFix(marginAt(cfg.loss, step))}`);
     } finally {
       tf.dispose([v, t]);

@@ -15,7 +15,7 @@ import { parseSpoofConfig, runTrainSpoof } from '../pipelines/spoof.js';
 import { tf } from '../src/backend/tf.js';
 import { emptySplitReasons, readManifest } from '../src/data/manifest.js';
 import type { ManifestEntry } from '../src/data/types.js';
-import { CollapseDetector, inBatchStatsAsync, inBatchStatsFromCosines } from '../src/train/collapse.js';
+import { CollapseDetector, inBatchStats, inBatchStatsFromCosines } from '../src/train/collapse.js';
 import { MetricsLogger, progressFormat, writeProgress } from '../src/train/logger.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -165,7 +165,7 @@ describe('collapse detection', function () {
     const v = tf.tensor2d([[1, 0], [0, 1]]);
     const t = tf.tensor2d([[2, 0], [0, 3]]);
     const before = tf.memory().numTensors;
-    const st = await inBatchStatsAsync(v, t);
+    const st = await inBatchStats(v, t);
     assert.equal(tf.memory().numTensors, before);
     assert.deepEqual([st.t2vTop1, st.posAngleMeanDeg, st.negAngleMeanDeg], [1, 0, 90]);
     tf.dispose([v, t]);

@@ -12,7 +12,7 @@
  * @example
  * const det = new CollapseDetector({ batchSize: 32 });
  * if (det.wantsCheck(step, loss)) {
- *   const stats = await inBatchStatsAsync(videoEmb, textEmb);
+ *   const stats = await inBatchStats(videoEmb, textEmb);
  *   const found = det.observe(step, loss, stats);
  *   if (found) console.warn(`${describeCollapse(found)}; fix: lower the margin`);
  * }
@@ -37,16 +37,16 @@ export interface InBatchStats {
  * pair). Reads the B×B cosine matrix back (asynchronously: webgpu in Node cannot read
  * synchronously); the inputs are not disposed.
  */
-export async function inBatchStatsAsync(video: tf.Tensor2D, text: tf.Tensor2D): Promise<InBatchStats> {
+export async function inBatchStats(video: tf.Tensor2D, text: tf.Tensor2D): Promise<InBatchStats> {
   const B = video.shape[0];
-  if (B < 2 || text.shape[0] !== B) throw new Error(`inBatchStatsAsync: need two [B, d] matrices with B ≥ 2, got [${video.shape}] and [${text.shape}]`);
+  if (B < 2 || text.shape[0] !== B) throw new Error(`inBatchStats: need two [B, d] matrices with B ≥ 2, got [${video.shape}] and [${text.shape}]`);
   const cos = tf.tidy(() => tf.matMul(l2Normalize(text, 1), l2Normalize(video, 1), false, true));
   const c = (await cos.data()) as Float32Array;
   cos.dispose();
   return inBatchStatsFromCosines(c, B);
 }
 
-/** The figures of `inBatchStatsAsync` from a row-major B×B cosine matrix (text rows, video columns). */
+/** The figures of `inBatchStats` from a row-major B×B cosine matrix (text rows, video columns). */
 export function inBatchStatsFromCosines(c: ArrayLike<number>, B: number): InBatchStats {
   const deg = (x: number) => (Math.acos(Math.max(-1, Math.min(1, x))) * 180) / Math.PI;
   let hits = 0;
