@@ -24,6 +24,7 @@ import { parseSpeakerConfig, runEvalSpeaker, runTrainSpeaker } from '../pipeline
 import { parseSpoofConfig, runEvalSpoof, runTrainSpoof } from '../pipelines/spoof.js';
 import { streamingSource } from '../pipelines/lib/audioTraining.js';
 import { fdGrad, relErr } from './helpers/fd.js';
+import { tidyData } from './helpers/read.js';
 
 const run = promisify(execFile);
 const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void => {
@@ -32,11 +33,11 @@ const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: st
 };
 
 describe('audio: features', () => {
-  it('a 1 kHz tone: the power spectrum peaks at bin 32 with the hand-computed DFT power', () => {
+  it('a 1 kHz tone: the power spectrum peaks at bin 32 with the hand-computed DFT power', async () => {
     const A = 0.5;
     const x = Float32Array.from({ length: 1600 }, (_, n) => A * Math.sin((2 * Math.PI * 1000 * n) / 16000));
     const cfg = featureConfig();
-    const P = powerSpectrogram(x, cfg).arraySync() as number[][];
+    const P = (await powerSpectrogram(x, cfg).array()) as number[][];
     assert.equal(P.length, frameCount(1600, cfg));
     assert.equal(P.length, 1 + Math.floor((1600 - 400) / 160));
     // Frame 2 by hand: Σ_n w(n)·x(320 + n)·e^(−2πi·k·n/512), periodic Hann over 400 samples.
@@ -62,7 +63,7 @@ describe('audio: features', () => {
     // fallback on two MatMuls; each path must be the one its backend can run.
     const spectrum = async () => {
       let out: Float32Array | undefined;
-      const prof = await tf.profile(() => { out = powerSpectrogram(x, featureConfig()).dataSync() as Float32Array; });
+      const prof = await tf.profile(async () => { out = (await powerSpectrogram(x, featureConfig()).data()) as Float32Array; });
       return { out: out!, kernels: prof.kernelNames };
     };
     const here = tf.getBackend();
@@ -76,7 +77,7 @@ describe('audio: features', () => {
       assert.ok(tf.getKernel('FFT', 'cpu'), 'the cpu backend has an FFT kernel');
       viaFft = await spectrum();
       // And tfjs's own STFT (periodic Hann window, frames without end padding) on the same signal.
-      const stft = tf.tidy(() => tf.square(tf.abs(tf.signal.stft(tf.tensor1d(x), 400, 160, 512))).dataSync() as Float32Array);
+      const stft = (await tidyData(() => tf.square(tf.abs(tf.signal.stft(tf.tensor1d(x), 400, 160, 512))))) as Float32Array;
       close(viaFft.out, stft, 1e-5, 'powerSpectrogram vs |tf.signal.stft|²');
     } finally {
       await tf.setBackend(here);
@@ -106,7 +107,7 @@ describe('audio: features', () => {
     assert.throws(() => melFilterbank({ numFilters: 2, fftLength: 7, sampleRate: 16000 }), /'fftLength' must be an even integer/);
   });
 
-  it('log-mel and LFCC shapes, per-utterance mean normalisation, deltas of a ramp, no leaks', () => {
+  it('log-mel and LFCC shapes, per-utterance mean normalisation, deltas of a ramp, no leaks', async () => {
     const x = Float32Array.from({ length: 8000 }, (_, n) => Math.sin(n * 0.3) * 0.3 + Math.sin(n * 0.05) * 0.2);
     const before = tf.memory().numTensors;
     const m = logMel(x);
@@ -114,14 +115,14 @@ describe('audio: features', () => {
     assert.deepEqual(m.shape, [frameCount(8000, featureConfig()), 80]);
     assert.deepEqual(c.shape, [m.shape[0], 60]);
     for (const t of [m, c]) {
-      const means = tf.tidy(() => tf.mean(t, 0).dataSync());
+      const means = await tidyData(() => tf.mean(t, 0));
       assert.ok(Math.max(...Array.from(means, Math.abs)) < 1e-4, 'column means ≈ 0');
     }
     tf.dispose([m, c]);
     assert.equal(tf.memory().numTensors, before);
     // Interior deltas of c_t = t are exactly 1 (Σ n·2n / 2Σn² = 1); edges replicate.
     const ramp = tf.tensor2d(Array.from({ length: 7 }, (_, t) => [t, 2 * t]));
-    const d = deltas(ramp).arraySync() as number[][];
+    const d = (await deltas(ramp).array()) as number[][];
     close(d.slice(2, 5).flat(), [1, 2, 1, 2, 1, 2], 1e-6, 'interior');
     close(d[0], [(1 * (1 - 0) + 2 * (2 - 0)) / 10, (2 * (1 - 0) + 4 * (2 - 0)) / 10], 1e-6, 'first frame (edge replicated)');
   });
@@ -174,9 +175,9 @@ describe('audio: decoding and readers', () => {
     assert.equal(batch.length, 2 * T * 16);
     assert.deepEqual(skips, [files[1]]);
     const pcm0 = await loadAudio(files[0]);
-    const want0 = tf.tidy(() => audioFeatures(pcm0, cfg).dataSync());
+    const want0 = await tidyData(() => audioFeatures(pcm0, cfg));
     close(batch.subarray(0, T * 16), want0, 1e-4, 'the replacement is class 0\'s other file');
-    const want1 = logMel(await loadAudio(files[2]), { numFilters: 16 }).dataSync();
+    const want1 = await logMel(await loadAudio(files[2]), { numFilters: 16 }).data();
     close(batch.subarray(T * 16), want1, 1e-4, 'the good file');
   });
 
@@ -205,16 +206,16 @@ describe('audio: decoding and readers', () => {
 });
 
 describe('audio: networks', () => {
-  it('max-feature-map, 2×2 max pooling and the im2col 3×3 convolution by hand; conv gradient by finite differences', () => {
-    close(maxFeatureMap(tf.tensor2d([[1, 5, 3, 2]])).dataSync(), [3, 5], 1e-9, 'mfm');
+  it('max-feature-map, 2×2 max pooling and the im2col 3×3 convolution by hand; conv gradient by finite differences', async () => {
+    close(await maxFeatureMap(tf.tensor2d([[1, 5, 3, 2]])).data(), [3, 5], 1e-9, 'mfm');
     const img = tf.tensor4d(Array.from({ length: 16 }, (_, i) => (i * 7) % 11), [1, 4, 4, 1]);
-    const v = img.dataSync();
+    const v = await img.data();
     const pooled = [[0, 0], [0, 2], [2, 0], [2, 2]].map(([r, c]) => Math.max(v[r * 4 + c], v[r * 4 + c + 1], v[(r + 1) * 4 + c], v[(r + 1) * 4 + c + 1]));
-    close(maxPool2x2(img).dataSync(), pooled, 1e-9, 'pool');
+    close(await maxPool2x2(img).data(), pooled, 1e-9, 'pool');
     // Convolution with zero 'same' padding, weight row order (dy, dx, cin).
     const W = Array.from({ length: 9 }, (_, k) => [(k % 3) - 1 + 0.1 * k, 0.5 - 0.05 * k]);
     const params = { 'c.weight': tf.tensor2d(W), 'c.bias': tf.tensor1d([0.25, -0.5]) };
-    const out = conv3x3(params, 'c', img).dataSync();
+    const out = await conv3x3(params, 'c', img).data();
     const hand: number[] = [];
     for (let r = 0; r < 4; r++) for (let c = 0; c < 4; c++) for (let o = 0; o < 2; o++) {
       let s = o === 0 ? 0.25 : -0.5;
@@ -226,10 +227,10 @@ describe('audio: networks', () => {
     }
     close(out, hand, 1e-6, 'conv');
     const f = (w: tf.Tensor) => tf.sum(tf.square(maxFeatureMap(conv3x3({ 'c.weight': w, 'c.bias': params['c.bias'] }, 'c', tf.div(img, 10)))));
-    close(tf.grad(f)(params['c.weight']).dataSync(), fdGrad(f, params['c.weight'], 1e-3), 2e-2, 'conv weight gradient (no Conv2DBackpropFilter needed)');
+    close(await tf.grad(f)(params['c.weight']).data(), fdGrad(f, params['c.weight'], 1e-3), 2e-2, 'conv weight gradient (no Conv2DBackpropFilter needed)');
   });
 
-  it('speaker net and light CNN: shapes, too-short inputs refused, gradients flow to every parameter', () => {
+  it('speaker net and light CNN: shapes, too-short inputs refused, gradients flow to every parameter', async () => {
     const scfg = speakerNetConfigSchema.parse({ inputDim: 8, channels: 6, embedDim: 4, attentionDim: 3 });
     const store = initSpeakerNet(scfg, 1);
     const x = tf.randomNormal([2, 20, 8], 0, 1, 'float32', 3);
@@ -239,7 +240,7 @@ describe('audio: networks', () => {
       const p = Object.fromEntries(store.names().map((n, i) => [n, ws[i]]));
       return tf.sum(tf.square(embedSpeakers(p, x, scfg)));
     })(store.names().map((n) => store.get(n)));
-    grads.forEach((g, i) => assert.ok(tf.sum(tf.abs(g)).dataSync()[0] > 0, `${store.names()[i]} has a gradient`));
+    for (const [i, g] of grads.entries()) assert.ok((await tidyData(() => tf.sum(tf.abs(g))))[0] > 0, `${store.names()[i]} has a gradient`);
     const lcfg = lightCnnConfigSchema.parse({ inputDim: 12, channels: [2, 4], poolAfter: [0], hidden: 4, embedDim: 3 });
     const lstore = initLightCnn(lcfg, 2);
     assert.deepEqual(embedLightCnn(lstore.snapshot(), tf.randomNormal([3, 9, 12]), lcfg).shape, [3, 3]);

@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
 import { hvpBothWays, seededUniform, relErr } from './helpers/fd.js';
+import { tidyData } from './helpers/read.js';
 
 /** Runs `f` on the cpu backend, returns its values, and restores the previous backend. */
 async function onCpu(f: () => tf.Tensor): Promise<Float32Array> {
   const prev = tf.getBackend();
   await initBackend({ prefer: 'cpu' });
-  const out = tf.tidy(f).dataSync() as Float32Array;
+  const out = (await tidyData(f)) as Float32Array;
   await tf.setBackend(prev);
   return Float32Array.from(out);
 }
@@ -30,16 +31,16 @@ describe('backend selection', () => {
 });
 
 describe('Sum and Mean gradients (device-made ones in the broadcast)', () => {
-  it('match hand values over an axis and over all, and differentiate twice (finite differences)', () => {
+  it('match hand values over an axis and over all, and differentiate twice (finite differences)', async () => {
     const xv = [1, 2, 3, -4, 5, 0.5];
     // f = Σ_rows (mean of row)²: ∂f/∂x_ij = 2·mean_i / 3.
     const f = (x: tf.Tensor) => tf.sum(tf.square(tf.mean(x, 1)));
-    const g = tf.tidy(() => Array.from(tf.grad(f)(tf.tensor2d(xv, [2, 3])).dataSync()));
+    const g = Array.from(await tidyData(() => tf.grad(f)(tf.tensor2d(xv, [2, 3]))));
     const m = [2, 0.5];
     assert.deepEqual(g.map((v) => Math.round(v * 1e6) / 1e6), [0, 0, 0, 1, 1, 1].map((r) => Math.round(((2 * m[r]) / 3) * 1e6) / 1e6));
     // f = (Σ x)² with keepDims through a reshape: ∂f/∂x = 2·Σx everywhere.
     const f2 = (x: tf.Tensor) => tf.square(tf.sum(tf.sum(x, 0, true)));
-    const g2 = tf.tidy(() => Array.from(tf.grad(f2)(tf.tensor2d(xv, [2, 3])).dataSync()));
+    const g2 = Array.from(await tidyData(() => tf.grad(f2)(tf.tensor2d(xv, [2, 3]))));
     assert.deepEqual(g2, xv.map(() => 2 * 7.5));
     const x0 = tf.tensor2d(seededUniform(12, 41), [3, 4]);
     const v = tf.tensor2d(seededUniform(12, 42), [3, 4]);
@@ -59,13 +60,13 @@ describe('wasm gradient kernels', function () {
     const x = seededUniform(5 * 3, 7);
     const ids = [2, 0, 2, -1, 1];
     const expected = await onCpu(() => tf.unsortedSegmentSum(tf.tensor2d(x, [5, 3]), tf.tensor1d(ids, 'int32'), 4));
-    const got = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor2d(x, [5, 3]), tf.tensor1d(ids, 'int32'), 4).dataSync());
+    const got = await tidyData(() => tf.unsortedSegmentSum(tf.tensor2d(x, [5, 3]), tf.tensor1d(ids, 'int32'), 4));
     assert.ok(relErr(got, expected, 1e-6) < 1e-6);
-    const g = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, tf.tensor1d([0, 1, 1, 3], 'int32'))))(tf.ones([4, 2])).dataSync());
+    const g = await tidyData(() => tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, tf.tensor1d([0, 1, 1, 3], 'int32'))))(tf.ones([4, 2])));
     assert.deepEqual(Array.from(g), [1, 1, 2, 2, 0, 0, 1, 1]);
   });
 
-  it('Slice (the contiguous-copy stand-in) equals plain indexing for contiguous and strided slices of every dtype', () => {
+  it('Slice (the contiguous-copy stand-in) equals plain indexing for contiguous and strided slices of every dtype', async () => {
     // Expected values by hand-indexing a host array: row-major offsets of the slice's elements.
     const shape = [3, 4, 5];
     const host = Array.from({ length: 60 }, (_, i) => i * 1.5 - 7);
@@ -82,7 +83,7 @@ describe('wasm gradient kernels', function () {
         for (let i = 0; i < size[0]; i++) for (let j = 0; j < size[1]; j++) for (let k = 0; k < size[2]; k++) {
           want.push(vals[(begin[0] + i) * 20 + (begin[1] + j) * 5 + (begin[2] + k)]);
         }
-        const got = tf.tidy(() => Array.from(tf.slice(tf.tensor(vals, shape, dtype), begin, size).dataSync()));
+        const got = Array.from(await tidyData(() => tf.slice(tf.tensor(vals, shape, dtype), begin, size)));
         assert.deepEqual(got.map(Number), want.map((v) => (dtype === 'float32' ? Math.fround(v) : v)), `${dtype} begin ${begin} size ${size}`);
       }
     }
@@ -90,7 +91,7 @@ describe('wasm gradient kernels', function () {
     const flat = tf.range(0, 3e6, 1, 'float32');
     const big = tf.zeros([64e6 / 4]); // 64 MB: forces a heap growth while `flat` is alive
     const piece = tf.slice(flat, [2999990], [10]);
-    assert.deepEqual(Array.from(piece.dataSync()), Array.from({ length: 10 }, (_, i) => 2999990 + i));
+    assert.deepEqual(Array.from(await piece.data()), Array.from({ length: 10 }, (_, i) => 2999990 + i));
     tf.dispose([flat, big, piece]);
   });
 
@@ -102,11 +103,11 @@ describe('wasm gradient kernels', function () {
     ] as const) {
       const f = () => tf.matMul(tf.tensor(a, [...sa]), tf.tensor(b, [...sb]), ta, tb);
       const expected = await onCpu(f);
-      const got = tf.tidy(f).dataSync();
+      const got = await tidyData(f);
       assert.ok(relErr(got, expected, 1e-6) < 1e-5, `transposeA=${ta} transposeB=${tb}`);
     }
     const before = tf.memory().numTensors;
-    tf.tidy(() => tf.matMul(tf.tensor2d(a.slice(0, 15), [3, 5]), tf.tensor2d(b.slice(0, 20), [4, 5]), false, true).dataSync());
+    (await tidyData(() => tf.matMul(tf.tensor2d(a.slice(0, 15), [3, 5]), tf.tensor2d(b.slice(0, 20), [4, 5]), false, true)));
     assert.equal(tf.memory().numTensors, before, 'the transposed copies are released');
   });
 
@@ -120,7 +121,7 @@ describe('wasm gradient kernels', function () {
       const f = () => tf.grad((w: tf.Tensor) => tf.sum(tf.mul(
         tf.conv2d(tf.tensor4d(xv, [2, 7, 6, 3]), w as tf.Tensor4D, stride, pad), tf.tensor4d(rv, [2, outH, outW, 4]))))(tf.tensor4d(wv, [3, 3, 3, 4]));
       const expected = await onCpu(f);
-      const got = tf.tidy(f).dataSync();
+      const got = await tidyData(f);
       assert.ok(relErr(got, expected, 1e-6) < 1e-5, `wasm ${got.slice(0, 4)} vs cpu ${expected.slice(0, 4)}`);
     });
   }

@@ -60,12 +60,12 @@ describe('checkpoint', () => {
     assert.deepEqual(Object.keys(ck.params).sort(), ['enc.b', 'enc.w', 'tok.ids']);
     assert.deepEqual(ck.params['enc.w'].shape, [2, 5]);
     assert.equal(ck.params['enc.w'].dtype, 'float32');
-    assert.ok(bytesOf(ck.params['enc.w'].dataSync()).equals(bytesOf(SPECIAL_F32)), 'float32 bits identical');
+    assert.ok(bytesOf(await ck.params['enc.w'].data()).equals(bytesOf(SPECIAL_F32)), 'float32 bits identical');
     assert.equal(ck.params['tok.ids'].dtype, 'int32');
-    assert.ok(bytesOf(ck.params['tok.ids'].dataSync()).equals(bytesOf(SPECIAL_I32)), 'int32 bits identical');
-    assert.deepEqual([...ck.optimizer!['enc.w.m'].dataSync()], new Array(10).fill(0.5));
+    assert.ok(bytesOf(await ck.params['tok.ids'].data()).equals(bytesOf(SPECIAL_I32)), 'int32 bits identical');
+    assert.deepEqual([...(await ck.optimizer!['enc.w.m'].data())], new Array(10).fill(0.5));
     assert.deepEqual(ck.optimizer!.t.shape, []);
-    assert.equal(ck.optimizer!.t.dataSync()[0], 42);
+    assert.equal((await ck.optimizer!.t.data())[0], 42);
     disposeLoaded(ck);
     disposeData(data);
   });
@@ -162,7 +162,7 @@ describe('checkpoint', () => {
       assert.deepEqual(readdirSync(path.join(run, 'checkpoints')).sort(), ['step-000300', 'step-000400', 'step-1000000']);
       const ck = await loadLatestCheckpoint(run, { onWarning: (m) => assert.fail(`unexpected warning ${m}`) });
       assert.equal(ck!.step, 1_000_000);
-      assert.deepEqual([...ck!.params['enc.b'].dataSync()], [1_000_000, -1_000_000]);
+      assert.deepEqual([...(await ck!.params['enc.b'].data())], [1_000_000, -1_000_000]);
       disposeLoaded(ck!);
       const data = makeData(7);
       await assert.rejects(saveRunCheckpoint(run, 8, data), /data.state.step \(7\) must equal step \(8\)/);
@@ -184,7 +184,7 @@ describe('checkpoint', () => {
       const warnings: string[] = [];
       const ck = await loadLatestCheckpoint(run, { onWarning: (m) => warnings.push(m) });
       assert.equal(ck!.step, 100);
-      assert.ok(bytesOf(ck!.params['enc.w'].dataSync()).equals(bytesOf(SPECIAL_F32)));
+      assert.ok(bytesOf(await ck!.params['enc.w'].data()).equals(bytesOf(SPECIAL_F32)));
       disposeLoaded(ck!);
       assert.equal(existsSync(tmp), false, 'temp folder cleaned');
       assert.match(warnings.join('\n'), /removed leftover folder .*tmp.*interrupted save/);
@@ -204,7 +204,7 @@ describe('checkpoint', () => {
       const warnings: string[] = [];
       const ck = await loadLatestCheckpoint(run, { onWarning: (m) => warnings.push(m) });
       assert.equal(ck!.step, 100);
-      assert.deepEqual([...ck!.params['enc.b'].dataSync()], [100, -100]);
+      assert.deepEqual([...(await ck!.params['enc.b'].data())], [100, -100]);
       disposeLoaded(ck!);
       assert.equal(warnings.length, 1);
       assert.ok(warnings[0].includes(model), warnings[0]);
@@ -269,7 +269,7 @@ describe('checkpoint', () => {
         const ck = await loadLatestCheckpoint(run, { onWarning: (m) => warnings.push(m) });
         assert.ok(ck, 'a checkpoint loads');
         assert.ok(ck.step >= lastSaved, `loaded step ${ck.step} >= last reported ${lastSaved}`);
-        const w = ck.params.w.dataSync();
+        const w = await ck.params.w.data();
         assert.ok(w.every((v) => v === ck.step), `weights of step ${ck.step} are consistent`);
         assert.deepEqual(ck.config, { step: ck.step });
         disposeLoaded(ck);

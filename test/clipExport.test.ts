@@ -212,9 +212,9 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
     assert.deepEqual(info.model, tcfg);
     assert.equal(info.frames.count, 3);
     assert.deepEqual(info.clip!.extra!.metadata.weightNet, { hidden: 8 });
-    assert.deepEqual(info.clip!.extra!.tensors['wnet.fc1.weight'].data, wnet['wnet.fc1.weight'].dataSync());
+    assert.deepEqual(info.clip!.extra!.tensors['wnet.fc1.weight'].data, await wnet['wnet.fc1.weight'].data());
     const loaded = await loadModel(info, 99);
-    for (const n of names) assert.deepEqual(loaded.get(n).dataSync(), store.get(n).dataSync(), n);
+    for (const n of names) assert.deepEqual(await loaded.get(n).data(), await store.get(n).data(), n);
     loaded.dispose();
     store.dispose();
     tf.dispose(Object.values(wnet));
@@ -271,7 +271,7 @@ describe('export hf: a model trained from scratch with vlmargin\'s own tokenizer
     assert.deepEqual(info.model, cfg);
     assert.equal(info.frames.count, 2);
     const store = await loadModel(info, 99);
-    for (const [name, t] of Object.entries(ck.params)) assert.deepEqual(store.get(name).dataSync(), t.dataSync(), name);
+    for (const [name, t] of Object.entries(ck.params)) assert.deepEqual(await store.get(name).data(), await t.data(), name);
     store.dispose();
 
     // The weighting net rides along from the optimizer file with what it sees; its optimizer state does not.

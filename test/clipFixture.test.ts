@@ -14,6 +14,7 @@ import { loadClipWeights, readClipFolder } from '../src/train/clipFolder.js';
 import { loadModel, readModelInfo } from '../src/train/checkpointInfo.js';
 import { readSafetensors, writeSafetensors, type SafetensorsTensor } from '../src/train/safetensors.js';
 import { ffmpegBinary } from '../src/video/binaries.js';
+import { tidyData } from './helpers/read.js';
 
 // dist/test/ → the repository root.
 const DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'clip-tiny');
@@ -203,13 +204,14 @@ describe('Hugging Face CLIP folder (test/fixtures/clip-tiny, made by tools/refer
     const store = await loadModel(info, 5);
     const meanStore = await loadModel(meanInfo, 5);
     const frames = tf.randomNormal([2, 3, 32, 32, 3], 0, 1, 'float32', 7);
-    const a = tf.tidy(() => encodeVideo(store.snapshot(), frames, info.model).dataSync());
-    const b = tf.tidy(() => encodeVideo(meanStore.snapshot(), frames, meanInfo.model).dataSync());
+    const a = await tidyData(() => encodeVideo(store.snapshot(), frames, info.model));
+    const b = await tidyData(() => encodeVideo(meanStore.snapshot(), frames, meanInfo.model));
     assert.ok(maxAbsDiff(a, b) < 1e-5, `temporal transformer at start differs from meanP by ${maxAbsDiff(a, b)}`);
     // One plain gradient step on the temporal parameters changes the output: it is trainable, not frozen at the mean.
     const names = store.names().filter((n) => n.startsWith('video.temporal.'));
     const { grads } = tf.variableGrads(() => tf.sum(tf.square(encodeVideo(store.snapshot(), frames, info.model))) as tf.Scalar, names.map((n) => store.get(n)));
-    const moved = Object.values(grads).some((g) => tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0]) > 0);
+    let moved = false;
+    for (const g of Object.values(grads)) if ((await tidyData(() => tf.max(tf.abs(g))))[0] > 0) moved = true;
     tf.dispose(Object.values(grads));
     assert.ok(moved, 'no temporal parameter has a gradient');
     tf.dispose(frames);

@@ -49,12 +49,12 @@ function releasedSphereFace2(variant: SphereFace2Variant, b: number, o: { alpha:
 describe('face losses as released: SphereFace2 (OpenSphere)', () => {
   const base = { alpha: 0.7, r: 40, t: 3, lw: 50 };
   for (const [variant, m] of [['C', 0.4], ['A', 0.4], ['M', 1.5]] as [SphereFace2Variant, number][]) {
-    it(`variant ${variant}: loss with lw = 50 and the detached gradient match the released head by hand`, () => {
+    it(`variant ${variant}: loss with lw = 50 and the detached gradient match the released head by hand`, async () => {
       const b = -2.5;
       const want = releasedSphereFace2(variant, b, { ...base, m });
       const cos = tf.tensor2d(COS);
       const y = tf.tensor1d(Y, 'int32');
-      const got = sphereFace2Loss(cos, y, { variant, m, bias: b }).loss.dataSync()[0];
+      const got = (await sphereFace2Loss(cos, y, { variant, m, bias: b }).loss.data())[0];
       close([got], [want.loss], 2e-5, `${variant} loss`);
       // Released backward: the adjustment is a constant, so ∂/∂cos_ij = w_ij·(σ(z_ij) − y_ij)·r/(B·C)
       // and ∂/∂b = Σ w_ij·(σ(z_ij) − y_ij)/(B·C), z from the adjusted logits.
@@ -64,9 +64,9 @@ describe('face losses as released: SphereFace2 (OpenSphere)', () => {
         const w = ((base.lw * COS[0].length) / base.r) * (hot ? base.alpha : 1 - base.alpha);
         return (w * (sigmoid(base.r * want.adj[i][j] + b) - hot)) / n;
       }));
-      const gc = tf.grad((c: tf.Tensor) => sphereFace2Loss(c, y, { variant, m, bias: b }).loss)(cos).dataSync();
+      const gc = await tf.grad((c: tf.Tensor) => sphereFace2Loss(c, y, { variant, m, bias: b }).loss)(cos).data();
       close(gc, dz.flat().map((v) => v * base.r), 2e-4, `${variant} d/dcos (detached)`);
-      const gb = tf.grad((bb: tf.Tensor) => sphereFace2Loss(cos, y, { variant, m, bias: bb }).loss)(tf.scalar(b)).dataSync();
+      const gb = await tf.grad((bb: tf.Tensor) => sphereFace2Loss(cos, y, { variant, m, bias: bb }).loss)(tf.scalar(b)).data();
       close(gb, [dz.flat().reduce((a, v) => a + v, 0)], 2e-4, `${variant} d/db`);
     });
   }
@@ -91,14 +91,14 @@ describe('face losses as released: SphereFace2 (OpenSphere)', () => {
     }
   });
 
-  it('the paper\'s form stays reachable (lw 1, live gradient), and the head takes the variant', () => {
+  it('the paper\'s form stays reachable (lw 1, live gradient), and the head takes the variant', async () => {
     const cos = tf.tensor2d(COS);
     const y = tf.tensor1d(Y, 'int32');
-    const live = sphereFace2Loss(cos, y, { bias: -1, lw: 1, detachMargin: false }).loss.dataSync()[0];
+    const live = (await sphereFace2Loss(cos, y, { bias: -1, lw: 1, detachMargin: false }).loss.data())[0];
     close([live], [releasedSphereFace2('C', -1, { ...base, lw: 1, m: 0.4 }).loss], 2e-5, 'lw 1');
     const head = new MarginHead({ name: 'sphereface2', numClasses: 5, dim: 4, variant: 'A' });
     assert.equal(head.settings.name === 'sphereface2' && head.settings.variant, 'A');
-    assert.ok(Math.abs((head.bias as tf.Variable).dataSync()[0] - sphereFace2InitBias(5, { variant: 'A' })) < 1e-4);
+    assert.ok(Math.abs((await (head.bias as tf.Variable).data())[0] - sphereFace2InitBias(5, { variant: 'A' })) < 1e-4);
     head.dispose();
     assert.throws(() => sphereFace2Loss(cos, y, { variant: 'X' as SphereFace2Variant }), /'variant' must be 'C', 'A' or 'M'/);
   });
@@ -115,7 +115,7 @@ describe('face losses as released: SphereFace-R margin schedule, KappaFace momen
     }
   });
 
-  it('none and soft losses use the scheduled margin (worked example), hard refuses a schedule', () => {
+  it('none and soft losses use the scheduled margin (worked example), hard refuses a schedule', async () => {
     const cos = [[0.5, 0.1, -0.3], [0.2, 0.6, 0.0]];
     const y = [0, 1];
     const xn = [3, 5];
@@ -130,17 +130,17 @@ describe('face losses as released: SphereFace-R margin schedule, KappaFace momen
     const yt = tf.tensor1d(y, 'int32');
     const featureNorm = tf.tensor1d(xn);
     // none: dm 0.1 (release default), two milestones passed at step 7 → m = 1.2.
-    close(sphereFaceRLoss(c, yt, { featureNormalization: 'none', featureNorm, marginSteps: [3, 6], step: 7 }).perSample.dataSync(), byHand(1.2, 'none'), 1e-4, 'none at step 7');
-    close(sphereFaceRLoss(c, yt, { featureNormalization: 'none', featureNorm, marginSteps: [3, 6], step: 0 }).perSample.dataSync(), byHand(1, 'none'), 1e-4, 'none at step 0');
+    close(await sphereFaceRLoss(c, yt, { featureNormalization: 'none', featureNorm, marginSteps: [3, 6], step: 7 }).perSample.data(), byHand(1.2, 'none'), 1e-4, 'none at step 7');
+    close(await sphereFaceRLoss(c, yt, { featureNormalization: 'none', featureNorm, marginSteps: [3, 6], step: 0 }).perSample.data(), byHand(1, 'none'), 1e-4, 'none at step 0');
     // soft: dm 1.5 (release default), one milestone passed → m = 2.5.
-    close(sphereFaceRLoss(c, yt, { featureNormalization: 'soft', featureNorm, marginSteps: [3], step: 4 }).perSample.dataSync(), byHand(2.5, 'soft'), 1e-4, 'soft at step 4');
+    close(await sphereFaceRLoss(c, yt, { featureNormalization: 'soft', featureNorm, marginSteps: [3], step: 4 }).perSample.data(), byHand(2.5, 'soft'), 1e-4, 'soft at step 4');
     assert.throws(() => sphereFaceRLoss(c, yt, { marginSteps: [3] }), /'marginSteps'.*'none' or 'soft'/);
     // Through the head: its step drives the schedule.
     const head = new MarginHead({ name: 'sphereface-r', numClasses: 3, dim: 2, featureNormalization: 'none', marginSteps: [1], dm: 0.5, detachMargin: false });
     const x = tf.tensor2d([[1, 2], [-2, 0.5]]);
-    const W = head.weight.arraySync() as number[][];
+    const W = (await head.weight.array()) as number[][];
     const unit = (v: number[]) => v.map((a) => a / Math.hypot(...v));
-    const rows = (x.arraySync() as number[][]);
+    const rows = ((await x.array()) as number[][]);
     const hand = (m: number) => rows.map((r, i) => {
       const n = Math.hypot(...r);
       const cs = W.map((w) => unit(r).reduce((a, v, k) => a + v * unit(w)[k], 0));
@@ -148,17 +148,17 @@ describe('face losses as released: SphereFace-R margin schedule, KappaFace momen
       const mx = Math.max(...logits);
       return mx + Math.log(logits.reduce((a, v) => a + Math.exp(v - mx), 0)) - logits[y[i]];
     });
-    close(head.loss(x, yt).perSample.dataSync(), hand(1), 1e-4, 'head step 0');
+    close(await head.loss(x, yt).perSample.data(), hand(1), 1e-4, 'head step 0');
     head.step = 1;
-    close(head.loss(x, yt).perSample.dataSync(), hand(1.5), 1e-4, 'head step 1');
+    close(await head.loss(x, yt).perSample.data(), hand(1.5), 1e-4, 'head step 1');
     head.dispose();
   });
 
   it('the momentum encoder is an EMA of the parameters, and its features make per-epoch class sums', async () => {
     const enc = { w: tf.variable(tf.tensor1d([1, 2])), b: tf.variable(tf.scalar(-1)) };
     momentumEncoderUpdate(enc, { w: tf.tensor1d([3, -2]), b: tf.scalar(1), other: tf.scalar(5) });
-    close(enc.w.dataSync(), [0.9 + 0.3, 1.8 - 0.2], 1e-6, 'θ_k = 0.9θ_k + 0.1θ');
-    close(enc.b.dataSync(), [-0.9 + 0.1], 1e-6, 'bias');
+    close(await enc.w.data(), [0.9 + 0.3, 1.8 - 0.2], 1e-6, 'θ_k = 0.9θ_k + 0.1θ');
+    close(await enc.b.data(), [-0.9 + 0.1], 1e-6, 'bias');
     assert.throws(() => momentumEncoderUpdate(enc, { w: tf.tensor1d([1, 2]) }), /no 'b'/);
 
     // KappaFace margins by hand from the epoch's normalised features (d = 2, 3 classes).
@@ -179,12 +179,12 @@ describe('face losses as released: SphereFace-R margin schedule, KappaFace momen
     const ids = tf.tensor1d([0, 1, 2, 3, 4, 5], 'int32');
     await mem.update(ids, tf.tensor2d(feats), tf.tensor1d(labels, 'int32'));
     mem.endEpoch();
-    close(mem.margins().dataSync(), margins(feats, labels), 1e-5, 'epoch 1');
+    close(await mem.margins().data(), margins(feats, labels), 1e-5, 'epoch 1');
     // The next epoch starts from zero: only its own features count.
     const feats2 = [[1, 0], [1, 0.2], [0, 1], [0.3, 1], [1, 1], [-1, 1]];
     await mem.update(ids, tf.tensor2d(feats2), tf.tensor1d(labels, 'int32'));
     mem.endEpoch();
-    close(mem.margins().dataSync(), margins(feats2, labels), 1e-5, 'epoch 2 alone');
+    close(await mem.margins().data(), margins(feats2, labels), 1e-5, 'epoch 2 alone');
     const head = new MarginHead({ name: 'kappaface', numClasses: 3, dim: 2, numSamples: 6, kappaSource: 'momentum-encoder' });
     assert.equal(head.kappa?.source, 'momentum-encoder');
     head.dispose();

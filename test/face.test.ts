@@ -12,6 +12,7 @@ import { MARGIN_HEAD_NAMES, MarginHead, type MarginHeadConfig } from '../src/mar
 import { valueAndGradsOf, type Params } from '../src/nn/params.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { parseTrainClassifierConfig, runTrainClassifier } from '../pipelines/train-classifier.js';
+import { tidyData } from './helpers/read.js';
 
 describe('face: image folders, backbone, heads, train-classifier', function () {
   let tmp: string;
@@ -103,7 +104,7 @@ describe('face: image folders, backbone, heads, train-classifier', function () {
       for (const [k, v] of Object.entries(head.params())) params[`head.${k}`] = v;
       const opt = new AdamW(params, { lr: 3e-3, weightDecay: 0 });
       const lossAt = (p: Params) => head.loss(embedImages(p, x, cfg), y, { weight: p['head.weight'], bias: p['head.bias'], step: 0 }).loss as tf.Scalar;
-      const first = tf.tidy(() => lossAt(params).dataSync()[0]);
+      const first = (await tidyData(() => lossAt(params)))[0];
       let tensorsAfterFirst = 0;
       for (let s = 0; s < 8; s++) {
         const { value, grads } = valueAndGradsOf(lossAt, params);
@@ -117,7 +118,7 @@ describe('face: image folders, backbone, heads, train-classifier', function () {
         if (s === 0) tensorsAfterFirst = tf.memory().numTensors;
       }
       assert.equal(tf.memory().numTensors, tensorsAfterFirst, `${name}: tensors grew over steps`);
-      const last = tf.tidy(() => lossAt(params).dataSync()[0]);
+      const last = (await tidyData(() => lossAt(params)))[0];
       assert.ok(Number.isFinite(first) && last < first, `${name}: loss ${first} → ${last} did not fall`);
       store.dispose(); head.dispose(); opt.dispose();
     }
@@ -129,7 +130,7 @@ describe('face: image folders, backbone, heads, train-classifier', function () {
     const store = initBackbone(cfg, 4);
     const params = store.snapshot();
     const S = 8;
-    const u = tf.tidy(() => tf.randomUniform([5 * S * S * 3], -1, 1, 'float32', 9).dataSync() as Float32Array);
+    const u = (await tidyData(() => tf.randomUniform([5 * S * S * 3], -1, 1, 'float32', 9))) as Float32Array;
     const images = Array.from({ length: 5 }, (_, i) => u.slice(i * S * S * 3, (i + 1) * S * S * 3));
     const mirror = (im: Float32Array) => {
       const o = new Float32Array(im.length);

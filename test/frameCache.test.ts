@@ -11,6 +11,7 @@ import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.j
 import type { ManifestEntry } from '../src/data/types.js';
 import { CLIP_MEAN, CLIP_STD } from '../src/video/transforms.js';
 import { countFfmpegCalls, makeClip } from './video.test.js';
+import { tidyData } from './helpers/read.js';
 
 /** Known colours of the generated clips, RGB 0–255. */
 const COLOURS: Record<string, [number, number, number]> = {
@@ -427,7 +428,7 @@ describe('frame cache', function () {
       for (let i = 0; i < 7; i++) {
         const b = await loader.next();
         assert.deepEqual(b.frames.shape, [2, 2, 8, 8, 3]);
-        const mean = tf.tidy(() => tf.mean(b.frames).dataSync()[0]);
+        const mean = (await tidyData(() => tf.mean(b.frames)))[0];
         assert.ok(Number.isFinite(mean));
         tf.dispose(b.frames);
         assert.equal(tf.memory().numTensors, before);

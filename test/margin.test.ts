@@ -88,17 +88,17 @@ describe('margin: SAM contrastive loss', () => {
     const C = cosines(V, T);
     const want = C.map((row, i) => 0.5 * (ce(row.map((c) => s * c), i) + ce(C.map((r) => s * r[i]), i)));
     const { loss, perSample } = samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0, logitScale });
-    close(perSample.dataSync(), want, 1e-4, 'perSample');
-    assert.ok(Math.abs(loss.dataSync()[0] - mean(want)) < 1e-4);
+    close(await perSample.data(), want, 1e-4, 'perSample');
+    assert.ok(Math.abs((await loss.data())[0] - mean(want)) < 1e-4);
   });
 
   it('μ > 0 matches the hand formula, including a pair already inside the margin', async () => {
     const { V, T } = samInputs();
     assert.ok(acosC(dot(unit(V[0]), unit(T[0]))) < 0.3, 'pair 0 is inside μ');
     const { perSample } = samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.3, logitScale });
-    close(perSample.dataSync(), samRef(V, T, 0.3, s), 1e-4, 'perSample');
+    close(await perSample.data(), samRef(V, T, 0.3, s), 1e-4, 'perSample');
     const plain = samRef(V, T, 0, s);
-    assert.ok(perSample.dataSync().every((v, i) => v < plain[i]), 'the subtractive margin lowers every loss');
+    assert.ok((await perSample.data()).every((v, i) => v < plain[i]), 'the subtractive margin lowers every loss');
   });
 
   it('gradients wrt video, text and logitScale match finite differences', async () => {
@@ -110,12 +110,12 @@ describe('margin: SAM contrastive loss', () => {
     const fv = (x: tf.Tensor) => samContrastiveLoss(x, t, { ...opts, logitScale: ls }).loss;
     const ft = (x: tf.Tensor) => samContrastiveLoss(v, x, { ...opts, logitScale: ls }).loss;
     const fs = (x: tf.Tensor) => samContrastiveLoss(v, t, { ...opts, logitScale: x }).loss;
-    close(tf.grad(fv)(v).dataSync(), fdGrad(fv, v), 1e-2, 'd/dvideo');
-    close(tf.grad(ft)(t).dataSync(), fdGrad(ft, t), 1e-2, 'd/dtext');
-    close(tf.grad(fs)(ls).dataSync(), fdGrad(fs, ls), 1e-2, 'd/dlogitScale');
+    close(await tf.grad(fv)(v).data(), fdGrad(fv, v), 1e-2, 'd/dvideo');
+    close(await tf.grad(ft)(t).data(), fdGrad(ft, t), 1e-2, 'd/dtext');
+    close(await tf.grad(fs)(ls).data(), fdGrad(fs, ls), 1e-2, 'd/dlogitScale');
     // And against the float64 hand formula's own finite differences.
     const ref = fd64((x) => mean(samRef(reshape(x, 8), T, 0.3, s)), flat(V));
-    close(tf.grad(fv)(v).dataSync(), ref, 2e-3, 'd/dvideo vs float64 reference');
+    close(await tf.grad(fv)(v).data(), ref, 2e-3, 'd/dvideo vs float64 reference');
   });
 
   it('a positive pair inside the margin (θ < μ) gets no gradient through its positive logit', async () => {
@@ -125,8 +125,8 @@ describe('margin: SAM contrastive loss', () => {
     // Pair 0 (θ ≈ 0.08) sits inside μ = 0.3; pair 1 (θ ≈ π/2) is outside, as a contrast.
     for (const [mu, pair, inside] of [[0.3, 0, true], [0.3, 1, false]] as const) {
       const auto = [
-        ...tf.grad((x: tf.Tensor) => samContrastiveLoss(x, t, { marginRad: mu, logitScale }).loss)(v).dataSync(),
-        ...tf.grad((x: tf.Tensor) => samContrastiveLoss(v, x, { marginRad: mu, logitScale }).loss)(t).dataSync(),
+        ...(await tf.grad((x: tf.Tensor) => samContrastiveLoss(x, t, { marginRad: mu, logitScale }).loss)(v).data()),
+        ...(await tf.grad((x: tf.Tensor) => samContrastiveLoss(v, x, { marginRad: mu, logitScale }).loss)(t).data()),
       ];
       // The same loss with logit_kk frozen at its value: differs from the live one only in
       // the gradient that flows through logit_kk.
@@ -150,13 +150,13 @@ describe('margin: SAM contrastive loss', () => {
     const groups = [0, 0, 1, 2, 2];
     const g = tf.tensor1d(groups, 'int32');
     const { perSample } = samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.2, logitScale, groups: g });
-    close(perSample.dataSync(), samRef(V, T, 0.2, s, groups), 1e-4, 'perSample with groups');
+    close(await perSample.data(), samRef(V, T, 0.2, s, groups), 1e-4, 'perSample with groups');
     // Distinct ids are the ordinary one-positive case.
     const distinct = samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.2, logitScale, groups: tf.tensor1d([7, 1, 2, 3, 4], 'int32') });
-    close(distinct.perSample.dataSync(), samRef(V, T, 0.2, s), 1e-4, 'distinct groups');
+    close(await distinct.perSample.data(), samRef(V, T, 0.2, s), 1e-4, 'distinct groups');
     const fv = (x: tf.Tensor) => samContrastiveLoss(x, tf.tensor2d(T), { marginRad: 0.2, logitScale, groups: g }).loss;
     const v = tf.tensor2d(V);
-    close(tf.grad(fv)(v).dataSync(), fdGrad(fv, v), 1e-2, 'd/dvideo with groups');
+    close(await tf.grad(fv)(v).data(), fdGrad(fv, v), 1e-2, 'd/dvideo with groups');
   });
 
   it('weights give Σ wᵢℓᵢ; logitScale is clamped to [0, ln 200]', async () => {
@@ -164,10 +164,10 @@ describe('margin: SAM contrastive loss', () => {
     const w = [0.1, 0.3, 0, 0.2, 0.25, 0.15];
     const want = samRef(V, T, 0.1, s).reduce((a, l, i) => a + w[i] * l, 0);
     const { loss } = samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.1, logitScale, weights: tf.tensor1d(w) });
-    assert.ok(Math.abs(loss.dataSync()[0] - want) < 1e-4);
-    const high = samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.1, logitScale: 9 }).loss.dataSync()[0];
+    assert.ok(Math.abs((await loss.data())[0] - want) < 1e-4);
+    const high = (await samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.1, logitScale: 9 }).loss.data())[0];
     assert.ok(Math.abs(high - mean(samRef(V, T, 0.1, 200))) < 1e-3, 's capped at 200');
-    const low = samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.1, logitScale: -2 }).loss.dataSync()[0];
+    const low = (await samContrastiveLoss(tf.tensor2d(V), tf.tensor2d(T), { marginRad: 0.1, logitScale: -2 }).loss.data())[0];
     assert.ok(Math.abs(low - mean(samRef(V, T, 0.1, 1))) < 1e-4, 's floored at 1');
   });
 
@@ -197,9 +197,9 @@ describe('margin: SAM contrastive loss', () => {
     const t = tf.tensor2d(T);
     const live = samContrastiveLoss(v, t, { marginRad: 0.3, logitScale });
     const det = samContrastiveLoss(v, t, { marginRad: 0.3, logitScale, detachMargin: true });
-    close(det.perSample.dataSync(), live.perSample.dataSync(), 1e-6, 'forward');
-    const gDet = tf.grad((x: tf.Tensor) => samContrastiveLoss(x, t, { marginRad: 0.3, logitScale, detachMargin: true }).loss)(v).dataSync();
-    const gLive = tf.grad((x: tf.Tensor) => samContrastiveLoss(x, t, { marginRad: 0.3, logitScale }).loss)(v).dataSync();
+    close(await det.perSample.data(), await live.perSample.data(), 1e-6, 'forward');
+    const gDet = await tf.grad((x: tf.Tensor) => samContrastiveLoss(x, t, { marginRad: 0.3, logitScale, detachMargin: true }).loss)(v).data();
+    const gLive = await tf.grad((x: tf.Tensor) => samContrastiveLoss(x, t, { marginRad: 0.3, logitScale }).loss)(v).data();
     assert.ok(relErr(gDet, gLive) > 1e-2, 'the gradient changes');
     // Reference: logits s·(cos + Δ) with Δ = cos(max(θ−μ,0)) − cos held constant.
     const C0 = cosines(V, T);
@@ -229,10 +229,10 @@ describe('margin: core log-sum-exp', () => {
   it('keeps the value, gives exact zeros instead of subnormal softmax weights, and stays second-order safe', async () => {
     const rowsIn = [[0.5, -1, 2, 0.1], [100, 0, -100, 99]];
     const x = tf.tensor2d(rowsIn);
-    close(logSumExpFlush(x, 1).dataSync(), rowsIn.map(lse), 1e-6, 'value');
-    close(logSumExpFlush(x, 0).dataSync(), [0, 1, 2, 3].map((j) => lse(rowsIn.map((r) => r[j]))), 1e-6, 'value, axis 0');
+    close(await logSumExpFlush(x, 1).data(), rowsIn.map(lse), 1e-6, 'value');
+    close(await logSumExpFlush(x, 0).data(), [0, 1, 2, 3].map((j) => lse(rowsIn.map((r) => r[j]))), 1e-6, 'value, axis 0');
     // e^(−200) underflows and e^(−100)·… would be subnormal in float32: both must come out as 0.
-    const g = tf.grad((t: tf.Tensor) => tf.sum(logSumExpFlush(t, 1)))(x).dataSync();
+    const g = await tf.grad((t: tf.Tensor) => tf.sum(logSumExpFlush(t, 1)))(x).data();
     const want = rowsIn.flatMap((r) => r.map((v) => Math.exp(v - lse(r))));
     close(g, want, 1e-5, 'gradient = softmax');
     assert.equal(g[5], 0, 'weight e^−100 is flushed to 0');
@@ -244,7 +244,7 @@ describe('margin: core log-sum-exp', () => {
 });
 
 describe('margin: core piecewiseConstant', () => {
-  it('gives a zero gradient when a tidy scope disposed its inputs before the backward pass', () => {
+  it('gives a zero gradient when a tidy scope disposed its inputs before the backward pass', async () => {
     // The mask's input t = 3x lives only inside the inner tidy; the gradient of Σ x²·[3x > 0]
     // is 2x where x > 0 and 0 elsewhere (the mask contributes nothing). On the native engine a
     // gradient that touched the disposed t threw.
@@ -255,7 +255,7 @@ describe('margin: core piecewiseConstant', () => {
     };
     const before = tf.memory().numTensors;
     const g = tf.tidy(() => tf.grad(f)(tf.tensor1d(xs)));
-    close(g.dataSync(), xs.map((v) => (v > 0 ? 2 * v : 0)), 1e-6, 'gradient');
+    close(await g.data(), xs.map((v) => (v > 0 ? 2 * v : 0)), 1e-6, 'gradient');
     g.dispose();
     assert.equal(tf.memory().numTensors, before, 'no tensors left behind');
   });
@@ -286,15 +286,15 @@ describe('margin: combined margin logits', () => {
       const th = acosC(cy);
       return th + m2 > Math.PI ? cy - m2 * Math.sin(m2) : Math.cos(th + m2);
     };
-    close(marginLogits(c, yt, { scale: s, m2: 0.5 }).dataSync(), expectWith((v) => arc(v, 0.5)), 1e-5, 'ArcFace');
+    close(await marginLogits(c, yt, { scale: s, m2: 0.5 }).data(), expectWith((v) => arc(v, 0.5)), 1e-5, 'ArcFace');
     assert.ok(acosC(-0.95) + 0.5 > Math.PI, 'row 2 exercises the fallback');
-    close(marginLogits(c, yt, { scale: s, m3: 0.35 }).dataSync(), expectWith((v) => v - 0.35), 1e-6, 'CosFace');
-    close(marginLogits(c, yt, { scale: s, m1: 2, m2: 0.1, m3: 0.05 }).dataSync(),
+    close(await marginLogits(c, yt, { scale: s, m3: 0.35 }).data(), expectWith((v) => v - 0.35), 1e-6, 'CosFace');
+    close(await marginLogits(c, yt, { scale: s, m1: 2, m2: 0.1, m3: 0.05 }).data(),
       expectWith((v) => Math.cos(2 * acosC(v) + 0.1) - 0.05), 1e-5, 'combined (m1 = 2: no fallback)');
-    close(marginLogits(c, yt, { scale: s, m2: 0.5, easyMargin: true }).dataSync(),
+    close(await marginLogits(c, yt, { scale: s, m2: 0.5, easyMargin: true }).data(),
       expectWith((v) => (v > 0 ? Math.cos(acosC(v) + 0.5) : v)), 1e-5, 'easy margin');
     const perClass = [0.1, 0.2, 0.3, 0.4, 0.5];
-    close(marginLogits(c, yt, { scale: s, m2: 3, perClassM2: tf.tensor1d(perClass) }).dataSync(),
+    close(await marginLogits(c, yt, { scale: s, m2: 3, perClassM2: tf.tensor1d(perClass) }).data(),
       expectWith((v, i) => arc(v, perClass[y[i]])), 1e-5, 'per-class m2');
   });
 
@@ -302,7 +302,7 @@ describe('margin: combined margin logits', () => {
     const n = 2001;
     for (const m2 of [0.2, 0.5, 1.0]) {
       const C = Array.from({ length: n }, (_, k) => [Math.cos((Math.PI * k) / (n - 1)), 0]);
-      const logits = marginLogits(tf.tensor2d(C), tf.zeros([n], 'int32'), { scale: 1, m2 }).arraySync() as Mat;
+      const logits = (await marginLogits(tf.tensor2d(C), tf.zeros([n], 'int32'), { scale: 1, m2 }).array()) as Mat;
       let worst = 0;
       for (let k = 1; k < n; k++) worst = Math.max(worst, logits[k][0] - logits[k - 1][0]);
       assert.ok(worst <= 1e-6, `m2 = ${m2}: target logit rose by ${worst} somewhere`);
@@ -322,7 +322,7 @@ describe('margin: combined margin logits', () => {
     };
     for (const [name, o] of Object.entries(variants)) {
       const f = (x: tf.Tensor) => ceOf(marginLogits(x, yt, o), y);
-      close(tf.grad(f)(c).dataSync(), fdGrad(f, c, 1e-3), 1e-2, name);
+      close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, name);
     }
   });
 
@@ -331,11 +331,11 @@ describe('margin: combined margin logits', () => {
     C[2][0] = -0.6;
     const c = tf.tensor2d(C);
     const yt = tf.tensor1d(y, 'int32');
-    const live = marginLogits(c, yt, { scale: s, m2: 0.5 }).dataSync();
-    const det = marginLogits(c, yt, { scale: s, m2: 0.5, detachMargin: true }).dataSync();
+    const live = await marginLogits(c, yt, { scale: s, m2: 0.5 }).data();
+    const det = await marginLogits(c, yt, { scale: s, m2: 0.5, detachMargin: true }).data();
     close(det, live, 1e-7, 'forward');
-    const gLive = tf.grad((x: tf.Tensor) => ceOf(marginLogits(x, yt, { scale: s, m2: 0.5 }), y))(c).dataSync();
-    const gDet = tf.grad((x: tf.Tensor) => ceOf(marginLogits(x, yt, { scale: s, m2: 0.5, detachMargin: true }), y))(c).dataSync();
+    const gLive = await tf.grad((x: tf.Tensor) => ceOf(marginLogits(x, yt, { scale: s, m2: 0.5 }), y))(c).data();
+    const gDet = await tf.grad((x: tf.Tensor) => ceOf(marginLogits(x, yt, { scale: s, m2: 0.5, detachMargin: true }), y))(c).data();
     assert.ok(relErr(gDet, gLive) > 1e-2, 'the gradient changes');
     // Detached: the gradient of CE(s·(cos + Δ)) with Δ = cos(θ_y + m) − cos θ_y held constant.
     const delta = C.map((row, i) => Math.cos(acosC(row[y[i]]) + 0.5) - row[y[i]]);
@@ -380,7 +380,7 @@ describe('margin: SphereFace family', () => {
     const y = [0, 0, 0, 0];
     const xn = [1.5, 2, 0.5, 3];
     for (const lambda of [0, 5]) {
-      const got = sphereFaceLogits(tf.tensor2d(C), tf.tensor1d(y, 'int32'), { featureNorm: tf.tensor1d(xn), m: 4, lambda }).arraySync() as Mat;
+      const got = (await sphereFaceLogits(tf.tensor2d(C), tf.tensor1d(y, 'int32'), { featureNorm: tf.tensor1d(xn), m: 4, lambda }).array()) as Mat;
       const want = C.map((row, i) => row.map((c, j) => xn[i] * (j === 0 ? (lambda * c + psi(acosC(c), 4)) / (1 + lambda) : c)));
       close(flat(got), flat(want), 1e-5, `λ = ${lambda}`);
     }
@@ -397,7 +397,7 @@ describe('margin: SphereFace family', () => {
     const xn = tf.tensor1d([1.2, 0.8, 1.5]);
     const f = (x: tf.Tensor) => ceOf(sphereFaceLogits(x, tf.tensor1d(y, 'int32'), { featureNorm: xn, m: 4, lambda: 2 }), y);
     const c = tf.tensor2d(C);
-    close(tf.grad(f)(c).dataSync(), fdGrad(f, c, 1e-3), 1e-2, 'A-softmax');
+    close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, 'A-softmax');
   });
 
   it('SphereFace-R v1 and v2 logits and the three normalisations by hand', async () => {
@@ -406,17 +406,17 @@ describe('margin: SphereFace family', () => {
     const yt = tf.tensor1d(y, 'int32');
     const v1 = (row: number[], i: number, sc: number) => row.map((v, j) => sc * (j === y[i] ? Math.cos(Math.min(1.5 * acosC(v), Math.PI)) : v));
     const v2 = (row: number[], i: number, sc: number) => row.map((v, j) => sc * (j === y[i] ? v : Math.cos(acosC(v) / 1.5)));
-    close(sphereFaceRLogits(c, yt).dataSync(), C.flatMap((r, i) => v1(r, i, 30)), 1e-5, 'v1 hard (defaults)');
-    close(sphereFaceRLogits(c, yt, { version: 'v2', scale: 10 }).dataSync(), C.flatMap((r, i) => v2(r, i, 10)), 1e-5, 'v2 hard');
+    close(await sphereFaceRLogits(c, yt).data(), C.flatMap((r, i) => v1(r, i, 30)), 1e-5, 'v1 hard (defaults)');
+    close(await sphereFaceRLogits(c, yt, { version: 'v2', scale: 10 }).data(), C.flatMap((r, i) => v2(r, i, 10)), 1e-5, 'v2 hard');
     const xn = [2, 3, 0.5, 1];
-    close(sphereFaceRLogits(c, yt, { featureNormalization: 'none', featureNorm: tf.tensor1d(xn) }).dataSync(),
+    close(await sphereFaceRLogits(c, yt, { featureNormalization: 'none', featureNorm: tf.tensor1d(xn) }).data(),
       C.flatMap((r, i) => v1(r, i, xn[i])), 1e-5, 'v1 none');
     const ceRow = (logits: number[], i: number) => ce(logits, y[i]);
-    const hard = sphereFaceRLoss(c, yt, { scale: 10 }).perSample.dataSync();
+    const hard = await sphereFaceRLoss(c, yt, { scale: 10 }).perSample.data();
     close(hard, C.map((r, i) => (50 * ceRow(v1(r, i, 10), i)) / 10), 1e-4, 'hard: lw·CE/s');
-    const soft = sphereFaceRLoss(c, yt, { scale: 10, featureNormalization: 'soft', featureNorm: tf.tensor1d(xn) }).perSample.dataSync();
+    const soft = await sphereFaceRLoss(c, yt, { scale: 10, featureNormalization: 'soft', featureNorm: tf.tensor1d(xn) }).perSample.data();
     close(soft, C.map((r, i) => (50 * ceRow(v1(r, i, xn[i]), i)) / 10 + 0.01 * Math.abs(xn[i] - 10)), 1e-4, 'soft: lw·CE/s + t|‖x‖ − s|');
-    const none = sphereFaceRLoss(c, yt, { featureNormalization: 'none', featureNorm: tf.tensor1d(xn) }).perSample.dataSync();
+    const none = await sphereFaceRLoss(c, yt, { featureNormalization: 'none', featureNorm: tf.tensor1d(xn) }).perSample.data();
     close(none, C.map((r, i) => ceRow(v1(r, i, xn[i]), i)), 1e-4, 'none: CE');
     assert.throws(() => sphereFaceRLogits(c, yt, { featureNormalization: 'soft' }), /'featureNorm'/);
   });
@@ -427,9 +427,9 @@ describe('margin: SphereFace family', () => {
     const yt = tf.tensor1d(y, 'int32');
     for (const version of ['v1', 'v2'] as const) {
       const f = (x: tf.Tensor) => sphereFaceRLoss(x, yt, { version, scale: 4, detachMargin: false }).loss;
-      close(tf.grad(f)(c).dataSync(), fdGrad(f, c, 1e-3), 1e-2, `${version} live`);
+      close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, `${version} live`);
     }
-    const g = tf.grad((x: tf.Tensor) => sphereFaceRLoss(x, yt, { scale: 4 }).loss)(c).dataSync();
+    const g = await tf.grad((x: tf.Tensor) => sphereFaceRLoss(x, yt, { scale: 4 }).loss)(c).data();
     const delta = C.map((row, i) => Math.cos(Math.min(1.5 * acosC(row[y[i]]), Math.PI)) - row[y[i]]);
     const ref = (x: number[]) => mean(reshape(x, 5).map((row, i) => (50 / 4) * ce(row.map((v, j) => 4 * (v + (j === y[i] ? delta[i] : 0))), y[i])));
     close(g, fd64(ref, flat(C)), 1e-3, 'detached v1');
@@ -446,17 +446,17 @@ describe('margin: SphereFace family', () => {
     const { C, y } = cosInputs();
     const c = tf.tensor2d(C);
     const yt = tf.tensor1d(y, 'int32');
-    close(sphereFace2Loss(c, yt, { bias: -3, lw: 1 }).perSample.dataSync(), sf2Ref(C, y, -3), 1e-4, 'paper defaults, lw = 1');
-    close(sphereFace2Loss(c, yt, { bias: -3 }).perSample.dataSync(), sf2Ref(C, y, -3).map((v) => 50 * v), 1e-4, 'the release weights the loss by lw = 50');
-    close(sphereFace2Loss(c, yt, { bias: 1, lambda: 0.5, r: 10, m: 0.2, t: 2, lw: 1 }).perSample.dataSync(), sf2Ref(C, y, 1, 0.5, 10, 0.2, 2), 1e-4, 'other settings');
+    close(await sphereFace2Loss(c, yt, { bias: -3, lw: 1 }).perSample.data(), sf2Ref(C, y, -3), 1e-4, 'paper defaults, lw = 1');
+    close(await sphereFace2Loss(c, yt, { bias: -3 }).perSample.data(), sf2Ref(C, y, -3).map((v) => 50 * v), 1e-4, 'the release weights the loss by lw = 50');
+    close(await sphereFace2Loss(c, yt, { bias: 1, lambda: 0.5, r: 10, m: 0.2, t: 2, lw: 1 }).perSample.data(), sf2Ref(C, y, 1, 0.5, 10, 0.2, 2), 1e-4, 'other settings');
     const b = tf.scalar(0.5);
     const o = { r: 6, m: 0.2, lw: 1, detachMargin: false };
     const fc = (x: tf.Tensor) => sphereFace2Loss(x, yt, { ...o, bias: b }).loss;
     const fb = (x: tf.Tensor) => sphereFace2Loss(c, yt, { ...o, bias: x }).loss;
-    close(tf.grad(fc)(c).dataSync(), fdGrad(fc, c, 1e-3), 1e-2, 'd/dcosine');
-    close(tf.grad(fb)(b).dataSync(), fdGrad(fb, b, 1e-3), 1e-2, 'd/dbias');
+    close(await tf.grad(fc)(c).data(), fdGrad(fc, c, 1e-3), 1e-2, 'd/dcosine');
+    close(await tf.grad(fb)(b).data(), fdGrad(fb, b, 1e-3), 1e-2, 'd/dbias');
     const det = sphereFace2Loss(c, yt, { ...o, bias: b, detachMargin: true });
-    close(det.perSample.dataSync(), sphereFace2Loss(c, yt, { ...o, bias: b }).perSample.dataSync(), 1e-6, 'detach keeps the forward');
+    close(await det.perSample.data(), await sphereFace2Loss(c, yt, { ...o, bias: b }).perSample.data(), 1e-6, 'detach keeps the forward');
   });
 
   it('sphereFace2InitBias zeroes the initial gradient in b when every cosine is 0', async () => {
@@ -471,7 +471,7 @@ describe('margin: SphereFace family', () => {
       const posPull = (lossOf(b + 1) - lossOf(b - 1)) / 2; // a scale for "zero"
       assert.ok(Math.abs(slope) < 1e-6 * Math.max(1, Math.abs(posPull)), `C = ${C}: ∂L/∂b = ${slope} at b = ${b}`);
       // And through tfjs's own gradient.
-      const gb = tf.grad((x: tf.Tensor) => sphereFace2Loss(tf.zeros([2, C]), tf.tensor1d(y, 'int32'), { ...o, bias: x }).loss)(tf.scalar(b)).dataSync()[0];
+      const gb = (await tf.grad((x: tf.Tensor) => sphereFace2Loss(tf.zeros([2, C]), tf.tensor1d(y, 'int32'), { ...o, bias: x }).loss)(tf.scalar(b)).data())[0];
       assert.ok(Math.abs(gb) < 1e-4, `C = ${C}: autodiff ∂L/∂b = ${gb}`);
     }
     assert.throws(() => sphereFace2InitBias(1), /'numClasses'/);
@@ -485,12 +485,12 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
     const { C, y } = cosInputs();
     C[2][0] = -0.6;
     const yt = tf.tensor1d(y, 'int32');
-    const got = camriLogits(tf.tensor2d(C), yt, { importantClass: 4, marginRad: 0.4, scale: 8 }).dataSync();
+    const got = await camriLogits(tf.tensor2d(C), yt, { importantClass: 4, marginRad: 0.4, scale: 8 }).data();
     const want = C.flatMap((row, i) => row.map((v, j) => 8 * (j === y[i] && y[i] === 4 ? Math.cos(acosC(v) + 0.4) : v)));
     close(got, want, 1e-5, 'CAMRI logits');
     const f = (x: tf.Tensor) => ceOf(camriLogits(x, yt, { importantClass: 4, marginRad: 0.4, scale: 8 }), y);
     const c = tf.tensor2d(C);
-    close(tf.grad(f)(c).dataSync(), fdGrad(f, c, 1e-3), 1e-2, 'CAMRI gradient');
+    close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, 'CAMRI gradient');
     assert.throws(() => camriLogits(c, yt, { importantClass: 5, marginRad: 0.4, scale: 8 }), /'importantClass'/);
   });
 
@@ -505,11 +505,11 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
     const x = tf.tensor2d(X);
     const w = tf.tensor2d(W);
     const yt = tf.tensor1d(y, 'int32');
-    close(virtualSoftmaxLoss(x, w, yt).perSample.dataSync(), want, 1e-5, 'perSample');
+    close(await virtualSoftmaxLoss(x, w, yt).perSample.data(), want, 1e-5, 'perSample');
     const fx = (t: tf.Tensor) => virtualSoftmaxLoss(t, w, yt).loss;
     const fw = (t: tf.Tensor) => virtualSoftmaxLoss(x, t, yt).loss;
-    close(tf.grad(fx)(x).dataSync(), fdGrad(fx, x, 1e-3), 1e-2, 'd/dx');
-    close(tf.grad(fw)(w).dataSync(), fdGrad(fw, w, 1e-3), 1e-2, 'd/dW');
+    close(await tf.grad(fx)(x).data(), fdGrad(fx, x, 1e-3), 1e-2, 'd/dx');
+    close(await tf.grad(fw)(w).data(), fdGrad(fw, w, 1e-3), 1e-2, 'd/dW');
     assert.throws(() => virtualSoftmaxLoss(x, tf.zeros([5, 3]), yt), /'weights' must have shape \[N, 4\]/);
   });
 
@@ -519,7 +519,7 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
     const want = mean(Wn.map((a, i) => Math.max(...Wn.filter((_, j) => j !== i).map((b) => dot(a, b)))));
     const w = tf.tensor2d(W);
     for (const blockRows of [1024, 3, 1]) {
-      assert.ok(Math.abs(interClassRegularizer(w, { blockRows }).dataSync()[0] - want) < 1e-5, `blockRows ${blockRows}`);
+      assert.ok(Math.abs((await interClassRegularizer(w, { blockRows }).data())[0] - want) < 1e-5, `blockRows ${blockRows}`);
     }
     const f = (t: tf.Tensor) => interClassRegularizer(t, { blockRows: 3 });
     // Float64 differences with a small step: rows 0's two nearest classes are only 8e-4 apart.
@@ -527,7 +527,7 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
       const n = reshape(x, 3).map(unit);
       return mean(n.map((a, i) => Math.max(...n.filter((_, j) => j !== i).map((b) => dot(a, b)))));
     };
-    close(tf.grad(f)(w).dataSync(), fd64(ref, flat(W)), 1e-4, 'd/dW');
+    close(await tf.grad(f)(w).data(), fd64(ref, flat(W)), 1e-4, 'd/dW');
     const before = tf.memory().numTensors;
     for (let k = 0; k < 3; k++) tf.tidy(() => { tf.grad(f)(w); });
     assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
@@ -552,7 +552,7 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
       Object.assign(proto, saved);
     }
     assert.equal(nearest.dtype, 'int32');
-    assert.deepEqual(Array.from(nearest.dataSync()), want);
+    assert.deepEqual(Array.from(await nearest.data()), want);
     nearest.dispose();
     const mem = tf.memory();
     for (let k = 0; k < 3; k++) nearestOtherClass(w).dispose();
@@ -578,7 +578,7 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
 
   it('angular margins y⟨w,x⟩/‖x‖ and flip probabilities Φ(−|α|/σ)', async () => {
     const X = [[3, 4], [1, -1], [0, 2]];
-    const a = angularMargins(tf.tensor1d([1, 2]), tf.tensor2d(X), tf.tensor1d([1, -1, -1])).dataSync();
+    const a = await angularMargins(tf.tensor1d([1, 2]), tf.tensor2d(X), tf.tensor1d([1, -1, -1])).data();
     close(a, [11 / 5, 1 / Math.SQRT2, -2], 1e-6, 'angular margins');
     // Φ(−1) = 0.158655253931457, Φ(−5) = 2.866515718791939e-7 (standard normal tables).
     assert.ok(Math.abs(flipProbability(1, 1) - 0.158655253931457) < 1e-7);

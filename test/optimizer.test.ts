@@ -78,14 +78,14 @@ function makeParams(values: Record<string, number[]> = init): Record<string, tf.
   return out;
 }
 
-function readParams(params: Record<string, tf.Variable>): Record<string, number[]> {
+async function readParams(params: Record<string, tf.Variable>): Promise<Record<string, number[]>> {
   const out: Record<string, number[]> = {};
-  for (const [k, v] of Object.entries(params)) out[k] = Array.from(v.dataSync());
+  for (const [k, v] of Object.entries(params)) out[k] = Array.from(await v.data());
   return out;
 }
 
-function gradTensors(params: Record<string, tf.Variable>): NamedGradients {
-  const g = quadGrad(readParams(params));
+async function gradTensors(params: Record<string, tf.Variable>): Promise<NamedGradients> {
+  const g = quadGrad(await readParams(params));
   const out: NamedGradients = {};
   for (const k of Object.keys(g)) out[k] = tf.tensor(g[k], shapes[k]);
   return out;
@@ -101,12 +101,12 @@ describe('AdamW', () => {
     const params = makeParams();
     const opt = new AdamW(params, { betas: [0.9, 0.98], eps: 1e-6, weightDecay: 0.1, groups });
     for (const lr of lrs) {
-      const g = gradTensors(params);
+      const g = await gradTensors(params);
       opt.step(g, lr);
       disposeAll(g);
     }
     assert.equal(opt.stepCount, 5);
-    const got = readParams(params);
+    const got = await readParams(params);
     const want = referenceAdamW(init, quadGrad, lrs, refGroups, 0.9, 0.98, 1e-6);
     const coupled = referenceAdamW(init, quadGrad, lrs, refGroups, 0.9, 0.98, 1e-6, true);
     let gap = 0;
@@ -124,8 +124,8 @@ describe('AdamW', () => {
     const opt = new AdamW(params, { weightDecay: 0.2, groups: clipParamGroups() });
     const g = { w: tf.zeros([1, 2]), bias: tf.zeros([1]) };
     opt.step(g, 0.1);
-    close(params.w.dataSync(), [2 * 0.98, -4 * 0.98], 1e-6, 'w');
-    close(params.bias.dataSync(), [3], 0, 'bias (no decay)');
+    close(await params.w.data(), [2 * 0.98, -4 * 0.98], 1e-6, 'w');
+    close(await params.bias.data(), [3], 0, 'bias (no decay)');
     disposeAll(g);
     opt.dispose();
     disposeAll(params);
@@ -136,7 +136,7 @@ describe('AdamW', () => {
     const opt = new AdamW(params, { weightDecay: 0 });
     const g = { s: tf.scalar(0.5) };
     opt.step(g, 0.1);
-    close(params.s.dataSync(), [1 - 0.1 * 0.5 / (0.5 + 1e-6)], 1e-7, 's');
+    close(await params.s.data(), [1 - 0.1 * 0.5 / (0.5 + 1e-6)], 1e-7, 's');
     g.s.dispose();
     opt.dispose();
     params.s.dispose();
@@ -147,7 +147,7 @@ describe('AdamW', () => {
     const opt = new AdamW(params, { weightDecay: 0.5 });
     const g = { w: tf.ones([2, 2]) };
     opt.step(g, 0.1);
-    assert.deepEqual(readParams(params).b, Array.from(Float32Array.from(init.b)));
+    assert.deepEqual((await readParams(params)).b, Array.from(Float32Array.from(init.b)));
     g.w.dispose();
     opt.dispose();
     disposeAll(params);
@@ -156,17 +156,17 @@ describe('AdamW', () => {
   it('state()/loadState() resume gives the same trajectory as an uninterrupted run', async () => {
     const a = makeParams();
     const optA = new AdamW(a, { weightDecay: 0.1, groups });
-    for (const lr of lrs.slice(0, 3)) { const g = gradTensors(a); optA.step(g, lr); disposeAll(g); }
-    const b = makeParams(readParams(a));
+    for (const lr of lrs.slice(0, 3)) { const g = await gradTensors(a); optA.step(g, lr); disposeAll(g); }
+    const b = makeParams(await readParams(a));
     const optB = new AdamW(b, { weightDecay: 0.1, groups });
     optB.loadState(optA.state(), optA.stepCount);
     assert.equal(optB.stepCount, 3);
     for (const lr of lrs.slice(3)) {
-      const ga = gradTensors(a); optA.step(ga, lr); disposeAll(ga);
-      const gb = gradTensors(b); optB.step(gb, lr); disposeAll(gb);
+      const ga = await gradTensors(a); optA.step(ga, lr); disposeAll(ga);
+      const gb = await gradTensors(b); optB.step(gb, lr); disposeAll(gb);
     }
     const want = referenceAdamW(init, quadGrad, lrs, refGroups, 0.9, 0.98, 1e-6);
-    for (const k of Object.keys(want)) close(readParams(b)[k], want[k], 2e-5, `resumed ${k}`);
+    for (const k of Object.keys(want)) close((await readParams(b))[k], want[k], 2e-5, `resumed ${k}`);
     optA.dispose(); optB.dispose(); disposeAll(a); disposeAll(b);
   });
 
@@ -240,14 +240,14 @@ describe('AdamW', () => {
     });
     const st = opt.state();
     for (const k of Object.keys(shapes)) {
-      assert.deepEqual(Array.from(pa[k].dataSync()), Array.from(pb[k].dataSync()), `param ${k}`);
-      assert.deepEqual(Array.from(st[`m.${k}`].dataSync()), Array.from(m[k].dataSync()), `m.${k}`);
+      assert.deepEqual(Array.from(await pa[k].data()), Array.from(await pb[k].data()), `param ${k}`);
+      assert.deepEqual(Array.from(await st[`m.${k}`].data()), Array.from(await m[k].data()), `m.${k}`);
       assert.deepEqual(st[`v.${k}`].shape, shapes[k], `v.${k} shape`);
-      assert.deepEqual(Array.from(st[`v.${k}`].dataSync()), Array.from(v[k].dataSync()), `v.${k}`);
+      assert.deepEqual(Array.from(await st[`v.${k}`].data()), Array.from(await v[k].data()), `v.${k}`);
     }
     assert.deepEqual(Object.keys(st), Object.keys(shapes).flatMap((k) => [`m.${k}`, `v.${k}`]), 'state lists parameters in order');
     opt.loadState(st, opt.stepCount); // its own views: copied before they are freed
-    assert.deepEqual(Array.from(opt.state()['v.e'].dataSync()), Array.from(v.e.dataSync()));
+    assert.deepEqual(Array.from(await opt.state()['v.e'].data()), Array.from(await v.e.data()));
     opt.dispose();
     disposeAll(pa); disposeAll(pb); disposeAll(m); disposeAll(v);
   });
@@ -259,7 +259,7 @@ describe('AdamW', () => {
     assert.equal(tf.memory().numTensors, start + 2 * 3, 'the optimizer holds m and v of three group chunks, nothing else');
     const counts: number[] = [];
     for (let i = 0; i < 6; i++) {
-      const g = gradTensors(params);
+      const g = await gradTensors(params);
       opt.step(g, 0.01);
       disposeAll(g);
       const st = opt.state();
@@ -320,13 +320,13 @@ describe('SGD', () => {
     const opt = new SGD(params, { lr: 0.1, momentum: 0.9 });
     const g = { p: tf.scalar(1) };
     const seen: number[] = [];
-    for (let i = 0; i < 3; i++) { opt.step(g); seen.push(params.p.dataSync()[0]); }
+    for (let i = 0; i < 3; i++) { opt.step(g); seen.push((await params.p.data())[0]); }
     close(seen, [0.9, 0.71, 0.439], 1e-6, 'p');
     const resumed = { p: tf.variable(tf.scalar(0.439)) };
     const opt2 = new SGD(resumed, { lr: 0.1, momentum: 0.9 });
     opt2.loadState(opt.state(), 3);
     opt2.step(g); // b = 0.9·2.71 + 1 = 3.439
-    close(resumed.p.dataSync(), [0.439 - 0.3439], 1e-6, 'resumed p');
+    close(await resumed.p.data(), [0.439 - 0.3439], 1e-6, 'resumed p');
     g.p.dispose(); opt.dispose(); opt2.dispose(); params.p.dispose(); resumed.p.dispose();
   });
 
@@ -335,7 +335,7 @@ describe('SGD', () => {
     const opt = new SGD(params, { weightDecay: 0.5 });
     const g = { w: tf.tensor1d([1, 1]) };
     opt.step(g, 0.1);
-    close(params.w.dataSync(), [2 - 0.1 * (1 + 1), -1 - 0.1 * (1 - 0.5)], 1e-6, 'w');
+    close(await params.w.data(), [2 - 0.1 * (1 + 1), -1 - 0.1 * (1 - 0.5)], 1e-6, 'w');
     assert.deepEqual(opt.state(), {});
     g.w.dispose(); opt.dispose(); params.w.dispose();
   });
@@ -365,16 +365,16 @@ describe('gradient utilities', () => {
     const before = tf.memory().numTensors;
     const g = { a: tf.tensor1d([3, 4]), b: tf.tensor2d([[12]]) };
     const n = globalNorm(g);
-    close(n.dataSync(), [13], 1e-5, 'globalNorm');
+    close(await n.data(), [13], 1e-5, 'globalNorm');
     n.dispose();
     const clipped = await clipByGlobalNorm(g, 6.5);
     close([clipped.norm], [13], 1e-5, 'norm');
-    close(clipped.grads.a.dataSync(), [1.5, 2], 1e-6, 'a');
-    close(clipped.grads.b.dataSync(), [6], 1e-6, 'b');
+    close(await clipped.grads.a.data(), [1.5, 2], 1e-6, 'a');
+    close(await clipped.grads.b.data(), [6], 1e-6, 'b');
     const kept = await clipByGlobalNorm(g, 20);
-    close(kept.grads.a.dataSync(), [3, 4], 0, 'unclipped a');
+    close(await kept.grads.a.data(), [3, 4], 0, 'unclipped a');
     disposeAll(kept.grads);
-    close(g.a.dataSync(), [3, 4], 0, 'input survives disposing the output');
+    close(await g.a.data(), [3, 4], 0, 'input survives disposing the output');
     disposeAll(clipped.grads);
     disposeAll(g);
     assert.equal(tf.memory().numTensors, before);
@@ -385,11 +385,11 @@ describe('gradient utilities', () => {
     const g = { a: tf.tensor1d([3, 4]), b: tf.tensor1d([12]) };
     assert.deepEqual(await gradNorm(g), { norm: 13, finite: true });
     const c = clipToNorm(g, 13, 6.5);
-    assert.deepEqual(Array.from(c.a.dataSync()), [1.5, 2]);
-    assert.deepEqual(Array.from(c.b.dataSync()), [6]);
+    assert.deepEqual(Array.from(await c.a.data()), [1.5, 2]);
+    assert.deepEqual(Array.from(await c.b.data()), [6]);
     const same = clipToNorm(g, 13, 20); // under the limit: new handles, same values
     assert.notEqual(same.a, g.a);
-    assert.deepEqual(Array.from(same.a.dataSync()), [3, 4]);
+    assert.deepEqual(Array.from(await same.a.data()), [3, 4]);
     assert.throws(() => clipToNorm(g, NaN, 1), /'norm' must be a number ≥ 0/);
     const nan = { a: tf.tensor1d([1, NaN]) };
     assert.equal((await gradNorm(nan)).finite, false);
@@ -426,7 +426,7 @@ describe('gradient utilities', () => {
     const scale = Math.fround(2 / norm);
     for (const clipped of [await clipByGlobalNorm(g, 2)]) {
       assert.equal(clipped.norm, norm);
-      vals.forEach((v, k) => assert.equal(clipped.grads[`p${k}`].dataSync()[0], Math.fround(Math.fround(v) * scale), `p${k}`));
+      for (const [k, v] of vals.entries()) assert.equal((await clipped.grads[`p${k}`].data())[0], Math.fround(Math.fround(v) * scale), `p${k}`);
       disposeAll(clipped.grads);
     }
     assert.equal(await allFinite(g), true);
@@ -453,7 +453,7 @@ describe('gradient utilities', () => {
       });
       assert.equal(r.skippedSteps, 1);
       assert.match(stream.text, /step 1: non-finite/);
-      close(params.w.dataSync(), [1 - 2 * 0.1 * 0.6, 1 - 2 * 0.1 * 0.8], 1e-6, 'w');
+      close(await params.w.data(), [1 - 2 * 0.1 * 0.6, 1 - 2 * 0.1 * 0.8], 1e-6, 'w');
       const rows = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
       assert.deepEqual(rows.map((x) => x.skipped), [0, 1, 0]);
       close([rows[0].gradNorm, rows[2].gradNorm], [5, 5], 1e-6, 'gradNorm');
@@ -489,8 +489,8 @@ describe('gradient utilities', () => {
     assert.throws(() => acc.add(extra), /already holds k=3/);
     disposeAll(extra);
     const mean = acc.mean();
-    close(mean.w.dataSync(), [dw], 1e-6, 'dw');
-    close(mean.c.dataSync(), [dc], 1e-6, 'dc');
+    close(await mean.w.data(), [dw], 1e-6, 'dw');
+    close(await mean.c.data(), [dc], 1e-6, 'dc');
     assert.equal(acc.added, 0);
     disposeAll(mean);
     assert.equal(tf.memory().numTensors, before);
@@ -516,13 +516,13 @@ describe('gradient utilities', () => {
   it('clampLogitScale clips to [0, ln 200]', async () => {
     const s = tf.variable(tf.scalar(6));
     clampLogitScale(s);
-    close(s.dataSync(), [Math.log(200)], 1e-6, 'upper');
+    close(await s.data(), [Math.log(200)], 1e-6, 'upper');
     s.assign(tf.scalar(-1));
     clampLogitScale(s);
-    close(s.dataSync(), [0], 0, 'lower');
+    close(await s.data(), [0], 0, 'lower');
     s.assign(tf.scalar(Math.log(100)));
     clampLogitScale(s);
-    close(s.dataSync(), [Math.log(100)], 1e-6, 'inside');
+    close(await s.data(), [Math.log(100)], 1e-6, 'inside');
     s.dispose();
   });
 
