@@ -227,7 +227,7 @@ describe('audio: networks', () => {
     }
     close(out, hand, 1e-6, 'conv');
     const f = (w: tf.Tensor) => tf.sum(tf.square(maxFeatureMap(conv3x3({ 'c.weight': w, 'c.bias': params['c.bias'] }, 'c', tf.div(img, 10)))));
-    close(await tf.grad(f)(params['c.weight']).data(), fdGrad(f, params['c.weight'], 1e-3), 2e-2, 'conv weight gradient (no Conv2DBackpropFilter needed)');
+    close(await tf.grad(f)(params['c.weight']).data(), await fdGrad(f, params['c.weight'], 1e-3), 2e-2, 'conv weight gradient (no Conv2DBackpropFilter needed)');
   });
 
   it('speaker net and light CNN: shapes, too-short inputs refused, gradients flow to every parameter', async () => {

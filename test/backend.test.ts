@@ -45,7 +45,7 @@ describe('Sum and Mean gradients (device-made ones in the broadcast)', () => {
     const x0 = tf.tensor2d(seededUniform(12, 41), [3, 4]);
     const v = tf.tensor2d(seededUniform(12, 42), [3, 4]);
     const f3 = (x: tf.Tensor) => tf.sum(tf.mul(tf.square(tf.mean(tf.square(x), 0)), tf.sum(x, 1, true)));
-    const h = hvpBothWays(f3, x0, v, 1e-2);
+    const h = await hvpBothWays(f3, x0, v, 1e-2);
     assert.ok(relErr(h.auto, h.fd, 1e-2) < 2e-2, `HVP ${h.auto.slice(0, 3)} vs ${h.fd.slice(0, 3)}`);
     tf.dispose([x0, v]);
   });

@@ -17,6 +17,7 @@ import { clipConfigFromHf } from '../src/train/clipFolder.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, readSafetensors, type SafetensorsTensor } from '../src/train/safetensors.js';
 import { runExportHf } from '../pipelines/export-hf.js';
 import { makeSmallRun } from './helpers/smallRun.js';
+import { tidyData } from './helpers/read.js';
 
 // dist/test/ → the repository root.
 const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'clip-tiny');
@@ -156,10 +157,8 @@ describe('CLIP export: round trip through the committed tiny HF fixture', functi
     const inputs = (await readSafetensors(path.join(FIXTURE, 'inputs.safetensors'))).tensors;
     const expected = (await readSafetensors(path.join(FIXTURE, 'expected.safetensors'))).tensors;
     const input = (name: string, dtype?: 'int32') => tf.tensor(inputs.get(name)!.data as Float32Array | Int32Array, inputs.get(name)!.shape, dtype);
-    const [image, text] = tf.tidy(() => [
-      encodeVideo(store.snapshot(), input('frames'), info.model).dataSync(),
-      encodeText(store.snapshot(), input('input_ids', 'int32'), input('attention_mask', 'int32'), info.model).dataSync(),
-    ]);
+    const image = await tidyData(() => encodeVideo(store.snapshot(), input('frames'), info.model));
+    const text = await tidyData(() => encodeText(store.snapshot(), input('input_ids', 'int32'), input('attention_mask', 'int32'), info.model));
     store.dispose();
     const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i])));
     assert.ok(maxDiff(image, expected.get('image_embeds')!.data as Float32Array) < 1e-4);

@@ -100,10 +100,8 @@ describe('Hugging Face CLIP folder (test/fixtures/clip-tiny, made by tools/refer
     const params = Object.fromEntries(Object.entries(mapped).map(([k, v]) => [k, tf.tensor(v.data, v.shape)]));
     const input = (name: string, dtype?: 'int32') => tf.tensor(inputs.get(name)!.data as Float32Array | Int32Array, inputs.get(name)!.shape, dtype);
     const before = tf.memory().numTensors;
-    const [image, text] = tf.tidy(() => [
-      encodeVideo(params, input('frames'), info.config).dataSync(),
-      encodeText(params, input('input_ids', 'int32'), input('attention_mask', 'int32'), info.config).dataSync(),
-    ]);
+    const image = await tidyData(() => encodeVideo(params, input('frames'), info.config));
+    const text = await tidyData(() => encodeText(params, input('input_ids', 'int32'), input('attention_mask', 'int32'), info.config));
     assert.equal(tf.memory().numTensors, before);
     tf.dispose(Object.values(params));
     const wantImage = expected.get('image_embeds')!.data as Float32Array;

@@ -12,6 +12,7 @@ import { attentionBias } from '../src/nn/attention.js';
 import { transformerBlock } from '../src/nn/transformer.js';
 import type { Params } from '../src/nn/params.js';
 import { relErr, seededUniform } from './helpers/fd.js';
+import { scoped } from './helpers/read.js';
 
 const W = 32; const LAYERS = 2; const P = 8; const IMG = 32; const VOCAB = 1000; const CTX = 16; const E = 16; const HEADS = 2;
 
@@ -178,11 +179,11 @@ describe('nn: CLIP weight mapping', () => {
     tf.dispose(Object.values(params));
   });
 
-  it('covers every parameter of the model (and only the temporal transformer is left when it is on)', () => {
+  it('covers every parameter of the model (and only the temporal transformer is left when it is on)', async () => {
     const store = initDualEncoder(cfg, 0);
     assert.deepEqual(Object.keys(mapped).sort(), store.names().sort());
     store.assign(mapped, { requireAll: true });
-    assert.equal(store.get('logit_scale').dataSync()[0], Math.fround(Math.log(100)));
+    assert.equal((await store.get('logit_scale').data())[0], Math.fround(Math.log(100)));
     store.dispose();
     const withTemporal = getConfig('tiny', { ...cfg, temporal: { pooling: 'transformer', maxFrames: 4, layers: 1, heads: 2 } });
     const uncovered = clipUncoveredParams(withTemporal);
@@ -193,33 +194,33 @@ describe('nn: CLIP weight mapping', () => {
     assert.deepEqual(clipTensorShapes(cfg), hfShapes());
   });
 
-  it('patch embedding: our reshape + matmul equals a direct convolution loop over the HF conv weight', () => tf.tidy(() => {
+  it('patch embedding: our reshape + matmul equals a direct convolution loop over the HF conv weight', () => scoped(async () => {
     const img = seededUniform(IMG * IMG * 3, 501, -2, 2);
     const ours = patchEmbed(params, 'video.patch_embed', tf.tensor4d(img, [1, IMG, IMG, 3]), P);
-    close(ours.dataSync(), hfPatchEmbed(img, get).flat(), 1e-5, 'patch embedding');
+    close(await ours.data(), hfPatchEmbed(img, get).flat(), 1e-5, 'patch embedding');
   }));
 
-  it('one encoder layer (q/k/v split, transposes, quick GELU) equals the HF layer computed by loops, on 2 tokens', () => tf.tidy(() => {
+  it('one encoder layer (q/k/v split, transposes, quick GELU) equals the HF layer computed by loops, on 2 tokens', () => scoped(async () => {
     const x = seededUniform(2 * W, 502, -1, 1);
     const rows = [Array.from(x.slice(0, W)), Array.from(x.slice(W))];
     const opts = { heads: HEADS, activation: 'quickGelu' as const, eps: 1e-5 };
     const v = transformerBlock(params, 'video.blocks.1', tf.tensor3d(x, [1, 2, W]), opts);
-    close(v.dataSync(), hfLayer(rows, get, 'vision_model.encoder.layers.1', false).flat(), 1e-4, 'vision layer 1');
+    close(await v.data(), hfLayer(rows, get, 'vision_model.encoder.layers.1', false).flat(), 1e-4, 'vision layer 1');
     const t = transformerBlock(params, 'text.blocks.0', tf.tensor3d(x, [1, 2, W]), opts, attentionBias(1, 2, { causal: true }));
-    close(t.dataSync(), hfLayer(rows, get, 'text_model.encoder.layers.0', true).flat(), 1e-4, 'text layer 0 (causal)');
+    close(await t.data(), hfLayer(rows, get, 'text_model.encoder.layers.0', true).flat(), 1e-4, 'text layer 0 (causal)');
     const f = seededUniform(W, 503);
-    close(projectVideo(params, tf.tensor2d(f, [1, W])).dataSync(), hfLinear(Array.from(f), get('visual_projection.weight'), null, E), 1e-5, 'visual projection');
+    close(await projectVideo(params, tf.tensor2d(f, [1, W])).data(), hfLinear(Array.from(f), get('visual_projection.weight'), null, E), 1e-5, 'visual projection');
   }));
 
-  it('whole encoders equal HF CLIP computed by loops (one-frame video; text with and without padding)', () => tf.tidy(() => {
+  it('whole encoders equal HF CLIP computed by loops (one-frame video; text with and without padding)', () => scoped(async () => {
     const img = seededUniform(IMG * IMG * 3, 504, -2, 2);
     const v = encodeVideo(params, tf.tensor(img, [1, 1, IMG, IMG, 3]), cfg);
-    close(v.dataSync(), hfVision(img, get), 1e-4, 'vision tower');
+    close(await v.data(), hfVision(img, get), 1e-4, 'vision tower');
     const rowA = [49, 320, 7, 999]; const rowB = [12, 5, 871, 640, 3, 998];
     const ids = tf.tensor2d([[...rowA, 0, 0], rowB], undefined, 'int32');
     const mask = tf.tensor2d([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]);
     const t = encodeText(params, ids, mask, cfg);
-    close(t.dataSync(), [...hfText(rowA, 3, get), ...hfText(rowB, 5, get)], 1e-4, 'text tower');
+    close(await t.data(), [...hfText(rowA, 3, get), ...hfText(rowB, 5, get)], 1e-4, 'text tower');
   }));
 
   it('names every missing, unexpected, mis-shaped and half-precision tensor in one error', () => {

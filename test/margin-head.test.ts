@@ -58,14 +58,14 @@ describe('margin: MarginHead', () => {
       const w = tf.clone(head.weight);
       const fx = (t: tf.Tensor) => head.loss(t, y, { weight: w }).loss;
       const fw = (t: tf.Tensor) => head.loss(x, y, { weight: t }).loss;
-      const lossValue = fx(x).dataSync()[0];
+      const lossValue = (await fx(x).data())[0];
       assert.ok(Number.isFinite(lossValue) && lossValue > 0, `${name}: loss ${lossValue}`);
-      close(tf.grad(fx)(x).dataSync(), fdGrad(fx, x, 1e-3), 2e-2, `${name} d/dx`);
-      close(tf.grad(fw)(w).dataSync(), fdGrad(fw, w, 1e-3), 2e-2, `${name} d/dW`);
+      close(await tf.grad(fx)(x).data(), await fdGrad(fx, x, 1e-3), 2e-2, `${name} d/dx`);
+      close(await tf.grad(fw)(w).data(), await fdGrad(fw, w, 1e-3), 2e-2, `${name} d/dW`);
       if (head.bias) {
         const fb = (t: tf.Tensor) => head.loss(x, y, { bias: t }).loss;
         const b = tf.clone(head.bias);
-        close(tf.grad(fb)(b).dataSync(), fdGrad(fb, b, 1e-3), 2e-2, `${name} d/db`);
+        close(await tf.grad(fb)(b).data(), await fdGrad(fb, b, 1e-3), 2e-2, `${name} d/db`);
       }
       head.dispose();
     }
@@ -100,12 +100,12 @@ describe('margin: MarginHead', () => {
     const x = tf.tensor2d(X);
     const y = tf.tensor1d(Y, 'int32');
     const own = head.loss(x, y);
-    close(own.perSample.dataSync(), ref(head.weight.arraySync() as Mat), 1e-4, 'variable W');
-    assert.ok(Math.abs(own.loss.dataSync()[0] - mean(ref(head.weight.arraySync() as Mat))) < 1e-3);
+    close(await own.perSample.data(), ref((await head.weight.array()) as Mat), 1e-4, 'variable W');
+    assert.ok(Math.abs((await own.loss.data())[0] - mean(ref((await head.weight.array()) as Mat))) < 1e-3);
     const W2 = seeded(C, D, 512);
-    close(head.loss(x, y, { weight: tf.tensor2d(W2) }).perSample.dataSync(), ref(W2), 1e-4, 'explicit W');
+    close(await head.loss(x, y, { weight: tf.tensor2d(W2) }).perSample.data(), ref(W2), 1e-4, 'explicit W');
     // Evaluation logits are margin-free: s·cos θ.
-    const logits = head.logits(x, { weight: tf.tensor2d(W2) }).arraySync() as Mat;
+    const logits = (await head.logits(x, { weight: tf.tensor2d(W2) }).array()) as Mat;
     close(logits.flat(), X.flatMap((xx) => W2.map((w) => 64 * dot(unit(xx), unit(w)))), 1e-5, 'eval logits');
     head.dispose();
   });
@@ -115,7 +115,7 @@ describe('margin: MarginHead', () => {
     const x = tf.tensor2d(X);
     const y = tf.tensor1d(Y, 'int32');
     const head = new MarginHead({ name: 'cosface', numClasses: C, dim: D, seed: 5, scale: 10, interClassLambda: 0.3 });
-    const W = head.weight.arraySync() as Mat;
+    const W = (await head.weight.array()) as Mat;
     const per = X.map((xx, i) => {
       const cos = W.map((w) => dot(unit(xx), unit(w)));
       return lse(cos.map((c, j) => 10 * (j === Y[i] ? c - 0.35 : c))) - 10 * (cos[Y[i]] - 0.35);
@@ -124,11 +124,11 @@ describe('margin: MarginHead', () => {
     const R = mean(Wn.map((a, i) => Math.max(...Wn.filter((_, j) => j !== i).map((b) => dot(a, b)))));
     const sw = [0.4, 0.1, 0.2, 0.3];
     const { loss, perSample } = head.loss(x, y, { sampleWeights: tf.tensor1d(sw) });
-    close(perSample.dataSync(), per, 1e-4, 'perSample excludes R');
-    assert.ok(Math.abs(loss.dataSync()[0] - (per.reduce((a, l, i) => a + sw[i] * l, 0) + 0.3 * R)) < 1e-4, 'Σ wℓ + λR');
+    close(await perSample.data(), per, 1e-4, 'perSample excludes R');
+    assert.ok(Math.abs((await loss.data())[0] - (per.reduce((a, l, i) => a + sw[i] * l, 0) + 0.3 * R)) < 1e-4, 'Σ wℓ + λR');
     const soft = new MarginHead({ name: 'softmax', numClasses: C, dim: D, seed: 5 });
-    const Ws = soft.weight.arraySync() as Mat;
-    close(soft.logits(x).dataSync(), X.flatMap((xx) => Ws.map((w) => dot(xx, w))), 1e-5, 'softmax logits W·x');
+    const Ws = (await soft.weight.array()) as Mat;
+    close(await soft.logits(x).data(), X.flatMap((xx) => Ws.map((w) => dot(xx, w))), 1e-5, 'softmax logits W·x');
     tf.dispose([head.weight, soft.weight]);
   });
 
@@ -141,14 +141,14 @@ describe('margin: MarginHead', () => {
     const nearestOf = (W: Mat) => W.map(unit).map((a, i, n) => n.reduce((best, b, j) => (j !== i && (best < 0 || dot(a, b) > dot(a, n[best])) ? j : best), -1));
     const Rwith = (W: Mat, nn: number[]) => mean(W.map(unit).map((a, i, n) => dot(a, n[nn[i]])));
     assert.notDeepEqual(nearestOf(W1), nearestOf(W2), 'the two W have different nearest classes');
-    const regOf = (W: Mat) => {
+    const regOf = async (W: Mat) => {
       const w = tf.tensor2d(W);
       const { loss, perSample } = head.loss(x, y, { weight: w });
-      return loss.dataSync()[0] - mean(Array.from(perSample.dataSync()));
+      return (await loss.data())[0] - mean(Array.from(await perSample.data()));
     };
-    assert.ok(Math.abs(regOf(W1) - Rwith(W1, nearestOf(W1))) < 1e-5, 'call 1 searches');
-    assert.ok(Math.abs(regOf(W2) - Rwith(W2, nearestOf(W1))) < 1e-5, 'call 2 reuses W1’s nearest classes');
-    assert.ok(Math.abs(regOf(W2) - Rwith(W2, nearestOf(W2))) < 1e-5, 'call 3 searches again');
+    assert.ok(Math.abs((await regOf(W1)) - Rwith(W1, nearestOf(W1))) < 1e-5, 'call 1 searches');
+    assert.ok(Math.abs((await regOf(W2)) - Rwith(W2, nearestOf(W1))) < 1e-5, 'call 2 reuses W1’s nearest classes');
+    assert.ok(Math.abs((await regOf(W2)) - Rwith(W2, nearestOf(W2))) < 1e-5, 'call 3 searches again');
     head.dispose();
   });
 
@@ -159,7 +159,7 @@ describe('margin: MarginHead', () => {
     // Embeddings and W share d, so both fit in one [B + C, d] point for the HVP.
     const packed = tf.concat([tf.tensor2d(X), head.weight]);
     const f = (p: tf.Tensor) => head.loss(tf.slice(p, [0, 0], [B, D]), y, { weight: tf.slice(p, [B, 0], [C, D]) }).loss;
-    const h = hvpBothWays(f, packed, tf.tensor2d(seededUniform((B + C) * D, 532), [B + C, D]), 1e-3);
+    const h = await hvpBothWays(f, packed, tf.tensor2d(seededUniform((B + C) * D, 532), [B + C, D]), 1e-3);
     close(h.auto, h.fd, 2e-2, 'HVP');
     // The bilevel pattern: W' = W − α∇W L(x; W), then a loss at W' differentiated wrt x.
     const x2 = tf.tensor2d(seeded(B, D, 533));
@@ -168,7 +168,7 @@ describe('margin: MarginHead', () => {
       return head.loss(x2, y, { weight: tf.sub(head.weight, tf.mul(gW, 0.5)) }).loss;
     };
     const x0 = tf.tensor2d(X);
-    close(tf.grad(meta)(x0).dataSync(), fdGrad(meta, x0, 1e-3), 2e-2, 'meta-gradient');
+    close(await tf.grad(meta)(x0).data(), await fdGrad(meta, x0, 1e-3), 2e-2, 'meta-gradient');
     head.dispose();
   });
 
@@ -240,24 +240,24 @@ describe('margin: KappaFace', () => {
   it('margins match the formula by hand', async () => {
     const sums = [sumOf(tight), sumOf(spread), sumOf(medium), sumOf([[0, 1, 0.3], [0.2, 1, 0]])];
     const counts = [3, 3, 6, 2];
-    const got = (await (await kappaMargins(tf.tensor2d(sums), tf.tensor1d(counts))).data());
+    const got = await (await kappaMargins(tf.tensor2d(sums), tf.tensor1d(counts))).data();
     close(got, kappaRef(sums, counts), 1e-5, 'defaults');
-    const got2 = (await (await kappaMargins(tf.tensor2d(sums), tf.tensor1d(counts), { m0: 0.5, T: 1, gamma: 0.3 })).data());
+    const got2 = await (await kappaMargins(tf.tensor2d(sums), tf.tensor1d(counts), { m0: 0.5, T: 1, gamma: 0.3 })).data();
     close(got2, kappaRef(sums, counts, 0.5, 1, 0.3), 1e-5, 'other settings');
   });
 
   it('a more concentrated class and a larger class each get a smaller margin', async () => {
     // Same counts: the tight class gets the smaller margin.
-    const m1 = (await (await kappaMargins(tf.tensor2d([sumOf(tight), sumOf(spread), sumOf(medium.slice(0, 3))]), tf.tensor1d([3, 3, 3]))).data());
+    const m1 = await (await kappaMargins(tf.tensor2d([sumOf(tight), sumOf(spread), sumOf(medium.slice(0, 3))]), tf.tensor1d([3, 3, 3]))).data();
     assert.ok(m1[0] < m1[2] && m1[2] < m1[1], `concentration: ${m1}`);
     // Same concentration (the same directions, twice as many): the larger class gets the smaller margin.
-    const m2 = (await (await kappaMargins(tf.tensor2d([sumOf(spread), sumOf([...spread, ...spread]), sumOf(tight)]), tf.tensor1d([3, 6, 3]))).data());
+    const m2 = await (await kappaMargins(tf.tensor2d([sumOf(spread), sumOf([...spread, ...spread]), sumOf(tight)]), tf.tensor1d([3, 6, 3]))).data();
     assert.ok(m2[1] < m2[0], `size: ${m2}`);
   });
 
   it('an infinite κ (all features identical) is clipped to the largest finite one', async () => {
     const sums = [sumOf([e1, e1, e1]), sumOf(tight), sumOf(spread)];
-    const m = (await (await kappaMargins(tf.tensor2d(sums), tf.tensor1d([3, 3, 3]))).data());
+    const m = await (await kappaMargins(tf.tensor2d(sums), tf.tensor1d([3, 3, 3]))).data();
     assert.ok(Math.abs(m[0] - m[1]) < 1e-6, `clipped class equals the most concentrated finite one: ${m}`);
     close(m, kappaRef(sums, [3, 3, 3]), 1e-5, 'reference');
     assert.ok(Array.from(m).every(Number.isFinite));
@@ -265,22 +265,22 @@ describe('margin: KappaFace', () => {
 
   it('KappaMemory: m0 in the first epoch, z̄ ← normalize(0.1 z̄ + 0.9 z), margins from its class sums after the epoch', async () => {
     const mem = new KappaMemory({ numSamples: 6, dim: 3, numClasses: 3 });
-    close(mem.margins().dataSync(), [0.8, 0.8, 0.8], 1e-7, 'first epoch');
+    close(await mem.margins().data(), [0.8, 0.8, 0.8], 1e-7, 'first epoch');
     const f1 = [tight[0], tight[1], spread[0], spread[1], medium[0], medium[1]];
     await mem.update(tf.tensor1d([0, 1, 2, 3, 4, 5], 'int32'), tf.tensor2d(f1), tf.tensor1d([0, 0, 1, 1, 2, 2], 'int32'));
     const f2 = [[0.5, 0.5, 0], [0, 0, 2]];
     await mem.update(tf.tensor1d([0, 4], 'int32'), tf.tensor2d(f2), tf.tensor1d([0, 2], 'int32'));
-    close(mem.margins().dataSync(), [0.8, 0.8, 0.8], 1e-7, 'still the first epoch');
+    close(await mem.margins().data(), [0.8, 0.8, 0.8], 1e-7, 'still the first epoch');
     const z = f1.map(unit);
     z[0] = unit(z[0].map((v, k) => 0.1 * v + 0.9 * unit(f2[0])[k]));
     z[4] = unit(z[4].map((v, k) => 0.1 * v + 0.9 * unit(f2[1])[k]));
     const sums = [0, 1, 2].map((c) => [0, 1].map((i) => z[2 * c + i]).reduce((a, v) => a.map((x, k) => x + v[k])));
     const stats = mem.classStats();
-    close(stats.classSums.dataSync(), sums.flat(), 1e-6, 'class sums');
-    close(stats.counts.dataSync(), [2, 2, 2], 1e-9, 'counts');
+    close(await stats.classSums.data(), sums.flat(), 1e-6, 'class sums');
+    close(await stats.counts.data(), [2, 2, 2], 1e-9, 'counts');
     mem.endEpoch();
     assert.equal(mem.epoch, 1);
-    close(mem.margins().dataSync(), kappaRef(sums, [2, 2, 2]), 1e-5, 'margins after the epoch');
+    close(await mem.margins().data(), kappaRef(sums, [2, 2, 2]), 1e-5, 'margins after the epoch');
     await assert.rejects(() => mem.update(tf.tensor1d([0], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /sample 0 was class 0/);
     await assert.rejects(() => mem.update(tf.tensor1d([6], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /'sampleIds'\[0\] = 6/);
   });
@@ -317,7 +317,7 @@ describe('margin: KappaFace', () => {
     close(await a.margins().data(), kappaRef(Array.from({ length: 3 }, (_, c) => Array.from(sumsRead.slice(c * 3, c * 3 + 3))), [2, 2, 2]), 1e-5, 'margins after the epoch');
     // Class 1 by hand: z̄₃ = unit(f₃); z̄₂ = normalize(0.1·unit(f₂) + 0.9·unit(f₂')) after its second visit.
     const z2 = unit(unit(spread[0]).map((v, k) => 0.1 * v + 0.9 * unit([0.3, -1, 0.2])[k]));
-    close(sa.classSums.dataSync().slice(3, 6), unit(spread[1]).map((v, k) => v + z2[k]), 1e-6, 'class 1 sum');
+    close((await sa.classSums.data()).slice(3, 6), unit(spread[1]).map((v, k) => v + z2[k]), 1e-6, 'class 1 sum');
     await assert.rejects(() => a.update(tf.tensor1d([0], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /sample 0 was class 0/);
     await assert.rejects(() => a.update(tf.tensor1d([6], 'int32'), tf.tensor2d([e1]), tf.tensor1d([1], 'int32')), /'sampleIds'\[0\] = 6/);
     await assert.rejects(() => a.update(tf.tensor1d([1], 'int32'), tf.tensor2d([[0, NaN, 0]]), tf.tensor1d([0], 'int32')), /'features' must be finite, found NaN at \[0, 1\]/);
@@ -330,15 +330,15 @@ describe('margin: KappaFace', () => {
     const kappa = head.kappa as KappaMemory;
     await kappa.update(tf.tensor1d([0, 1, 2, 3], 'int32'), tf.tensor2d(X), tf.tensor1d(y, 'int32'));
     kappa.endEpoch();
-    const margins = Array.from(kappa.margins().dataSync());
+    const margins = Array.from(await kappa.margins().data());
     assert.ok(margins.some((m) => Math.abs(m - 0.8) > 1e-3), 'margins moved off m0');
-    const W = head.weight.arraySync() as Mat;
+    const W = (await head.weight.array()) as Mat;
     const want = X.map((x, i) => {
       const cos = W.map((w) => dot(unit(x), unit(w)));
       const t = arc(cos[y[i]], margins[y[i]]);
       return lse(cos.map((c, j) => 4 * (j === y[i] ? t : c))) - 4 * t;
     });
-    close(head.loss(tf.tensor2d(X), tf.tensor1d(y, 'int32')).perSample.dataSync(), want, 1e-4, 'per-class ArcFace');
+    close(await head.loss(tf.tensor2d(X), tf.tensor1d(y, 'int32')).perSample.data(), want, 1e-4, 'per-class ArcFace');
     head.dispose();
   });
 });

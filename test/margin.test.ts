@@ -110,9 +110,9 @@ describe('margin: SAM contrastive loss', () => {
     const fv = (x: tf.Tensor) => samContrastiveLoss(x, t, { ...opts, logitScale: ls }).loss;
     const ft = (x: tf.Tensor) => samContrastiveLoss(v, x, { ...opts, logitScale: ls }).loss;
     const fs = (x: tf.Tensor) => samContrastiveLoss(v, t, { ...opts, logitScale: x }).loss;
-    close(await tf.grad(fv)(v).data(), fdGrad(fv, v), 1e-2, 'd/dvideo');
-    close(await tf.grad(ft)(t).data(), fdGrad(ft, t), 1e-2, 'd/dtext');
-    close(await tf.grad(fs)(ls).data(), fdGrad(fs, ls), 1e-2, 'd/dlogitScale');
+    close(await tf.grad(fv)(v).data(), await fdGrad(fv, v), 1e-2, 'd/dvideo');
+    close(await tf.grad(ft)(t).data(), await fdGrad(ft, t), 1e-2, 'd/dtext');
+    close(await tf.grad(fs)(ls).data(), await fdGrad(fs, ls), 1e-2, 'd/dlogitScale');
     // And against the float64 hand formula's own finite differences.
     const ref = fd64((x) => mean(samRef(reshape(x, 8), T, 0.3, s)), flat(V));
     close(await tf.grad(fv)(v).data(), ref, 2e-3, 'd/dvideo vs float64 reference');
@@ -156,7 +156,7 @@ describe('margin: SAM contrastive loss', () => {
     close(await distinct.perSample.data(), samRef(V, T, 0.2, s), 1e-4, 'distinct groups');
     const fv = (x: tf.Tensor) => samContrastiveLoss(x, tf.tensor2d(T), { marginRad: 0.2, logitScale, groups: g }).loss;
     const v = tf.tensor2d(V);
-    close(await tf.grad(fv)(v).data(), fdGrad(fv, v), 1e-2, 'd/dvideo with groups');
+    close(await tf.grad(fv)(v).data(), await fdGrad(fv, v), 1e-2, 'd/dvideo with groups');
   });
 
   it('weights give Σ wᵢℓᵢ; logitScale is clamped to [0, ln 200]', async () => {
@@ -177,7 +177,7 @@ describe('margin: SAM contrastive loss', () => {
     const fv = (x: tf.Tensor) => samContrastiveLoss(x, t, { marginRad: 0.3, logitScale }).loss;
     const v0 = tf.tensor2d(V);
     const dir = tf.tensor2d(seededUniform(48, 121), [6, 8]);
-    const h1 = hvpBothWays(fv, v0, dir);
+    const h1 = await hvpBothWays(fv, v0, dir);
     close(h1.auto, h1.fd, 2e-2, 'HVP wrt video');
     // The meta-learner's cross term: video and weights packed in one vector.
     const w0 = Array.from(seededUniform(6, 122, 0.05, 0.3));
@@ -187,7 +187,7 @@ describe('margin: SAM contrastive loss', () => {
       const w = tf.slice(p, [48], [6]);
       return samContrastiveLoss(x, t, { marginRad: 0.3, logitScale, weights: w }).loss;
     };
-    const h2 = hvpBothWays(fp, packed, tf.tensor1d(seededUniform(54, 123)));
+    const h2 = await hvpBothWays(fp, packed, tf.tensor1d(seededUniform(54, 123)));
     close(h2.auto, h2.fd, 2e-2, 'HVP wrt (video, weights)');
   });
 
@@ -238,7 +238,7 @@ describe('margin: core log-sum-exp', () => {
     assert.equal(g[5], 0, 'weight e^−100 is flushed to 0');
     assert.ok(Array.from(g).every((v) => v === 0 || Math.abs(v) >= 1.1754944e-38), 'no subnormals');
     const f = (t: tf.Tensor) => tf.sum(tf.mul(logSumExpFlush(t, 1), tf.tensor1d([1, -0.5])));
-    const h = hvpBothWays(f, tf.tensor2d(seeded(2, 4, 7, -2, 2)), tf.tensor2d(seeded(2, 4, 8)));
+    const h = await hvpBothWays(f, tf.tensor2d(seeded(2, 4, 7, -2, 2)), tf.tensor2d(seeded(2, 4, 8)));
     close(h.auto, h.fd, 2e-2, 'HVP');
   });
 });
@@ -322,7 +322,7 @@ describe('margin: combined margin logits', () => {
     };
     for (const [name, o] of Object.entries(variants)) {
       const f = (x: tf.Tensor) => ceOf(marginLogits(x, yt, o), y);
-      close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, name);
+      close(await tf.grad(f)(c).data(), await fdGrad(f, c, 1e-3), 1e-2, name);
     }
   });
 
@@ -348,7 +348,7 @@ describe('margin: combined margin logits', () => {
     C[2][0] = -0.6;
     const yt = tf.tensor1d(y, 'int32');
     const f = (x: tf.Tensor) => ceOf(marginLogits(x, yt, { scale: s, m2: 0.5 }), y);
-    const h = hvpBothWays(f, tf.tensor2d(C), tf.tensor2d(seededUniform(20, 211), [4, 5]), 1e-3);
+    const h = await hvpBothWays(f, tf.tensor2d(C), tf.tensor2d(seededUniform(20, 211), [4, 5]), 1e-3);
     close(h.auto, h.fd, 2e-2, 'ArcFace HVP');
   });
 
@@ -397,7 +397,7 @@ describe('margin: SphereFace family', () => {
     const xn = tf.tensor1d([1.2, 0.8, 1.5]);
     const f = (x: tf.Tensor) => ceOf(sphereFaceLogits(x, tf.tensor1d(y, 'int32'), { featureNorm: xn, m: 4, lambda: 2 }), y);
     const c = tf.tensor2d(C);
-    close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, 'A-softmax');
+    close(await tf.grad(f)(c).data(), await fdGrad(f, c, 1e-3), 1e-2, 'A-softmax');
   });
 
   it('SphereFace-R v1 and v2 logits and the three normalisations by hand', async () => {
@@ -427,7 +427,7 @@ describe('margin: SphereFace family', () => {
     const yt = tf.tensor1d(y, 'int32');
     for (const version of ['v1', 'v2'] as const) {
       const f = (x: tf.Tensor) => sphereFaceRLoss(x, yt, { version, scale: 4, detachMargin: false }).loss;
-      close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, `${version} live`);
+      close(await tf.grad(f)(c).data(), await fdGrad(f, c, 1e-3), 1e-2, `${version} live`);
     }
     const g = await tf.grad((x: tf.Tensor) => sphereFaceRLoss(x, yt, { scale: 4 }).loss)(c).data();
     const delta = C.map((row, i) => Math.cos(Math.min(1.5 * acosC(row[y[i]]), Math.PI)) - row[y[i]]);
@@ -453,8 +453,8 @@ describe('margin: SphereFace family', () => {
     const o = { r: 6, m: 0.2, lw: 1, detachMargin: false };
     const fc = (x: tf.Tensor) => sphereFace2Loss(x, yt, { ...o, bias: b }).loss;
     const fb = (x: tf.Tensor) => sphereFace2Loss(c, yt, { ...o, bias: x }).loss;
-    close(await tf.grad(fc)(c).data(), fdGrad(fc, c, 1e-3), 1e-2, 'd/dcosine');
-    close(await tf.grad(fb)(b).data(), fdGrad(fb, b, 1e-3), 1e-2, 'd/dbias');
+    close(await tf.grad(fc)(c).data(), await fdGrad(fc, c, 1e-3), 1e-2, 'd/dcosine');
+    close(await tf.grad(fb)(b).data(), await fdGrad(fb, b, 1e-3), 1e-2, 'd/dbias');
     const det = sphereFace2Loss(c, yt, { ...o, bias: b, detachMargin: true });
     close(await det.perSample.data(), await sphereFace2Loss(c, yt, { ...o, bias: b }).perSample.data(), 1e-6, 'detach keeps the forward');
   });
@@ -490,7 +490,7 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
     close(got, want, 1e-5, 'CAMRI logits');
     const f = (x: tf.Tensor) => ceOf(camriLogits(x, yt, { importantClass: 4, marginRad: 0.4, scale: 8 }), y);
     const c = tf.tensor2d(C);
-    close(await tf.grad(f)(c).data(), fdGrad(f, c, 1e-3), 1e-2, 'CAMRI gradient');
+    close(await tf.grad(f)(c).data(), await fdGrad(f, c, 1e-3), 1e-2, 'CAMRI gradient');
     assert.throws(() => camriLogits(c, yt, { importantClass: 5, marginRad: 0.4, scale: 8 }), /'importantClass'/);
   });
 
@@ -508,8 +508,8 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
     close(await virtualSoftmaxLoss(x, w, yt).perSample.data(), want, 1e-5, 'perSample');
     const fx = (t: tf.Tensor) => virtualSoftmaxLoss(t, w, yt).loss;
     const fw = (t: tf.Tensor) => virtualSoftmaxLoss(x, t, yt).loss;
-    close(await tf.grad(fx)(x).data(), fdGrad(fx, x, 1e-3), 1e-2, 'd/dx');
-    close(await tf.grad(fw)(w).data(), fdGrad(fw, w, 1e-3), 1e-2, 'd/dW');
+    close(await tf.grad(fx)(x).data(), await fdGrad(fx, x, 1e-3), 1e-2, 'd/dx');
+    close(await tf.grad(fw)(w).data(), await fdGrad(fw, w, 1e-3), 1e-2, 'd/dW');
     assert.throws(() => virtualSoftmaxLoss(x, tf.zeros([5, 3]), yt), /'weights' must have shape \[N, 4\]/);
   });
 
@@ -539,11 +539,14 @@ describe('margin: CAMRI, Virtual Softmax, regulariser, angular margins', () => {
     const want = Wn.map((a, i) => Wn.reduce((best, b, j) => (j !== i && (best < 0 || dot(a, b) > dot(a, Wn[best])) ? j : best), -1));
     const w = tf.tensor2d(W);
     const proto = tf.Tensor.prototype as unknown as Record<'dataSync' | 'arraySync', (this: tf.Tensor) => unknown>;
+    // eslint-disable-next-line no-restricted-properties -- the test replaces the sync reads to prove none happens
     const saved = { dataSync: proto.dataSync, arraySync: proto.arraySync };
     let nearest: tf.Tensor;
     // Any sync read throws.
+    /* eslint-disable no-restricted-properties -- as above: the replacements that throw */
     proto.dataSync = function (this: tf.Tensor) { throw new Error(`a sync read of [${this.shape}]`); };
     proto.arraySync = () => { throw new Error('a sync read'); };
+    /* eslint-enable no-restricted-properties */
     try {
       nearest = nearestOtherClass(w, { blockRows: 3 });
       // Gather's gradient for its indices is int32, which the tape refuses: this throws if the indices lead back to W.

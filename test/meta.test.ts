@@ -11,6 +11,7 @@ import { getConfig } from '../src/nn/configs.js';
 import { initDualEncoder } from '../src/nn/dualEncoder.js';
 import { dualEncoderMetaModel, type DualEncoderBatch } from '../src/meta/dualEncoderModel.js';
 import { relErr, seededUniform } from './helpers/fd.js';
+import { tidyData } from './helpers/read.js';
 
 type Params = Record<string, tf.Tensor>;
 
@@ -95,8 +96,8 @@ function normalizeRef(raw: number[], mode: WeightNormalization): number[] {
  * L_meta(θ′) recomputed from scratch with fixed weights w: θ′ = θ − α∇θ Σ wᵢℓᵢ over `names`
  * (a plain first-order gradient), then the mean loss of the meta batch at θ′.
  */
-function metaLossFromScratch<B>(model: MetaModel<B>, params: Params, train: B, meta: B, names: string[], w: ArrayLike<number>, alpha: number): number {
-  return tf.tidy(() => {
+async function metaLossFromScratch<B>(model: MetaModel<B>, params: Params, train: B, meta: B, names: string[], w: ArrayLike<number>, alpha: number): Promise<number> {
+  return (await tidyData(() => {
     const wt = tf.tensor1d(Float32Array.from(w));
     const g = tf.grads((...ts: tf.Tensor[]) => {
       const p = { ...params };
@@ -105,23 +106,23 @@ function metaLossFromScratch<B>(model: MetaModel<B>, params: Params, train: B, m
     })(names.map((n) => params[n]));
     const primed = { ...params };
     names.forEach((n, i) => { primed[n] = tf.sub(params[n], tf.mul(g[i], alpha)); });
-    return tf.mean(model.perSampleLoss(primed, meta)).dataSync()[0];
-  });
+    return tf.mean(model.perSampleLoss(primed, meta));
+  }))[0];
 }
 
-function readPhi(net: WeightNet): Record<string, Float64Array> {
+async function readPhi(net: WeightNet): Promise<Record<string, Float64Array>> {
   const out: Record<string, Float64Array> = {};
-  for (const n of WEIGHT_NET_PARAM_NAMES) out[n] = Float64Array.from(net.params[n].dataSync());
+  for (const n of WEIGHT_NET_PARAM_NAMES) out[n] = Float64Array.from(await net.params[n].data());
   return out;
 }
 
 /** Central differences of L_meta(θ′(φ)) over every entry of φ, the weights from the float64 reference net. */
-function fdHypergradient(
+async function fdHypergradient(
   model: MetaModel<ToyBatch>, params: Params, train: ToyBatch, meta: ToyBatch, names: string[], net: WeightNet,
   alpha: number, mode: WeightNormalization, h: number,
-): { fd: Record<string, Float64Array>; minAbsPre: number; maxLoss: number } {
-  const phi = readPhi(net);
-  const losses = tf.tidy(() => model.perSampleLoss(params, train).dataSync());
+): Promise<{ fd: Record<string, Float64Array>; minAbsPre: number; maxLoss: number }> {
+  const phi = await readPhi(net);
+  const losses = await tidyData(() => model.perSampleLoss(params, train));
   const lossAt = (p: Record<string, Float64Array>) => metaLossFromScratch(model, params, train, meta, names, normalizeRef(weightNetRef(p, losses).raw, mode), alpha);
   const fd: Record<string, Float64Array> = {};
   for (const n of WEIGHT_NET_PARAM_NAMES) {
@@ -129,7 +130,7 @@ function fdHypergradient(
     for (let k = 0; k < phi[n].length; k++) {
       const plus = { ...phi, [n]: Float64Array.from(phi[n]) }; plus[n][k] += h;
       const minus = { ...phi, [n]: Float64Array.from(phi[n]) }; minus[n][k] -= h;
-      fd[n][k] = (lossAt(plus) - lossAt(minus)) / (2 * h);
+      fd[n][k] = ((await lossAt(plus)) - (await lossAt(minus))) / (2 * h);
     }
   }
   return { fd, minAbsPre: weightNetRef(phi, losses).minAbsPre, maxLoss: Math.max(...Array.from(losses)) };
@@ -140,21 +141,20 @@ function concat(r: Record<string, ArrayLike<number>>): number[] {
 }
 
 /** Per-sample gradients ∇θ ℓᵢ, one backward per sample. */
-function perSampleGrads(model: MetaModel<ToyBatch>, params: Params, batch: ToyBatch): Record<string, Float32Array>[] {
+async function perSampleGrads(model: MetaModel<ToyBatch>, params: Params, batch: ToyBatch): Promise<Record<string, Float32Array>[]> {
   const names = Object.keys(params);
   const n = batch.x.shape[0];
   const out: Record<string, Float32Array>[] = [];
   for (let i = 0; i < n; i++) {
-    out.push(tf.tidy(() => {
-      const g = tf.grads((...ts: tf.Tensor[]) => {
-        const p: Params = {};
-        names.forEach((k, j) => { p[k] = ts[j]; });
-        return tf.sum(tf.slice(model.perSampleLoss(p, batch), [i], [1])) as tf.Scalar;
-      })(names.map((k) => params[k]));
-      const r: Record<string, Float32Array> = {};
-      names.forEach((k, j) => { r[k] = g[j].dataSync() as Float32Array; });
-      return r;
-    }));
+    const g = tf.tidy(() => tf.grads((...ts: tf.Tensor[]) => {
+      const p: Params = {};
+      names.forEach((k, j) => { p[k] = ts[j]; });
+      return tf.sum(tf.slice(model.perSampleLoss(p, batch), [i], [1])) as tf.Scalar;
+    })(names.map((k) => params[k])));
+    const r: Record<string, Float32Array> = {};
+    for (const [j, k] of names.entries()) r[k] = (await g[j].data()) as Float32Array;
+    tf.dispose(g);
+    out.push(r);
   }
   return out;
 }
@@ -181,14 +181,14 @@ describe('meta: Meta-Weight-Net hypergradient against finite differences', () =>
       const alpha = 2;
       const names = c.scope === 'all' ? Object.keys(params) : HEADS;
       const h = 1e-3;
-      const { fd, minAbsPre, maxLoss } = fdHypergradient(model, params, train, meta, names, net, alpha, c.mode, h);
+      const { fd, minAbsPre, maxLoss } = await fdHypergradient(model, params, train, meta, names, net, alpha, c.mode, h);
       // No ReLU kink lies within the perturbation, so the central difference is of a smooth function.
       assert.ok(minAbsPre > 2 * h * (maxLoss + 1), `a hidden unit sits at a kink (|pre| ${minAbsPre}); pick another seed`);
 
       const before = tf.memory().numTensors;
       const { grads, metaLoss } = await metaGradient({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha, normalize: c.mode, metaScope: c.scope });
       const got: Record<string, Float32Array> = {};
-      for (const n of WEIGHT_NET_PARAM_NAMES) got[n] = grads[n].dataSync() as Float32Array;
+      for (const n of WEIGHT_NET_PARAM_NAMES) got[n] = (await grads[n].data()) as Float32Array;
       disposeAll(grads);
       assert.equal(tf.memory().numTensors, before, 'metaGradient leaks no tensors');
 
@@ -197,8 +197,8 @@ describe('meta: Meta-Weight-Net hypergradient against finite differences', () =>
       const err = relErr(a, b, 1e-4);
       assert.ok(Math.max(...b.map(Math.abs)) > 1e-3, `hypergradient is not trivially small (max ${Math.max(...b.map(Math.abs))})`);
       assert.ok(err < 2e-2, `hypergradient ${a.map((x) => x.toFixed(5))}\n vs FD ${b.map((x) => x.toFixed(5))}\n rel err ${err}`);
-      const uniformW = normalizeRef(weightNetRef(readPhi(net), tf.tidy(() => model.perSampleLoss(params, train).dataSync())).raw, c.mode);
-      const ref = metaLossFromScratch(model, params, train, meta, names, uniformW, alpha);
+      const uniformW = normalizeRef(weightNetRef(await readPhi(net), await tidyData(() => model.perSampleLoss(params, train))).raw, c.mode);
+      const ref = await metaLossFromScratch(model, params, train, meta, names, uniformW, alpha);
       assert.ok(Math.abs(metaLoss - ref) < 1e-4 * Math.max(1, Math.abs(ref)), `metaLoss ${metaLoss} vs ${ref}`);
       net.dispose(); disposeAll(params); disposeBatch(train); disposeBatch(meta);
     });
@@ -279,9 +279,9 @@ describe('meta: weighting inputs beyond the loss', () => {
     const progress = 0.4;
     const sims = toySims(model, params, train);
     const extra = weightingInputs(inputs, { similarities: sims, source, progress })!;
-    const losses = tf.tidy(() => model.perSampleLoss(params, train).dataSync());
-    const rows = inputRowsRef(inputs, losses, sims.arraySync() as number[][], source, progress);
-    const phi = readPhi(net);
+    const losses = await tidyData(() => model.perSampleLoss(params, train));
+    const rows = inputRowsRef(inputs, losses, (await sims.array()) as number[][], source, progress);
+    const phi = await readPhi(net);
     const h = 1e-3;
     const lossAt = (p: Record<string, Float64Array>) => metaLossFromScratch(model, params, train, meta, HEADS, normalizeRef(weightNetRef(p, rows).raw, 'sum'), alpha);
     const fd: Record<string, Float64Array> = {};
@@ -290,7 +290,7 @@ describe('meta: weighting inputs beyond the loss', () => {
       for (let k = 0; k < phi[n].length; k++) {
         const plus = { ...phi, [n]: Float64Array.from(phi[n]) }; plus[n][k] += h;
         const minus = { ...phi, [n]: Float64Array.from(phi[n]) }; minus[n][k] -= h;
-        fd[n][k] = (lossAt(plus) - lossAt(minus)) / (2 * h);
+        fd[n][k] = ((await lossAt(plus)) - (await lossAt(minus))) / (2 * h);
       }
     }
     const maxAbsInput = Math.max(...rows.flat().map(Math.abs));
@@ -299,7 +299,7 @@ describe('meta: weighting inputs beyond the loss', () => {
     const before = tf.memory().numTensors;
     const { grads } = await metaGradient({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha, metaScope: 'heads', sampleInputs: extra });
     const got: Record<string, Float32Array> = {};
-    for (const n of WEIGHT_NET_PARAM_NAMES) got[n] = grads[n].dataSync() as Float32Array;
+    for (const n of WEIGHT_NET_PARAM_NAMES) got[n] = (await grads[n].data()) as Float32Array;
     disposeAll(grads);
     assert.equal(tf.memory().numTensors, before, 'metaGradient leaks no tensors');
     const a = concat(got);
@@ -344,27 +344,27 @@ describe('meta: the dual encoder as a MetaModel', () => {
       params.logit_scale.assign(tf.scalar(Math.log(5)));
       const train = batch(4, 11);
       const meta = batch(3, 22);
-      const direct = tf.tidy(() => model.perSampleLoss(params, train).dataSync());
-      const viaHeads = tf.tidy(() => model.headPerSampleLoss!(params, model.features!(params, train), train).dataSync());
+      const direct = await tidyData(() => model.perSampleLoss(params, train));
+      const viaHeads = await tidyData(() => model.headPerSampleLoss!(params, model.features!(params, train), train));
       assert.ok(relErr(viaHeads, direct) < 1e-6, 'headPerSampleLoss(features) = perSampleLoss');
 
       const net = new WeightNet({ hidden: 8, seed: 23 });
       const alpha = 2;
       const names = scope === 'all' ? Object.keys(params) : [...model.headNames];
-      const phi = readPhi(net);
+      const phi = await readPhi(net);
       const dir: Record<string, Float64Array> = {};
       WEIGHT_NET_PARAM_NAMES.forEach((n, k) => { dir[n] = Float64Array.from(seededUniform(phi[n].length, 900 + k, -1, 1)); });
       const h = 1e-2;
       const shifted = (sign: number) => Object.fromEntries(WEIGHT_NET_PARAM_NAMES.map((n) => [n, phi[n].map((v, k) => v + sign * h * dir[n][k])]));
       const lossAt = (p: Record<string, Float64Array>) => metaLossFromScratch(model, params, train, meta, names, normalizeRef(weightNetRef(p, direct).raw, 'sum'), alpha);
-      const fd = (lossAt(shifted(1)) - lossAt(shifted(-1))) / (2 * h);
+      const fd = ((await lossAt(shifted(1))) - (await lossAt(shifted(-1)))) / (2 * h);
       const { minAbsPre } = weightNetRef(phi, direct);
       assert.ok(minAbsPre > 2 * h * (Math.max(...Array.from(direct)) + 1), `no ReLU kink within the perturbation (|pre| ≥ ${minAbsPre})`);
 
       const before = tf.memory().numTensors;
       const { grads } = await metaGradient({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha, metaScope: scope });
       let dot = 0;
-      for (const n of WEIGHT_NET_PARAM_NAMES) grads[n].dataSync().forEach((g, k) => { dot += g * dir[n][k]; });
+      for (const n of WEIGHT_NET_PARAM_NAMES) (await grads[n].data()).forEach((g, k) => { dot += g * dir[n][k]; });
       disposeAll(grads);
       assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
       assert.ok(Math.abs(fd) > 1e-3, `directional derivative is not trivially small (${fd})`);
@@ -404,11 +404,12 @@ describe('meta: L2RW', () => {
       const alpha = 0.5;
       const names = scope === 'all' ? Object.keys(params) : HEADS;
       const h = 1e-3;
-      const fd = Array.from({ length: 6 }, (_, i) => {
+      const fd: number[] = [];
+      for (let i = 0; i < 6; i++) {
         const ep = new Float64Array(6); ep[i] = h;
         const em = new Float64Array(6); em[i] = -h;
-        return -(metaLossFromScratch(model, params, train, meta, names, ep, alpha) - metaLossFromScratch(model, params, train, meta, names, em, alpha)) / (2 * h);
-      });
+        fd.push(-((await metaLossFromScratch(model, params, train, meta, names, ep, alpha)) - (await metaLossFromScratch(model, params, train, meta, names, em, alpha))) / (2 * h));
+      }
       const { scores } = await l2rwScores({ model, params, trainBatch: train, metaBatch: meta, alpha, metaScope: scope });
       const err = relErr(scores, fd, 1e-4);
       assert.ok(err < 1e-2, `scores ${Array.from(scores)} vs FD ${fd} (rel err ${err})`);
@@ -470,22 +471,23 @@ describe('meta: mwnStep', () => {
       const eta = 0.05;
       const net = new WeightNet({ hidden: 8, seed: 4, optimizer: 'sgd', lr: eta, momentum: 0, weightDecay: 0 });
       const { grads: hyper } = await metaGradient({ model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha: 1, metaScope: scope });
-      const phiBefore = readPhi(net);
-      const thetaBefore = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
+      const phiBefore = await readPhi(net);
+      const thetaBefore: Record<string, Float32Array> = {};
+      for (const [k, v] of Object.entries(params)) thetaBefore[k] = Float32Array.from(await v.data());
 
       const opts = { model, params, trainBatch: train, metaBatch: meta, weightNet: net, alpha: 1, normalize: 'sum', metaScope: scope } as const;
       const r = variant === 'mwnStep' ? await mwnStep(opts) : await mwnStep(opts);
       assert.equal(r.metaUpdated, true);
       assert.ok(r.metaLoss !== null && Number.isFinite(r.metaLoss));
-      const phiAfter = readPhi(net);
+      const phiAfter = await readPhi(net);
       for (const n of WEIGHT_NET_PARAM_NAMES) {
         const step = Array.from(phiAfter[n], (v, k) => (phiBefore[n][k] - v) / eta);
-        assert.ok(relErr(step, hyper[n].dataSync(), 1e-5) < 1e-3, `${n}: φ moved by ${step}, hypergradient ${Array.from(hyper[n].dataSync())}`);
+        assert.ok(relErr(step, await hyper[n].data(), 1e-5) < 1e-3, `${n}: φ moved by ${step}, hypergradient ${Array.from(await hyper[n].data())}`);
       }
       disposeAll(hyper);
-      for (const [k, v] of Object.entries(params)) assert.deepEqual(v.dataSync(), thetaBefore[k], `θ (${k}) is not changed by mwnStep`);
+      for (const [k, v] of Object.entries(params)) assert.deepEqual(await v.data(), thetaBefore[k], `θ (${k}) is not changed by mwnStep`);
 
-      const lossesRef = tf.tidy(() => model.perSampleLoss(params, train).dataSync());
+      const lossesRef = await tidyData(() => model.perSampleLoss(params, train));
       assert.ok(relErr(r.losses, lossesRef, 1e-3) < 1e-5, 'losses are ℓ(θ)');
       const wRef = normalizeRef(weightNetRef(phiAfter, lossesRef).raw, 'sum');
       assert.ok(relErr(r.weights, wRef, 1e-3) < 1e-4, `weights ${Array.from(r.weights)} vs updated net ${wRef}`);
@@ -493,11 +495,11 @@ describe('meta: mwnStep', () => {
       const lossRef = wRef.reduce((a, w, i) => a + w * lossesRef[i], 0);
       assert.ok(Math.abs(r.loss - lossRef) < 1e-5, `loss ${r.loss} vs Σ wᵢℓᵢ ${lossRef}`);
 
-      const per = perSampleGrads(model, params, train);
+      const per = await perSampleGrads(model, params, train);
       for (const name of Object.keys(params)) {
         const ref = new Float64Array(per[0][name].length);
         per.forEach((g, i) => g[name].forEach((v, k) => { ref[k] += r.weights[i] * v; }));
-        const got = r.grads[name].dataSync();
+        const got = await r.grads[name].data();
         assert.ok(relErr(got, ref, 1e-4) < 1e-3, `grad ${name}: ${Array.from(got)} vs Σ wᵢ∇ℓᵢ ${Array.from(ref)}`);
       }
       disposeAll(r.grads);
@@ -510,11 +512,11 @@ describe('meta: mwnStep', () => {
     const params = toyParams(9);
     const train = toyBatch(6, 707);
     const net = new WeightNet({ hidden: 8, seed: 5 });
-    const phi = readPhi(net);
+    const phi = await readPhi(net);
     const r = await mwnStep({ model, params, trainBatch: train, weightNet: net, alpha: 1, step: 3, metaEvery: 2 });
     assert.equal(r.metaUpdated, false);
     assert.equal(r.metaLoss, null);
-    for (const n of WEIGHT_NET_PARAM_NAMES) assert.deepEqual(readPhi(net)[n], phi[n]);
+    for (const n of WEIGHT_NET_PARAM_NAMES) assert.deepEqual((await readPhi(net))[n], phi[n]);
     const wRef = normalizeRef(weightNetRef(phi, r.losses).raw, 'sum');
     assert.ok(relErr(r.weights, wRef, 1e-3) < 1e-4);
     disposeAll(r.grads);
@@ -526,9 +528,9 @@ describe('meta: mwnStep', () => {
 
   it('normalizeWeights: sum → w/Σw, none → w/B, all-zero stays zero', async () => {
     const t = tf.tensor1d([1, 3]);
-    assert.deepEqual(Array.from(normalizeWeights(t, 'sum').dataSync()), [0.25, 0.75]);
-    assert.deepEqual(Array.from(normalizeWeights(t, 'none').dataSync()), [0.5, 1.5]);
-    assert.deepEqual(Array.from(normalizeWeights(tf.zeros([3]), 'sum').dataSync()), [0, 0, 0]);
+    assert.deepEqual(Array.from(await normalizeWeights(t, 'sum').data()), [0.25, 0.75]);
+    assert.deepEqual(Array.from(await normalizeWeights(t, 'none').data()), [0.5, 1.5]);
+    assert.deepEqual(Array.from(await normalizeWeights(tf.zeros([3]), 'sum').data()), [0, 0, 0]);
     tf.dispose(t);
   });
 
@@ -653,7 +655,7 @@ describe('meta: analysis', () => {
     const net = new WeightNet({ hidden: 10, seed: 8 });
     const c = await weightCurve(net, { min: 0, max: 4, points: 5 });
     assert.deepEqual(c.loss, [0, 1, 2, 3, 4]);
-    assert.ok(relErr(c.weight, weightNetRef(readPhi(net), c.loss).raw, 1e-3) < 1e-5);
+    assert.ok(relErr(c.weight, weightNetRef(await readPhi(net), c.loss).raw, 1e-3) < 1e-5);
     await assert.rejects(weightCurve(net, { min: 1, max: 0, points: 3 }), /min ≤ max/);
     net.dispose();
   });
@@ -724,7 +726,7 @@ describe('meta: learning to down-weight noisy pairs', () => {
       for (let s = 0; s < n; s += B) {
         const idx = Array.from({ length: B }, (_, k) => s + k);
         const b = batchOf(idx, false);
-        const losses = tf.tidy(() => Array.from(model.perSampleLoss(params, b).dataSync()));
+        const losses = Array.from(await tidyData(() => model.perSampleLoss(params, b)));
         weights.push(...(await net.weightsOf(losses)));
         flags.push(...idx.map((i) => noisy[i]));
         disposeBatch(b);

@@ -12,6 +12,7 @@ import {
 } from '../src/nn/dualEncoder.js';
 import { getConfig, validateConfig, type DualEncoderConfig } from '../src/nn/configs.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
+import { tidyData, scoped } from './helpers/read.js';
 
 /** A model small enough for finite differences in float32. */
 const micro: DualEncoderConfig = getConfig('tiny', {
@@ -93,7 +94,7 @@ function refAttention(x: number[][], w: { qkvW: ArrayLike<number>; qkvB: ArrayLi
 }
 
 describe('nn: parameter store', () => {
-  it('same seed gives the same weights, another seed others; init schemes have the right statistics', () => {
+  it('same seed gives the same weights, another seed others; init schemes have the right statistics', async () => {
     const specs = [
       { name: 'a', shape: [200, 50], init: { kind: 'normal' as const, std: 0.5 } },
       { name: 'b', shape: [100, 40], init: { kind: 'truncNormal' as const, std: 2 } },
@@ -105,30 +106,30 @@ describe('nn: parameter store', () => {
     const s2 = new ParamStore(7).addAll([...specs].reverse());
     const s3 = new ParamStore(8).addAll(specs);
     for (const n of ['a', 'b', 'c']) {
-      assert.deepEqual(s1.get(n).dataSync(), s2.get(n).dataSync(), `${n}: same seed, any order, same values`);
-      assert.notDeepEqual(s1.get(n).dataSync(), s3.get(n).dataSync(), `${n}: other seed, other values`);
+      assert.deepEqual(await s1.get(n).data(), await s2.get(n).data(), `${n}: same seed, any order, same values`);
+      assert.notDeepEqual(await s1.get(n).data(), await s3.get(n).data(), `${n}: other seed, other values`);
     }
-    const a = Array.from(s1.get('a').dataSync());
+    const a = Array.from(await s1.get('a').data());
     const mean = a.reduce((x, v) => x + v, 0) / a.length;
     const sd = Math.sqrt(a.reduce((x, v) => x + (v - mean) ** 2, 0) / a.length);
     assert.ok(Math.abs(mean) < 0.02 && Math.abs(sd - 0.5) < 0.02, `normal(0.5): mean ${mean}, sd ${sd}`);
-    const b = Array.from(s1.get('b').dataSync());
+    const b = Array.from(await s1.get('b').data());
     assert.ok(b.every((v) => Math.abs(v) <= 4), 'trunc normal stays within 2 std');
     // Var of N(0,1) truncated to ±2 is 1 − 4φ(2)/(2Φ(2) − 1) ≈ 0.7737.
     const sdB = Math.sqrt(b.reduce((x, v) => x + v * v, 0) / b.length);
     assert.ok(Math.abs(sdB - 2 * Math.sqrt(0.7737)) < 0.05, `trunc normal sd ${sdB}`);
-    const c = Array.from(s1.get('c').dataSync());
+    const c = Array.from(await s1.get('c').data());
     const bound = Math.sqrt(6 / 100);
     assert.ok(c.every((v) => Math.abs(v) <= bound) && Math.max(...c.map(Math.abs)) > 0.95 * bound, 'xavier uniform bound √(6/(30+70))');
-    assert.deepEqual(Array.from(s1.get('d').dataSync()), [1, 1, 1, 1, 1]);
-    assert.equal(s1.get('e').dataSync()[0], 4.5);
+    assert.deepEqual(Array.from(await s1.get('d').data()), [1, 1, 1, 1, 1]);
+    assert.equal((await s1.get('e').data())[0], 4.5);
     assert.deepEqual(s1.get('e').shape, []);
     assert.equal(s1.count(), 10000 + 4000 + 2100 + 5 + 1);
-    assert.deepEqual(initialValues(specs[0], 7), s1.get('a').dataSync());
+    assert.deepEqual(initialValues(specs[0], 7), await s1.get('a').data());
     for (const s of [s1, s2, s3]) s.dispose();
   });
 
-  it('snapshot holds the variables; assign checks names and shapes; counts by prefix', () => {
+  it('snapshot holds the variables; assign checks names and shapes; counts by prefix', async () => {
     const s = new ParamStore(1).addAll([
       { name: 'enc.w', shape: [2, 3], init: { kind: 'zeros' } },
       { name: 'enc.b', shape: [3], init: { kind: 'zeros' } },
@@ -138,9 +139,9 @@ describe('nn: parameter store', () => {
     assert.deepEqual(s.countByPrefix(1), { enc: 9, head: 3 });
     assert.equal(s.count('enc.'), 9);
     s.assign({ 'enc.b': tf.tensor1d([1, 2, 3]) });
-    assert.deepEqual(Array.from(s.get('enc.b').dataSync()), [1, 2, 3]);
+    assert.deepEqual(Array.from(await s.get('enc.b').data()), [1, 2, 3]);
     s.assign({ 'head.w': { shape: [3, 1], data: Float32Array.from([4, 5, 6]) } });
-    assert.deepEqual(Array.from(s.get('head.w').dataSync()), [4, 5, 6]);
+    assert.deepEqual(Array.from(await s.get('head.w').data()), [4, 5, 6]);
     assert.throws(() => s.assign({ 'enc.w': tf.zeros([3, 2]), nope: tf.zeros([1]) }), /'enc.w' has shape \[3,2\], expected \[2,3\][\s\S]*unknown parameter 'nope'/);
     assert.throws(() => s.assign({ 'enc.b': tf.zeros([3]) }, { requireAll: true }), /missing parameter 'enc.w'[\s\S]*missing parameter 'head.w'/);
     assert.throws(() => s.add({ name: 'enc.b', shape: [3], init: { kind: 'zeros' } }), /already exists/);
@@ -153,7 +154,7 @@ describe('nn: parameter store', () => {
 });
 
 describe('nn: layers against plain-JS references', () => {
-  it('linear and layer norm match loops', () => {
+  it('linear and layer norm match loops', async () => {
     const x = seededUniform(3 * 5, 1, -2, 2);
     const W = seededUniform(5 * 4, 2); const b = seededUniform(4, 3);
     const g = seededUniform(5, 4, 0.5, 1.5); const be = seededUniform(5, 5);
@@ -163,33 +164,33 @@ describe('nn: layers against plain-JS references', () => {
     const n = layerNorm(p, 'n', xt, 1e-5);
     assert.deepEqual(y.shape, [1, 3, 4]);
     const rows = [0, 1, 2].map((r) => Array.from(x.slice(r * 5, r * 5 + 5)));
-    close(y.dataSync(), rows.flatMap((r) => refLinear(r, W, b, 4)), 1e-5, 'linear');
-    close(n.dataSync(), rows.flatMap((r) => refLayerNorm(r, g, be, 1e-5)), 1e-5, 'layerNorm');
+    close(await y.data(), rows.flatMap((r) => refLinear(r, W, b, 4)), 1e-5, 'linear');
+    close(await n.data(), rows.flatMap((r) => refLayerNorm(r, g, be, 1e-5)), 1e-5, 'layerNorm');
     tf.dispose([...Object.values(p), xt, y, n]);
   });
 
-  it('matMul: value, gradient and Hessian-vector product against finite differences (rank 2 and batched)', () => tf.tidy(() => {
+  it('matMul: value, gradient and Hessian-vector product against finite differences (rank 2 and batched)', () => scoped(async () => {
     for (const [sa, sb] of [[[3, 4], [4, 2]], [[2, 3, 4], [2, 4, 3]]]) {
       const a = tf.tensor(seededUniform(sa.reduce((x, y) => x * y), 11), sa);
       const b = tf.tensor(seededUniform(sb.reduce((x, y) => x * y), 12), sb);
       const ref = tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
-      close(matMul(a, b).dataSync(), ref.dataSync(), 1e-6, 'matMul value');
+      close(await matMul(a, b).data(), await ref.data(), 1e-6, 'matMul value');
       const w = tf.tensor(seededUniform(ref.size, 13), ref.shape);
       // Quadratic in a (and in b through the product), so the Hessian is not zero.
       const f = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMul(t, b)), w));
-      const g = tf.tidy(() => tf.grad(f)(a).dataSync());
-      close(g, fdGrad(f, a, 1e-2), 1e-2, 'matMul gradient');
+      const g = await tidyData(() => tf.grad(f)(a));
+      close(g, await fdGrad(f, a, 1e-2), 1e-2, 'matMul gradient');
       const fb = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMul(a, t)), w));
-      close(tf.tidy(() => tf.grad(fb)(b).dataSync()), fdGrad(fb, b, 1e-2), 1e-2, 'matMul gradient wrt b');
+      close(await tidyData(() => tf.grad(fb)(b)), await fdGrad(fb, b, 1e-2), 1e-2, 'matMul gradient wrt b');
       const v = tf.tensor(seededUniform(a.size, 14), a.shape);
-      const h = hvpBothWays(f, a, v, 1e-2);
+      const h = await hvpBothWays(f, a, v, 1e-2);
       close(h.auto, h.fd, 2e-2, 'matMul HVP');
       tf.dispose([a, b, ref, w, v]);
     }
     assert.throws(() => matMul(tf.zeros([2, 3]), tf.zeros([2, 3])), /do not multiply/);
   }));
 
-  it('matMulFlagged (matMul on webgpu): every flag pair, rank 2 and batched; value, gradients and HVP against finite differences', () => tf.tidy(() => {
+  it('matMulFlagged (matMul on webgpu): every flag pair, rank 2 and batched; value, gradients and HVP against finite differences', () => scoped(async () => {
     const sw = (t: tf.Tensor) => (t.rank === 2 ? tf.transpose(t) : tf.transpose(t, [0, 2, 1]));
     for (const batched of [false, true]) {
       for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
@@ -201,15 +202,15 @@ describe('nn: layers against plain-JS references', () => {
         const b = tf.tensor(seededUniform(sb.reduce((x, y) => x * y), 32), sb);
         const what = `transposeA ${ta}, transposeB ${tb}${batched ? ', batched' : ''}`;
         const ref = tf.matMul((ta ? sw(a) : a) as tf.Tensor3D, (tb ? sw(b) : b) as tf.Tensor3D);
-        close(matMulFlagged(a, b, ta, tb).dataSync(), ref.dataSync(), 1e-6, `value (${what})`);
+        close(await matMulFlagged(a, b, ta, tb).data(), await ref.data(), 1e-6, `value (${what})`);
         const w = tf.tensor(seededUniform(ref.size, 33), ref.shape);
         const fa = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMulFlagged(t, b, ta, tb)), w));
         const fb = (t: tf.Tensor) => tf.sum(tf.mul(tf.square(matMulFlagged(a, t, ta, tb)), w));
-        close(tf.tidy(() => tf.grad(fa)(a).dataSync()), fdGrad(fa, a, 1e-2), 1e-2, `gradient wrt a (${what})`);
-        close(tf.tidy(() => tf.grad(fb)(b).dataSync()), fdGrad(fb, b, 1e-2), 1e-2, `gradient wrt b (${what})`);
-        const ha = hvpBothWays(fa, a, tf.tensor(seededUniform(a.size, 34), a.shape), 1e-2);
+        close(await tidyData(() => tf.grad(fa)(a)), await fdGrad(fa, a, 1e-2), 1e-2, `gradient wrt a (${what})`);
+        close(await tidyData(() => tf.grad(fb)(b)), await fdGrad(fb, b, 1e-2), 1e-2, `gradient wrt b (${what})`);
+        const ha = await hvpBothWays(fa, a, tf.tensor(seededUniform(a.size, 34), a.shape), 1e-2);
         close(ha.auto, ha.fd, 2e-2, `HVP wrt a (${what})`);
-        const hb = hvpBothWays(fb, b, tf.tensor(seededUniform(b.size, 35), b.shape), 1e-2);
+        const hb = await hvpBothWays(fb, b, tf.tensor(seededUniform(b.size, 35), b.shape), 1e-2);
         close(hb.auto, hb.fd, 2e-2, `HVP wrt b (${what})`);
       }
     }
@@ -217,12 +218,12 @@ describe('nn: layers against plain-JS references', () => {
     assert.throws(() => matMulFlagged(tf.zeros([2, 3]), tf.zeros([4, 3]), true, true), /do not multiply \(transposeA true, transposeB true\)/);
   }));
 
-  it('patchify orders patches row-major and each patch as (row, column, channel)', () => tf.tidy(() => {
+  it('patchify orders patches row-major and each patch as (row, column, channel)', () => scoped(async () => {
     const N = 2; const H = 8; const W = 12; const C = 3; const p = 4;
     const img = seededUniform(N * H * W * C, 21);
     const out = patchify(tf.tensor4d(img, [N, H, W, C]), p);
     assert.deepEqual(out.shape, [N, (H / p) * (W / p), p * p * C]);
-    const o = out.dataSync();
+    const o = await out.data();
     const gw = W / p;
     let worst = 0;
     for (let n = 0; n < N; n++) for (let gy = 0; gy < H / p; gy++) for (let gx = 0; gx < gw; gx++) {
@@ -237,7 +238,7 @@ describe('nn: layers against plain-JS references', () => {
     out.dispose();
   }));
 
-  it('multi-head attention with key padding and causal masks matches a loop reference', () => tf.tidy(() => {
+  it('multi-head attention with key padding and causal masks matches a loop reference', () => scoped(async () => {
     const B = 2; const L = 5; const D = 8; const H = 2;
     const w = { qkvW: seededUniform(D * 3 * D, 31), qkvB: seededUniform(3 * D, 32), outW: seededUniform(D * D, 33), outB: seededUniform(D, 34) };
     const p: Params = {
@@ -256,7 +257,7 @@ describe('nn: layers against plain-JS references', () => {
         const rows = Array.from({ length: L }, (_, i) => Array.from(x.slice((b * L + i) * D, (b * L + i + 1) * D)));
         want.push(...refAttention(rows, w, H, (i, j) => mask[b][j] === 1 && (!causal || j <= i)).flat());
       }
-      close(y.dataSync(), want, 1e-4, `attention causal=${causal}`);
+      close(await y.data(), want, 1e-4, `attention causal=${causal}`);
       tf.dispose([y, bias!]);
     }
     const none = multiHeadAttention(p, 'a', xt, H, attentionBias(B, L, {}));
@@ -265,12 +266,12 @@ describe('nn: layers against plain-JS references', () => {
       const rows = Array.from({ length: L }, (_, i) => Array.from(x.slice((b * L + i) * D, (b * L + i + 1) * D)));
       wantNone.push(...refAttention(rows, w, H, () => true).flat());
     }
-    close(none.dataSync(), wantNone, 1e-4, 'attention without mask');
+    close(await none.data(), wantNone, 1e-4, 'attention without mask');
     assert.throws(() => multiHeadAttention(p, 'a', xt, 3), /'heads' 3 must divide the width 8/);
     tf.dispose([...Object.values(p), xt, kp, none]);
   }));
 
-  it('a masked key gets zero weight: changing padded tokens, or later tokens under the causal mask, changes nothing else', () => tf.tidy(() => {
+  it('a masked key gets zero weight: changing padded tokens, or later tokens under the causal mask, changes nothing else', () => scoped(async () => {
     const B = 1; const L = 6; const D = 8;
     const p: Params = {
       'a.qkv.weight': tf.tensor2d(seededUniform(D * 3 * D, 41), [D, 3 * D]), 'a.qkv.bias': tf.tensor1d(seededUniform(3 * D, 42)),
@@ -279,21 +280,20 @@ describe('nn: layers against plain-JS references', () => {
     const x1 = seededUniform(L * D, 45);
     const x2 = Float32Array.from(x1);
     for (let i = 4 * D; i < L * D; i++) x2[i] += 5; // tokens 4 and 5 change
-    const run = (x: Float32Array, mask: tf.Tensor | undefined, causal: boolean) => tf.tidy(() =>
-      multiHeadAttention(p, 'a', tf.tensor3d(x, [B, L, D]), 2, attentionBias(B, L, { keyPadding: mask, causal })).dataSync());
+    const run = (x: Float32Array, mask: tf.Tensor | undefined, causal: boolean) => tidyData(() => multiHeadAttention(p, 'a', tf.tensor3d(x, [B, L, D]), 2, attentionBias(B, L, { keyPadding: mask, causal })));
     const kp = tf.tensor2d([[1, 1, 1, 1, 0, 0]]);
-    const a = run(x1, kp, false); const b = run(x2, kp, false);
+    const a = await run(x1, kp, false); const b = await run(x2, kp, false);
     assert.deepEqual(a.slice(0, 4 * D), b.slice(0, 4 * D), 'padding: real positions are unchanged');
-    const c = run(x1, undefined, true); const d = run(x2, undefined, true);
+    const c = await run(x1, undefined, true); const d = await run(x2, undefined, true);
     assert.deepEqual(c.slice(0, 4 * D), d.slice(0, 4 * D), 'causal: earlier positions are unchanged');
-    const e = run(x1, undefined, false); const f = run(x2, undefined, false);
+    const e = await run(x1, undefined, false); const f = await run(x2, undefined, false);
     assert.ok(relErr(e.slice(0, 4 * D), f.slice(0, 4 * D)) > 1e-3, 'without a mask the change does reach them');
     tf.dispose([...Object.values(p), kp]);
   }));
 });
 
 describe('nn: dual encoder', () => {
-  it('tiny encoders give [B, E]; text pooling reads the last real token, so padding never matters', () => tf.tidy(() => {
+  it('tiny encoders give [B, E]; text pooling reads the last real token, so padding never matters', () => scoped(async () => {
     const cfg = getConfig('tiny');
     const store = initDualEncoder(cfg, 3);
     const p = store.snapshot();
@@ -306,18 +306,18 @@ describe('nn: dual encoder', () => {
     // Row 0 alone and unpadded, at length 4, must give the same embedding.
     const ids0 = tf.slice(ids, [0, 0], [1, 4]);
     const alone = encodeText(p, ids0, tf.ones([1, 4]), cfg);
-    close(alone.dataSync(), t.dataSync().slice(0, 64), 1e-5, 'padded vs unpadded row');
+    close(await alone.data(), (await t.data()).slice(0, 64), 1e-5, 'padded vs unpadded row');
     // Garbage in padded positions changes nothing.
-    const idsArr = ids.arraySync(); idsArr[0][6] = 17; idsArr[0][8] = 999;
+    const idsArr = await ids.array(); idsArr[0][6] = 17; idsArr[0][8] = 999;
     const t2 = encodeText(p, tf.tensor2d(idsArr, undefined, 'int32'), mask, cfg);
-    assert.deepEqual(t2.dataSync(), t.dataSync());
+    assert.deepEqual(await t2.data(), await t.data());
     // The video embedding does depend on every frame (mean pooling over time).
     const frames2 = tf.concat([tf.slice(frames, [0, 0, 0, 0, 0], [2, 2, 32, 32, 3]), tf.zeros([2, 1, 32, 32, 3])], 1);
-    assert.ok(relErr(encodeVideo(p, frames2, cfg).dataSync(), v.dataSync()) > 1e-3);
+    assert.ok(relErr(await encodeVideo(p, frames2, cfg).data(), await v.data()) > 1e-3);
     store.dispose();
   }));
 
-  it('temporal transformer pooling and CLS pooling run, with their own parameters', () => tf.tidy(() => {
+  it('temporal transformer pooling and CLS pooling run, with their own parameters', () => scoped(async () => {
     const cfg = getConfig('tiny', { temporal: { pooling: 'transformer' }, text: { causal: false, pooling: 'cls' } });
     const store = initDualEncoder(cfg, 4);
     assert.ok(store.has('video.temporal.pos_embed') && store.has('video.temporal.blocks.0.attn.qkv.weight'));
@@ -326,13 +326,13 @@ describe('nn: dual encoder', () => {
     const { ids, mask } = textBatch([3, 5], 5, cfg.text.vocabSize, 54);
     const t = encodeText(p, ids, mask, cfg);
     // Bidirectional with CLS: row 0's padded tail is masked out as keys, so its ids do not matter.
-    const idsArr = ids.arraySync(); idsArr[0][4] = 5;
-    assert.deepEqual(encodeText(p, tf.tensor2d(idsArr, undefined, 'int32'), mask, cfg).dataSync(), t.dataSync());
+    const idsArr = await ids.array(); idsArr[0][4] = 5;
+    assert.deepEqual(await encodeText(p, tf.tensor2d(idsArr, undefined, 'int32'), mask, cfg).data(), await t.data());
     assert.throws(() => encodeVideo(p, framesBatch(1, 9, 32, 55), cfg), /9 frames per clip, more than temporal.maxFrames 8/);
     store.dispose();
   }));
 
-  it('vision.motion: each frame\'s patches add the embedded difference to the next frame, so order shows even under mean pooling', () => tf.tidy(() => {
+  it('vision.motion: each frame\'s patches add the embedded difference to the next frame, so order shows even under mean pooling', () => scoped(async () => {
     const plain = getConfig('tiny');
     const cfg = getConfig('tiny', { vision: { motion: true } });
     const store = initDualEncoder(cfg, 8);
@@ -342,24 +342,24 @@ describe('nn: dual encoder', () => {
     const frames = framesBatch(2, 3, 32, 81);
     const reversed = tf.reverse(frames, 1);
     // Mean pooling of per-frame tokens cannot tell a clip from its reverse; the differences can.
-    close(encodeVideo(p, reversed, plain).dataSync(), encodeVideo(p, frames, plain).dataSync(), 1e-5, 'plain, reversed');
-    const gap = tf.max(tf.abs(tf.sub(encodeVideo(p, reversed, cfg), encodeVideo(p, frames, cfg)))).dataSync()[0];
+    close(await encodeVideo(p, reversed, plain).data(), await encodeVideo(p, frames, plain).data(), 1e-5, 'plain, reversed');
+    const gap = (await tf.max(tf.abs(tf.sub(encodeVideo(p, reversed, cfg), encodeVideo(p, frames, cfg)))).data())[0];
     assert.ok(gap > 1e-2, `motion: a reversed clip embeds differently (max gap ${gap})`);
     // A still clip has no differences: the motion model is the plain one.
     const still = tf.tile(tf.slice(frames, [0, 0, 0, 0, 0], [2, 1, 32, 32, 3]), [1, 3, 1, 1, 1]);
-    close(encodeVideo(p, still, cfg).dataSync(), encodeVideo(p, still, plain).dataSync(), 1e-5, 'still clip');
+    close(await encodeVideo(p, still, cfg).data(), await encodeVideo(p, still, plain).data(), 1e-5, 'still clip');
     // With W_motion = W_patch, a 2-frame clip [f0, f1] gets patches of f0 + (f1 − f0) and
     // f1 + (f1 − f0) (the last frame repeats the difference before it): the plain model on [f1, 2·f1 − f0].
     const two = framesBatch(2, 2, 32, 82);
     const f0 = tf.slice(two, [0, 0, 0, 0, 0], [2, 1, 32, 32, 3]);
     const f1 = tf.slice(two, [0, 1, 0, 0, 0], [2, 1, 32, 32, 3]);
     const same = { ...p, 'video.temporal.motion_embed.weight': p['video.patch_embed.weight'] };
-    close(encodeVideo(same, two, cfg).dataSync(), encodeVideo(p, tf.concat([f1, tf.sub(tf.mul(f1, 2), f0)], 1), plain).dataSync(), 1e-4, 'hand-built differences');
+    close(await encodeVideo(same, two, cfg).data(), await encodeVideo(p, tf.concat([f1, tf.sub(tf.mul(f1, 2), f0)], 1), plain).data(), 1e-4, 'hand-built differences');
     assert.equal(paramGroup('video.temporal.motion_embed.weight').group, 'temporal', 'trained at the temporal rate (no CLIP counterpart)');
     store.dispose();
   }));
 
-  it('the forward takes plain tensors θ′ = θ − α·g and agrees with variables holding the same values', () => {
+  it('the forward takes plain tensors θ′ = θ − α·g and agrees with variables holding the same values', async () => {
     const cfg = getConfig('tiny');
     const store = initDualEncoder(cfg, 5);
     const frames = framesBatch(4, 2, 32, 61);
@@ -371,27 +371,27 @@ describe('nn: dual encoder', () => {
     assert.ok(!(thetaPrime['text.proj.weight'] instanceof tf.Variable));
     const other = initDualEncoder(cfg, 99);
     other.assign(thetaPrime, { requireAll: true });
-    const vPlain = encodeVideo(thetaPrime, frames, cfg).dataSync();
-    const vVar = encodeVideo(other.snapshot(), frames, cfg).dataSync();
+    const vPlain = await encodeVideo(thetaPrime, frames, cfg).data();
+    const vVar = await encodeVideo(other.snapshot(), frames, cfg).data();
     assert.deepEqual(vPlain, vVar);
-    assert.deepEqual(encodeText(thetaPrime, ids, mask, cfg).dataSync(), encodeText(other.snapshot(), ids, mask, cfg).dataSync());
+    assert.deepEqual(await encodeText(thetaPrime, ids, mask, cfg).data(), await encodeText(other.snapshot(), ids, mask, cfg).data());
     // And the step lowers the loss (the gradient points the right way).
-    const after = clipLoss(thetaPrime, cfg, frames, ids, mask).dataSync()[0];
-    assert.ok(after < value.dataSync()[0], `loss ${value.dataSync()[0]} → ${after}`);
+    const after = (await clipLoss(thetaPrime, cfg, frames, ids, mask).data())[0];
+    assert.ok(after < (await value.data())[0], `loss ${(await value.data())[0]} → ${after}`);
     tf.dispose([value, ...Object.values(grads), ...Object.values(thetaPrime), frames, ids, mask]);
     store.dispose(); other.dispose();
   });
 
-  it('gradients wrt every parameter (temporal transformer included) are finite and non-zero', () => {
+  it('gradients wrt every parameter (temporal transformer included) are finite and non-zero', async () => {
     const cfg = getConfig('tiny', { temporal: { pooling: 'transformer' } });
     const store = initDualEncoder(cfg, 6);
     const frames = framesBatch(4, 3, 32, 71);
     const { ids, mask } = textBatch([3, 6, 2, 8], 8, cfg.text.vocabSize, 72);
-    tf.tidy(() => {
+    await scoped(async () => {
       const { grads } = valueAndGradsOf((p) => clipLoss(p, cfg, frames, ids, mask), store.snapshot());
       assert.equal(Object.keys(grads).length, store.names().length);
       for (const [n, g] of Object.entries(grads)) {
-        const d = g.dataSync();
+        const d = await g.data();
         assert.ok(d.every(Number.isFinite), `${n}: non-finite gradient`);
         assert.ok(d.some((x) => Math.abs(x) > 0), `${n}: all-zero gradient`);
       }
@@ -400,7 +400,7 @@ describe('nn: dual encoder', () => {
     store.dispose();
   });
 
-  it('second order: Hessian-vector products through the whole text and video encoders match finite differences', () => {
+  it('second order: Hessian-vector products through the whole text and video encoders match finite differences', async () => {
     const store = initDualEncoder(micro, 8);
     const p0 = store.snapshot();
     const frames = framesBatch(2, 2, 8, 81);
@@ -418,9 +418,9 @@ describe('nn: dual encoder', () => {
       const f = (x: tf.Tensor) => tf.sum(tf.mul(ops.l2Normalize(c.loss({ ...p0, [c.name]: x }), 1), target));
       // Steps relative to the parameter's scale: embeddings start at std 0.01–0.02, where an
       // absolute step of 0.01 would be far outside the quadratic regime of the difference.
-      const rms = Math.sqrt(tf.tidy(() => tf.mean(tf.square(x0)).dataSync()[0]));
+      const rms = Math.sqrt((await tidyData(() => tf.mean(tf.square(x0))))[0]);
       const v = tf.tensor(seededUniform(x0.size, 84).map((u) => u * rms), x0.shape);
-      const { auto, fd } = hvpBothWays(f, x0, v, 1e-2);
+      const { auto, fd } = await hvpBothWays(f, x0, v, 1e-2);
       assert.ok(Math.max(...Array.from(fd, Math.abs)) > 1e-3, `${c.name}: the Hessian is not trivially zero`);
       close(auto, fd, 1e-2, `HVP wrt ${c.name}`);
       v.dispose();
@@ -429,7 +429,7 @@ describe('nn: dual encoder', () => {
     store.dispose();
   });
 
-  it('bilevel: the hypergradient of a meta loss through one virtual SGD step of the micro model matches finite differences', () => {
+  it('bilevel: the hypergradient of a meta loss through one virtual SGD step of the micro model matches finite differences', async () => {
     const store = initDualEncoder(micro, 9);
     const theta = store.snapshot();
     const names = store.names();
@@ -452,9 +452,9 @@ describe('nn: dual encoder', () => {
     };
     const eps0 = tf.tensor1d([0.5, 0.3, 0.2]);
     const before = tf.memory().numTensors;
-    const hyper = tf.tidy(() => tf.grad(metaLoss)(eps0).dataSync());
+    const hyper = await tidyData(() => tf.grad(metaLoss)(eps0));
     assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
-    const fd = fdGrad(metaLoss, eps0, 5e-3);
+    const fd = await fdGrad(metaLoss, eps0, 5e-3);
     assert.ok(Math.max(...Array.from(fd, Math.abs)) > 1e-3, 'the hypergradient is not trivially zero');
     close(hyper, fd, 1e-2, 'hypergradient');
     tf.dispose([frames, ids, mask, mFrames, m.ids, m.mask, eps0]);

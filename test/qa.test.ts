@@ -11,6 +11,7 @@ import type { ManifestEntry } from '../src/data/types.js';
 import { argmaxAccuracy, mcLogits, mcLoss } from '../src/qa/qaModel.js';
 import { generateSynthQa, QA_ANSWER_VOCAB, readQaJsonl, writeQaJsonl } from '../src/qa/synthQa.js';
 import { makeSmallRun } from './helpers/smallRun.js';
+import { scoped } from './helpers/read.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const entry = (id: string, concepts: string[], split = 'train'): ManifestEntry => ({ id, video: `/v/${id}.mp4`, captions: ['x'], concepts, split });
@@ -56,13 +57,13 @@ describe('synthetic QA set', () => {
   });
 
   it('mcLogits and mcLoss by hand', async () => {
-    tf.tidy(() => {
+    await scoped(async () => {
       // video (1,0); candidates (2,0) → cos 1, (0,3) → cos 0, scale 10.
       const l = mcLogits(tf.tensor2d([[1, 0]]), tf.tensor2d([[2, 0], [0, 3]]), 2, 10);
-      assert.deepEqual(Array.from(l.dataSync()).map((x) => +x.toFixed(5)), [10, 0]);
+      assert.deepEqual(Array.from(await l.data()).map((x) => +x.toFixed(5)), [10, 0]);
       // CE with the right answer at 0: log(1 + e^-10); at 1: 10 + log(1 + e^-10).
-      assert.ok(Math.abs(mcLoss(l, Int32Array.of(0)).dataSync()[0] - Math.log1p(Math.exp(-10))) < 1e-6);
-      assert.ok(Math.abs(mcLoss(l, Int32Array.of(1)).dataSync()[0] - (10 + Math.log1p(Math.exp(-10)))) < 1e-4);
+      assert.ok(Math.abs((await mcLoss(l, Int32Array.of(0)).data())[0] - Math.log1p(Math.exp(-10))) < 1e-6);
+      assert.ok(Math.abs((await mcLoss(l, Int32Array.of(1)).data())[0] - (10 + Math.log1p(Math.exp(-10)))) < 1e-4);
       assert.throws(() => mcLogits(tf.tensor2d([[1, 0]]), tf.tensor2d([[1, 0]]), 2, 1), /\[B·K, d\]/);
     });
   });

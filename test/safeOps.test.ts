@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { tf } from '../src/backend/tf.js';
 import * as ops from '../src/backend/safeOps.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
+import { tidyData } from './helpers/read.js';
 
 type Op = (x: tf.Tensor) => tf.Tensor;
 
@@ -58,19 +59,19 @@ function erf(x: number): number {
 
 describe('second-order-safe ops', () => {
   for (const c of elementwise) {
-    it(`${c.name}: first and second derivative match the analytic ones and finite differences`, () => {
+    it(`${c.name}: first and second derivative match the analytic ones and finite differences`, async () => {
       const xv = seededUniform(6, 11, c.lo, c.hi);
       const x = tf.tensor1d(xv);
       const f = (t: tf.Tensor) => tf.sum(c.op(t));
-      const g1 = tf.tidy(() => tf.grad(f)(x).dataSync());
-      const g2 = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.grad(f)(t)))(x).dataSync());
-      const fd1 = fdGrad(f, x, 1e-2);
+      const g1 = await tidyData(() => tf.grad(f)(x));
+      const g2 = await tidyData(() => tf.grad((t: tf.Tensor) => tf.sum(tf.grad(f)(t)))(x));
+      const fd1 = await fdGrad(f, x, 1e-2);
       const e1 = Array.from(xv, c.d1);
       const e2 = Array.from(xv, c.d2);
       assert.ok(relErr(g1, e1) < 1e-4, `${c.name}' ${g1} vs ${e1}`);
       assert.ok(relErr(fd1, e1) < 1e-2, `${c.name}' finite difference ${fd1} vs ${e1}`);
       assert.ok(relErr(g2, e2) < 1e-3, `${c.name}'' ${g2} vs ${e2}`);
-      const { auto, fd } = hvpBothWays(f, x, tf.onesLike(x), 1e-2);
+      const { auto, fd } = await hvpBothWays(f, x, tf.onesLike(x), 1e-2);
       assert.ok(relErr(auto, fd) < 2e-2, `${c.name}'' autodiff ${auto} vs finite difference ${fd}`);
       x.dispose();
     });
@@ -93,47 +94,47 @@ describe('second-order-safe ops', () => {
   ];
 
   for (const c of vectorOps) {
-    it(`${c.name}: gradient and Hessian-vector product match finite differences`, () => {
+    it(`${c.name}: gradient and Hessian-vector product match finite differences`, async () => {
       const x = tf.tensor2d(seededUniform(12, 21, -1.5, 1.5), [3, 4]);
       const w = tf.tensor2d(seededUniform(12, 22, -1, 1), [3, 4]);
       const v = tf.tensor2d(seededUniform(12, 23, -1, 1), [3, 4]);
       const f = (t: tf.Tensor) => c.f(t, w);
-      const g = tf.tidy(() => tf.grad(f)(x).dataSync());
-      const fd = fdGrad(f, x, 1e-2);
+      const g = await tidyData(() => tf.grad(f)(x));
+      const fd = await fdGrad(f, x, 1e-2);
       assert.ok(relErr(g, fd) < 1e-2, `${c.name} gradient ${g} vs ${fd}`);
-      const h = hvpBothWays(f, x, v, 1e-2);
+      const h = await hvpBothWays(f, x, v, 1e-2);
       assert.ok(relErr(h.auto, h.fd) < 2e-2, `${c.name} HVP ${h.auto} vs ${h.fd}`);
       tf.dispose([x, w, v]);
     });
   }
 
-  it('a clamp (clipByValue) differentiates twice: the second derivative of clip(x)² is 2 inside, 0 outside', () => {
+  it('a clamp (clipByValue) differentiates twice: the second derivative of clip(x)² is 2 inside, 0 outside', async () => {
     const x = tf.tensor1d([-2, 0.3, 0.5, 3]);
     const f = (t: tf.Tensor) => tf.sum(tf.square(tf.clipByValue(t, -1, 1)));
-    const g2 = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.grad(f)(t)))(x).dataSync());
+    const g2 = await tidyData(() => tf.grad((t: tf.Tensor) => tf.sum(tf.grad(f)(t)))(x));
     assert.deepEqual(Array.from(g2), [0, 2, 2, 0]);
     x.dispose();
   });
 
-  it('forward values match hand calculations', () => {
+  it('forward values match hand calculations', async () => {
     const lse = ops.logSumExp(tf.tensor1d([0, Math.log(3)]));
-    assert.ok(Math.abs(lse.dataSync()[0] - Math.log(4)) < 1e-6);
+    assert.ok(Math.abs((await lse.data())[0] - Math.log(4)) < 1e-6);
     const ce = ops.softmaxCrossEntropy(tf.tensor2d([[0, 0], [Math.log(3), 0]]), tf.tensor1d([1, 0], 'int32'));
-    const ced = ce.dataSync();
+    const ced = await ce.data();
     assert.ok(Math.abs(ced[0] - Math.log(2)) < 1e-6);
     assert.ok(Math.abs(ced[1] - Math.log(4 / 3)) < 1e-6);
     const big = ops.logSumExp(tf.tensor1d([1000, 1000]));
-    assert.ok(Math.abs(big.dataSync()[0] - (1000 + Math.log(2))) < 1e-3, 'no overflow at large logits');
-    const ln = ops.layerNorm(tf.tensor2d([[1, 2, 3, 4]]), tf.ones([4]), tf.zeros([4]), 0).dataSync();
+    assert.ok(Math.abs((await big.data())[0] - (1000 + Math.log(2))) < 1e-3, 'no overflow at large logits');
+    const ln = await ops.layerNorm(tf.tensor2d([[1, 2, 3, 4]]), tf.ones([4]), tf.zeros([4]), 0).data();
     const sd = Math.sqrt(1.25);
     assert.deepEqual(Array.from(ln, (v) => Math.round(v * 1e5) / 1e5), [-1.5, -0.5, 0.5, 1.5].map((v) => Math.round(v / sd * 1e5) / 1e5));
     tf.dispose([lse, ce, big]);
   });
 
-  it('acosViaAtan2 (acos on webgpu) is arccos within 1e-6 rad on [−1, 1], exact at the ends, NaN outside', () => {
+  it('acosViaAtan2 (acos on webgpu) is arccos within 1e-6 rad on [−1, 1], exact at the ends, NaN outside', async () => {
     const n = 2001;
     const xs = Array.from({ length: n }, (_, i) => Math.fround(-1 + (2 * i) / (n - 1)));
-    const got = tf.tidy(() => ops.acosViaAtan2(tf.tensor1d([...xs, 1.5, -1.5]))).dataSync();
+    const got = await tidyData(() => ops.acosViaAtan2(tf.tensor1d([...xs, 1.5, -1.5])));
     let worst = 0;
     xs.forEach((x, i) => { worst = Math.max(worst, Math.abs(got[i] - Math.acos(x))); });
     assert.ok(worst < 1e-6, `max |acosViaAtan2 − Math.acos| = ${worst}`);
@@ -142,11 +143,11 @@ describe('second-order-safe ops', () => {
     assert.ok(Number.isNaN(got[n]) && Number.isNaN(got[n + 1]));
   });
 
-  it('tf.exp, by contrast, loses its second derivative (the reason these ops exist)', () => {
+  it('tf.exp, by contrast, loses its second derivative (the reason these ops exist)', async () => {
     const x = tf.tensor1d([0.3]);
     let broken = false;
     try {
-      const g2 = tf.grad((t: tf.Tensor) => tf.sum(tf.grad((u: tf.Tensor) => tf.sum(tf.exp(u)))(t)))(x).dataSync()[0];
+      const g2 = (await tf.grad((t: tf.Tensor) => tf.sum(tf.grad((u: tf.Tensor) => tf.sum(tf.exp(u)))(t)))(x).data())[0];
       broken = Math.abs(g2 - Math.exp(0.3)) > 1e-3;
     } catch {
       broken = true;
@@ -217,7 +218,7 @@ function metaLossRef(p: Mlp, eps: Float64Array, alpha: number, Xt: Float64Array,
 }
 
 describe('bilevel hypergradient through one virtual SGD step', () => {
-  it('∂L_meta/∂ε of a 2-layer MLP with softmax CE matches float64 finite differences (rel. err ≤ 1e-3)', () => {
+  it('∂L_meta/∂ε of a 2-layer MLP with softmax CE matches float64 finite differences (rel. err ≤ 1e-3)', async () => {
     const f64 = (a: Float32Array) => Float64Array.from(a);
     const p: Mlp = {
       W1: f64(seededUniform(DIN * H, 1, -0.8, 0.8)), b1: f64(seededUniform(H, 2, -0.1, 0.1)),
@@ -236,7 +237,7 @@ describe('bilevel hypergradient through one virtual SGD step', () => {
     });
 
     const before = tf.memory().numTensors;
-    const got = tf.tidy(() => {
+    const got = await tidyData(() => {
       const W1 = tf.tensor2d(Float32Array.from(p.W1), [DIN, H]); const b1 = tf.tensor1d(Float32Array.from(p.b1));
       const W2 = tf.tensor2d(Float32Array.from(p.W2), [H, C]); const b2 = tf.tensor1d(Float32Array.from(p.b2));
       const xt = tf.tensor2d(Float32Array.from(Xt), [Bt, DIN]); const lt = tf.tensor1d(yt, 'int32');
@@ -251,7 +252,7 @@ describe('bilevel hypergradient through one virtual SGD step', () => {
         const thetaPrime = theta.map((t, i) => tf.sub(t, tf.mul(grads[i], alpha)));
         return tf.mean(forward(thetaPrime, xm, lm));
       };
-      return tf.grad(metaLoss)(tf.tensor1d(Float32Array.from(eps0))).dataSync();
+      return tf.grad(metaLoss)(tf.tensor1d(Float32Array.from(eps0)));
     });
     assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
     const err = relErr(got, ref, 1e-6);

@@ -3,16 +3,17 @@
  * checked against these central differences, never against the code's own output.
  */
 import { tf } from '../../src/backend/tf.js';
+import { tidyData } from './read.js';
 
 /** Central-difference gradient of a scalar tfjs function at x0 (float32 evaluations). */
-export function fdGrad(f: (x: tf.Tensor) => tf.Tensor, x0: tf.Tensor, h = 1e-2): Float64Array {
-  const base = x0.dataSync();
+export async function fdGrad(f: (x: tf.Tensor) => tf.Tensor, x0: tf.Tensor, h = 1e-2): Promise<Float64Array> {
+  const base = await x0.data();
   const out = new Float64Array(base.length);
   for (let i = 0; i < base.length; i++) {
     const plus = Float32Array.from(base); plus[i] += h;
     const minus = Float32Array.from(base); minus[i] -= h;
-    const fp = tf.tidy(() => f(tf.tensor(plus, x0.shape)).dataSync()[0]);
-    const fm = tf.tidy(() => f(tf.tensor(minus, x0.shape)).dataSync()[0]);
+    const fp = (await tidyData(() => f(tf.tensor(plus, x0.shape))))[0];
+    const fm = (await tidyData(() => f(tf.tensor(minus, x0.shape))))[0];
     out[i] = (fp - fm) / (2 * h);
   }
   return out;
@@ -22,17 +23,13 @@ export function fdGrad(f: (x: tf.Tensor) => tf.Tensor, x0: tf.Tensor, h = 1e-2):
  * Hessian-vector product two ways: autodiff of ⟨∇f(x), v⟩, and the central difference
  * (∇f(x + hv) − ∇f(x − hv)) / 2h of the autodiff gradient.
  */
-export function hvpBothWays(f: (x: tf.Tensor) => tf.Tensor, x0: tf.Tensor, v: tf.Tensor, h = 1e-2): { auto: Float32Array; fd: Float64Array } {
-  let auto: Float32Array = new Float32Array(0);
-  let fd: Float64Array = new Float64Array(0);
-  tf.tidy(() => {
-    const g = tf.grad((x: tf.Tensor) => f(x));
-    auto = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(g(x), v)))(x0).dataSync() as Float32Array;
-    const gp = g(tf.add(x0, tf.mul(v, h))).dataSync();
-    const gm = g(tf.sub(x0, tf.mul(v, h))).dataSync();
-    fd = new Float64Array(gp.length);
-    for (let i = 0; i < gp.length; i++) fd[i] = (gp[i] - gm[i]) / (2 * h);
-  });
+export async function hvpBothWays(f: (x: tf.Tensor) => tf.Tensor, x0: tf.Tensor, v: tf.Tensor, h = 1e-2): Promise<{ auto: Float32Array; fd: Float64Array }> {
+  const g = tf.grad((x: tf.Tensor) => f(x));
+  const auto = await tidyData(() => tf.grad((x: tf.Tensor) => tf.sum(tf.mul(g(x), v)))(x0)) as Float32Array;
+  const gp = await tidyData(() => g(tf.add(x0, tf.mul(v, h))));
+  const gm = await tidyData(() => g(tf.sub(x0, tf.mul(v, h))));
+  const fd = new Float64Array(gp.length);
+  for (let i = 0; i < gp.length; i++) fd[i] = (gp[i] - gm[i]) / (2 * h);
   return { auto, fd };
 }
 
