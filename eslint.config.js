@@ -31,6 +31,14 @@ export default tseslint.config(
     },
   },
   {
+    // Synchronous reads throw on webgpu in Node: the library and its tests read once, asynchronously.
+    rules: {
+      'no-restricted-properties': ['error', ...['dataSync', 'arraySync', 'bufferSync'].map((property) => ({
+        property, message: 'read tensors asynchronously (await t.data(), t.array(), t.buffer()): synchronous reads throw on webgpu.',
+      }))],
+    },
+  },
+  {
     files: ['src/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { paths: [{ name: 'commander', message: 'src/ never parses flags: the command line lives in pipelines/cli.' }], patterns: srcCommon }],
