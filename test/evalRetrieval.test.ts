@@ -173,8 +173,8 @@ describe('retrieval evaluation of a checkpoint', function () {
   });
 
   it('bad paths and splits are errors that name them', async () => {
-    await assert.rejects(() => evaluateCheckpointRetrieval({ checkpoint: path.join(tmp, 'nope'), manifest: run.manifest }), /--checkpoint: .*nope does not exist/);
-    await assert.rejects(() => evaluateCheckpointRetrieval({ checkpoint: tmp, manifest: run.manifest }), /--checkpoint: .* neither a checkpoint folder/);
+    await assert.rejects(() => evaluateCheckpointRetrieval({ checkpoint: path.join(tmp, 'nope'), manifest: run.manifest }), /checkpoint .*nope: does not exist/);
+    await assert.rejects(() => evaluateCheckpointRetrieval({ checkpoint: tmp, manifest: run.manifest }), /checkpoint .*: neither a checkpoint folder/);
     await assert.rejects(() => evaluateCheckpointRetrieval({ checkpoint: run.runDir, manifest: path.join(tmp, 'none.jsonl') }), /--manifest: .*none\.jsonl does not exist/);
     await assert.rejects(() => evaluateCheckpointRetrieval({ checkpoint: run.runDir, manifest: run.manifest, split: 'val' }), /no entries with split 'val'/);
     await assert.rejects(() => evaluateCheckpointRetrieval({ checkpoint: run.runDir, manifest: run.manifest, qbnorm: path.join(tmp, 'bank.jsonl') }), /--qbnorm: .*bank\.jsonl does not exist/);

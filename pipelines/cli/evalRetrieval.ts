@@ -56,6 +56,10 @@ export function registerEvalRetrieval(ev: Command): void {
         qbnorm: o.qbnorm, qbnormSplit: o.qbnormSplit, qbnormBeta: positive(o.qbnormBeta, '--qbnorm-beta', false), out: o.out,
         framesDir: o.framesDir, batchSize: positive(o.batchSize, '--batch-size', true), allowOutsideRoot: o.allowOutsideRoot,
         onLog: o.quiet ? undefined : (m) => console.error(m),
+      }).catch((e: Error) => {
+        // The library's checkpoint errors name the folder; the command adds the flag it came from.
+        if (/^checkpoint /.test(e.message)) e.message = `${o.model ? '--model' : '--checkpoint'}: ${e.message}`;
+        throw e;
       });
       console.log(formatRetrievalMarkdown(r));
       console.log(`report: ${r.files.json} (${r.cache.hit ? 'embeddings from the cache' : `encoded ${r.encoded.videos} videos, ${r.encoded.captions} captions`}; ${r.seconds.toFixed(1)} s)`);

@@ -61,35 +61,35 @@ export interface CheckpointInfo {
  * @example const info = await readCheckpointInfo('runs/default'); info.step // 240
  */
 export async function readCheckpointInfo(where: string): Promise<CheckpointInfo> {
-  if (typeof where !== 'string' || !where) throw new Error('--checkpoint: expected a checkpoint folder or a run folder');
+  if (typeof where !== 'string' || !where) throw new Error(`readCheckpointInfo: expected a checkpoint folder or a run folder as a non-empty string, got ${JSON.stringify(where)}`);
   let dir = path.resolve(where);
   try {
     await stat(dir);
   } catch {
-    throw new Error(`--checkpoint: ${dir} does not exist`);
+    throw new Error(`checkpoint ${dir}: does not exist`);
   }
   try {
     await stat(path.join(dir, 'state.json'));
   } catch {
     const list = await listCheckpoints(dir);
-    if (!list.length) throw new Error(`--checkpoint: ${dir} is neither a checkpoint folder (no state.json) nor a run folder with checkpoints/step-*`);
+    if (!list.length) throw new Error(`checkpoint ${dir}: neither a checkpoint folder (no state.json) nor a run folder with checkpoints/step-*`);
     dir = list.reduce((a, b) => (b.step > a.step ? b : a)).dir;
   }
   const readJson = async (f: string): Promise<unknown> => {
     try {
       return JSON.parse(await readFile(f, 'utf8'));
     } catch (e) {
-      throw new Error(`--checkpoint: cannot read ${f} (${(e as Error).message})`);
+      throw new Error(`checkpoint ${f}: cannot read it (${(e as Error).message})`);
     }
   };
   const state = (await readJson(path.join(dir, 'state.json'))) as { step?: unknown; sha256?: Record<string, unknown> };
   const modelSha = state?.sha256?.['model.safetensors'];
-  if (typeof modelSha !== 'string' || !Number.isInteger(state.step)) throw new Error(`--checkpoint: ${path.join(dir, 'state.json')} has no step or model checksum; not a vlmargin checkpoint`);
+  if (typeof modelSha !== 'string' || !Number.isInteger(state.step)) throw new Error(`checkpoint ${path.join(dir, 'state.json')}: no step or model checksum; not a vlmargin checkpoint`);
   const raw = await readJson(path.join(dir, 'config.json'));
   const parsed = checkpointConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ');
-    throw new Error(`--checkpoint: ${path.join(dir, 'config.json')} lacks what evaluation needs (${issues}); expected { pretrain, model, tokenizer } as the pretrain pipeline writes`);
+    throw new Error(`checkpoint ${path.join(dir, 'config.json')}: lacks what evaluation needs (${issues}); expected { pretrain, model, tokenizer } as the pretrain pipeline writes`);
   }
   const c = parsed.data;
   return {
@@ -120,7 +120,7 @@ export interface ModelInfoOptions {
  * @example const info = await readModelInfo('models/clip-vit-base-patch32', { frames: 12 }); info.maxLen // 77
  */
 export async function readModelInfo(where: string, opts: ModelInfoOptions = {}): Promise<CheckpointInfo> {
-  if (typeof where !== 'string' || !where) throw new Error('--model: expected a Hugging Face CLIP folder, a checkpoint folder or a run folder');
+  if (typeof where !== 'string' || !where) throw new Error(`readModelInfo: expected a Hugging Face CLIP folder, a checkpoint folder or a run folder as a non-empty string, got ${JSON.stringify(where)}`);
   if (!(await isClipFolder(where))) return readCheckpointInfo(where);
   const requested = opts.frames ?? CLIP_DEFAULT_FRAMES;
   const temporal = { ...opts.temporal, maxFrames: Math.max(opts.temporal?.maxFrames ?? 32, requested) };
