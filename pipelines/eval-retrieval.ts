@@ -308,7 +308,7 @@ export function formatRetrievalMarkdown(r: RetrievalEvalReport): string {
   const f = (x: number) => x.toFixed(1);
   const row = (name: string, m: RetrievalMetrics) => `| ${name} | ${f(m.R1)} | ${f(m.R5)} | ${f(m.R10)} | ${f(m.R50)} | ${f(m.MdR)} | ${f(m.MnR)} |`;
   const lines = [
-    `# Retrieval: ${path.basename(r.manifest)} (${r.split})`,
+    `# Retrieval: ${datasetName(r.manifest)} (${r.split})`,
     '',
     `checkpoint ${r.checkpoint} (step ${r.step}); ${r.videos} videos, ${r.captions} captions; re-scoring: ${r.rescoring}; chance R@1 = ${r.chanceR1.toFixed(2)}%`,
     ...(r.note ? ['', r.note] : []),

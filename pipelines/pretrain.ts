@@ -673,14 +673,15 @@ async function reportWeighting(
     const curves = await weightByInput(weightNet, [...lastInputs.values()]);
     extra.weightByInput = curves;
     const values = Object.entries(curves).flatMap(([input, c]) => c.x.map((x, i) => ({ input, x, weight: c.weight[i] })));
-    plots.push(await savePlot({
-      title: `Learned weight along each input, the others at their medians (${dataset})`,
+    // A loss-only net has its curve in weight-curve.png already.
+    if (weightNet.inputs.length > 1) plots.push(await savePlot({
+      title: `Learned weight along each input, others at their medians (${dataset})`,
       data: { values },
       facet: { field: 'input', type: 'nominal', title: null, sort: [...weightNet.inputs] },
       columns: 4,
       spec: {
         width: 160, height: 110, mark: 'line',
-        encoding: { x: { field: 'x', type: 'quantitative', title: null }, y: { field: 'weight', type: 'quantitative', title: 'V' } },
+        encoding: { x: { field: 'x', type: 'quantitative', title: null }, y: { field: 'weight', type: 'quantitative', title: 'V, unnormalised' } },
       },
       resolve: { scale: { x: 'independent' } },
     }, path.join(runDir, 'weight-by-input.png')));

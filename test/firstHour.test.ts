@@ -240,9 +240,14 @@ describe('progress output', () => {
     const logger = new MetricsLogger(path.join(os.tmpdir(), `vlmargin-progress-${process.pid}.jsonl`), { stream, printEvery: 2 });
     text = '';
     logger.start(4);
-    for (let step = 1; step <= 4; step++) logger.write({ step, loss: 1, lr: 1e-3 });
+    for (let step = 1; step <= 4; step++) {
+      logger.write({ step, loss: 1, lr: 1e-3 });
+      if (step === 2) logger.write({ step, loss: 1, lr: 1e-3, eval: 1, valT2vR1: 62.5, valChanceR1: 12.5 });
+    }
     logger.close();
-    assert.deepEqual(text.trim().split('\n').map((l) => l.split(' |')[0]), ['step 2/4 (50.0%)', 'step 4/4 (100.0%)']);
+    const lines = text.trim().split('\n');
+    assert.deepEqual(lines.map((l) => l.split(' |')[0]), ['step 2/4 (50.0%)', 'step 2: evaluation', 'step 4/4 (100.0%)']);
+    assert.equal(lines[1], 'step 2: evaluation | valT2vR1 62.50 | valChanceR1 12.50', 'an evaluation row shows its figures, not a status line with "- samples/s"');
   });
 });
 

@@ -45,6 +45,7 @@ export const HUMAN = 'human';
 
 function describeType(v: unknown): string {
   if (v === null) return 'null';
+  if (v === undefined) return 'nothing (the key is missing)';
   if (Array.isArray(v)) return 'an array';
   return `a ${typeof v}`;
 }

@@ -188,6 +188,14 @@ export class MetricsLogger {
 
   private show(r: MetricsRecord): void {
     if (this.quiet) return;
+    // An evaluation row says what was scored, on its own line (above the bar on a terminal).
+    if (r.eval) {
+      const figures = Object.entries(r)
+        .filter(([k, v]) => !['step', 'loss', 'lr', 'eval', 'logitScale', 'samplesPerSec', 'dataWaitMs'].includes(k) && typeof v === 'number' && Number.isFinite(v))
+        .map(([k, v]) => `${k} ${(v as number).toFixed(2)}`);
+      if (figures.length) this.log(`step ${r.step}: evaluation | ${figures.join(' | ')}`);
+      return;
+    }
     const sps = r.samplesPerSec !== undefined && Number.isFinite(r.samplesPerSec) ? r.samplesPerSec.toFixed(1) : '-';
     const loss = Number.isFinite(r.loss) ? r.loss.toFixed(4) : String(r.loss);
     const lr = r.lr.toExponential(2);
