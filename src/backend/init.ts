@@ -19,6 +19,7 @@ import { tf } from './tf.js';
 import { registerWasmKernels } from './wasmKernels.js';
 import { installWebGPUGuards } from './webgpuGuard.js';
 import { NATIVE_PACKAGE, builtAddons, nativePackageDir, readSetupStamp } from './native.js';
+import { registerNativeShortcuts } from './nativeKernels.js';
 
 export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -79,6 +80,7 @@ async function tryTensorflow(threads?: number): Promise<Attempt> {
     return { ok: false, reason: `${NATIVE_PACKAGE} did not load (rerun \`vlmargin setup tensorflow\`): ${errText(e)}` };
   }
   if (!(await tf.setBackend('tensorflow'))) return { ok: false, reason: `${NATIVE_PACKAGE} loaded but the tensorflow backend failed to start` };
+  registerNativeShortcuts();
   const b = tf.backend() as unknown as { binding?: { TF_Version?: string }; isUsingGpuDevice?: boolean };
   return {
     ok: true,
