@@ -126,3 +126,40 @@ describe('wasm gradient kernels', function () {
     });
   }
 });
+
+describe('native engine: no-op reshape and cast', () => {
+  it('a reshape or cast that changes nothing launches no TensorFlow op and keeps its values after the input is freed', async function () {
+    const prev = tf.getBackend();
+    try {
+      await initBackend({ prefer: 'tensorflow' });
+    } catch {
+      this.skip();
+    }
+    try {
+      const b = tf.backend() as unknown as { executeSingleOutput: (...a: unknown[]) => unknown };
+      let launched = 0;
+      const original = b.executeSingleOutput;
+      b.executeSingleOutput = (...a: unknown[]) => { launched++; return original.apply(b, a); };
+      const x = tf.tensor2d([1.5, -2, 3, 4.25, 0, -7], [2, 3]);
+      const same = tf.reshape(x, [2, 3]);
+      const cast = tf.cast(x, 'float32');
+      const noOps = launched;
+      const flat = tf.reshape(x, [3, 2]);
+      const ints = tf.cast(x, 'int32');
+      const ops = launched - noOps;
+      delete (b as Partial<typeof b>).executeSingleOutput;
+      x.dispose();
+      assert.equal(noOps, 0);
+      assert.equal(ops, 2);
+      assert.deepEqual(Array.from(await same.data()), [1.5, -2, 3, 4.25, 0, -7]);
+      assert.deepEqual(Array.from(await cast.data()), [1.5, -2, 3, 4.25, 0, -7]);
+      assert.deepEqual(flat.shape, [3, 2]);
+      assert.deepEqual(Array.from(await flat.data()), [1.5, -2, 3, 4.25, 0, -7]);
+      assert.equal(ints.dtype, 'int32');
+      assert.deepEqual(Array.from(await ints.data()), [1, -2, 3, 4, 0, -7]);
+      tf.dispose([same, cast, flat, ints]);
+    } finally {
+      await initBackend({ prefer: prev as 'wasm' });
+    }
+  });
+});
