@@ -4,7 +4,7 @@
  * corpora are made that way).
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { ffmpegInput, fluent, lastErrorLine } from '../video/ffmpeg.js';
+import { ffmpegInput, fluent, lastErrorLine, pipeFfmpeg } from '../video/ffmpeg.js';
 
 /** The sample rate of every feature pipeline here (docs/DESIGN.md §11). */
 export const SAMPLE_RATE = 16000;
@@ -34,53 +34,28 @@ export interface DecodeOptions {
  *
  * @example const pcm = await decodeAudio('spk1/sess/utt1.wav'); pcm.length / 16000 // seconds
  */
-export function decodeAudio(file: string, opts: DecodeOptions = {}): Promise<Float32Array> {
+export async function decodeAudio(file: string, opts: DecodeOptions = {}): Promise<Float32Array> {
   const { sampleRate = SAMPLE_RATE, timeoutMs = 60000 } = opts;
   if (typeof file !== 'string' || !file) throw new Error(`decodeAudio: 'file' must be a non-empty path, got ${JSON.stringify(file)}`);
   if (!Number.isInteger(sampleRate) || sampleRate < 1000) throw new Error(`decodeAudio: 'sampleRate' must be an integer ≥ 1000, got ${sampleRate}`);
-  return new Promise((resolve, reject) => {
-    const stderr: string[] = [];
-    const chunks: Buffer[] = [];
-    let settled = false;
-    let exited = false;
-    let drained = false;
-    let started = false;
-    let timedOut = false;
-    const cmd = fluent()(ffmpegInput(file))
-      .inputOptions(['-nostdin', '-hide_banner', '-threads', '1'])
-      .noVideo()
-      .audioChannels(1)
-      .audioFrequency(sampleRate)
-      .audioCodec('pcm_f32le')
-      .outputOptions(['-sn', '-dn'])
-      .format('f32le');
-    const finish = (err: Error | null): void => {
-      if (settled) return;
-      if (err) { settled = true; clearTimeout(timer); reject(err); return; }
-      if (!(exited && drained)) return;
-      settled = true;
-      clearTimeout(timer);
-      const bytes = Buffer.concat(chunks);
-      if (bytes.length < 4) { reject(new AudioFileError(file, `no audio samples decoded (${lastErrorLine(stderr.join('\n'))})`)); return; }
-      // Copy into an aligned buffer: a Node Buffer may start at any byte offset.
-      const out = new Float32Array(Math.floor(bytes.length / 4));
-      new Uint8Array(out.buffer).set(bytes.subarray(0, out.length * 4));
-      resolve(out);
-    };
-    const timer = setTimeout(() => {
-      timedOut = true;
-      if (started) cmd.kill('SIGKILL');
-      finish(new AudioFileError(file, `ffmpeg did not finish within ${timeoutMs} ms and was killed`));
-    }, timeoutMs);
-    cmd.on('start', () => { started = true; if (timedOut) cmd.kill('SIGKILL'); });
-    cmd.on('stderr', (line: string) => { stderr.push(line); });
-    cmd.on('error', (err: Error) => finish(new AudioFileError(file, `ffmpeg failed: ${lastErrorLine(stderr.join('\n') || err.message)}`)));
-    cmd.on('end', () => { exited = true; finish(null); });
-    const out = cmd.pipe();
-    out.on('data', (c: Buffer) => { chunks.push(c); });
-    out.on('end', () => { drained = true; finish(null); });
-    out.on('error', (e: Error) => finish(new AudioFileError(file, `reading ffmpeg output failed: ${e.message}`)));
+  const cmd = fluent()(ffmpegInput(file))
+    .inputOptions(['-nostdin', '-hide_banner', '-threads', '1'])
+    .noVideo()
+    .audioChannels(1)
+    .audioFrequency(sampleRate)
+    .audioCodec('pcm_f32le')
+    .outputOptions(['-sn', '-dn'])
+    .format('f32le');
+  const { bytes, stderr } = await pipeFfmpeg(cmd, {
+    timeoutMs,
+    fail: (reason) => new AudioFileError(file, reason),
+    describe: (err, lines) => lastErrorLine(lines.join('\n') || err.message),
   });
+  if (bytes.length < 4) throw new AudioFileError(file, `no audio samples decoded (${lastErrorLine(stderr.join('\n'))})`);
+  // Copy into an aligned buffer: a Node Buffer may start at any byte offset.
+  const out = new Float32Array(Math.floor(bytes.length / 4));
+  new Uint8Array(out.buffer).set(bytes.subarray(0, out.length * 4));
+  return out;
 }
 
 /**

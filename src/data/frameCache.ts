@@ -573,6 +573,28 @@ async function readIndex(indexPath: string, where: string): Promise<IndexFile | 
 }
 
 /**
+ * The index of an existing cache for a reader (`where` names the caller in errors): missing,
+ * unreadable, corrupt or not a vlmargin index are each said with the path.
+ */
+async function readExistingIndex(dir: string, where: string): Promise<{ root: string; indexPath: string; index: IndexFile }> {
+  if (typeof dir !== 'string' || !dir) throw new Error(`${where}: dir must be a folder path`);
+  const root = path.resolve(dir);
+  const indexPath = path.join(root, INDEX);
+  let index: IndexFile | null;
+  try {
+    index = await readIndex(indexPath, where);
+  } catch (e) {
+    if (/is corrupt/.test((e as Error).message)) throw e;
+    throw new Error(`${where}: ${indexPath} is unreadable (${(e as Error).message}); build it with \`vlmargin frames\``);
+  }
+  if (!index) throw new Error(`${where}: ${indexPath} is missing; build the cache with \`vlmargin frames\``);
+  if (index.format !== FORMAT || !SAMPLE_STRATEGIES.includes(index.strategy) || !(index.frames > 0) || !(index.size > 0)) {
+    throw new Error(`${where}: ${indexPath} is not a vlmargin frame cache index`);
+  }
+  return { root, indexPath, index };
+}
+
+/**
  * Readies a folder for a plan: refuses a cache built with other options, removes temporary
  * files, uncommitted shards and committed shards whose items differ from the plan (an edited
  * manifest), and writes the index (not yet complete). Call it holding the folder's lock.
@@ -781,20 +803,7 @@ export interface FrameCache extends FrameCacheConfig {
  * const clip = await cache.get(cache.ids[0]); // clip.shape: [8, 224, 224, 3]
  */
 export async function openFrameCache(dir: string): Promise<FrameCache> {
-  if (typeof dir !== 'string' || !dir) throw new Error('openFrameCache: dir must be a folder path');
-  const root = path.resolve(dir);
-  const indexPath = path.join(root, INDEX);
-  let index: IndexFile | null;
-  try {
-    index = await readIndex(indexPath, 'openFrameCache');
-  } catch (e) {
-    if (/is corrupt/.test((e as Error).message)) throw e;
-    throw new Error(`openFrameCache: ${indexPath} is unreadable (${(e as Error).message}); build it with \`vlmargin frames\``);
-  }
-  if (!index) throw new Error(`openFrameCache: ${indexPath} is missing; build the cache with \`vlmargin frames\``);
-  if (index.format !== FORMAT || !SAMPLE_STRATEGIES.includes(index.strategy) || !(index.frames > 0) || !(index.size > 0)) {
-    throw new Error(`openFrameCache: ${indexPath} is not a vlmargin frame cache index`);
-  }
+  const { root, index } = await readExistingIndex(dir, 'openFrameCache');
   const config = configOf(index);
   const clipBytes = config.frames * config.size * config.size * 3;
   const { shards } = await scanShards(root, false);
@@ -890,16 +899,7 @@ async function sha256File(file: string): Promise<string> {
  * r.complete; r.problems // e.g. ['shard-00003.bin: SHA-256 … differs from the … its .json records']
  */
 export async function verifyFrameCache(dir: string): Promise<FrameCacheReport> {
-  if (typeof dir !== 'string' || !dir) throw new Error('verifyFrameCache: dir must be a folder path');
-  const root = path.resolve(dir);
-  const indexPath = path.join(root, INDEX);
-  let index: IndexFile;
-  try {
-    index = JSON.parse(await readFile(indexPath, 'utf8')) as IndexFile;
-  } catch (e) {
-    throw new Error(`verifyFrameCache: ${indexPath} is missing or unreadable (${(e as Error).message}); is ${root} a frame cache?`);
-  }
-  if (index?.format !== FORMAT || !(index.frames > 0) || !(index.size > 0)) throw new Error(`verifyFrameCache: ${indexPath} is not a vlmargin frame cache index`);
+  const { root, indexPath, index } = await readExistingIndex(dir, 'verifyFrameCache');
   const clipBytes = index.frames * index.size * index.size * 3;
   const names = (await readdir(root)).sort();
   const problems: string[] = [];
@@ -974,16 +974,7 @@ export interface FrameCacheShards extends FrameCacheConfig {
  * @example const { shards, clipBytes } = await listFrameCacheShards('cache/webvid-8x224');
  */
 export async function listFrameCacheShards(dir: string): Promise<FrameCacheShards> {
-  if (typeof dir !== 'string' || !dir) throw new Error('listFrameCacheShards: dir must be a folder path');
-  const root = path.resolve(dir);
-  const indexPath = path.join(root, INDEX);
-  let index: IndexFile;
-  try {
-    index = JSON.parse(await readFile(indexPath, 'utf8')) as IndexFile;
-  } catch (e) {
-    throw new Error(`listFrameCacheShards: ${indexPath} is missing or unreadable (${(e as Error).message}); build it with \`vlmargin frames\``);
-  }
-  if (index?.format !== FORMAT || !(index.frames > 0) || !(index.size > 0)) throw new Error(`listFrameCacheShards: ${indexPath} is not a vlmargin frame cache index`);
+  const { root, index } = await readExistingIndex(dir, 'listFrameCacheShards');
   const config = configOf(index);
   const shards = (await readdir(root)).filter((n) => SHARD_RE.test(n))
     .map((n) => n.slice(0, -'.json'.length)).sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)));

@@ -5,7 +5,7 @@
  */
 import pLimit from 'p-limit';
 import type { ItemError } from '../util/itemError.js';
-import { ffmpegInput, fluent, lastErrorLine, VideoFileError } from './ffmpeg.js';
+import { ffmpegInput, fluent, lastErrorLine, pipeFfmpeg, VideoFileError } from './ffmpeg.js';
 import { probeVideo, type VideoInfo } from './probe.js';
 import { createRng, hashSeed } from '../util/rng.js';
 import { resizeCropFilter } from './transforms.js';
@@ -144,49 +144,17 @@ export function ffmpegFailure(err: Error, stderr: string[]): string {
 }
 
 function runFfmpeg(file: string, seek: number, readFor: number, filter: string, timeoutMs: number): Promise<{ bytes: Buffer; stderr: string[] }> {
-  return new Promise((resolve, reject) => {
-    const stderr: string[] = [];
-    const chunks: Buffer[] = [];
-    let settled = false;
-    let exited = false;
-    let drained = false;
-    const inputOptions = ['-nostdin', '-hide_banner', '-threads', '1'];
-    // `-ss`/`-t` before `-i`: seek by index to the keyframe, decode only the window.
-    if (seek > 0) inputOptions.push('-ss', String(round6(seek)));
-    inputOptions.push('-t', String(round6(readFor)));
-    const cmd = fluent()(ffmpegInput(file))
-      .inputOptions(inputOptions)
-      .noAudio()
-      .videoFilters(filter)
-      .outputOptions(['-sn', '-dn', '-vsync', '0', '-pix_fmt', 'rgb24'])
-      .format('rawvideo');
-    const finish = (err: Error | null): void => {
-      if (settled) return;
-      if (err) { settled = true; clearTimeout(timer); reject(err); return; }
-      if (exited && drained) { settled = true; clearTimeout(timer); resolve({ bytes: Buffer.concat(chunks), stderr }); }
-    };
-    let started = false;
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      // fluent-ffmpeg spawns after its own async checks; a kill before that is done on 'start'.
-      if (started) cmd.kill('SIGKILL');
-      finish(new VideoFileError(file, `ffmpeg did not finish within ${timeoutMs} ms and was killed`));
-    }, timeoutMs);
-    cmd.on('start', () => {
-      started = true;
-      if (timedOut) cmd.kill('SIGKILL');
-    });
-    cmd.on('stderr', (line: string) => { stderr.push(line); });
-    cmd.on('error', (err: Error) => {
-      finish(new VideoFileError(file, `ffmpeg failed: ${ffmpegFailure(err, stderr)}`));
-    });
-    cmd.on('end', () => { exited = true; finish(null); });
-    const out = cmd.pipe();
-    out.on('data', (c: Buffer) => { chunks.push(c); });
-    out.on('end', () => { drained = true; finish(null); });
-    out.on('error', (e: Error) => finish(new VideoFileError(file, `reading ffmpeg output failed: ${e.message}`)));
-  });
+  const inputOptions = ['-nostdin', '-hide_banner', '-threads', '1'];
+  // `-ss`/`-t` before `-i`: seek by index to the keyframe, decode only the window.
+  if (seek > 0) inputOptions.push('-ss', String(round6(seek)));
+  inputOptions.push('-t', String(round6(readFor)));
+  const cmd = fluent()(ffmpegInput(file))
+    .inputOptions(inputOptions)
+    .noAudio()
+    .videoFilters(filter)
+    .outputOptions(['-sn', '-dn', '-vsync', '0', '-pix_fmt', 'rgb24'])
+    .format('rawvideo');
+  return pipeFfmpeg(cmd, { timeoutMs, fail: (reason) => new VideoFileError(file, reason), describe: ffmpegFailure });
 }
 
 /**
