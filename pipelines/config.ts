@@ -111,6 +111,16 @@ export function runNameSchema(fallback: string) {
     .refine((n) => !/^\.+$/.test(n), 'must not be only dots: "." and ".." name the working folder and its parent, not a run').default(fallback);
 }
 
+/**
+ * The non-finite guard's keys (`train.maxNonFinite`, `train.maxNonFiniteRate`), one definition for
+ * every job that trains: see NonFiniteGuard in src/train/gradients.ts.
+ */
+export const NonFiniteKeys = {
+  maxNonFinite: z.number().int().min(1).default(5),
+  /** Stop when more than this fraction of the last 50 steps were skipped as non-finite. */
+  maxNonFiniteRate: z.number().gt(0).max(1).default(0.2),
+};
+
 export const PretrainConfigSchema = z.object({
   name: runNameSchema('default'),
   seed: z.number().int().min(0).default(1),
@@ -189,9 +199,7 @@ export const PretrainConfigSchema = z.object({
     evalEvery: z.number().int().min(0).default(0),
     checkpointEvery: z.number().int().min(0).default(50),
     keepCheckpoints: z.number().int().min(1).default(3),
-    maxNonFinite: z.number().int().min(1).default(5),
-    /** Stop when more than this fraction of the last 50 steps were skipped as non-finite. */
-    maxNonFiniteRate: z.number().gt(0).max(1).default(0.2),
+    ...NonFiniteKeys,
     /** `one`: a caption drawn per video per epoch; `all`: every caption of a video as a positive (SAM's groups; no weighting). */
     captionsPerVideo: z.enum(['one', 'all']).default('one'),
   }).strict().default({

@@ -11,6 +11,8 @@
  *    cosface, … by name) on fused video-question features of the MC-fine-tuned model, the
  *    video encoder frozen (default) or trained with the head (open.encoderLrScale > 0).
  * Writes qa.jsonl (the items) and qa.json (accuracies with chance levels) to the run folder.
+ * Both fine-tunes skip steps with a non-finite loss or gradients and stop with an error (no
+ * qa.json) after `train.maxNonFinite` of them in a row, as every training job does.
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,8 +34,10 @@ import { mcLogits, mcLoss, OpenQaHead } from '../src/qa/qaModel.js';
 import { generateSynthQa, qaCandidateText, QA_ANSWER_VOCAB, QA_QUESTIONS, QA_TYPES, writeQaJsonl, type QaItem, type QaType } from '../src/qa/synthQa.js';
 import type { Tokenizer } from '../src/text/tokenizer.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
+import { NonFiniteGuard } from '../src/train/gradients.js';
 import { AdamW } from '../src/train/optimizer.js';
-import { formatIssues, loadJsonConfig, runNameSchema } from './config.js';
+import { guardedUpdate } from '../src/train/trainer.js';
+import { formatIssues, loadJsonConfig, NonFiniteKeys, runNameSchema } from './config.js';
 import { openRunFolder } from './runFolder.js';
 import { writeFileAtomic } from '../src/util/atomicWrite.js';
 
@@ -72,6 +76,8 @@ export const FinetuneQaConfigSchema = z.object({
      */
     encoderLrScale: z.number().min(0).max(1).default(0),
   }).strict().default({ head: { name: 'arcface', scale: 16, m2: 0.2 }, hidden: 128, featureDim: 64, steps: 300, batchSize: 32, lr: 3e-3, encoderLrScale: 0 }),
+  /** The non-finite guard of both fine-tunes (each counts its own steps). */
+  train: z.object(NonFiniteKeys).strict().default({ maxNonFinite: 5, maxNonFiniteRate: 0.2 }),
   eval: z.object({ batchSize: z.number().int().min(1).default(64) }).strict().default({ batchSize: 64 }),
 }).strict();
 
@@ -87,8 +93,9 @@ export interface Accuracy { accuracy: number; items: number; perType: Partial<Re
 
 export interface FinetuneQaResult {
   runDir: string;
-  mc: { zeroShot: Accuracy; finetuned: Accuracy; chance: number; steps: number };
-  open: Accuracy & { chance: number; head: string; encoderLrScale: number; trainLossFirst: number; trainLossLast: number };
+  /** `skippedSteps`: steps whose loss or gradients were not finite, so not applied. */
+  mc: { zeroShot: Accuracy; finetuned: Accuracy; chance: number; steps: number; skippedSteps: number };
+  open: Accuracy & { chance: number; head: string; encoderLrScale: number; trainLossFirst: number; trainLossLast: number; skippedSteps: number };
   wallSeconds: number;
 }
 
@@ -180,6 +187,17 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ba
     lr: cfg.mc.lr, weightDecay: 0, groups: (n) => ({ lrScale: paramGroup(n).group === 'encoder' ? cfg.mc.encoderLrScale : 1 }),
   });
   const rng = seededRandom(cfg.seed, 'qa-mc-batches');
+  const newGuard = () => new NonFiniteGuard({ maxConsecutive: cfg.train.maxNonFinite, maxRate: cfg.train.maxNonFiniteRate });
+  // The guard's error names the step; this names the fine-tune it stopped.
+  const guarded = async <T>(stage: string, run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (e) {
+      if (!/non-finite/.test((e as Error).message)) throw e;
+      throw new Error(`${stage}: ${(e as Error).message} (train.maxNonFinite ${cfg.train.maxNonFinite}, train.maxNonFiniteRate ${cfg.train.maxNonFiniteRate}); no qa.json was written`, { cause: e });
+    }
+  };
+  const mcGuard = newGuard();
   try {
     for (let step = 0; step < cfg.mc.steps && mcTrain.length; step++) {
       const batch = Array.from({ length: Math.min(cfg.mc.batchSize, mcTrain.length) }, () => mcTrain[Math.floor(rng() * mcTrain.length)]);
@@ -193,8 +211,17 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ba
         const t = encodeText(p, ids, mask, model);
         return mcLoss(mcLogits(v, t, 4, tf.exp(p.logit_scale)), correct);
       }, params, names);
-      optimizer.step(grads);
-      tf.dispose([value, frames, ids, mask, ...Object.values(grads)]);
+      let lv: number;
+      try {
+        lv = (await value.data())[0];
+      } catch (e) {
+        tf.dispose(Object.values(grads));
+        throw e;
+      } finally {
+        tf.dispose([value, frames, ids, mask]);
+      }
+      const { verdict } = await guarded('multiple-choice fine-tune', () => guardedUpdate(grads, lv, step, mcGuard, (g) => optimizer.step(g)));
+      if (verdict === 'skip') log(`MC step ${step}: non-finite loss or gradients (loss=${lv}); step skipped (${mcGuard.total} so far)`);
     }
   } finally {
     optimizer.dispose();
@@ -252,6 +279,7 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ba
   let trainLossFirst = NaN;
   let trainLossLast = NaN;
   let openAcc: Accuracy;
+  const openGuard = newGuard();
   try {
     for (let step = 0; step < cfg.open.steps; step++) {
       const videos = Array.from({ length: Math.min(cfg.open.batchSize, trainVideoIds.length) }, () => trainVideoIds[Math.floor(orng() * trainVideoIds.length)]);
@@ -260,25 +288,37 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ba
       const B = pick.length;
       const rows = (x: Float32Array) => { const o = new Float32Array(B * d); pick.forEach((r, i) => o.set(x.subarray(r * d, (r + 1) * d), i * d)); return o; };
       const frames = endToEnd ? await clipBatch(cache, videos) : undefined;
-      const loss = tf.tidy(() => {
+      const { value, grads } = tf.tidy(() => {
         const q = tf.tensor2d(rows(train.q), [B, d]);
         const y = tf.tensor1d(Int32Array.from(pick, (r) => train.y[r]), 'int32');
-        const { value, grads } = tf.variableGrads(() => {
+        return tf.variableGrads(() => {
           const v = frames
             // The same L2-normalised embedding the frozen path (and retrieval) uses, then standardised.
             ? tf.gather(tf.div(tf.sub(l2Normalize(encodeVideo(params, frames, model)), standardise.mean), standardise.std), tf.tensor1d(slot, 'int32'))
             : tf.tensor2d(rows(train.v), [B, d]);
           return head.loss(v, q, y).loss as tf.Scalar;
         }, varList);
-        const of = (names: Map<string, string>) => Object.fromEntries(Object.entries(grads).filter(([k]) => names.has(k)).map(([k, g]) => [names.get(k)!, g]));
-        headOpt.step(of(headName));
-        encoderOpt?.step(of(videoName));
-        return value;
       });
       frames?.dispose();
-      const lv = (await loss.data())[0];
-      loss.dispose();
-      if (step === 0) trainLossFirst = lv;
+      let lv: number;
+      try {
+        lv = (await value.data())[0];
+      } catch (e) {
+        tf.dispose(Object.values(grads));
+        throw e;
+      } finally {
+        value.dispose();
+      }
+      const of = (g: Record<string, tf.Tensor>, names: Map<string, string>) => Object.fromEntries(Object.entries(g).filter(([k]) => names.has(k)).map(([k, t]) => [names.get(k)!, t]));
+      const { verdict } = await guarded('open-ended fine-tune', () => guardedUpdate(grads, lv, step, openGuard, (g) => {
+        headOpt.step(of(g, headName));
+        encoderOpt?.step(of(g, videoName));
+      }));
+      if (verdict === 'skip') {
+        log(`open-ended step ${step}: non-finite loss or gradients (loss=${lv}); step skipped (${openGuard.total} so far)`);
+        continue;
+      }
+      if (Number.isNaN(trainLossFirst)) trainLossFirst = lv;
       trainLossLast = lv;
     }
     const testEmb = endToEnd ? await embedVideos(params, model, cache, [...new Set(openTest.map((it) => it.videoId))], bs) : videoEmb;
@@ -300,8 +340,8 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ba
   log(`open-ended (${cfg.open.head.name}) accuracy ${(100 * openAcc.accuracy).toFixed(1)}% on ${openTest.length} items (chance ${(100 * openChance).toFixed(1)}%)`);
   const result: FinetuneQaResult = {
     runDir,
-    mc: { zeroShot, finetuned, chance: 0.25, steps: cfg.mc.steps },
-    open: { ...openAcc, chance: openChance, head: cfg.open.head.name, encoderLrScale: cfg.open.encoderLrScale, trainLossFirst, trainLossLast },
+    mc: { zeroShot, finetuned, chance: 0.25, steps: cfg.mc.steps, skippedSteps: mcGuard.total },
+    open: { ...openAcc, chance: openChance, head: cfg.open.head.name, encoderLrScale: cfg.open.encoderLrScale, trainLossFirst, trainLossLast, skippedSteps: openGuard.total },
     wallSeconds: (performance.now() - t0) / 1000,
   };
   await writeFileAtomic(path.join(runDir, 'qa.json'), `${JSON.stringify({ ...result, from: { checkpoint: info.dir, step: info.step }, config: cfg }, null, 2)}\n`);

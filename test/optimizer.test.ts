@@ -8,7 +8,7 @@ import { cosineWithWarmup } from '../src/train/schedule.js';
 import {
   GradAccumulator, NonFiniteGuard, allFinite, clampLogitScale, clipByGlobalNorm, clipToNorm, globalNorm, gradNorm,
 } from '../src/train/gradients.js';
-import { runTraining } from '../src/train/trainer.js';
+import { guardedUpdate, runTraining } from '../src/train/trainer.js';
 import { MetricsLogger, type LogStream } from '../src/train/logger.js';
 
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
@@ -538,6 +538,27 @@ describe('gradient utilities', () => {
     assert.equal(guard.total, 6);
     const byCount = new NonFiniteGuard({ maxConsecutive: 1 });
     assert.throws(() => byCount.check(NaN, true), /in a row at step 0/);
+  });
+
+  it('guardedUpdate applies finite gradients clipped to clipNorm, skips non-finite ones untouched, and disposes every gradient', async () => {
+    const before = tf.memory().numTensors;
+    const guard = new NonFiniteGuard({ maxConsecutive: 2 });
+    const applied: tf.Tensor[] = [];
+    const apply = (g: NamedGradients) => { applied.push(tf.concat([g.a, g.b])); };
+    // ‖(3, 4, 12)‖ = 13: clipped to norm 1 each element is × 1/13.
+    const ok = await guardedUpdate({ a: tf.tensor1d([3, 4]), b: tf.tensor1d([12]) }, 0.5, 0, guard, apply, 1);
+    assert.deepEqual(ok, { verdict: 'ok', norm: 13 });
+    close(await applied[0].data(), [3 / 13, 4 / 13, 12 / 13], 1e-6, 'clipped');
+    const skip = await guardedUpdate({ a: tf.tensor1d([3, Infinity]), b: tf.tensor1d([12]) }, 0.5, 1, guard, apply, 1);
+    assert.equal(skip.verdict, 'skip');
+    assert.equal(applied.length, 1, 'a non-finite gradient never reaches the optimizer');
+    await guardedUpdate({ a: tf.tensor1d([1, 2]), b: tf.tensor1d([2]) }, 0.5, 2, guard, apply);
+    close(await applied[1].data(), [1, 2, 2], 0, 'unclipped without clipNorm');
+    await guardedUpdate({ a: tf.tensor1d([1, 2]), b: tf.tensor1d([2]) }, NaN, 3, guard, apply);
+    await assert.rejects(guardedUpdate({ a: tf.tensor1d([1, 2]), b: tf.tensor1d([2]) }, NaN, 4, guard, apply), /stopped after 2 non-finite steps in a row at step 4/);
+    assert.equal(applied.length, 2);
+    tf.dispose(applied);
+    assert.equal(tf.memory().numTensors, before);
   });
 });
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { access, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +11,7 @@ import { COLOR_NAMES } from '../src/data/synth.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { argmaxAccuracy, mcLogits, mcLoss } from '../src/qa/qaModel.js';
 import { generateSynthQa, QA_ANSWER_VOCAB, readQaJsonl, writeQaJsonl } from '../src/qa/synthQa.js';
+import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
 import { makeSmallRun } from './helpers/smallRun.js';
 import { scoped } from './helpers/read.js';
 
@@ -138,5 +140,46 @@ describe('finetune-qa pipeline', function () {
     assert.ok(Math.abs(joint.open.trainLossFirst - frozen.open.trainLossFirst) < 1e-4, `${joint.open.trainLossFirst} vs ${frozen.open.trainLossFirst}`);
     assert.notEqual(joint.open.trainLossLast, frozen.open.trainLossLast);
     assert.equal(joint.open.encoderLrScale, 0.5);
+  });
+
+  /** SHA-256 of every file in a folder, by name. */
+  const digests = async (dir: string) => Object.fromEntries(await Promise.all((await readdir(dir)).sort().map(async (f) => [f, createHash('sha256').update(await readFile(path.join(dir, f))).digest('hex')])));
+  const exists = (f: string) => access(f).then(() => true, () => false);
+
+  it('a diverged multiple-choice fine-tune stops after train.maxNonFinite skipped steps, names the stage, writes no qa.json and leaves the checkpoint as it was', async () => {
+    // A logit scale of 1000 (exp(1000) overflows float32) makes every candidate's logit ±∞ and
+    // the cross-entropy NaN from the first step: the loss a diverged fine-tune would have.
+    const ck = await loadCheckpoint(run.checkpoint);
+    const hot = path.join(tmp, 'hot', 'checkpoints', 'step-000024');
+    try {
+      const params = { ...ck.params, logit_scale: tf.scalar(1000) };
+      await saveCheckpoint(hot, { config: ck.config, params, optimizer: ck.optimizer, state: ck.state });
+      tf.dispose(params.logit_scale);
+    } finally {
+      tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);
+    }
+    const sums = await digests(hot);
+    const out = path.join(tmp, 'qa-diverged-mc');
+    await assert.rejects(runFinetuneQa(parseFinetuneQaConfig({
+      seed: 1, checkpoint: hot, backend: 'wasm', corpus: { manifest: run.manifest },
+      mc: { steps: 20, batchSize: 4 }, open: { steps: 5 }, train: { maxNonFinite: 3 },
+    }), { out, quiet: true }), /^Error: multiple-choice fine-tune: stopped after 3 non-finite steps in a row at step 2: loss=NaN[\s\S]*train\.maxNonFinite 3[\s\S]*no qa\.json/);
+    assert.equal(await exists(path.join(out, 'qa.json')), false);
+    assert.deepEqual(await digests(hot), sums);
+  });
+
+  it('a diverged open-ended fine-tune stops the same way; steps skipped below the limit are counted in qa.json', async () => {
+    // A head scale of 1e39 is ∞ in float32: every logit is ±∞ and the loss NaN.
+    const cfg = (scale: number) => parseFinetuneQaConfig({
+      seed: 1, checkpoint: run.runDir, backend: 'wasm', corpus: { manifest: run.manifest },
+      mc: { steps: 0 }, open: { head: { name: 'arcface', scale, m2: 0.2 }, steps: 6, batchSize: 8 }, train: { maxNonFinite: 4 },
+    });
+    const out = path.join(tmp, 'qa-diverged-open');
+    await assert.rejects(runFinetuneQa(cfg(1e39), { out, quiet: true }), /^Error: open-ended fine-tune: stopped after 4 non-finite steps in a row at step 3/);
+    assert.equal(await exists(path.join(out, 'qa.json')), false);
+    const fine = await runFinetuneQa(cfg(16), { out: path.join(tmp, 'qa-finite-open'), quiet: true });
+    assert.equal(fine.open.skippedSteps, 0);
+    assert.equal(fine.mc.skippedSteps, 0);
+    assert.equal(JSON.parse(await readFile(path.join(tmp, 'qa-finite-open', 'qa.json'), 'utf8')).open.skippedSteps, 0);
   });
 });

@@ -112,6 +112,42 @@ function check(cond: boolean, msg: string): void {
   if (!cond) throw new Error(`runTraining: ${msg}`);
 }
 
+/**
+ * One guarded update: reads the gradients' global norm once, asks `guard` about the step, and
+ * only when the loss and every gradient are finite hands them to `apply` (scaled down to
+ * `clipNorm` first when that is > 0). A skipped step leaves the parameters untouched; the
+ * guard throws when too many steps were skipped. Disposes `grads` (and the clipped copies).
+ * Every loop that updates parameters goes through here, so none can apply a NaN.
+ *
+ * @example
+ * const guard = new NonFiniteGuard({ maxConsecutive: 5 });
+ * const { verdict } = await guardedUpdate(grads, loss, step, guard, (g) => opt.step(g));
+ */
+export async function guardedUpdate(
+  grads: NamedGradients, loss: number, step: number, guard: NonFiniteGuard, apply: (grads: NamedGradients) => void, clipNorm = 0,
+): Promise<{ verdict: 'ok' | 'skip'; norm: number }> {
+  try {
+    // One asynchronous read per step for the guard and clipping (webgpu in Node cannot read
+    // synchronously, and every read drains the GPU queue): a non-finite value anywhere, or a
+    // norm that overflows float32, makes the global norm non-finite.
+    const { norm, finite } = await gradNorm(grads);
+    // A GPU validation or memory error leaves zeros, not NaN: stop before they are applied.
+    assertNoWebGPUErrors(`training step ${step}`);
+    const verdict = guard.check(loss, finite, step);
+    if (verdict === 'ok') {
+      const toApply = clipNorm > 0 ? clipToNorm(grads, norm, clipNorm) : grads;
+      try {
+        apply(toApply);
+      } finally {
+        if (toApply !== grads) tf.dispose(Object.values(toApply));
+      }
+    }
+    return { verdict, norm };
+  } finally {
+    tf.dispose(Object.values(grads));
+  }
+}
+
 /** Runs optimizer steps from `startStep` to `totalSteps`, checkpointing as configured. */
 export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): Promise<TrainingResult> {
   const start = opts.startStep ?? 0;
@@ -202,28 +238,13 @@ export async function runTraining(opts: TrainingOptions, hooks: TrainingHooks): 
       const grads = acc.mean();
       acc.reset();
       const loss = lossSum / Math.max(samples, 1);
-      // One asynchronous read per step for the guard and clipping (webgpu in Node cannot read
-      // synchronously, and every read drains the GPU queue): a non-finite value anywhere, or a
-      // norm that overflows float32, makes the global norm non-finite.
-      const { norm, finite } = await gradNorm(grads);
-      // A GPU validation or memory error leaves zeros, not NaN: stop before they are applied.
-      assertNoWebGPUErrors(`training step ${step}`);
-      const verdict = guard.check(loss, finite, step);
       const lr = opts.schedule(step);
-      if (verdict === 'ok') {
-        let toApply = grads;
-        if (clipNorm > 0) {
-          toApply = clipToNorm(grads, norm, clipNorm);
-          tf.dispose(Object.values(grads));
-        }
-        opts.optimizer.step(toApply, lr);
-        tf.dispose(Object.values(toApply));
+      const { verdict, norm } = await guardedUpdate(grads, loss, step, guard, (g) => {
+        opts.optimizer.step(g, lr);
         if (logitScale) clampLogitScale(logitScale);
-        lastLoss = loss;
-      } else {
-        tf.dispose(Object.values(grads));
-        opts.logger.log(`step ${step}: non-finite loss or gradients (loss=${loss}); step skipped (${guard.total} so far)`);
-      }
+      }, clipNorm);
+      if (verdict === 'ok') lastLoss = loss;
+      else opts.logger.log(`step ${step}: non-finite loss or gradients (loss=${loss}); step skipped (${guard.total} so far)`);
       step += 1;
       const seconds = (performance.now() - stepStart) / 1000;
       const logitScaleValue = logitScale ? (await logitScale.data())[0] : undefined;
