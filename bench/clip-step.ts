@@ -5,7 +5,10 @@
  * warm-up), tfjs's peak tensor bytes over a step (tf.profile), the process's peak RSS, and the
  * parameter, gradient and optimizer bytes that any batch needs.
  *
- *   node dist/bench/clip-step.js [--model b32|b16|l14] [--batch 8] [--frames 12] [--steps 2] [--backend tensorflow|wasm|cpu]
+ *   node dist/bench/clip-step.js [--model b32|b16|l14] [--batch 8] [--frames 12] [--steps 2] [--recompute none|blocks] [--backend tensorflow|wasm|cpu]
+ *
+ * `--recompute blocks` recomputes each transformer block's activations in the backward
+ * (`train.recompute` in the training configs).
  *
  * Shapes: b32 openai/clip-vit-base-patch32, b16 clip-vit-base-patch16, l14 clip-vit-large-patch14
  * (224 px, context 77, meanP). A step that does not fit the engine's memory reports the error.
@@ -18,6 +21,7 @@ import { encodeText, encodeVideo, initDualEncoder, paramGroup } from '../src/nn/
 import { valueAndGradsOf } from '../src/nn/params.js';
 import { clipConfigFromHf } from '../src/train/clipFolder.js';
 import { AdamW } from '../src/train/optimizer.js';
+import { RECOMPUTE_MODES, type Recompute } from '../src/nn/transformer.js';
 
 /** config.json fields that differ from transformers' CLIP defaults (which are ViT-B/32's). */
 const MODELS: Record<string, unknown> = {
@@ -39,11 +43,13 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       model: { type: 'string', default: 'b32' }, batch: { type: 'string', default: '8' }, frames: { type: 'string', default: '12' },
-      steps: { type: 'string', default: '2' }, backend: { type: 'string', default: 'auto' },
+      steps: { type: 'string', default: '2' }, backend: { type: 'string', default: 'auto' }, recompute: { type: 'string', default: 'none' },
     },
   });
   const hf = MODELS[values.model!];
   if (!hf) throw new Error(`--model: expected one of ${Object.keys(MODELS).join(', ')}, got ${values.model}`);
+  const recompute = values.recompute as Recompute;
+  if (!RECOMPUTE_MODES.includes(recompute)) throw new Error(`--recompute: expected one of ${RECOMPUTE_MODES.join(', ')}, got ${values.recompute}`);
   const B = Number(values.batch);
   const T = Number(values.frames);
   const steps = Number(values.steps);
@@ -63,19 +69,19 @@ async function main(): Promise<void> {
   const mask = tf.ones([B, L], 'int32');
   const step = async (): Promise<number> => {
     const { value, grads } = valueAndGradsOf((p) => samContrastiveLoss(
-      encodeVideo(p, frames, cfg), encodeText(p, ids, mask, cfg), { marginRad: 0.01, logitScale: p.logit_scale },
+      encodeVideo(p, frames, cfg, { recompute }), encodeText(p, ids, mask, cfg, { recompute }), { marginRad: 0.01, logitScale: p.logit_scale },
     ).loss as tf.Scalar, params);
     opt.step(grads, 1e-5);
     const loss = (await value.data())[0];
     tf.dispose([value, ...Object.values(grads)]);
     return loss;
   };
-  console.log(`${values.model}: ${store.count().toLocaleString('en-US')} parameters, batch ${B} × ${T} frames of ${S} px, context ${L}; backend ${backend.name}`);
+  console.log(`${values.model}: ${store.count().toLocaleString('en-US')} parameters, batch ${B} × ${T} frames of ${S} px, context ${L}; backend ${backend.name}; recompute ${recompute}`);
   const times: number[] = [];
   let peakBytes = 0;
   let rssPeak = 0;
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
-  const row = { model: values.model, backend: backend.name, batch: B, frames: T, imageSize: S, params: store.count(), weightsGradsAdam: gib(paramBytes * 4) };
+  const row = { model: values.model, backend: backend.name, recompute, batch: B, frames: T, imageSize: S, params: store.count(), weightsGradsAdam: gib(paramBytes * 4) };
   for (let i = 0; i <= steps; i++) {
     const t0 = performance.now();
     let prof: Awaited<ReturnType<typeof tf.profile>>;

@@ -88,8 +88,14 @@ export const CaptionsSchema = z.object({
 
 export type CaptionsConfig = z.infer<typeof CaptionsSchema>;
 
+/** What a training step's backward recomputes (`train.recompute`). */
+export const RecomputeSchema = z.enum(['none', 'blocks']).default('none');
+
 /** The checks across the weighting and train blocks, shared by the pretrain and fine-tune schemas. */
-export function checkWeighting(c: { weighting: WeightingConfig; train: { captionsPerVideo: 'one' | 'all' } }, ctx: z.RefinementCtx): void {
+export function checkWeighting(c: { weighting: WeightingConfig; train: { captionsPerVideo: 'one' | 'all'; recompute: 'none' | 'blocks' } }, ctx: z.RefinementCtx): void {
+  if (c.weighting.method !== 'none' && c.train.recompute !== 'none') {
+    ctx.addIssue({ code: 'custom', path: ['train', 'recompute'], message: `recompute '${c.train.recompute}' gives first-order gradients only, and weighting.method '${c.weighting.method}' differentiates the encoders twice: use 'none' with it` });
+  }
   if (c.weighting.method === 'l2rw' && c.weighting.metaEvery !== 1) {
     ctx.addIssue({ code: 'custom', path: ['weighting', 'metaEvery'], message: 'l2rw weighs every batch from a meta gradient: metaEvery must be 1' });
   }
@@ -202,9 +208,17 @@ export const PretrainConfigSchema = z.object({
     ...NonFiniteKeys,
     /** `one`: a caption drawn per video per epoch; `all`: every caption of a video as a positive (SAM's groups; no weighting). */
     captionsPerVideo: z.enum(['one', 'all']).default('one'),
+    /**
+     * Activation recomputation (gradient checkpointing): `none` keeps every activation for the
+     * backward pass; `blocks` keeps each transformer block's input only and recomputes the block
+     * in the backward: a fraction of the memory for about a third more compute per step
+     * (docs/PERFORMANCE.md). Plain steps only (weighting.method `none`).
+     */
+    recompute: RecomputeSchema,
   }).strict().default({
     epochs: 10, batchSize: 32, lr: 2e-3, encoderLrScale: 1, minLr: 0, warmupSteps: 20, weightDecay: 0.05,
     clipNorm: 1, accumSteps: 1, evalEvery: 0, checkpointEvery: 50, keepCheckpoints: 3, maxNonFinite: 5, maxNonFiniteRate: 0.2, captionsPerVideo: 'one',
+    recompute: 'none',
   }),
   eval: z.object({
     batchSize: z.number().int().min(1).default(64),

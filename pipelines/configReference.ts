@@ -84,6 +84,7 @@ const DESCRIPTIONS: Record<string, string> = {
   'finetune-retrieval:train.encoderLrScale': 'The towers\' (encoders\') learning rate as a multiple of `lr`.',
   'finetune-retrieval:train.headLrScale': 'The projections\' and logit scale\'s learning rate as a multiple of `lr`.',
   'finetune-retrieval:train.lr': 'Peak learning rate of the new layers (the temporal module), after warm-up; the towers and the projections take multiples of it.',
+  'train.recompute': 'Activation recomputation (gradient checkpointing): `none` keeps every activation for the backward pass; `blocks` keeps each transformer block\'s input only and runs the block again in the backward, so a step holds one block\'s activations instead of all of them, for about one more forward of compute (figures at CLIP size in docs/PERFORMANCE.md). First-order gradients only: not with `weighting`.',
   'train.captionsPerVideo': '`one`: a caption drawn per video per epoch; `all`: every caption of a video is a positive of it in the batch (SAM\'s groups; not with `weighting`).',
   'train.minLr': 'Learning rate at the end of the cosine decay.',
   'train.warmupSteps': 'Steps of linear warm-up from 0 to `lr`.',

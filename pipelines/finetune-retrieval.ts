@@ -13,7 +13,7 @@
  * checkpoints/ (evaluable with `vlmargin eval retrieval`), metrics.jsonl, and the test
  * split's eval.json / eval.md / PNG plots.
  */
-import { CaptionsSchema, checkWeighting, formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, runNameSchema, WeightingSchema } from './config.js';
+import { CaptionsSchema, checkWeighting, formatIssues, loadJsonConfig, ManifestDataSchema, MsrvttDataSchema, RecomputeSchema, runNameSchema, WeightingSchema } from './config.js';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -87,9 +87,16 @@ export const FinetuneRetrievalConfigSchema = z.object({
     keepCheckpoints: z.number().int().min(1).default(2),
     /** `one`: a caption drawn per video per epoch; `all`: every caption of a video as a positive (SAM's groups; no weighting). */
     captionsPerVideo: z.enum(['one', 'all']).default('one'),
+    /**
+     * Activation recomputation (gradient checkpointing): `none` keeps every activation for the
+     * backward pass; `blocks` keeps each transformer block's input only and recomputes the block
+     * in the backward: a fraction of the memory for about a third more compute per step
+     * (docs/PERFORMANCE.md). Plain steps only (weighting.method `none`).
+     */
+    recompute: RecomputeSchema,
   }).strict().default({
     steps: 100, batchSize: 16, lr: 1e-3, encoderLrScale: 0.1, headLrScale: 1, freezeEncoders: false, minLr: 0, warmupSteps: 5,
-    weightDecay: 0.05, clipNorm: 1, checkpointEvery: 50, keepCheckpoints: 2, captionsPerVideo: 'one',
+    weightDecay: 0.05, clipNorm: 1, checkpointEvery: 50, keepCheckpoints: 2, captionsPerVideo: 'one', recompute: 'none',
   }),
   loss: z.object({
     /** μ of the subtractive angular margin (radians); 0.1 has collapsed fine-tunes, 0.01 has not (docs/RESULTS.md). */
@@ -322,7 +329,7 @@ async function runFinetuneRetrievalIn(runDir: string, cfg: FinetuneRetrievalConf
         try {
           const r = await samStep({
             modelCfg: info.model, params: params as Record<string, tf.Variable>, trainable: names, batch: { frames, ids, mask }, step, captionVideo: batch.captionVideo,
-            marginRad: cfg.loss.marginRad, detachMargin: cfg.loss.detachMargin, weighting: cfg.weighting, weightNet, nextMetaBatch,
+            marginRad: cfg.loss.marginRad, detachMargin: cfg.loss.detachMargin, weighting: cfg.weighting, weightNet, nextMetaBatch, recompute: cfg.train.recompute,
             progress: Math.min(step / cfg.train.steps, 1),
             source: weightNet?.inputs.includes('source') ? batch.index.map((i) => (sources.rowSource[i] === 'human' ? 1 : 0)) : undefined,
           });

@@ -521,7 +521,7 @@ async function runPretrainIn(
       try {
         const r = await samStep({
           modelCfg, params: params as Record<string, tf.Variable>, batch: train, captionVideo: batch.captionVideo, step, marginRad, detachMargin: cfg.loss.detachMargin,
-          weighting: cfg.weighting, weightNet,
+          weighting: cfg.weighting, weightNet, recompute: cfg.train.recompute,
           nextMetaBatch: metaCycler ? () => batchOf(metaCycler.next().map((i) => metaEntries[i]), cache, tok, maxLen, norm) : undefined,
           progress: Math.min(step / Math.max(totalSteps, 1), 1),
           source: weightNet?.inputs.includes('source') ? batch.index.map((i) => (sources.rowSource[i] === 'human' ? 1 : 0)) : undefined,

@@ -11,6 +11,7 @@ import type { WeightNet } from '../../src/meta/weightNet.js';
 import { needsSimilarities, weightingInputs } from '../../src/meta/weightingInputs.js';
 import type { DualEncoderConfig } from '../../src/nn/configs.js';
 import { encodeText, encodeVideo } from '../../src/nn/dualEncoder.js';
+import type { Recompute } from '../../src/nn/transformer.js';
 import { valueAndGradsOf } from '../../src/nn/params.js';
 import type { CaptionsConfig, WeightingConfig } from '../config.js';
 import { captionSourcesOf } from '../../src/data/manifest.js';
@@ -36,6 +37,8 @@ export interface SamStepArgs {
   progress?: number;
   /** Per sample 1 for a human caption, 0 for another source, for a weight net that sees `source`. */
   source?: ArrayLike<number>;
+  /** Activation recomputation of the encoders' blocks (plain step only: the weighted steps differentiate twice). */
+  recompute?: Recompute;
 }
 
 /**
@@ -81,14 +84,16 @@ export interface SamStepResult {
  */
 export async function samStep(a: SamStepArgs): Promise<SamStepResult> {
   const method = a.weighting.method;
+  const recompute = a.recompute ?? 'none';
   if (method === 'none') {
+    const run = { recompute };
     const groups = a.captionVideo ? tf.tensor1d(a.captionVideo, 'int32') : undefined;
     try {
       let perSample: tf.Tensor | undefined;
       const { value, grads } = valueAndGradsOf((p) => {
-        const video = encodeVideo(p, a.batch.frames, a.modelCfg);
+        const video = encodeVideo(p, a.batch.frames, a.modelCfg, run);
         const r = samContrastiveLoss(
-          groups ? tf.gather(video, groups) : video, encodeText(p, a.batch.ids, a.batch.mask, a.modelCfg),
+          groups ? tf.gather(video, groups) : video, encodeText(p, a.batch.ids, a.batch.mask, a.modelCfg, run),
           { marginRad: a.marginRad, logitScale: p.logit_scale, detachMargin: a.detachMargin, groups },
         );
         perSample = tf.keep(r.perSample);
@@ -106,6 +111,7 @@ export async function samStep(a: SamStepArgs): Promise<SamStepResult> {
     }
   }
   if (a.captionVideo) throw new Error(`samStep: weighting '${method}' weighs one caption per video; use captionsPerVideo 'one' with it`);
+  if (recompute !== 'none') throw new Error(`samStep: recompute '${recompute}' gives first-order gradients only, and weighting '${method}' differentiates the encoders twice; use recompute 'none' with it`);
   const model = dualEncoderMetaModel(a.modelCfg, { marginRad: a.marginRad, detachMargin: a.detachMargin });
   const wantMeta = method === 'l2rw' || isMetaStep(a.step, a.weighting.metaEvery);
   if (wantMeta && !a.nextMetaBatch) throw new Error(`samStep: weighting '${method}' needs meta batches (nextMetaBatch)`);

@@ -23,7 +23,7 @@ import type { DualEncoderConfig } from './configs.js';
 import { validateConfig } from './configs.js';
 import { layerNorm, layerNormSpecs, linear, linearSpecs, patchEmbed } from './layers.js';
 import { countParams, param, ParamStore, type ParamSpec, type Params } from './params.js';
-import { transformer, transformerSpecs, type BlockOptions } from './transformer.js';
+import { transformer, transformerSpecs, type BlockOptions, type Recompute } from './transformer.js';
 
 /**
  * Every parameter of the dual encoder for `cfg`: names, shapes, initialisers. Allocates
@@ -82,8 +82,14 @@ export function initDualEncoder(cfg: DualEncoderConfig, seed = 0): ParamStore {
   return new ParamStore(seed).addAll(dualEncoderSpecs(c));
 }
 
-function blockOpts(cfg: DualEncoderConfig, heads: number): BlockOptions {
-  return { heads, activation: cfg.activation, eps: cfg.layerNormEps };
+/** How a forward runs, apart from the model: what the backward may recompute. */
+export interface EncodeOptions {
+  /** `blocks`: every transformer block recomputes its activations in the backward (first-order gradients only). Default `none`. */
+  recompute?: Recompute;
+}
+
+function blockOpts(cfg: DualEncoderConfig, heads: number, run: EncodeOptions = {}): BlockOptions {
+  return { heads, activation: cfg.activation, eps: cfg.layerNormEps, recompute: run.recompute ?? 'none' };
 }
 
 /**
@@ -92,7 +98,7 @@ function blockOpts(cfg: DualEncoderConfig, heads: number): BlockOptions {
  *
  * @param frames [B, T, H, W, 3] float32
  */
-export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncoderConfig): tf.Tensor2D {
+export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncoderConfig, run: EncodeOptions = {}): tf.Tensor2D {
   const v = cfg.vision;
   if (!(frames instanceof tf.Tensor) || frames.rank !== 5) {
     throw new Error(`videoFeatures: 'frames' must be a [B, T, H, W, 3] tensor, got ${frames instanceof tf.Tensor ? `[${frames.shape}]` : typeof frames}`);
@@ -120,12 +126,12 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
     const cls = tf.add(tf.fill([n, 1, v.width], 0), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
     let x = tf.add(tf.concat([cls, patches], 1), param(params, 'video.pos_embed'));
     x = layerNorm(params, 'video.ln_pre', x, cfg.layerNormEps);
-    x = transformer(params, 'video.blocks', x, v.layers, blockOpts(cfg, v.heads));
+    x = transformer(params, 'video.blocks', x, v.layers, blockOpts(cfg, v.heads, run));
     const frameTokens = layerNorm(params, 'video.ln_post', tf.reshape(tf.slice(x, [0, 0, 0], [n, 1, v.width]), [n, v.width]), cfg.layerNormEps);
     let seq = tf.reshape(frameTokens, [b, t, v.width]);
     if (temporal.pooling === 'transformer') {
       seq = tf.add(seq, tf.slice(param(params, 'video.temporal.pos_embed'), [0, 0], [t, v.width]));
-      seq = transformer(params, 'video.temporal.blocks', seq, temporal.layers, blockOpts(cfg, temporal.heads));
+      seq = transformer(params, 'video.temporal.blocks', seq, temporal.layers, blockOpts(cfg, temporal.heads, run));
     }
     return tf.mean(seq, 1) as tf.Tensor2D;
   });
@@ -165,7 +171,7 @@ export async function assertTokenIds(ids: tf.Tensor, vocabSize: number, fn = 'te
  * @param ids [B, L] int32 token ids, L ≤ contextLength
  * @param mask [B, L], 1 for real tokens (EOS included), 0 for padding
  */
-export function textFeatures(params: Params, ids: tf.Tensor, mask: tf.Tensor, cfg: DualEncoderConfig): tf.Tensor2D {
+export function textFeatures(params: Params, ids: tf.Tensor, mask: tf.Tensor, cfg: DualEncoderConfig, run: EncodeOptions = {}): tf.Tensor2D {
   const tc = cfg.text;
   if (!(ids instanceof tf.Tensor) || ids.rank !== 2 || ids.dtype !== 'int32') {
     throw new Error(`textFeatures: 'ids' must be an int32 [B, L] tensor, got ${ids instanceof tf.Tensor ? `${ids.dtype} [${ids.shape}]` : typeof ids}`);
@@ -181,7 +187,7 @@ export function textFeatures(params: Params, ids: tf.Tensor, mask: tf.Tensor, cf
   return tf.tidy(() => {
     const tok = tf.gather(param(params, 'text.token_embed.weight'), ids);
     const x = tf.add(tok, tf.slice(param(params, 'text.pos_embed'), [0, 0], [l, tc.width]));
-    const h = transformer(params, 'text.blocks', x, tc.layers, blockOpts(cfg, tc.heads), { keyPadding: mask, causal: tc.causal });
+    const h = transformer(params, 'text.blocks', x, tc.layers, blockOpts(cfg, tc.heads, run), { keyPadding: mask, causal: tc.causal });
     let pooled: tf.Tensor;
     if (tc.pooling === 'eos') {
       const pick = tf.reshape(tf.oneHot(eosPositions(mask, l), l), [b, l, 1]);
@@ -209,8 +215,8 @@ export function projectText(params: Params, features: tf.Tensor): tf.Tensor2D {
  *
  * @example encodeVideo(store.snapshot(), tf.zeros([2, 4, 32, 32, 3]), getConfig('tiny')).shape // [2, 64]
  */
-export function encodeVideo(params: Params, frames: tf.Tensor, cfg: DualEncoderConfig): tf.Tensor2D {
-  return tf.tidy(() => projectVideo(params, videoFeatures(params, frames, cfg)));
+export function encodeVideo(params: Params, frames: tf.Tensor, cfg: DualEncoderConfig, run: EncodeOptions = {}): tf.Tensor2D {
+  return tf.tidy(() => projectVideo(params, videoFeatures(params, frames, cfg, run)));
 }
 
 /**
@@ -218,8 +224,8 @@ export function encodeVideo(params: Params, frames: tf.Tensor, cfg: DualEncoderC
  *
  * @example encodeText(params, tf.tensor2d([[5, 9, 2, 0]], undefined, 'int32'), tf.tensor2d([[1, 1, 1, 0]]), cfg)
  */
-export function encodeText(params: Params, ids: tf.Tensor, mask: tf.Tensor, cfg: DualEncoderConfig): tf.Tensor2D {
-  return tf.tidy(() => projectText(params, textFeatures(params, ids, mask, cfg)));
+export function encodeText(params: Params, ids: tf.Tensor, mask: tf.Tensor, cfg: DualEncoderConfig, run: EncodeOptions = {}): tf.Tensor2D {
+  return tf.tidy(() => projectText(params, textFeatures(params, ids, mask, cfg, run)));
 }
 
 /**
