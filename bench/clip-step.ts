@@ -2,7 +2,9 @@
  * One fine-tuning step at CLIP size: SAM loss, gradients of every parameter and an AdamW
  * update, on random frames and token ids with CLIP's shapes (the weights' values do not change
  * the cost, so no download is needed). Reports step time (median of the timed steps after one
- * warm-up), tfjs's peak tensor bytes over a step (tf.profile), the process's peak RSS, and the
+ * warm-up) with the process's CPU seconds per step beside it (user + sys of every thread: on a
+ * shared machine the wall time grows with the load, the CPU time much less), tfjs's peak tensor
+ * bytes over a step (tf.profile), the process's peak RSS, and the
  * parameter, gradient and optimizer bytes that any batch needs.
  *
  *   node dist/bench/clip-step.js [--model b32|b16|l14] [--batch 8] [--frames 12] [--steps 2] [--recompute none|blocks] [--backend tensorflow|wasm|cpu]
@@ -78,12 +80,14 @@ async function main(): Promise<void> {
   };
   console.log(`${values.model}: ${store.count().toLocaleString('en-US')} parameters, batch ${B} × ${T} frames of ${S} px, context ${L}; backend ${backend.name}; recompute ${recompute}`);
   const times: number[] = [];
+  const cpus: number[] = [];
   let peakBytes = 0;
   let rssPeak = 0;
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
   const row = { model: values.model, backend: backend.name, recompute, batch: B, frames: T, imageSize: S, params: store.count(), weightsGradsAdam: gib(paramBytes * 4) };
   for (let i = 0; i <= steps; i++) {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     let prof: Awaited<ReturnType<typeof tf.profile>>;
     try {
       prof = await tf.profile(async () => { await step(); });
@@ -95,12 +99,14 @@ async function main(): Promise<void> {
       process.exit(2);
     }
     const ms = performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    const cpuS = (c.user + c.system) / 1e6;
     peakBytes = Math.max(peakBytes, prof.peakBytes);
     rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
-    if (i > 0) times.push(ms);
-    console.log(`step ${i}${i === 0 ? ' (warm-up)' : ''}: ${(ms / 1000).toFixed(1)} s, tfjs peak ${(prof.peakBytes / 2 ** 30).toFixed(2)} GiB`);
+    if (i > 0) { times.push(ms); cpus.push(cpuS); }
+    console.log(`step ${i}${i === 0 ? ' (warm-up)' : ''}: ${(ms / 1000).toFixed(1)} s (${cpuS.toFixed(1)} CPU s), tfjs peak ${(prof.peakBytes / 2 ** 30).toFixed(2)} GiB`);
   }
-  console.log(JSON.stringify({ ...row, stepSeconds: median(times) / 1000, tfjsPeak: gib(peakBytes), rssPeak: gib(rssPeak) }));
+  console.log(JSON.stringify({ ...row, stepSeconds: median(times) / 1000, stepCpuSeconds: median(cpus), tfjsPeak: gib(peakBytes), rssPeak: gib(rssPeak) }));
   tf.dispose([frames, ids, mask]);
   opt.dispose();
   store.dispose();
