@@ -73,7 +73,8 @@ export interface VerificationReport {
 
 /**
  * Metrics of scored trials written to `outDir`: metrics.json, roc.png (TAR vs FAR, log FAR)
- * and det.png (miss vs false-alarm rate on normal-deviate axes).
+ * and det.png (miss vs false-alarm rate on normal-deviate axes). `files` names what was
+ * written: roc.svg and det.svg where PNGs cannot be rendered (see savePlot).
  *
  * @example await writeVerificationReport(scores, labels, 'runs/eval', { folds: 10, title: 'LFW' });
  */
@@ -87,13 +88,13 @@ export async function writeVerificationReport(
   await mkdir(outDir, { recursive: true });
   let genuine = 0;
   for (let i = 0; i < n; i++) genuine += labels[i];
-  const files = { json: path.join(outDir, 'metrics.json'), roc: path.join(outDir, 'roc.png'), det: path.join(outDir, 'det.png') };
-  await writeFileAtomic(files.json, JSON.stringify({ ...metrics, trials: n, genuine, impostor: n - genuine, folds, ...opts.extra }, null, 2) + '\n');
+  const json = path.join(outDir, 'metrics.json');
+  await writeFileAtomic(json, JSON.stringify({ ...metrics, trials: n, genuine, impostor: n - genuine, folds, ...opts.extra }, null, 2) + '\n');
   const impostor = n - genuine;
   const minFar = 1 / Math.max(impostor, 1);
   const rocPoints = Array.from(roc.fpr, (f, k) => ({ far: Math.max(f, minFar / 2), tar: roc.tpr[k] }));
   const title = opts.title ?? 'verification';
-  await savePlot({
+  const rocFile = await savePlot({
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: `${title}: ROC (EER ${(100 * metrics.eer).toFixed(2)} %)`,
     data: { values: rocPoints },
@@ -103,7 +104,7 @@ export async function writeVerificationReport(
       y: { field: 'tar', type: 'quantitative', scale: { domain: [0, 1] }, title: 'true accept rate (TAR)' },
     },
     width: 360, height: 280,
-  }, files.roc);
+  }, path.join(outDir, 'roc.png'));
   // DET: rates clipped into (0, 1) by half a trial so that 0 and 1 stay on the probit axes. Both
   // axes share one domain and one set of ticks, so equal rates lie on the diagonal and the EER is
   // where the curve crosses it.
@@ -121,7 +122,7 @@ export async function writeVerificationReport(
   const scale = { domain: [-lim, lim], nice: false, zero: false };
   const eerAt = probit(Math.min(1 - 1e-9, Math.max(1e-9, metrics.eer)));
   const eerText = `EER ${(100 * metrics.eer).toFixed(2)} %`;
-  await savePlot({
+  const detFile = await savePlot({
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: `${title}: DET (${eerText}, minDCF ${metrics.minDCF.toFixed(3)})`,
     encoding: {
@@ -135,6 +136,6 @@ export async function writeVerificationReport(
       { data: { values: [{ far: eerAt, frr: eerAt, text: eerText }] }, mark: { type: 'text', align: 'left', dx: 8, dy: -8, color: '#d62728' }, encoding: { text: { field: 'text' } } },
     ],
     width: 320, height: 320,
-  }, files.det);
-  return { metrics, trials: n, genuine, folds, files };
+  }, path.join(outDir, 'det.png'));
+  return { metrics, trials: n, genuine, folds, files: { json, roc: rocFile, det: detFile } };
 }
