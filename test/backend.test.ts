@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
+import { nativePackageDir, readSetupStamp } from '../src/backend/native.js';
 import { initBackend, parseBackendPreference } from '../src/backend/init.js';
 import { hvpBothWays, seededUniform, relErr } from './helpers/fd.js';
 import { tidyData } from './helpers/read.js';
@@ -27,6 +31,34 @@ describe('backend selection', () => {
     assert.deepEqual(choice.skipped.map((s) => s.name), order.slice(0, order.indexOf(choice.name)));
     for (const s of choice.skipped) assert.ok(s.reason.length > 10, `reason for ${s.name}: ${s.reason}`);
     await initBackend({ prefer: prev as 'wasm' });
+  });
+
+  it('auto passes over the backends in passOver without trying them, with the reason given', async () => {
+    const prev = tf.getBackend();
+    const choice = await initBackend({ prefer: 'auto', passOver: { tensorflow: 'tried elsewhere', webgpu: 'not here' } });
+    assert.deepEqual(choice.skipped.slice(0, 2), [{ name: 'tensorflow', reason: 'tried elsewhere' }, { name: 'webgpu', reason: 'not here' }]);
+    assert.equal(choice.name, 'wasm');
+    // A named backend is what was asked for: passOver is for auto only.
+    assert.equal((await initBackend({ prefer: 'cpu', passOver: { cpu: 'ignored' } })).name, 'cpu');
+    await initBackend({ prefer: prev as 'wasm' });
+  });
+});
+
+describe('vlmargin doctor with the native engine', () => {
+  it('prints none of the lines TensorFlow writes while its library loads (absl, oneDNN), and still reports the engine', async function () {
+    const dir = nativePackageDir();
+    if (!dir || !readSetupStamp(dir)) this.skip();
+    this.timeout(300_000);
+    const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../pipelines/cli/main.js');
+    const env = { ...process.env };
+    delete env.TF_CPP_MIN_LOG_LEVEL;
+    const r = spawnSync(process.execPath, [main, 'doctor'], { encoding: 'utf8', env, timeout: 280_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const lines = `${r.stdout}${r.stderr}`.split('\n');
+    const native = lines.filter((l) => /absl::InitializeLog|oneDNN|^[IWEF]\d{4} \d\d:\d\d/.test(l));
+    assert.deepEqual(native, [], 'TensorFlow start-up lines in doctor\'s output');
+    assert.match(r.stdout, /^ {2}ok {2}tensorflow \{"tensorflow":"\d+\.\d+/m);
+    assert.match(r.stdout, /^auto chooses: tensorflow$/m);
   });
 });
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import { tf } from '../../src/backend/tf.js';
 import { BACKEND_NAMES, initBackend, parseThreads, probeWebGPU, webgpuSkipReason, type BackendName } from '../../src/backend/init.js';
 import { ffmpegBinary, ffprobeBinary } from '../../src/video/binaries.js';
-import { nativePackageDir, readSetupStamp, type NativeSetupStamp } from '../../src/backend/native.js';
+import { NATIVE_PACKAGE, nativePackageDir, readSetupStamp, type NativeSetupStamp } from '../../src/backend/native.js';
 import { missingCudaLibraries, probeTensorflow, type ProbeResult } from '../setup/tensorflow.js';
 
 export interface DoctorReport {
@@ -33,11 +33,30 @@ function tensorflowReport(threads?: number): DoctorReport['tensorflow'] {
   };
 }
 
+/**
+ * The tensorflow row from the child-process probe. TensorFlow writes lines to the process's
+ * stderr while its library loads (absl's "All log messages before absl::InitializeLog()" and
+ * the oneDNN notice), before any log level applies: TF_CPP_MIN_LOG_LEVEL=3 does not hide them.
+ * Loaded only in the probe, whose stderr is captured, they stay out of doctor's output; a
+ * failure to load is still reported, with the probe's error.
+ */
+function tensorflowRow(t: Extract<DoctorReport['tensorflow'], { setUp: true }>): DoctorReport['backends'][number] {
+  if (!t.loads) return { name: 'tensorflow', available: false, reason: `${NATIVE_PACKAGE} did not load (rerun \`vlmargin setup tensorflow\`): ${t.error ?? 'no reason given'}` };
+  return {
+    name: 'tensorflow', available: true,
+    info: { tensorflow: t.version, library: `${t.library.file} (${t.library.variant})`, gpu: t.devices.some((d) => d.type === 'GPU'), intraOpThreads: t.intraOpThreads },
+  };
+}
+
 export async function doctor(opts: { threads?: number } = {}): Promise<DoctorReport> {
   const tensorflow = tensorflowReport(opts.threads);
   const backends: DoctorReport['backends'] = [];
   const webgpuSkip = webgpuSkipReason();
   for (const name of BACKEND_NAMES) {
+    if (name === 'tensorflow' && tensorflow.setUp) {
+      backends.push(tensorflowRow(tensorflow));
+      continue;
+    }
     if (name === 'webgpu' && webgpuSkip) {
       backends.push({ name, available: false, reason: webgpuSkip });
       continue;
@@ -49,7 +68,10 @@ export async function doctor(opts: { threads?: number } = {}): Promise<DoctorRep
       backends.push({ name, available: false, reason: (e as Error).message.replace(/^initBackend: no backend could start \(\w+: /, '').replace(/\)$/, '') });
     }
   }
-  const chosen = await initBackend({ prefer: 'auto' });
+  // Auto's first choice, without loading the native engine into this process (tensorflowRow).
+  const tfRow = backends.find((b) => b.name === 'tensorflow');
+  const chosen = tensorflow.setUp && tfRow?.available ? { name: 'tensorflow' as const }
+    : await initBackend({ prefer: 'auto', threads: opts.threads, passOver: tensorflow.setUp ? { tensorflow: tfRow?.reason ?? 'did not load' } : undefined });
   const probe = webgpuSkip ? { adapter: null } : await probeWebGPU();
   const bin = (f: () => { path: string; source: string; version: string }) => {
     try { return f(); } catch (e) { return { error: (e as Error).message }; }

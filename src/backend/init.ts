@@ -42,6 +42,11 @@ export interface InitBackendOptions {
    * per schedulable CPU. Read once, when the native library starts in this process.
    */
   threads?: number;
+  /**
+   * Backends `auto` passes over without trying, each with the reason its `skipped` entry gives
+   * (doctor, which has already tried the native engine in a child process).
+   */
+  passOver?: Partial<Record<BackendName, string>>;
 }
 
 const require = createRequire(import.meta.url);
@@ -264,6 +269,11 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   const order: BackendName[] = prefer === 'auto' ? [...BACKEND_NAMES] : [prefer];
   const skipped: BackendSkip[] = [];
   for (const name of order) {
+    const passOver = prefer === 'auto' ? opts.passOver?.[name] : undefined;
+    if (passOver !== undefined) {
+      skipped.push({ name, reason: passOver });
+      continue;
+    }
     const r = await attempt(name, opts, prefer === 'auto');
     if (r.ok) {
       await tf.ready();
