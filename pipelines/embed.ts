@@ -9,7 +9,8 @@
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { buildFrameCache, openFrameCache } from '../src/data/frameCache.js';
+import { buildFrameCache, openFrameCache, planFrameCache, readFrameCachePlan, type BuildFrameCacheOptions, type FrameCacheConfig } from '../src/data/frameCache.js';
+import type { ManifestEntry } from '../src/data/types.js';
 import { readManifest } from '../src/data/manifest.js';
 import { encodeTextEmbeddings, encodeVideoEmbeddings } from '../src/eval/retrievalEval.js';
 import { loadTokenizer } from '../src/text/tokenizer.js';
@@ -43,6 +44,29 @@ export interface EmbedResult {
   skipped: { id: string; reason: string }[];
 }
 
+function describePlan(c: FrameCacheConfig, planned: { items: number; idsSha256: string } | undefined, what: string): string {
+  const settings = `${c.frames} frames of ${c.size}×${c.size}, ${c.strategy}${c.strategy === 'fps' ? ` ${c.fps}/s` : ''}${c.strategy === 'random' ? ` seed ${c.seed}` : ''}`;
+  return `${settings}, ${planned ? `${planned.items} clips of ${what} (ids SHA-256 ${planned.idsSha256.slice(0, 12)}…)` : 'its clips not recorded'}`;
+}
+
+/**
+ * A frame cache folder the user named holds someone's decoded clips: building another plan in
+ * it (other settings, or other entries: another manifest or split) would replace its shards,
+ * so that is refused, naming both plans; the same plan resumes or reuses it as usual.
+ */
+async function refuseOtherPlan(dir: string, entries: ManifestEntry[], opts: BuildFrameCacheOptions, split: string): Promise<void> {
+  const had = await readFrameCachePlan(dir);
+  if (!had) return;
+  const plan = planFrameCache(entries, opts);
+  const planned = { items: plan.shards.reduce((n, s) => n + s.items.length, 0), idsSha256: plan.idsSha256 };
+  const sameSettings = JSON.stringify(had.config) === JSON.stringify(plan.config);
+  if (sameSettings && had.planned?.idsSha256 === plan.idsSha256) return;
+  const hadWhat = had.planned?.idsSha256 === plan.idsSha256 ? 'the same entries' : 'another manifest or split';
+  throw new Error(`--frames-dir ${dir}: holds a frame cache built for another plan (${describePlan(had.config, had.planned, hadWhat)}); `
+    + `this embed needs ${describePlan(plan.config, planned, split === 'all' ? 'the manifest' : `split '${split}'`)}, and building it there would replace that cache. `
+    + 'Give another --frames-dir (or leave it out: the default is a folder per setting beside the manifest), or delete the folder to rebuild it');
+}
+
 /**
  * Embeds a manifest's videos or captions and writes them to `out`.
  * @example await embedManifest({ kind: 'text', model: 'models/clip-vit-base-patch32', manifest: 'm.jsonl', out: 'text.safetensors' });
@@ -69,9 +93,9 @@ export async function embedManifest(opts: EmbedOptions): Promise<EmbedResult> {
     if (opts.kind === 'video') {
       const framesDir = path.resolve(opts.framesDir
         ?? path.join(path.dirname(manifestPath), '.vlmargin', `frames-${info.frames.count}x${info.frames.size}-${info.frames.strategy}-s${info.seed}`));
-      const summary = await buildFrameCache(entries, {
-        out: framesDir, frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed,
-      });
+      const cacheOpts = { out: framesDir, frames: info.frames.count, size: info.frames.size, strategy: info.frames.strategy, seed: info.seed };
+      if (opts.framesDir !== undefined) await refuseOtherPlan(framesDir, entries, cacheOpts, split);
+      const summary = await buildFrameCache(entries, cacheOpts);
       log(`frame cache ${framesDir}: ${summary.decoded} decoded, ${summary.reused} reused, ${summary.skipped.length} skipped`);
       const cache = await openFrameCache(framesDir);
       const failed = new Map(summary.skipped.map((s) => [s.id, s.reason]));

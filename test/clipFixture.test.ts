@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -158,6 +159,33 @@ describe('Hugging Face CLIP folder (test/fixtures/clip-tiny, made by tools/refer
     assert.equal(report.videos, 2);
     assert.equal(report.t2v.MnR, ranks.reduce((a, b) => a + b, 0) / 4);
     assert.equal(report.t2v.R1, (100 * ranks.filter((r) => r === 1).length) / 4);
+  });
+
+  it('vlmargin embed --frames-dir refuses a cache built for another plan (settings, split) and leaves it as it was', async () => {
+    const dir = path.join(tmp, 'frames-dir-case');
+    mkdirSync(dir);
+    const lines = [0, 1, 2, 3].map((i) => {
+      execFileSync(ffmpegBinary().path, ['-y', '-loglevel', 'error', '-f', 'lavfi', '-i', `testsrc=size=32x32:rate=4:duration=2,hue=h=${90 * i}`, '-c:v', 'png', path.join(dir, `c${i}.mkv`)]);
+      return JSON.stringify({ id: `c${i}`, video: `c${i}.mkv`, captions: ['a test card'], split: i < 2 ? 'train' : 'test' });
+    });
+    const manifest = path.join(dir, 'manifest.jsonl');
+    writeFileSync(manifest, `${lines.join('\n')}\n`);
+    const framesDir = path.join(dir, 'frames');
+    const embed = (name: string, o: { frames: number; split?: string; framesDir?: string }) => embedManifest({ kind: 'video', model: DIR, manifest, out: path.join(dir, `${name}.safetensors`), ...o });
+    const first = await embed('all', { frames: 4, framesDir });
+    assert.equal(first.rows, 4);
+    const digests = () => Object.fromEntries(readdirSync(framesDir).sort().map((f) => [f, createHash('sha256').update(readFileSync(path.join(framesDir, f))).digest('hex')]));
+    const before = digests();
+    const where = framesDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    await assert.rejects(embed('test', { frames: 4, split: 'test', framesDir }), new RegExp(`^Error: --frames-dir ${where}: holds a frame cache built for another plan \\(4 frames of 32×32, uniform, 4 clips .*\\); `
+      + `this embed needs 4 frames of 32×32, uniform, 2 clips of split 'test' .*Give another --frames-dir .*or delete the folder`));
+    await assert.rejects(embed('two', { frames: 2, framesDir }), /another plan \(4 frames of 32×32, uniform, 4 clips .*this embed needs 2 frames of 32×32, uniform, 4 clips of the manifest/);
+    assert.deepEqual(digests(), before);
+    // The same plan reuses the cache; the default folder (one per setting) is not concerned.
+    const again = await embed('again', { frames: 4, framesDir });
+    assert.deepEqual((await readSafetensors(again.out)).tensors.get('embeddings')!.data, (await readSafetensors(first.out)).tensors.get('embeddings')!.data);
+    assert.equal((await embed('test-default', { frames: 4, split: 'test' })).rows, 2);
+    assert.deepEqual(digests(), before);
   });
 
   it('F16 and BF16 weights load as their exact float32 values', async () => {

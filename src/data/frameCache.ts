@@ -594,6 +594,32 @@ async function readExistingIndex(dir: string, where: string): Promise<{ root: st
   return { root, indexPath, index };
 }
 
+/** What an existing cache was built for: its settings and the plan of its entries (see planFrameCache). */
+export interface FrameCachePlanOf {
+  config: FrameCacheConfig;
+  /** Absent in an index that did not record its plan. */
+  planned?: { shards: number; items: number; idsSha256: string };
+  complete: boolean;
+}
+
+/**
+ * The settings and plan a cache folder was built for, or null when it holds no index.json
+ * (nothing built there yet). A build for another plan replaces the folder's shards, so a caller
+ * that was handed the folder can refuse first.
+ *
+ * @example
+ * const had = await readFrameCachePlan('cache/msrvtt');
+ * if (had && had.planned?.idsSha256 !== planFrameCache(entries, opts).idsSha256) throw new Error('…');
+ */
+export async function readFrameCachePlan(dir: string): Promise<FrameCachePlanOf | null> {
+  if (typeof dir !== 'string' || !dir) throw new Error('readFrameCachePlan: dir must be a folder path');
+  const indexPath = path.join(path.resolve(dir), INDEX);
+  const index = await readIndex(indexPath, 'readFrameCachePlan');
+  if (!index) return null;
+  if (index.format !== FORMAT) throw new Error(`readFrameCachePlan: ${indexPath} is not a vlmargin frame cache index`);
+  return { config: configOf(index), planned: index.planned, complete: index.complete === true };
+}
+
 /**
  * Readies a folder for a plan: refuses a cache built with other options, removes temporary
  * files, uncommitted shards and committed shards whose items differ from the plan (an edited
