@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, parseBackendPreference, parseThreads, type BackendChoice } from '../src/backend/init.js';
 import { buildFrameCache, frameCacheDirName, openFrameCache, readNormalizedClips, type FrameCache } from '../src/data/frameCache.js';
-import { BatchLoader, encodeCaptions, type LoaderState } from '../src/data/loader.js';
+import { BatchLoader, encodeCaptions, loaderKindOf, type LoaderState } from '../src/data/loader.js';
 import { emptySplitReasons, humanCaptions, readManifest } from '../src/data/manifest.js';
 import { readMsrvttSplits } from '../src/data/readers.js';
 import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.js';
@@ -381,6 +381,22 @@ export async function runPretrain(rawCfg: PretrainConfig, opts: PretrainOptions 
   }
 }
 
+/**
+ * A checkpoint's data position belongs to the loader that wrote it (frames.shuffleBuffer picks
+ * the loader): the other cannot continue from it, even with --allow-config-change.
+ */
+function checkResumeLoader(ck: { dir: string; state: Record<string, unknown> }, shuffleBuffer: number | undefined): void {
+  const saved = loaderKindOf(ck.state.dataPosition);
+  const now = shuffleBuffer === undefined ? 'random-access' : 'streaming';
+  if (saved === undefined || saved === now) return;
+  const savedBuffer = (ck.state.dataPosition as { shuffleBuffer?: unknown }).shuffleBuffer;
+  const describe = (kind: string, buffer: unknown) => (kind === 'streaming'
+    ? `the streaming loader (frames.shuffleBuffer ${String(buffer)})` : 'the random-access loader (frames.shuffleBuffer unset)');
+  throw new Error(`--resume: checkpoint ${ck.dir} was written with ${describe(saved, savedBuffer)}, and this run uses ${describe(now, shuffleBuffer)}; `
+    + `a data position does not carry over from one loader to the other. The config key frames.shuffleBuffer selects the loader: `
+    + `${saved === 'streaming' ? `set it to ${String(savedBuffer)}` : 'leave it unset'} to resume this run, or start a new one under another --out`);
+}
+
 async function runPretrainIn(
   runDir: string, cfg: ResolvedPretrainConfig, init: CheckpointInfo | undefined, opts: PretrainOptions, t0: number, log: (m: string) => void,
 ): Promise<PretrainResult> {
@@ -428,6 +444,7 @@ async function runPretrainIn(
     const ck = await loadLatestCheckpoint(runDir, { onWarning: (w) => log(`warning: ${w}`) });
     if (ck) {
       try {
+        checkResumeLoader(ck, cfg.frames.shuffleBuffer);
         checkResumeConfig(ck, (ck.config as { pretrain?: unknown } | null)?.pretrain, cfg, !!opts.allowConfigChange, log);
       } catch (e) {
         tf.dispose([...Object.values(ck.params), ...Object.values(ck.optimizer ?? {})]);

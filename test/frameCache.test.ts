@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { buildFrameCache, buildFrameCacheShard, openFrameCache, planFrameCache, readNormalizedClips, verifyFrameCache, type FrameCache } from '../src/data/frameCache.js';
-import { BatchLoader, encodeCaptions, type CaptionTable } from '../src/data/loader.js';
+import { BatchLoader, encodeCaptions, loaderKindOf, type CaptionTable } from '../src/data/loader.js';
 import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { CLIP_MEAN, CLIP_STD } from '../src/video/transforms.js';
@@ -585,6 +585,19 @@ describe('frame cache', function () {
       for (let i = 0; i < 4; i++) otherRun.push((await other.next()).videoId.join());
       assert.notDeepEqual(otherRun, run);
       await assert.rejects(StreamLoader.open(out, table, { ...opts, shuffleBuffer: 3, resumeFrom: saved }), /saved with batchSize 2 and shuffleBuffer 2/);
+    });
+
+    it('a position saved by the other loader (BatchLoader ↔ StreamLoader) is refused, naming both', async () => {
+      const stream = await StreamLoader.open(out, table, { batchSize: 2, shuffleBuffer: 2, seed: 7 });
+      await stream.next();
+      const streamPos = JSON.parse(JSON.stringify(stream.state()));
+      const cache = await openFrameCache(out);
+      const random = new BatchLoader(cache, table, { batchSize: 2, seed: 7 });
+      await random.next();
+      const randomPos = JSON.parse(JSON.stringify(random.state()));
+      assert.deepEqual([loaderKindOf(streamPos), loaderKindOf(randomPos), loaderKindOf({ epoch: 0, position: 0 }), loaderKindOf(null)], ['streaming', 'random-access', undefined, undefined]);
+      assert.throws(() => new BatchLoader(cache, table, { batchSize: 2, resumeFrom: streamPos }), /^Error: BatchLoader: resumeFrom .*"shuffleBuffer":2.* is a StreamLoader's position .*resume with StreamLoader/);
+      await assert.rejects(StreamLoader.open(out, table, { batchSize: 2, shuffleBuffer: 2, resumeFrom: randomPos }), /^Error: StreamLoader: resumeFrom .*"rngState".* is a BatchLoader's position .*resume with BatchLoader/);
     });
 
     it('hands out tensors that the caller disposes, leaking none; refuses bad options', async () => {

@@ -178,6 +178,31 @@ describe('pretrain pipeline end to end', function () {
     }
   });
 
+  it('--resume with the other loader (frames.shuffleBuffer set or unset) fails naming both loaders and the key, with or without --allow-config-change', async () => {
+    const config = (shuffleBuffer?: number) => JSON.stringify({
+      name: 'loaders', seed: 3, backend: 'wasm',
+      data: { kind: 'synth', dir: path.join(tmp, 'data'), videos: 40, noise: 0.2, imbalance: 4, seed: 5, size: 32, frames: 8 },
+      frames: { count: 2, size: 32, ...(shuffleBuffer ? { shuffleBuffer } : {}) },
+      tokenizer: { vocabSize: 200, maxLen: 16 },
+      train: { steps: 4, batchSize: 8, lr: 0.002, warmupSteps: 2, checkpointEvery: 2 },
+      eval: { batchSize: 16 },
+    });
+    const streaming = path.join(tmp, 'loaders-stream.json');
+    const random = path.join(tmp, 'loaders-random.json');
+    await writeFile(streaming, config(6));
+    await writeFile(random, config());
+    const out = path.join(tmp, 'loaders');
+    const first = await run(['--config', streaming, '--out', out, '--quiet', '--stop-after', '2']).done;
+    assert.equal(first.code, 0, first.err);
+    for (const extra of [[], ['--allow-config-change']]) {
+      const r = await run(['--config', random, '--out', out, '--quiet', '--resume', ...extra]).done;
+      assert.equal(r.code, 1, r.err);
+      assert.match(r.err, /--resume: checkpoint \S+step-000002 was written with the streaming loader \(frames\.shuffleBuffer 6\), and this run uses the random-access loader \(frames\.shuffleBuffer unset\); .*The config key frames\.shuffleBuffer selects the loader: set it to 6 to resume this run/);
+    }
+    const resumed = await run(['--config', streaming, '--out', out, '--quiet', '--resume']).done;
+    assert.equal(resumed.code, 0, resumed.err);
+  });
+
   it('SIGINT finishes the step, saves a checkpoint at it and stops; --resume runs to the end', async () => {
     const out = path.join(tmp, 'runSig');
     const r = run(['--config', configPath, '--out', out, '--quiet']);

@@ -55,6 +55,20 @@ export interface LoaderState {
   batchSize: number;
 }
 
+/**
+ * Which loader saved a data position: 'random-access' for BatchLoader's (`rngState`: the whole
+ * cache shuffled by id), 'streaming' for StreamLoader's (`shuffleBuffer`: shards through a
+ * shuffle buffer); undefined for anything else. Neither position means anything to the other.
+ *
+ * @example loaderKindOf(loader.state()) // 'random-access'
+ */
+export function loaderKindOf(state: unknown): 'random-access' | 'streaming' | undefined {
+  if (state === null || typeof state !== 'object') return undefined;
+  if ('shuffleBuffer' in state) return 'streaming';
+  if ('rngState' in state) return 'random-access';
+  return undefined;
+}
+
 export interface BatchLoaderOptions {
   batchSize: number;
   /** Seed of the shuffles and caption choices (default 0). */
@@ -195,6 +209,9 @@ export class BatchLoader<T extends boolean = false> {
     }
     const r = opts.resumeFrom;
     if (r) {
+      if (loaderKindOf(r) === 'streaming') {
+        throw new Error(`BatchLoader: resumeFrom ${JSON.stringify(r)} is a StreamLoader's position (the streaming loader's); it cannot place this random-access loader: resume with StreamLoader, or start without resumeFrom`);
+      }
       const ok = Number.isInteger(r.epoch) && r.epoch >= 0 && Number.isInteger(r.position) && r.position >= 0 &&
         r.position < this.batchesPerEpoch && Number.isInteger(r.rngState) && r.rngState >= 0 && r.rngState <= 0xffffffff;
       if (!ok) throw new Error(`BatchLoader: resumeFrom ${JSON.stringify(r)} is not a valid state for ${this.batchesPerEpoch} batches per epoch`);

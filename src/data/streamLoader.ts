@@ -15,7 +15,7 @@ import { tf } from '../backend/tf.js';
 import { createRng, hashSeed, type Rng } from '../util/rng.js';
 import { normalizeFrames } from '../video/transforms.js';
 import { listFrameCacheShards, readFrameCacheShard, type FrameCacheShards } from './frameCache.js';
-import type { Batch, CaptionTable } from './loader.js';
+import { loaderKindOf, type Batch, type CaptionTable } from './loader.js';
 
 /** The exact position of a StreamLoader; `StreamLoader.open(…, { resumeFrom })` continues from it. */
 export interface StreamLoaderState {
@@ -158,6 +158,9 @@ export class StreamLoader<T extends boolean = false> {
     const loader = new StreamLoader<T>(cache, shards, clips, rowsOf, captions, opts);
     const r = opts.resumeFrom;
     if (r) {
+      if (loaderKindOf(r) === 'random-access') {
+        throw new Error(`StreamLoader: resumeFrom ${JSON.stringify(r)} is a BatchLoader's position (the random-access loader's); it cannot place this streaming loader: resume with BatchLoader, or start without resumeFrom`);
+      }
       const ok = Number.isInteger(r.epoch) && r.epoch >= 0 && Number.isInteger(r.position) && r.position >= 0 && r.position < loader.batchesPerEpoch && Number.isInteger(r.seed);
       if (!ok) throw new Error(`StreamLoader: resumeFrom ${JSON.stringify(r)} is not a valid state for ${loader.batchesPerEpoch} batches per epoch`);
       if (r.batchSize !== opts.batchSize || r.shuffleBuffer !== opts.shuffleBuffer) {
