@@ -495,6 +495,26 @@ exec '${ffmpegBinary().path}' "$@"
     assert.doesNotMatch(twice.skipped[0].reason, /muxing overhead/);
   });
 
+  it('a decode whose process exits well after its output closed (a loaded machine) is kept, not taken for a failure', async () => {
+    // fluent-ffmpeg gives the process 20 ms between its output closing and its exit; this ffmpeg
+    // closes its output when the real one is done and exits 300 ms later, with the real status.
+    fluent();
+    const wrapper = path.join(dir, 'ffmpeg-slow-exit.sh');
+    fs.writeFileSync(wrapper, `#!/bin/sh
+case "$*" in *rawvideo*)
+  '${ffmpegBinary().path}' "$@"; rc=$?; exec >&-; sleep 0.3; exit $rc;;
+esac
+exec '${ffmpegBinary().path}' "$@"
+`);
+    fs.chmodSync(wrapper, 0o755);
+    ffmpegModule.setFfmpegPath(wrapper);
+    const file = makeClip(path.join(dir, 'slow-exit.mp4'), 'color=c=blue:s=32x24:r=5:d=2');
+    const s = await sampleFrames(file, { frames: 2, size: 16 });
+    assert.deepEqual(s.shape, [2, 16, 16, 3]);
+    const built = await buildFrameCache([{ id: 'slow', video: file, captions: ['x'] }], { out: path.join(dir, 'slow-exit'), frames: 2, size: 16 });
+    assert.deepEqual([built.decoded, built.skipped.length], [1, 0], JSON.stringify(built.skipped));
+  });
+
   it('a frame more than one frame interval from its slot counts as padding (a stretch with no frames)', async () => {
     // 5 fps, frames at 0–0.8 s and 3.0–3.8 s only: the slots at 1.5 s and 2.5 s have no frame near them.
     const file = makeClip(path.join(dir, 'gap.mp4'), 'color=c=red:s=32x24:r=5:d=2,setpts=\'if(gte(T,1),PTS+2/TB,PTS)\'', ['-vsync', 'passthrough', '-c:v', 'libx264', '-pix_fmt', 'yuv420p']);

@@ -3,6 +3,7 @@
  */
 import ffmpeg from 'fluent-ffmpeg';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { ffmpegBinary, ffprobeBinary } from './binaries.js';
 
 let configured = false;
@@ -87,7 +88,11 @@ export function pipeFfmpeg(
     cmd.on('stderr', (line: string) => { stderr.push(line); });
     cmd.on('error', (err: Error) => finish(fail(`ffmpeg failed: ${describe(err, stderr)}`)));
     cmd.on('end', () => { exited = true; finish(null); });
-    const out = cmd.pipe();
+    // fluent-ffmpeg reports 'Output stream closed' (and kills ffmpeg) when the process has not
+    // exited 20 ms after its output stream closes, which a loaded machine can take for a decode
+    // that succeeded. A stream that never emits 'close' leaves the verdict to the exit itself.
+    const out = new PassThrough({ emitClose: false });
+    cmd.pipe(out, { end: true });
     out.on('data', (c: Buffer) => { chunks.push(c); });
     out.on('end', () => { drained = true; finish(null); });
     out.on('error', (e: Error) => finish(fail(`reading ffmpeg output failed: ${e.message}`)));
