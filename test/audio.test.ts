@@ -251,8 +251,10 @@ describe('audio: networks', () => {
 
 describe('audio: speaker verification and anti-spoofing end to end (tiny)', function () {
   let tmp: string;
-  before(async () => { tmp = await mkdtemp(path.join(os.tmpdir(), 'vlm-speech-')); });
-  after(async () => { await rm(tmp, { recursive: true, force: true }); });
+  // The jobs start the backend they are given; the files after this one run on the suite's.
+  let suiteBackend: string;
+  before(async () => { tmp = await mkdtemp(path.join(os.tmpdir(), 'vlm-speech-')); suiteBackend = tf.getBackend(); });
+  after(async () => { await rm(tmp, { recursive: true, force: true }); await tf.setBackend(suiteBackend); });
 
   it('synthetic speakers → train speaker (AAM-softmax) → eval speaker: eval.json, DET plot, the CLI prints the same object', async () => {
     const corpus = await generateSynthSpeakers({ out: path.join(tmp, 'spk'), trainSpeakers: 4, testSpeakers: 3, sessions: 2, uttsPerSession: 2, seconds: 0.6 });
@@ -290,7 +292,7 @@ describe('audio: speaker verification and anti-spoofing end to end (tiny)', func
     const printed = JSON.parse(cli.stdout);
     assert.equal(printed.eer, e.eer);
     assert.deepEqual(printed, JSON.parse(await readFile(path.join(tmp, 'cli-eval', 'eval.json'), 'utf8')));
-    await assert.rejects(() => runEvalSpeaker({ checkpoint: path.join(tmp, 'run'), trials: path.join(tmp, 'none.txt'), audio: corpus.test }), /--trials .*none\.txt: cannot read/);
+    await assert.rejects(() => runEvalSpeaker({ checkpoint: path.join(tmp, 'run'), trials: path.join(tmp, 'none.txt'), audio: corpus.test, backend: 'wasm' }), /--trials .*none\.txt: cannot read/);
   });
 
   it('synthetic bona fide / spoof → train spoof (LFCC, light CNN, AM-softmax) → eval spoof with EER per attack', async () => {
@@ -308,6 +310,6 @@ describe('audio: speaker verification and anti-spoofing end to end (tiny)', func
     assert.deepEqual(Object.keys(e.eerByAttack), ['A01', 'A02']);
     assert.ok(e.eer >= 0 && e.eer <= 100);
     assert.equal((await readFile(e.scores, 'utf8')).trim().split('\n').length, 16);
-    await assert.rejects(() => runEvalSpoof({ checkpoint: path.join(tmp, 'cmrun'), protocol: s.eval.protocol, audio: path.join(tmp, 'nowhere') }), /needs both bona fide and spoof/);
+    await assert.rejects(() => runEvalSpoof({ checkpoint: path.join(tmp, 'cmrun'), protocol: s.eval.protocol, audio: path.join(tmp, 'nowhere'), backend: 'wasm' }), /needs both bona fide and spoof/);
   });
 });
