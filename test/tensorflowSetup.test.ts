@@ -4,7 +4,7 @@
  * lines about devices, and the thread-count argument.
  */
 import assert from 'node:assert/strict';
-import { CUDA_LIBRARIES, parseTfLog, parseWheelMetadata, parseWheelName } from '../pipelines/setup/tensorflow.js';
+import { CUDA_LIBRARIES, parseTfLog, parseWheelMetadata, parseWheelName, probeFailure } from '../pipelines/setup/tensorflow.js';
 import { parseThreads } from '../src/backend/init.js';
 
 describe('setup tensorflow: formats it reads', () => {
@@ -56,6 +56,21 @@ describe('setup tensorflow: formats it reads', () => {
     });
     assert.deepEqual(parseTfLog('W… gpu_device.cc:2344] Cannot dlopen some GPU libraries. Please make sure …').missing, ['some GPU libraries (TensorFlow named none)']);
     assert.deepEqual(parseTfLog(''), { gpus: [], missing: [] });
+  });
+
+  it('a failed probe is described by the error it threw, not Node\'s closing version line', () => {
+    // What Node writes for an uncaught error (the addon missing), after TensorFlow's start-up lines.
+    const stderr = [
+      'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',
+      'I0000 00:00:1796415772.602889   12341 port.cc:153] oneDNN custom operations are on.',
+      'node:internal/modules/cjs/loader:1210', '  throw err;', '  ^', '',
+      "Error: Cannot find module '/x/lib/napi-v8/tfjs_binding.node'", 'Require stack:', '- /x/dist/tfjs_binding.js',
+      '    at Module._resolveFilename (node:internal/modules/cjs/loader:1207:15) {', "  code: 'MODULE_NOT_FOUND',", '}', '', 'Node.js v20.20.2', '',
+    ].join('\n');
+    assert.equal(probeFailure(stderr), "Error: Cannot find module '/x/lib/napi-v8/tfjs_binding.node'");
+    assert.equal(probeFailure('Error [ERR_DLOPEN_FAILED]: libtensorflow.so.2: cannot open shared object file\n\nNode.js v20.20.2\n'), 'Error [ERR_DLOPEN_FAILED]: libtensorflow.so.2: cannot open shared object file');
+    assert.equal(probeFailure('W0000 00:00:1.0 x.cc:1] a warning\nSegmentation fault (core dumped)\n'), 'Segmentation fault (core dumped)');
+    assert.equal(probeFailure(''), undefined);
   });
 
   it('--threads takes whole numbers from 1 and names the argument otherwise', () => {

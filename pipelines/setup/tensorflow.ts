@@ -258,6 +258,20 @@ export function parseTfLog(stderr: string): { gpus: ProbeResult['devices']; miss
 }
 
 /**
+ * The line that says why the probe failed, from its stderr: the thrown error's first line
+ * ("Error: Cannot find module …", "Error [ERR_DLOPEN_FAILED]: …"); else the last line that is
+ * neither TensorFlow's log nor Node's closing "Node.js vN" line.
+ *
+ * @example probeFailure("…\nError: Cannot find module 'x'\n    at …\n\nNode.js v20.20.2\n") // "Error: Cannot find module 'x'"
+ */
+export function probeFailure(stderr: string): string | undefined {
+  const lines = stderr.split('\n').map((l) => l.trimEnd());
+  const thrown = lines.find((l) => /^(?:[A-Z]\w*)?Error(?: \[\w+\])?: /.test(l));
+  if (thrown) return thrown;
+  return lines.filter((l) => l.trim() !== '' && !/^[IWEF]\d{4} /.test(l) && !/^Node\.js v\d/.test(l) && !/absl::InitializeLog/.test(l)).at(-1);
+}
+
+/**
  * Loads the package in a child process (a broken library or addon crashes the child, not the
  * caller), multiplies a 2×2 matrix and reads back what TensorFlow logged about its devices.
  */
@@ -273,7 +287,7 @@ export function probeTensorflow(pkgDir: string, threads?: number): ProbeResult {
   try { out = JSON.parse(line); } catch { /* reported below */ }
   const want = [7, 10, 15, 22];
   if (r.status !== 0 || !out.product) {
-    const err = (r.error?.message ?? r.stderr.trim().split('\n').filter((l) => !/^[IW]\d{4} /.test(l)).slice(-1)[0]) || `exit ${r.status}, signal ${r.signal ?? 'none'}`;
+    const err = (r.error?.message ?? probeFailure(r.stderr)) || `exit ${r.status}, signal ${r.signal ?? 'none'}`;
     return { ok: false, devices, intraOpThreads, missing, error: err };
   }
   if (out.backend !== 'tensorflow' || out.product.some((v, i) => v !== want[i])) {
