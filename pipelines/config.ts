@@ -14,6 +14,9 @@ const synthData = z.object({
   /** Folder of the generated corpus, frame caches and tokenizer (relative to the working directory). */
   dir: z.string().default('data/synth-default'),
   videos: z.number().int().min(18).optional(),
+  /** Clips in the meta and test splits (multiples of 6); unset, about 10 % and 20 % of `videos`. */
+  metaVideos: z.number().int().min(6).optional(),
+  testVideos: z.number().int().min(6).optional(),
   noise: z.number().min(0).max(1).optional(),
   swapFraction: z.number().min(0).max(1).optional(),
   imbalance: z.number().min(1).optional(),

@@ -112,6 +112,19 @@ describe('synth: corpus plan', () => {
     assert.throws(() => planSynthCorpus({ swapFraction: -0.1 }), /swapFraction/);
     assert.throws(() => planSynthCorpus({ noise: 1.5 }), /noise/);
     assert.throws(() => planSynthCorpus({ size: 63 }), /even/);
+    assert.throws(() => planSynthCorpus({ testVideos: 100 }), /testVideos must be a multiple of 6/);
+    assert.throws(() => planSynthCorpus({ videos: 200, testVideos: 144, metaVideos: 54 }), /leaves 2 train clips/);
+  });
+
+  it('with fixed meta and test sizes, more videos grow the train split alone and leave meta and test clips identical', () => {
+    const small = planSynthCorpus({ seed: 11, videos: 720, metaVideos: 72, testVideos: 144 });
+    const large = planSynthCorpus({ seed: 11, videos: 2000, metaVideos: 72, testVideos: 144 });
+    assert.deepEqual([large.counts.train, large.counts.meta, large.counts.test], [2000 - 72 - 144, 72, 144]);
+    // 72 and 144 are what the ≈10 % / 20 % rule gives for 720, so the small plan is the default one.
+    assert.deepEqual(small.clips, plan.clips);
+    const heldOut = (p: typeof plan) => p.clips.filter((c) => c.split !== 'train');
+    assert.deepEqual(heldOut(large), heldOut(plan));
+    assert.equal(large.counts.noisy, Math.round(0.3 * 1784));
   });
 });
 

@@ -56,6 +56,14 @@ const ATTRIBUTE_KEYS = Object.keys(ATTRIBUTE_VALUES) as (keyof Attributes)[];
 
 export const SynthParamsSchema = z.object({
   videos: z.number().int().min(18).max(200000).default(720),
+  /**
+   * Clips in the `meta` and `test` splits, each a multiple of the colour count (6) so the split
+   * is balanced; unset, about 10 % and 20 % of `videos`. Fixing them lets `videos` grow the train
+   * split alone: the meta and test clips (attributes, captions, pixels) depend only on their
+   * count, id and seed, so the same test split is scored whatever the train split's size.
+   */
+  metaVideos: z.number().int().min(6).max(200000).refine((v) => v % 6 === 0, 'metaVideos must be a multiple of 6 (the colours)').optional(),
+  testVideos: z.number().int().min(6).max(200000).refine((v) => v % 6 === 0, 'testVideos must be a multiple of 6 (the colours)').optional(),
   noise: z.number().min(0).max(1).default(0.3),
   /**
    * Of the noisy pairs, the share that take another clip's caption (a swap, the usual way noisy
@@ -245,12 +253,17 @@ function clipSpec(p: SynthParams, id: string, a: Attributes): ClipSpec {
   };
 }
 
-/** Split sizes: meta ≈ 10 % and test ≈ 20 %, each a multiple of the colour count (so exactly balanced). */
-function splitSizes(videos: number): { train: number; meta: number; test: number } {
+/**
+ * Split sizes: meta and test as given, else meta ≈ 10 % and test ≈ 20 %, each a multiple of the
+ * colour count (so exactly balanced); train the rest, at least one clip per colour.
+ */
+function splitSizes(p: SynthParams): { train: number; meta: number; test: number } {
   const c = COLOR_NAMES.length;
-  const meta = c * Math.max(1, Math.floor((videos * 0.1) / c));
-  const test = c * Math.max(1, Math.floor((videos * 0.2) / c));
-  return { train: videos - meta - test, meta, test };
+  const meta = p.metaVideos ?? c * Math.max(1, Math.floor((p.videos * 0.1) / c));
+  const test = p.testVideos ?? c * Math.max(1, Math.floor((p.videos * 0.2) / c));
+  const train = p.videos - meta - test;
+  if (train < c) throw new Error(`planSynthCorpus: videos ${p.videos} leaves ${train} train clips after ${meta} meta and ${test} test; need at least ${c}`);
+  return { train, meta, test };
 }
 
 /**
@@ -263,7 +276,7 @@ export function planSynthCorpus(params: Partial<SynthParams> = {}): SynthPlan {
   const parsed = SynthParamsSchema.safeParse(params);
   if (!parsed.success) throw new Error(`planSynthCorpus: bad parameters: ${z.prettifyError(parsed.error)}`);
   const p = parsed.data;
-  const sizes = splitSizes(p.videos);
+  const sizes = splitSizes(p);
   const C = COLOR_NAMES.length;
   const perColor = longTailCounts(sizes.train, C, p.imbalance);
   const trainColors = shuffle(seededRandom(p.seed, 'train-colors'), perColor.flatMap((n, k) => Array<Color>(n).fill(COLOR_NAMES[k])));
