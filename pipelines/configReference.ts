@@ -31,6 +31,8 @@ const DESCRIPTIONS: Record<string, string> = {
   'data.kind': 'Which reader: `synth` (the built-in synthetic corpus), `manifest` (your own videos, a JSONL manifest) or `msrvtt` (MSR-VTT as distributed).',
   'data(synth).dir': 'Folder of the generated corpus, its frame caches and tokenizer; generated on first use, reused after (when its parameters match).',
   'data(synth).videos': 'Number of clips in the corpus (train, meta and test together).',
+  'data(synth).metaVideos': 'Clips in the meta split, a multiple of 6 (the colours); unset, about 10 % of `videos`.',
+  'data(synth).testVideos': 'Clips in the test split, a multiple of 6; unset, about 20 % of `videos`. With both set, `videos` grows the train split alone and the meta and test clips stay the same.',
   'data(synth).noise': 'Fraction of training pairs whose caption does not match the clip.',
   'data(synth).swapFraction': 'Of the misaligned pairs, the fraction that get another clip\'s caption; the rest get one attribute wrong.',
   'data(synth).imbalance': 'Head-to-tail ratio of the colour counts in the training split (1 = balanced).',
