@@ -46,7 +46,8 @@ async function main(): Promise<void> {
   const best = (xs: Timing[]) => xs.reduce((a, b) => (b.stepMs < a.stepMs ? b : a));
   const s = best(sam);
   const i = best(info);
-  console.log(`backend ${values.backend}, tiny dual encoder, batch 32, 4 frames of 32 px, ${steps - skip} timed steps (best of 2 runs each)\n`);
+  const cfg = await loadPretrainConfig('default');
+  console.log(`backend ${values.backend}, ${cfg.model.preset} dual encoder, batch ${cfg.train.batchSize}, ${cfg.frames.count} frames of ${cfg.frames.size} px, ${steps - skip} timed steps (best of 2 runs each)\n`);
   console.log('| loss | step ms | samples/s | data wait share |');
   console.log('| --- | ---: | ---: | ---: |');
   console.log(`| SAM (μ = 0.01) | ${s.stepMs.toFixed(0)} | ${s.samplesPerSec.toFixed(1)} | ${(100 * s.waitShare).toFixed(1)} % |`);
