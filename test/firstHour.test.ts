@@ -261,6 +261,14 @@ describe('every job is a vlmargin command', function () {
     }
   });
 
+  it('experiment ablation hands its script only options the script knows, booleans as bare flags', async () => {
+    const out = await mkdtemp(path.join(os.tmpdir(), 'vlm-ablation-cli-'));
+    const r = await runCli(['experiment', 'ablation', '--report-only', '--out', out, '--seeds', '1', '--methods', 'sam', '--corpora', 'mixed', '--noise', '0.3']);
+    assert.equal(r.code, 0, r.out);
+    const table = await readFile(path.join(out, 'table.md'), 'utf8');
+    assert.match(table, /Not run \(1\): mixed-30\/sam-s1/, 'the one requested cell is reported missing, nothing trained');
+  });
+
   it("and README's command table names every command there is, under one '## Command line'", async () => {
     const readme = await readFile(path.join(root, 'README.md'), 'utf8');
     assert.equal(readme.match(/^## Command line$/gm)?.length, 1, "README: exactly one '## Command line' heading");

@@ -83,14 +83,17 @@ export function register(program: Command): void {
   const ex = program.command('experiment').description('the experiments behind docs/RESULTS.md (each runs several trainings)');
   ex.command('ablation')
     .description('InfoNCE vs SAM vs SAM + MWN vs SAM + L2RW on the noisy synthetic corpus, several seeds (resumable)')
-    .option('--seeds <list>', 'comma-separated seeds', '1,2,3')
-    .option('--epochs <n>', 'epochs per run', '10')
+    .option('--seeds <list>', 'comma-separated seeds', '1,2,3,4,5')
+    .option('--epochs <n>', 'epochs per run', '15')
+    .option('--noise <list>', 'misaligned shares of the training pairs', '0.3,0.5')
+    .option('--corpora <list>', 'mixed (half swapped captions, half one attribute wrong) and/or swap', 'mixed,swap')
+    .option('--methods <list>', 'of infonce,sam,sam+mwn,sam+mwn-inputs,sam+l2rw', 'infonce,sam,sam+mwn,sam+mwn-inputs,sam+l2rw')
+    .option('--inputs <list>', 'the weight net\'s inputs for sam+mwn-inputs', 'loss,cosine,rowMargin,columnMargin,rank,progress')
+    .option('--config <fileOrName>', 'the base pretraining config', 'ablation')
+    .option('--data-root <dir>', 'folder of the corpora other than the base config\'s', 'data')
     .option('--out <dir>', 'output folder', 'runs/ablation')
-    .option('--data <dir>', 'synthetic corpus folder', 'data/synth-noise40')
-    .option('--swap-fraction <f>', 'share of the misaligned pairs that are swaps', '0.5')
-    .option('--config <fileOrName>', 'the base pretraining config', 'default')
-    .option('--methods <list>', 'infonce,sam,sam+mwn,sam+l2rw')
-    .action(async (o: Record<string, string>) => runScript('ablation', o));
+    .option('--report-only', 'tables and figure from the finished runs, without training')
+    .action(async (o: Record<string, string | boolean>) => runScript('ablation', o));
   ex.command('face-losses')
     .description('softmax, ArcFace, CosFace, SphereFace-R, SphereFace2, KappaFace, Virtual Softmax on the long-tailed synthetic identities; CAMRI on a tail class')
     .option('--out <dir>', 'output folder', 'runs/face-losses')
@@ -108,10 +111,12 @@ function qaManifest(p: string): string {
 }
 
 /** Runs dist/experiments/<name>.js with the options as flags, passing its output through. */
-async function runScript(name: string, o: Record<string, string | undefined>): Promise<void> {
+async function runScript(name: string, o: Record<string, string | boolean | undefined>): Promise<void> {
   const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'experiments', `${name}.js`);
-  const args = Object.entries(o).filter(([, v]) => v !== undefined)
-    .flatMap(([k, v]) => [`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, v as string]);
+  const args = Object.entries(o).filter(([, v]) => v !== undefined && v !== false).flatMap(([k, v]) => {
+    const flag = `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    return v === true ? [flag] : [flag, v as string];
+  });
   const code = await new Promise<number>((resolve, reject) => {
     const child = spawn(process.execPath, [script, ...args], { stdio: 'inherit' });
     child.on('error', reject);
