@@ -128,6 +128,18 @@ async function scoreMc(params: Params, cfg: DualEncoderConfig, tok: Tokenizer, m
   return summarise(items, hits, () => 0.25);
 }
 
+/** The step's loss as a number; `value` is disposed, and `grads` too when the read fails (no step follows). */
+async function readLoss(value: tf.Scalar, grads: Record<string, tf.Tensor>): Promise<number> {
+  try {
+    return (await value.data())[0];
+  } catch (e) {
+    tf.dispose(Object.values(grads));
+    throw e;
+  } finally {
+    value.dispose();
+  }
+}
+
 async function clipBatch(cache: FrameCache, ids: string[]): Promise<tf.Tensor> {
   const { data, shape } = await readNormalizedClips(cache, ids);
   return tf.tensor(data, shape);
@@ -211,15 +223,8 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ba
         const t = encodeText(p, ids, mask, model);
         return mcLoss(mcLogits(v, t, 4, tf.exp(p.logit_scale)), correct);
       }, params, names);
-      let lv: number;
-      try {
-        lv = (await value.data())[0];
-      } catch (e) {
-        tf.dispose(Object.values(grads));
-        throw e;
-      } finally {
-        tf.dispose([value, frames, ids, mask]);
-      }
+      tf.dispose([frames, ids, mask]);
+      const lv = await readLoss(value, grads);
       const { verdict } = await guarded('multiple-choice fine-tune', () => guardedUpdate(grads, lv, step, mcGuard, (g) => optimizer.step(g)));
       if (verdict === 'skip') log(`MC step ${step}: non-finite loss or gradients (loss=${lv}); step skipped (${mcGuard.total} so far)`);
     }
@@ -300,15 +305,7 @@ async function runFinetuneQaIn(runDir: string, cfg: FinetuneQaConfig, opts: { ba
         }, varList);
       });
       frames?.dispose();
-      let lv: number;
-      try {
-        lv = (await value.data())[0];
-      } catch (e) {
-        tf.dispose(Object.values(grads));
-        throw e;
-      } finally {
-        value.dispose();
-      }
+      const lv = await readLoss(value, grads);
       const of = (g: Record<string, tf.Tensor>, names: Map<string, string>) => Object.fromEntries(Object.entries(g).filter(([k]) => names.has(k)).map(([k, t]) => [names.get(k)!, t]));
       const { verdict } = await guarded('open-ended fine-tune', () => guardedUpdate(grads, lv, step, openGuard, (g) => {
         headOpt.step(of(g, headName));
