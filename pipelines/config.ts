@@ -165,6 +165,8 @@ export const PretrainConfigSchema = z.object({
     temporalPooling: z.enum(['mean', 'transformer']).default('mean'),
     /** Frame differences into the video encoder's patch tokens (vision.motion, docs/DESIGN.md §4). */
     motion: z.boolean().default(false),
+    /** `conv`: two stride-2 3×3 convolutions before the patches (vision.stem, docs/DESIGN.md §4). */
+    stem: z.enum(['patch', 'conv']).optional(),
     /** The preset's vision patch side, replaced (it must divide frames.size). */
     patchSize: z.number().int().min(1).max(64).optional(),
     /** The preset's vision and text width, replaced (a multiple of their heads). */

@@ -8,7 +8,7 @@ import { matMul, matMulFlagged } from '../src/backend/matMul.js';
 import { layerNorm, linear, patchify } from '../src/nn/layers.js';
 import { attentionBias, multiHeadAttention } from '../src/nn/attention.js';
 import {
-  assertTokenIds, countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,
+  assertTokenIds, convStem, countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,
 } from '../src/nn/dualEncoder.js';
 import { getConfig, validateConfig, type DualEncoderConfig } from '../src/nn/configs.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
@@ -52,6 +52,14 @@ function close(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: st
 }
 
 // ---- plain-JS references (float64, loops) ----
+
+/** Exact GELU x·Φ(x) with erf by Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7). */
+function refGelu(x: number): number {
+  const z = Math.abs(x) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * z);
+  const erf = 1 - t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) * Math.exp(-z * z);
+  return 0.5 * x * (1 + Math.sign(x) * erf);
+}
 
 function refLayerNorm(row: number[], g: ArrayLike<number>, b: ArrayLike<number>, eps: number): number[] {
   const mu = row.reduce((a, v) => a + v, 0) / row.length;
@@ -357,6 +365,75 @@ describe('nn: dual encoder', () => {
     close(await encodeVideo(same, two, cfg).data(), await encodeVideo(p, tf.concat([f1, tf.sub(tf.mul(f1, 2), f0)], 1), plain).data(), 1e-4, 'hand-built differences');
     assert.equal(paramGroup('video.temporal.motion_embed.weight').group, 'temporal', 'trained at the temporal rate (no CLIP counterpart)');
     store.dispose();
+  }));
+
+  it('vision.stem conv: stride-2 3×3 convolutions match a loop reference, then patches of the feature map; gradients and HVPs match finite differences', () => scoped(async () => {
+    const cfg = getConfig('tiny', { vision: { stem: 'conv', patchSize: 8 } });
+    const p = initDualEncoder(cfg, 9).snapshot();
+    assert.deepEqual(p['video.stem.conv1.weight'].shape, [3, 3, 3, 16]);
+    assert.deepEqual(p['video.stem.conv2.weight'].shape, [3, 3, 16, 32]);
+    assert.deepEqual(p['video.patch_embed.weight'].shape, [2 * 2 * 32, 64], 'patches of the 8×8×32 map, 2 × 2 features each');
+    const withMotion = getConfig('tiny', { vision: { stem: 'conv', motion: true, patchSize: 8 } });
+    const specs = dualEncoderSpecs(withMotion);
+    assert.deepEqual(specs.find((s) => s.name === 'video.stem.conv1.weight')?.shape, [3, 3, 3, 16], 'the stem sees the frame only');
+    assert.ok(specs.some((s) => s.name === 'video.temporal.motion_embed.weight'), 'differences keep their linear embedding');
+    assert.equal(paramGroup('video.stem.conv1.weight').group, 'encoder');
+    assert.throws(() => validateConfig(getConfig('tiny', { vision: { stem: 'conv', patchSize: 2, imageSize: 32 } })), /multiple of 4/);
+
+    // Both convolutions by loops: TensorFlow's 'same' padding at stride 2 on an even side pads
+    // nothing before and one pixel after, so output (i, j) reads input rows 2i..2i+2.
+    const micro2 = getConfig('tiny', {
+      name: 'micro-stem',
+      vision: { imageSize: 8, patchSize: 4, width: 8, layers: 1, heads: 2, stem: 'conv', motion: true },
+      text: { vocabSize: 20, contextLength: 6, width: 8, layers: 1, heads: 2 },
+      temporal: { pooling: 'transformer', maxFrames: 3, layers: 1, heads: 2 },
+      embedDim: 8,
+    });
+    const q = initDualEncoder(micro2, 10).snapshot();
+    const frames = framesBatch(2, 2, 8, 91);
+    const x = await frames.data();
+    const [w1, b1, w2, b2] = await Promise.all(['conv1.weight', 'conv1.bias', 'conv2.weight', 'conv2.bias'].map((n) => q[`video.stem.${n}`].data()));
+    const at = (b: number, t: number, y: number, xx: number, c: number) => x[(((b * 2 + t) * 8 + y) * 8 + xx) * 3 + c];
+    const input = (y: number, xx: number, c: number) => at(1, 1, y, xx, c);
+    const conv = (inp: (y: number, xx: number, c: number) => number, side: number, cin: number, cout: number, w: ArrayLike<number>, bias: ArrayLike<number>) => {
+      const out: number[][][] = [];
+      for (let i = 0; i < side / 2; i++) {
+        out.push([]);
+        for (let j = 0; j < side / 2; j++) {
+          out[i].push([]);
+          for (let o = 0; o < cout; o++) {
+            let s = bias[o];
+            for (let dy = 0; dy < 3; dy++) for (let dx = 0; dx < 3; dx++) {
+              const yy = 2 * i + dy; const xx = 2 * j + dx;
+              if (yy >= side || xx >= side) continue;
+              for (let c = 0; c < cin; c++) s += inp(yy, xx, c) * w[((dy * 3 + dx) * cin + c) * cout + o];
+            }
+            out[i][j].push(refGelu(s));
+          }
+        }
+      }
+      return out;
+    };
+    const h1 = conv(input, 8, 3, 2, w1, b1);
+    const h2 = conv((y, xx, c) => h1[y][xx][c], 4, 2, 4, w2, b2);
+    const stem = await tidyData(() => tf.slice(convStem(q, frames, micro2), [3, 0, 0, 0], [1, 2, 2, 4]));
+    close(stem, h2.flat(2), 1e-4, 'stem against loops (clip 1, frame 1)');
+
+    const { ids, mask } = textBatch([4, 6], 6, micro2.text.vocabSize, 92);
+    for (const name of ['video.stem.conv1.weight', 'video.stem.conv2.bias', 'video.patch_embed.weight', 'video.temporal.motion_embed.weight']) {
+      const f = (v: tf.Tensor) => clipLoss({ ...q, [name]: v }, micro2, frames, ids, mask);
+      const auto = await tidyData(() => tf.grad(f)(q[name]));
+      close(auto, await fdGrad(f, q[name], 1e-2), 2e-2, `gradient wrt ${name}`);
+    }
+    // Second order through both convolutions (the bilevel step with metaScope 'all' takes it).
+    const target = tf.tensor2d(seededUniform(2 * 8, 93), [2, 8]);
+    const x0 = q['video.stem.conv1.weight'];
+    const f2 = (v: tf.Tensor) => tf.sum(tf.mul(ops.l2Normalize(encodeVideo({ ...q, 'video.stem.conv1.weight': v }, frames, micro2), 1), target));
+    const rms = Math.sqrt((await tidyData(() => tf.mean(tf.square(x0))))[0]);
+    const v = tf.tensor(seededUniform(x0.size, 94).map((u) => u * rms), x0.shape);
+    const { auto, fd } = await hvpBothWays(f2, x0, v, 1e-2);
+    assert.ok(Math.max(...Array.from(fd, Math.abs)) > 1e-3, 'the Hessian is not trivially zero');
+    close(auto, fd, 1e-2, 'HVP wrt video.stem.conv1.weight');
   }));
 
   it('the forward takes plain tensors θ′ = θ − α·g and agrees with variables holding the same values', async () => {

@@ -25,6 +25,13 @@ export const visionConfigSchema = z.object({
    * tokens rather than only across frames (docs/DESIGN.md §4). Default false (CLIP).
    */
   motion: z.boolean().optional(),
+  /**
+   * `patch` (default, CLIP): each patch is one linear map of its pixels. `conv`: two 3×3
+   * convolutions of stride 2 (with GELU) first, then patches of the feature map, so a small
+   * object gives the same features wherever it sits in a patch (docs/DESIGN.md §4); `motion`
+   * keeps its linear embedding of the differences. The patch side must then be a multiple of 4.
+   */
+  stem: z.enum(['patch', 'conv']).optional(),
 }).strict();
 
 export const textConfigSchema = z.object({
@@ -65,6 +72,9 @@ export const dualEncoderConfigSchema = z.object({
   const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
   if (c.vision.imageSize % c.vision.patchSize !== 0) {
     issue(['vision', 'patchSize'], `patchSize ${c.vision.patchSize} must divide imageSize ${c.vision.imageSize}`);
+  }
+  if (c.vision.stem === 'conv' && c.vision.patchSize % 4 !== 0) {
+    issue(['vision', 'patchSize'], `patchSize ${c.vision.patchSize} must be a multiple of 4 with stem 'conv' (two stride-2 convolutions)`);
   }
   if (c.vision.width % c.vision.heads !== 0) issue(['vision', 'heads'], `heads ${c.vision.heads} must divide width ${c.vision.width}`);
   if (c.text.width % c.text.heads !== 0) issue(['text', 'heads'], `heads ${c.text.heads} must divide width ${c.text.width}`);

@@ -2,7 +2,8 @@
  * The video-text dual encoder (docs/DESIGN.md §4) as pure functions over a `Params` record.
  *
  * Video: frames [B, T, H, W, 3] → patches · W (no conv; with `vision.motion`, plus the patches
- * of the difference to the next frame · W_motion) + class token + positional
+ * of the difference to the next frame · W_motion; with `vision.stem: 'conv'`, two stride-2 3×3
+ * convolutions of the frame first) + class token + positional
  * embedding → ln_pre → ViT blocks per frame (T folded into the batch) → ln_post on the
  * class token → temporal pooling (mean, or a temporal transformer then the mean) →
  * `video.proj`. Text: ids [B, L] → token + positional embedding → transformer (causal or
@@ -14,16 +15,88 @@
  *   video.ln_pre.{weight,bias}   video.blocks.N.{ln_1,attn.qkv,attn.out,ln_2,mlp.fc1,mlp.fc2}.*
  *   video.ln_post.*   video.temporal.pos_embed [maxFrames, D_v]   video.temporal.blocks.N.*
  *   video.temporal.motion_embed.weight [p·p·3, D_v] (vision.motion)
+ *   video.stem.conv1.{weight [3, 3, 3, D_v/4], bias}   video.stem.conv2.{weight [3, 3, D_v/4, D_v/2], bias}
+ *     and video.patch_embed.weight [(p/4)²·D_v/2, D_v] (vision.stem 'conv')
  *   video.proj.weight [D_v, E]
  *   text.token_embed.weight [V, D_t]   text.pos_embed [context, D_t]   text.blocks.N.*
  *   text.ln_final.*   text.proj.weight [D_t, E]   logit_scale []
  */
 import { tf } from '../backend/tf.js';
+import { matMul } from '../backend/matMul.js';
 import type { DualEncoderConfig } from './configs.js';
 import { validateConfig } from './configs.js';
-import { layerNorm, layerNormSpecs, linear, linearSpecs, patchEmbed } from './layers.js';
+import { activate, layerNorm, layerNormSpecs, linear, linearSpecs, patchEmbed } from './layers.js';
 import { countParams, param, ParamStore, type ParamSpec, type Params } from './params.js';
 import { transformer, transformerSpecs, type BlockOptions, type Recompute } from './transformer.js';
+
+/** Channels of the convolutional stem: the frame's three in, D_v/4, then D_v/2. */
+function convStemShape(cfg: DualEncoderConfig): { cin: number; c1: number; c2: number } {
+  const w = cfg.vision.width;
+  return { cin: 3, c1: Math.max(1, Math.floor(w / 4)), c2: Math.max(1, Math.floor(w / 2)) };
+}
+
+/**
+ * Forward differences f[k+1] − f[k] of frames [B, T, H, W, C] as [B, T, H·W·C]; the last frame
+ * takes the one before it, so every frame carries the motion with the same sign convention
+ * (zeros for a single frame). The slices run on a rank-3 view: wasm slices rank ≤ 4 by rows but
+ * rank 5 element by element in JavaScript, which made a training step about three times slower.
+ */
+function frameDifferences(frames: tf.Tensor): tf.Tensor {
+  const [b, t, h, w, c] = frames.shape;
+  const pixels = h * w * c;
+  if (t < 2) return tf.zeros([b, t, pixels]);
+  const flat = tf.reshape(frames, [b, t, pixels]);
+  const d = tf.sub(tf.slice(flat, [0, 1, 0], [b, t - 1, pixels]), tf.slice(flat, [0, 0, 0], [b, t - 1, pixels]));
+  return tf.concat([d, tf.slice(d, [0, t - 2, 0], [b, 1, pixels])], 1);
+}
+
+/**
+ * One 3×3 'same' convolution of stride 2 (even sides: no padding before, one pixel after, as
+ * TensorFlow pads) with bias and the model's activation, as nine shifted views and one matmul.
+ * tfjs has no gradient for Conv2DBackpropFilter or StridedSlice, so `tf.conv2d` would stop the
+ * bilevel step's second-order pass; reshapes and rank ≤ 4 slices have gradients of any order.
+ */
+function stemConv(params: Params, prefix: string, x: tf.Tensor4D, cfg: DualEncoderConfig): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [n, h, w, c] = x.shape;
+    if (h % 2 !== 0 || w % 2 !== 0) throw new Error(`convStem: feature map ${h}×${w} must have even sides`);
+    const weight = param(params, `${prefix}.weight`);
+    const cout = weight.shape[3] as number;
+    const ho = h / 2;
+    const wo = w / 2;
+    // Pad two after (one is TensorFlow's, one makes the sides even); the view
+    // [N, (H+2)/2, 2, ((W+2)/2)·2·C] splits each row index into (block, phase): input row
+    // 2i + dy is block i + (dy >> 1), phase dy & 1, and likewise for columns.
+    const padded = tf.pad(x, [[0, 0], [0, 2], [0, 2], [0, 0]]);
+    const hb = (h + 2) / 2;
+    const wb = (w + 2) / 2;
+    const rows = tf.reshape(padded, [n, hb, 2, wb * 2 * c]);
+    const cols: tf.Tensor[] = [];
+    for (let dy = 0; dy < 3; dy++) {
+      const r = tf.reshape(tf.slice(rows, [0, dy >> 1, dy & 1, 0], [n, ho, 1, wb * 2 * c]), [n * ho, wb, 2 * c]);
+      for (let dx = 0; dx < 3; dx++) cols.push(tf.slice(r, [0, dx >> 1, (dx & 1) * c], [n * ho, wo, c]));
+    }
+    const patches = tf.reshape(tf.concat(cols, 2), [n * ho * wo, 9 * c]);
+    const y = tf.add(matMul(patches, tf.reshape(weight, [9 * c, cout])), param(params, `${prefix}.bias`));
+    return tf.reshape(activate(y, cfg.activation), [n, ho, wo, cout]) as tf.Tensor4D;
+  });
+}
+
+/**
+ * The convolutional stem (`vision.stem: 'conv'`): frames [B, T, H, W, 3] through two stride-2
+ * 3×3 convolutions with 'same' padding, bias and the model's activation. Frame differences
+ * (`vision.motion`) keep their linear patch embedding: through the stem, direction was not
+ * learnt (docs/RESULTS.md).
+ *
+ * @returns [B·T, H/4, W/4, D_v/2]
+ */
+export function convStem(params: Params, frames: tf.Tensor, cfg: DualEncoderConfig): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [b, t, h, w, c] = frames.shape;
+    const input = tf.reshape(frames, [b * t, h, w, c]) as tf.Tensor4D;
+    return stemConv(params, 'video.stem.conv2', stemConv(params, 'video.stem.conv1', input, cfg), cfg);
+  });
+}
 
 /**
  * Every parameter of the dual encoder for `cfg`: names, shapes, initialisers. Allocates
@@ -31,17 +104,29 @@ import { transformer, transformerSpecs, type BlockOptions, type Recompute } from
  */
 export function dualEncoderSpecs(cfg: DualEncoderConfig): ParamSpec[] {
   const { vision: v, text: t, temporal, embedDim } = cfg;
-  const patchDim = v.patchSize * v.patchSize * 3;
   const numPatches = (v.imageSize / v.patchSize) ** 2;
-  const specs: ParamSpec[] = [
+  const conv = v.stem === 'conv' ? convStemShape(cfg) : undefined;
+  const patchDim = conv ? (v.patchSize / 4) ** 2 * conv.c2 : v.patchSize * v.patchSize * 3;
+  const specs: ParamSpec[] = [];
+  if (conv) {
+    // He initialisation: the convolutions feed a GELU.
+    specs.push(
+      { name: 'video.stem.conv1.weight', shape: [3, 3, conv.cin, conv.c1], init: { kind: 'normal', std: (2 / (9 * conv.cin)) ** 0.5 } },
+      { name: 'video.stem.conv1.bias', shape: [conv.c1], init: { kind: 'zeros' } },
+      { name: 'video.stem.conv2.weight', shape: [3, 3, conv.c1, conv.c2], init: { kind: 'normal', std: (2 / (9 * conv.c1)) ** 0.5 } },
+      { name: 'video.stem.conv2.bias', shape: [conv.c2], init: { kind: 'zeros' } },
+    );
+  }
+  specs.push(
     { name: 'video.patch_embed.weight', shape: [patchDim, v.width], init: { kind: 'normal', std: patchDim ** -0.5 } },
     { name: 'video.class_embedding', shape: [v.width], init: { kind: 'normal', std: v.width ** -0.5 } },
     { name: 'video.pos_embed', shape: [1 + numPatches, v.width], init: { kind: 'normal', std: v.width ** -0.5 } },
     ...layerNormSpecs('video.ln_pre', v.width),
     ...transformerSpecs('video.blocks', v.width, v.layers, v.mlpRatio),
     ...layerNormSpecs('video.ln_post', v.width),
-  ];
-  if (v.motion) specs.push({ name: 'video.temporal.motion_embed.weight', shape: [patchDim, v.width], init: { kind: 'normal', std: patchDim ** -0.5 } });
+  );
+  const pixelDim = v.patchSize * v.patchSize * 3;
+  if (v.motion) specs.push({ name: 'video.temporal.motion_embed.weight', shape: [pixelDim, v.width], init: { kind: 'normal', std: pixelDim ** -0.5 } });
   if (temporal.pooling === 'transformer') {
     specs.push(
       { name: 'video.temporal.pos_embed', shape: [temporal.maxFrames, v.width], init: { kind: 'normal', std: 0.01 } },
@@ -114,17 +199,11 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
   }
   return tf.tidy(() => {
     const n = b * t;
-    let patches = patchEmbed(params, 'video.patch_embed', tf.reshape(frames, [n, h, w, c]), v.patchSize);
+    let patches = v.stem === 'conv'
+      ? patchEmbed(params, 'video.patch_embed', convStem(params, frames, cfg), v.patchSize / 4)
+      : patchEmbed(params, 'video.patch_embed', tf.reshape(frames, [n, h, w, c]), v.patchSize);
     if (v.motion && t > 1) {
-      // Forward differences f[k+1] − f[k]; the last frame takes the one before it, so every
-      // frame's tokens carry the motion with the same sign convention. The slices run on a
-      // rank-3 view [B, T, H·W·3]: wasm slices rank ≤ 4 by rows but rank 5 element by element
-      // in JavaScript, which made a training step about three times slower.
-      const pixels = h * w * c;
-      const flat = tf.reshape(frames, [b, t, pixels]);
-      const d = tf.sub(tf.slice(flat, [0, 1, 0], [b, t - 1, pixels]), tf.slice(flat, [0, 0, 0], [b, t - 1, pixels]));
-      const diffs = tf.concat([d, tf.slice(d, [0, t - 2, 0], [b, 1, pixels])], 1);
-      patches = tf.add(patches, patchEmbed(params, 'video.temporal.motion_embed', tf.reshape(diffs, [n, h, w, c]), v.patchSize));
+      patches = tf.add(patches, patchEmbed(params, 'video.temporal.motion_embed', tf.reshape(frameDifferences(frames), [n, h, w, c]), v.patchSize));
     }
     // fill, not zeros: zeros are made on the host and uploaded every step on webgpu.
     const cls = tf.add(tf.fill([n, 1, v.width], 0), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
