@@ -5,3 +5,4 @@ export * from './classification.js';
 export * from './plot.js';
 export * from './embeddingCache.js';
 export * from './retrievalEval.js';
+export * from './attributeProbe.js';
