@@ -11,6 +11,7 @@ import {
   assertTokenIds, convStem, countDualEncoderParams, dualEncoderSpecs, encodeText, encodeVideo, initDualEncoder, paramGroup,
 } from '../src/nn/dualEncoder.js';
 import { getConfig, validateConfig, type DualEncoderConfig } from '../src/nn/configs.js';
+import { clipTensorShapes } from '../src/nn/clipMapping.js';
 import { fdGrad, hvpBothWays, relErr, seededUniform } from './helpers/fd.js';
 import { tidyData, scoped } from './helpers/read.js';
 
@@ -379,6 +380,7 @@ describe('nn: dual encoder', () => {
     assert.ok(specs.some((s) => s.name === 'video.temporal.motion_embed.weight'), 'differences keep their linear embedding');
     assert.equal(paramGroup('video.stem.conv1.weight').group, 'encoder');
     assert.throws(() => validateConfig(getConfig('tiny', { vision: { stem: 'conv', patchSize: 2, imageSize: 32 } })), /multiple of 4/);
+    assert.throws(() => clipTensorShapes(cfg), /vision\.stem 'conv', which CLIP has no place for/, 'no CLIP start or export with the stem');
 
     // Both convolutions by loops: TensorFlow's 'same' padding at stride 2 on an even side pads
     // nothing before and one pixel after, so output (i, j) reads input rows 2i..2i+2.

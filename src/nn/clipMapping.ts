@@ -119,6 +119,9 @@ const patchWeight: Layout = {
 };
 
 function rules(cfg: DualEncoderConfig): Rule[] {
+  if (cfg.vision.stem === 'conv') {
+    throw new Error(`clipMapping: config '${cfg.name}' has vision.stem 'conv', which CLIP has no place for (CLIP embeds patches linearly); a CLIP start or export needs the patch stem`);
+  }
   const shapes = new Map(dualEncoderSpecs(cfg).map((s) => [s.name, s.shape]));
   const out: Rule[] = [];
   const add = (ours: string, hf: string[], hfShapes: number[][], layout: Layout) => {
