@@ -165,6 +165,8 @@ export const PretrainConfigSchema = z.object({
     temporalPooling: z.enum(['mean', 'transformer']).default('mean'),
     /** Frame differences into the video encoder's patch tokens (vision.motion, docs/DESIGN.md §4). */
     motion: z.boolean().default(false),
+    /** What the motion embedding sees: `difference` or `foreground` (vision.motionInput). */
+    motionInput: z.enum(['difference', 'foreground']).optional(),
     /** `conv`: two stride-2 3×3 convolutions before the patches (vision.stem, docs/DESIGN.md §4). */
     stem: z.enum(['patch', 'conv']).optional(),
     /** The preset's vision patch side, replaced (it must divide frames.size). */

@@ -68,6 +68,7 @@ const DESCRIPTIONS: Record<string, string> = {
   'finetune-retrieval:model.init': 'The start: a Hugging Face CLIP folder, a vlmargin checkpoint folder, or a run folder (its newest checkpoint). `--init DIR` sets it.',
   'model.temporalLayers': 'Layers of the temporal transformer put on top of a CLIP folder (with `temporalPooling: transformer`; it starts as the mean). A checkpoint keeps its own.',
   'model.motion': 'Add frame differences to the video encoder\'s patch tokens (each frame\'s patches also see their change to the next frame; docs/DESIGN.md §4).',
+  'model.motionInput': 'What `model.motion` embeds: `difference` (f[k+1] − f[k], signed by the object\'s contrast with the background) or `foreground` (the difference of each frame\'s distance to the clip\'s mean frame: positive where the object arrives whatever its colour; docs/DESIGN.md §4).',
   'model.stem': '`patch` (CLIP\'s linear patch embedding) or `conv`: two stride-2 3×3 convolutions before the patches, so a small shape gives the same features wherever it sits in a patch (the patch side must be a multiple of 4; docs/DESIGN.md §4).',
   'model.patchSize': 'Replaces the preset\'s vision patch side (it must divide `frames.size`).',
   'model.width': 'Replaces the preset\'s vision and text width (a multiple of their attention heads).',

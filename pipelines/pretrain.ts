@@ -301,7 +301,7 @@ function modelOverrides(cfg: ResolvedPretrainConfig, vocabSize: number): ConfigO
   const m = cfg.model;
   const width = m.width === undefined ? {} : { width: m.width };
   return {
-    vision: { imageSize: cfg.frames.size, ...(m.motion ? { motion: true } : {}), ...(m.stem === 'conv' ? { stem: 'conv' } : {}), ...width, ...(m.patchSize === undefined ? {} : { patchSize: m.patchSize }) },
+    vision: { imageSize: cfg.frames.size, ...(m.motion ? { motion: true } : {}), ...(m.motion && m.motionInput ? { motionInput: m.motionInput } : {}), ...(m.stem === 'conv' ? { stem: 'conv' } : {}), ...width, ...(m.patchSize === undefined ? {} : { patchSize: m.patchSize }) },
     text: { vocabSize, contextLength: cfg.tokenizer.maxLen, ...width },
     temporal: { pooling: m.temporalPooling, maxFrames: Math.max(cfg.frames.count, 1) },
   };

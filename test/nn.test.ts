@@ -368,6 +368,31 @@ describe('nn: dual encoder', () => {
     store.dispose();
   }));
 
+  it('vision.motionInput foreground: differences of |f − the clip mean|, the same for a clip and its inverted contrast', () => scoped(async () => {
+    const diffCfg = getConfig('tiny', { vision: { motion: true } });
+    const fgCfg = getConfig('tiny', { vision: { motion: true, motionInput: 'foreground' } });
+    const plain = getConfig('tiny');
+    const p = initDualEncoder(fgCfg, 12).snapshot();
+    // Only the motion path: with the patch embedding at zero every frame token is its motion.
+    const motionOnly = { ...p, 'video.patch_embed.weight': tf.zerosLike(p['video.patch_embed.weight']) };
+    const frames = framesBatch(2, 3, 32, 95);
+    const inverted = tf.neg(frames);
+    close(await encodeVideo(motionOnly, inverted, fgCfg).data(), await encodeVideo(motionOnly, frames, fgCfg).data(), 1e-5, 'foreground: inverted contrast');
+    const gap = (await tf.max(tf.abs(tf.sub(encodeVideo(motionOnly, inverted, diffCfg), encodeVideo(motionOnly, frames, diffCfg)))).data())[0];
+    assert.ok(gap > 1e-2, `difference: inverted contrast embeds differently (max gap ${gap})`);
+    // With W_motion = W_patch, a 3-frame clip with g_k = |f_k − (f0 + f1 + f2)/3| is the plain
+    // model on [f0 + g1 − g0, f1 + g2 − g1, f2 + g2 − g1] (the last frame repeats the difference).
+    const three = framesBatch(2, 3, 32, 96);
+    const f = [0, 1, 2].map((k) => tf.slice(three, [0, k, 0, 0, 0], [2, 1, 32, 32, 3]));
+    const m = tf.div(tf.addN(f), 3);
+    const g = f.map((fk) => tf.abs(tf.sub(fk, m)));
+    const d01 = tf.sub(g[1], g[0]);
+    const d12 = tf.sub(g[2], g[1]);
+    const same = { ...p, 'video.temporal.motion_embed.weight': p['video.patch_embed.weight'] };
+    const handBuilt = tf.concat([tf.add(f[0], d01), tf.add(f[1], d12), tf.add(f[2], d12)], 1);
+    close(await encodeVideo(same, three, fgCfg).data(), await encodeVideo(p, handBuilt, plain).data(), 1e-4, 'hand-built foreground differences');
+  }));
+
   it('vision.stem conv: stride-2 3×3 convolutions match a loop reference, then patches of the feature map; gradients and HVPs match finite differences', () => scoped(async () => {
     const cfg = getConfig('tiny', { vision: { stem: 'conv', patchSize: 8 } });
     const p = initDualEncoder(cfg, 9).snapshot();

@@ -26,6 +26,12 @@ export const visionConfigSchema = z.object({
    */
   motion: z.boolean().optional(),
   /**
+   * What `motion` embeds: `difference` (default), f[k+1] − f[k], signed by the object's contrast
+   * with the background; `foreground`, the difference of |f[k] − the clip's mean frame|, positive
+   * where the object arrives and negative where it left whatever its colour (docs/DESIGN.md §4).
+   */
+  motionInput: z.enum(['difference', 'foreground']).optional(),
+  /**
    * `patch` (default, CLIP): each patch is one linear map of its pixels. `conv`: two 3×3
    * convolutions of stride 2 (with GELU) first, then patches of the feature map, so a small
    * object gives the same features wherever it sits in a patch (docs/DESIGN.md §4); `motion`

@@ -40,12 +40,18 @@ function convStemShape(cfg: DualEncoderConfig): { cin: number; c1: number; c2: n
  * takes the one before it, so every frame carries the motion with the same sign convention
  * (zeros for a single frame). The slices run on a rank-3 view: wasm slices rank ≤ 4 by rows but
  * rank 5 element by element in JavaScript, which made a training step about three times slower.
+ * With `input: 'foreground'` the differences are of each frame's distance to the clip's mean
+ * frame instead (docs/DESIGN.md §4).
  */
-function frameDifferences(frames: tf.Tensor): tf.Tensor {
+function frameDifferences(frames: tf.Tensor, input: 'difference' | 'foreground' = 'difference'): tf.Tensor {
   const [b, t, h, w, c] = frames.shape;
   const pixels = h * w * c;
   if (t < 2) return tf.zeros([b, t, pixels]);
-  const flat = tf.reshape(frames, [b, t, pixels]);
+  let flat = tf.reshape(frames, [b, t, pixels]);
+  // `foreground`: |f[k] − mean over the clip's frames|, where a static background cancels and
+  // a moving object leaves its unsigned footprint; its differences are then positive where the
+  // object arrives and negative where it left, whatever its contrast with the background.
+  if (input === 'foreground') flat = tf.abs(tf.sub(flat, tf.mean(flat, 1, true)));
   const d = tf.sub(tf.slice(flat, [0, 1, 0], [b, t - 1, pixels]), tf.slice(flat, [0, 0, 0], [b, t - 1, pixels]));
   return tf.concat([d, tf.slice(d, [0, t - 2, 0], [b, 1, pixels])], 1);
 }
@@ -203,7 +209,7 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
       ? patchEmbed(params, 'video.patch_embed', convStem(params, frames, cfg), v.patchSize / 4)
       : patchEmbed(params, 'video.patch_embed', tf.reshape(frames, [n, h, w, c]), v.patchSize);
     if (v.motion && t > 1) {
-      patches = tf.add(patches, patchEmbed(params, 'video.temporal.motion_embed', tf.reshape(frameDifferences(frames), [n, h, w, c]), v.patchSize));
+      patches = tf.add(patches, patchEmbed(params, 'video.temporal.motion_embed', tf.reshape(frameDifferences(frames, v.motionInput), [n, h, w, c]), v.patchSize));
     }
     // fill, not zeros: zeros are made on the host and uploaded every step on webgpu.
     const cls = tf.add(tf.fill([n, 1, v.width], 0), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
