@@ -169,6 +169,8 @@ export const PretrainConfigSchema = z.object({
     motionInput: z.enum(['difference', 'foreground']).optional(),
     /** `conv`: two stride-2 3×3 convolutions before the patches (vision.stem, docs/DESIGN.md §4). */
     stem: z.enum(['patch', 'conv']).optional(),
+    /** `joint`: the video blocks attend over all frames' tokens at once (vision.attention, docs/DESIGN.md §4). */
+    videoAttention: z.enum(['frame', 'joint']).optional(),
     /** The preset's vision patch side, replaced (it must divide frames.size). */
     patchSize: z.number().int().min(1).max(64).optional(),
     /** The preset's vision and text width, replaced (a multiple of their heads). */
@@ -216,6 +218,11 @@ export const PretrainConfigSchema = z.object({
     /** `one`: a caption drawn per video per epoch; `all`: every caption of a video as a positive (SAM's groups; no weighting). */
     captionsPerVideo: z.enum(['one', 'all']).default('one'),
     /**
+     * Batches of groups of this many videos whose captions share the most tokens (1: plain
+     * shuffle); the in-memory loader only (BatchLoaderOptions.captionGroups).
+     */
+    captionGroups: z.number().int().min(1).max(64).optional(),
+    /**
      * Activation recomputation (gradient checkpointing): `none` keeps every activation for the
      * backward pass; `blocks` keeps each transformer block's input only and recomputes the block
      * in the backward: a fraction of the memory for about a third more compute per step
@@ -238,7 +245,12 @@ export const PretrainConfigSchema = z.object({
   /** Meta-learned sample weighting (docs/DESIGN.md §6). */
   weighting: WeightingSchema,
   captions: CaptionsSchema,
-}).strict().superRefine((c, ctx) => checkWeighting(c, ctx));
+}).strict().superRefine((c, ctx) => {
+  checkWeighting(c, ctx);
+  if ((c.train.captionGroups ?? 1) > 1 && c.frames.shuffleBuffer !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['train', 'captionGroups'], message: 'caption groups arrange a whole epoch, which the streaming loader (frames.shuffleBuffer) never holds: unset one of them' });
+  }
+});
 
 export type PretrainConfig = z.infer<typeof PretrainConfigSchema>;
 

@@ -69,6 +69,8 @@ const DESCRIPTIONS: Record<string, string> = {
   'model.temporalLayers': 'Layers of the temporal transformer put on top of a CLIP folder (with `temporalPooling: transformer`; it starts as the mean). A checkpoint keeps its own.',
   'model.motion': 'Add frame differences to the video encoder\'s patch tokens (each frame\'s patches also see their change to the next frame; docs/DESIGN.md §4).',
   'model.motionInput': 'What `model.motion` embeds: `difference` (f[k+1] − f[k], signed by the object\'s contrast with the background) or `foreground` (the difference of each frame\'s distance to the clip\'s mean frame: positive where the object arrives whatever its colour; docs/DESIGN.md §4).',
+  'model.videoAttention': '`frame` (CLIP: the video blocks attend within each frame) or `joint`: over all frames\' tokens of a clip at once, each frame\'s marked by a learnt time embedding, so a patch sees where the object is in the other frames (docs/DESIGN.md §4).',
+  'train.captionGroups': 'Harder batches: each epoch is arranged in groups of this many videos whose drawn captions share the most tokens (within pools of 8 batches), so pairs that differ in a word or two meet in one batch. 1 or unset: a plain shuffle. Not with `frames.shuffleBuffer`.',
   'model.stem': '`patch` (CLIP\'s linear patch embedding) or `conv`: two stride-2 3×3 convolutions before the patches, so a small shape gives the same features wherever it sits in a patch (the patch side must be a multiple of 4; docs/DESIGN.md §4).',
   'model.patchSize': 'Replaces the preset\'s vision patch side (it must divide `frames.size`).',
   'model.width': 'Replaces the preset\'s vision and text width (a multiple of their attention heads).',

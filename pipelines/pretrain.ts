@@ -301,7 +301,7 @@ function modelOverrides(cfg: ResolvedPretrainConfig, vocabSize: number): ConfigO
   const m = cfg.model;
   const width = m.width === undefined ? {} : { width: m.width };
   return {
-    vision: { imageSize: cfg.frames.size, ...(m.motion ? { motion: true } : {}), ...(m.motion && m.motionInput ? { motionInput: m.motionInput } : {}), ...(m.stem === 'conv' ? { stem: 'conv' } : {}), ...width, ...(m.patchSize === undefined ? {} : { patchSize: m.patchSize }) },
+    vision: { imageSize: cfg.frames.size, ...(m.motion ? { motion: true } : {}), ...(m.motion && m.motionInput ? { motionInput: m.motionInput } : {}), ...(m.stem === 'conv' ? { stem: 'conv' } : {}), ...(m.videoAttention === 'joint' ? { attention: 'joint' } : {}), ...width, ...(m.patchSize === undefined ? {} : { patchSize: m.patchSize }) },
     text: { vocabSize, contextLength: cfg.tokenizer.maxLen, ...width },
     temporal: { pooling: m.temporalPooling, maxFrames: Math.max(cfg.frames.count, 1) },
   };
@@ -475,7 +475,7 @@ async function runPretrainIn(
   const loader = cfg.frames.shuffleBuffer === undefined
     ? new BatchLoader(caches.train, table, {
       batchSize: cfg.train.batchSize, seed: cfg.seed, videoIds: trainIds, resumeFrom: resumeFrom as LoaderState | undefined, mean: norm.mean, std: norm.std,
-      captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights,
+      captionsPerVideo: cfg.train.captionsPerVideo, captionWeights: sources.weights, captionGroups: cfg.train.captionGroups,
       randomFrames: cfg.frames.strategy === 'random' ? { count: cfg.frames.count } : undefined,
     })
     : await StreamLoader.open(caches.train.dir, table, {

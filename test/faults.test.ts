@@ -178,7 +178,7 @@ describe('faults: the run folder', () => {
     assert.deepEqual(logs, []);
   });
 
-  it('refuses --out "", the working folder and names made of dots', async () => {
+  it('refuses --out "", the working folder and names made of dots (and caption groups with the streaming loader)', async () => {
     await assert.rejects(openRunFolder('', 'x', () => undefined), /--out: expected a run folder, got an empty path/);
     await assert.rejects(openRunFolder('  ', 'x', () => undefined), /empty path/);
     await assert.rejects(openRunFolder('.', 'x', () => undefined), /is the working folder or above it/);
@@ -187,6 +187,7 @@ describe('faults: the run folder', () => {
       assert.throws(() => parsePretrainConfig({ name, data: { kind: 'synth' } }), /name: must not be only dots/);
     }
     assert.equal(parsePretrainConfig({ name: 'a.b', data: { kind: 'synth' } }).name, 'a.b');
+    assert.throws(() => parsePretrainConfig({ data: { kind: 'synth' }, train: { captionGroups: 4 }, frames: { shuffleBuffer: 64 } }), /train\.captionGroups: caption groups arrange a whole epoch/);
   });
 
   it('every training job (pretrain, fine-tunes, classifier, speaker, spoof) locks its folder and refuses --out "" before reading any data', async () => {

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { tf } from '../src/backend/tf.js';
 import { buildFrameCache, buildFrameCacheShard, openFrameCache, planFrameCache, readNormalizedClips, verifyFrameCache, type FrameCache } from '../src/data/frameCache.js';
-import { BatchLoader, encodeCaptions, loaderKindOf, type CaptionTable } from '../src/data/loader.js';
+import { BatchLoader, encodeCaptions, groupByCaption, loaderKindOf, type CaptionTable } from '../src/data/loader.js';
 import { StreamLoader, type StreamLoaderState } from '../src/data/streamLoader.js';
 import type { ManifestEntry } from '../src/data/types.js';
 import { CLIP_MEAN, CLIP_STD } from '../src/video/transforms.js';
@@ -397,6 +397,31 @@ describe('frame cache', function () {
         redRows.add(b.index[b.videoId.indexOf('red')]);
       }
       assert.equal(redRows.size, 3, 'each of red\'s three captions is picked in some epoch');
+    });
+
+    it('captionGroups: greedy groups of the most token-sharing captions (hand-worked), every video once an epoch, exact on resume', async () => {
+      // Token sets: 0 {1,2,3}, 1 {7,8,9}, 2 {1,2,4}, 3 {7,8,5}, 4 {1,9,6}, 5 {2,8,6}. From 0 the
+      // Jaccard to 1…5 is 0, 2/4, 0, 1/5, 1/5: it takes 2; from 1, to 3, 4, 5: 2/4, 1/5, 1/5: 3; then 4 with 5.
+      const sets = [[1, 2, 3], [7, 8, 9], [1, 2, 4], [7, 8, 5], [1, 9, 6], [2, 8, 6]];
+      const hand: CaptionTable = {
+        videoIds: sets.map((_, i) => `v${i}`), maxLen: 4,
+        ids: Int32Array.from(sets.flatMap((t) => [...t, 0])), mask: Int32Array.from(sets.flatMap(() => [1, 1, 1, 0])),
+      };
+      const grouped = groupByCaption(sets.map((_, row) => ({ row })), hand, 2);
+      assert.deepEqual(grouped.map((e) => e.row), [0, 2, 1, 3, 4, 5]);
+      assert.deepEqual(groupByCaption(sets.map((_, row) => ({ row })), hand, 1).map((e) => e.row), [0, 1, 2, 3, 4, 5]);
+
+      const loader = new BatchLoader(cache, table, { batchSize: 2, seed: 3, captionGroups: 2 });
+      const seen: string[] = [];
+      for (let i = 0; i < 3; i++) seen.push(...(await loader.next()).videoId);
+      assert.deepEqual([...seen].sort(), [...NAMES].sort(), 'one epoch still visits every video once');
+      const saved = JSON.parse(JSON.stringify(loader.state()));
+      const want = [await loader.next(), await loader.next()];
+      const resumed = new BatchLoader(cache, table, { batchSize: 2, seed: 3, captionGroups: 2, resumeFrom: saved, prefetch: false });
+      for (const w of want) {
+        const g = await resumed.next();
+        assert.deepEqual([g.videoId, g.index], [w.videoId, w.index]);
+      }
     });
 
     it('resumes from a saved state with exactly the same next batches, across an epoch boundary', async () => {

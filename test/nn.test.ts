@@ -393,6 +393,35 @@ describe('nn: dual encoder', () => {
     close(await encodeVideo(same, three, fgCfg).data(), await encodeVideo(p, handBuilt, plain).data(), 1e-4, 'hand-built foreground differences');
   }));
 
+  it('vision.attention joint: a still clip with equal time embeddings is the per-frame model; frames then see each other and their order; gradients match finite differences', () => scoped(async () => {
+    const frameCfg = getConfig('tiny');
+    const jointCfg = getConfig('tiny', { vision: { attention: 'joint' } });
+    const p = initDualEncoder(jointCfg, 13).snapshot();
+    assert.deepEqual(p['video.time_embed'].shape, [8, 64]);
+    assert.ok(!dualEncoderSpecs(frameCfg).some((s) => s.name === 'video.time_embed'));
+    // Softmax over t copies of each key gives each copy 1/t of the weight it had alone, and the
+    // copies carry the same value: attention over a still clip's frames is attention within one.
+    const flat = { ...p, 'video.time_embed': tf.zerosLike(p['video.time_embed']) };
+    const still = tf.tile(framesBatch(2, 1, 32, 97), [1, 3, 1, 1, 1]);
+    close(await encodeVideo(flat, still, jointCfg).data(), await encodeVideo(p, still, frameCfg).data(), 1e-4, 'still clip, equal time embeddings');
+    // Mean pooling of per-frame tokens cannot see the order; joint attention with time embeddings does.
+    const frames = framesBatch(2, 3, 32, 98);
+    const reversed = tf.reverse(frames, 1);
+    close(await encodeVideo(p, reversed, frameCfg).data(), await encodeVideo(p, frames, frameCfg).data(), 1e-5, 'per frame, reversed');
+    const gap = (await tf.max(tf.abs(tf.sub(encodeVideo(p, reversed, jointCfg), encodeVideo(p, frames, jointCfg)))).data())[0];
+    assert.ok(gap > 1e-2, `joint: a reversed clip embeds differently (max gap ${gap})`);
+    assert.throws(() => encodeVideo(p, framesBatch(1, 9, 32, 99), jointCfg), /9 frames per clip, more than temporal.maxFrames 8/);
+
+    const microJoint = getConfig('tiny', { ...micro, name: 'micro-joint', vision: { ...micro.vision, attention: 'joint' } });
+    const q = initDualEncoder(microJoint, 14).snapshot();
+    const clip = framesBatch(2, 3, 8, 100);
+    const { ids, mask } = textBatch([4, 6], 6, microJoint.text.vocabSize, 101);
+    for (const name of ['video.time_embed', 'video.blocks.0.attn.qkv.weight']) {
+      const f = (v: tf.Tensor) => clipLoss({ ...q, [name]: v }, microJoint, clip, ids, mask);
+      close(await tidyData(() => tf.grad(f)(q[name])), await fdGrad(f, q[name], 1e-2), 2e-2, `gradient wrt ${name}`);
+    }
+  }));
+
   it('vision.stem conv: stride-2 3×3 convolutions match a loop reference, then patches of the feature map; gradients and HVPs match finite differences', () => scoped(async () => {
     const cfg = getConfig('tiny', { vision: { stem: 'conv', patchSize: 8 } });
     const p = initDualEncoder(cfg, 9).snapshot();

@@ -104,6 +104,13 @@ export interface BatchLoaderOptions {
    * per video, from a stream seeded by (seed, epoch, video). Default: the cached frames as they are.
    */
   randomFrames?: { count: number };
+  /**
+   * Harder batches: after the epoch's shuffle, each run of `captionGroups` videos is one video
+   * (in shuffled order) and the not yet placed videos, within the same 8 batches of the order,
+   * whose drawn captions share the most tokens with its caption (Jaccard of token sets), so a
+   * batch holds pairs that differ in few words and the loss must tell them apart. Default 1.
+   */
+  captionGroups?: number;
 }
 
 export interface Batch<F> {
@@ -291,6 +298,16 @@ export class BatchLoader<T extends boolean = false> {
       for (const r of rows) { u -= w[r]; if (u < 0) return r; }
       return rows[rows.length - 1];
     });
+    const group = this.opts.captionGroups ?? 1;
+    if (group > 1) {
+      // Groups form within pools of 8 batches of the shuffled order: cost linear in the data
+      // set, and each batch's neighbours still come from a random part of it.
+      const entries = order.map((v, i) => ({ v, row: captionRow[i] }));
+      const pool = 8 * this.batchSize;
+      const grouped: typeof entries = [];
+      for (let from = 0; from < entries.length; from += pool) grouped.push(...groupByCaption(entries.slice(from, from + pool), this.table, group));
+      return { order: grouped.map((g) => g.v), captionRow: grouped.map((g) => g.row), nextState: rng.state() };
+    }
     return { order, captionRow, nextState: rng.state() };
   }
 
@@ -329,6 +346,37 @@ export class BatchLoader<T extends boolean = false> {
     });
     return out;
   }
+}
+
+/**
+ * Greedy grouping for `captionGroups`: walks the entries in their (shuffled) order; each entry
+ * not yet placed starts a group and takes the `group − 1` unplaced entries whose caption token
+ * sets are closest to its own (Jaccard; ties to the earlier entry). Deterministic in the order.
+ */
+export function groupByCaption<E extends { row: number }>(entries: E[], table: CaptionTable, group: number): E[] {
+  const L = table.maxLen;
+  const sets = entries.map((e) => {
+    const out = new Set<number>();
+    for (let k = 0; k < L; k++) if (table.mask[e.row * L + k]) out.add(table.ids[e.row * L + k]);
+    return out;
+  });
+  const placed = new Uint8Array(entries.length);
+  const out: E[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    if (placed[i]) continue;
+    placed[i] = 1;
+    out.push(entries[i]);
+    const scored: { j: number; sim: number }[] = [];
+    for (let j = i + 1; j < entries.length; j++) {
+      if (placed[j]) continue;
+      let inter = 0;
+      for (const t of sets[j]) if (sets[i].has(t)) inter++;
+      scored.push({ j, sim: inter / (sets[i].size + sets[j].size - inter || 1) });
+    }
+    scored.sort((a, b) => b.sim - a.sim || a.j - b.j);
+    for (const { j } of scored.slice(0, group - 1)) { placed[j] = 1; out.push(entries[j]); }
+  }
+  return out;
 }
 
 function checkTable(t: CaptionTable): void {

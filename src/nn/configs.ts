@@ -38,6 +38,12 @@ export const visionConfigSchema = z.object({
    * keeps its linear embedding of the differences. The patch side must then be a multiple of 4.
    */
   stem: z.enum(['patch', 'conv']).optional(),
+  /**
+   * `frame` (default, CLIP): the ViT blocks attend within each frame. `joint`: over all frames'
+   * tokens of a clip at once (space-time attention), each frame's marked by a learnt time
+   * embedding of `temporal.maxFrames` rows (docs/DESIGN.md §4).
+   */
+  attention: z.enum(['frame', 'joint']).optional(),
 }).strict();
 
 export const textConfigSchema = z.object({

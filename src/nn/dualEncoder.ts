@@ -4,7 +4,8 @@
  * Video: frames [B, T, H, W, 3] → patches · W (no conv; with `vision.motion`, plus the patches
  * of the difference to the next frame · W_motion; with `vision.stem: 'conv'`, two stride-2 3×3
  * convolutions of the frame first) + class token + positional
- * embedding → ln_pre → ViT blocks per frame (T folded into the batch) → ln_post on the
+ * embedding → ln_pre → ViT blocks per frame (T folded into the batch; with `vision.attention:
+ * 'joint'`, over all frames' tokens of a clip at once, each frame's marked by a time embedding) → ln_post on the
  * class token → temporal pooling (mean, or a temporal transformer then the mean) →
  * `video.proj`. Text: ids [B, L] → token + positional embedding → transformer (causal or
  * not) → pooling (EOS: last real token; CLS: first) → ln_final → `text.proj`.
@@ -15,6 +16,7 @@
  *   video.ln_pre.{weight,bias}   video.blocks.N.{ln_1,attn.qkv,attn.out,ln_2,mlp.fc1,mlp.fc2}.*
  *   video.ln_post.*   video.temporal.pos_embed [maxFrames, D_v]   video.temporal.blocks.N.*
  *   video.temporal.motion_embed.weight [p·p·3, D_v] (vision.motion)
+ *   video.time_embed [maxFrames, D_v] (vision.attention 'joint')
  *   video.stem.conv1.{weight [3, 3, 3, D_v/4], bias}   video.stem.conv2.{weight [3, 3, D_v/4, D_v/2], bias}
  *     and video.patch_embed.weight [(p/4)²·D_v/2, D_v] (vision.stem 'conv')
  *   video.proj.weight [D_v, E]
@@ -131,6 +133,7 @@ export function dualEncoderSpecs(cfg: DualEncoderConfig): ParamSpec[] {
     ...transformerSpecs('video.blocks', v.width, v.layers, v.mlpRatio),
     ...layerNormSpecs('video.ln_post', v.width),
   );
+  if (v.attention === 'joint') specs.push({ name: 'video.time_embed', shape: [temporal.maxFrames, v.width], init: { kind: 'normal', std: v.width ** -0.5 } });
   const pixelDim = v.patchSize * v.patchSize * 3;
   if (v.motion) specs.push({ name: 'video.temporal.motion_embed.weight', shape: [pixelDim, v.width], init: { kind: 'normal', std: pixelDim ** -0.5 } });
   if (temporal.pooling === 'transformer') {
@@ -200,7 +203,7 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
   }
   if (frames.dtype !== 'float32') throw new Error(`videoFeatures: 'frames' must be float32 (normalised), got ${frames.dtype}`);
   const temporal = cfg.temporal;
-  if (temporal.pooling === 'transformer' && t > temporal.maxFrames) {
+  if ((temporal.pooling === 'transformer' || v.attention === 'joint') && t > temporal.maxFrames) {
     throw new Error(`videoFeatures: 'frames' has ${t} frames per clip, more than temporal.maxFrames ${temporal.maxFrames}`);
   }
   return tf.tidy(() => {
@@ -214,8 +217,19 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
     // fill, not zeros: zeros are made on the host and uploaded every step on webgpu.
     const cls = tf.add(tf.fill([n, 1, v.width], 0), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
     let x = tf.add(tf.concat([cls, patches], 1), param(params, 'video.pos_embed'));
+    const tokens = 1 + (v.imageSize / v.patchSize) ** 2;
+    if (v.attention === 'joint') {
+      // One sequence of every frame's tokens per clip, each frame's tokens marked by its time
+      // embedding, so a patch can attend to where the object is in the other frames.
+      const time = tf.reshape(tf.slice(param(params, 'video.time_embed'), [0, 0], [t, v.width]), [1, t, 1, v.width]);
+      x = tf.reshape(tf.add(tf.reshape(x, [b, t, tokens, v.width]), time), [n, tokens, v.width]);
+    }
     x = layerNorm(params, 'video.ln_pre', x, cfg.layerNormEps);
-    x = transformer(params, 'video.blocks', x, v.layers, blockOpts(cfg, v.heads, run));
+    if (v.attention === 'joint') {
+      x = tf.reshape(transformer(params, 'video.blocks', tf.reshape(x, [b, t * tokens, v.width]), v.layers, blockOpts(cfg, v.heads, run)), [n, tokens, v.width]);
+    } else {
+      x = transformer(params, 'video.blocks', x, v.layers, blockOpts(cfg, v.heads, run));
+    }
     const frameTokens = layerNorm(params, 'video.ln_post', tf.reshape(tf.slice(x, [0, 0, 0], [n, 1, v.width]), [n, v.width]), cfg.layerNormEps);
     let seq = tf.reshape(frameTokens, [b, t, v.width]);
     if (temporal.pooling === 'transformer') {
