@@ -144,7 +144,7 @@ describe('wasm gradient kernels', function () {
   });
 
   for (const [stride, pad] of [[1, 'same'], [2, 'valid'], [2, 'same']] as const) {
-    it(`Conv2DBackpropFilter matches the cpu backend (stride ${stride}, ${pad})`, async () => {
+    it(`Conv2DBackpropFilter and Conv2DBackpropInput match the cpu backend (stride ${stride}, ${pad})`, async () => {
       const xv = seededUniform(2 * 7 * 6 * 3, 1);
       const wv = seededUniform(3 * 3 * 3 * 4, 2);
       const outH = pad === 'same' ? Math.ceil(7 / stride) : Math.floor((7 - 3) / stride) + 1;
@@ -155,6 +155,18 @@ describe('wasm gradient kernels', function () {
       const expected = await onCpu(f);
       const got = await tidyData(f);
       assert.ok(relErr(got, expected, 1e-6) < 1e-5, `wasm ${got.slice(0, 4)} vs cpu ${expected.slice(0, 4)}`);
+      // The input gradient (Conv2DBackpropInput) through the same convolution.
+      const fx = () => tf.grad((x: tf.Tensor) => tf.sum(tf.mul(
+        tf.conv2d(x as tf.Tensor4D, tf.tensor4d(wv, [3, 3, 3, 4]), stride, pad), tf.tensor4d(rv, [2, outH, outW, 4]))))(tf.tensor4d(xv, [2, 7, 6, 3]));
+      const expectedX = await onCpu(fx);
+      const gotX = await tidyData(fx);
+      assert.ok(relErr(gotX, expectedX, 1e-6) < 1e-5, `input gradient: wasm ${gotX.slice(0, 4)} vs cpu ${expectedX.slice(0, 4)}`);
+      const before = tf.memory().numTensors;
+      const buffers = tf.engine().backend.numDataIds();
+      await tidyData(fx);
+      await tidyData(f);
+      assert.equal(tf.memory().numTensors, before, 'the kernels leave no tensor behind');
+      assert.equal(tf.engine().backend.numDataIds(), buffers, 'nor a buffer on the wasm heap');
     });
   }
 });

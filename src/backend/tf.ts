@@ -58,6 +58,27 @@ function expandedDy(dy: tf.Tensor, x: tf.Tensor, axis: number | number[]): tf.Te
   for (const a of tf.util.parseAxisParam(axis, x.shape)) shape[a] = 1;
   return tf.mul(tf.reshape(dy, shape), tf.fill(x.shape, 1, 'float32'));
 }
+// The filter gradient of conv2d has no gradient in tfjs, so a second-order pass through a
+// convolution (the bilevel step through the video stem) would throw. dW = BackpropFilter(x, dy)
+// is bilinear in x and dy: with upstream g (filter-shaped), ∂/∂x is the input gradient of
+// conv2d(x, g) for upstream dy, and ∂/∂dy is conv2d(x, g) itself.
+if (!tf.getGradient('Conv2DBackpropFilter')) {
+  tf.registerGradient({
+    kernelName: 'Conv2DBackpropFilter',
+    inputsToSave: ['x', 'dy'],
+    gradFunc: (g: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs?: tf.NamedAttrMap) => {
+      const [x, dy] = saved as [tf.Tensor4D, tf.Tensor4D];
+      const a = attrs as unknown as { strides: [number, number] | number; pad: 'valid' | 'same'; dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+      if (a.dataFormat === 'NCHW') throw new Error('Conv2DBackpropFilter gradient: only NHWC is supported');
+      const filter = g as tf.Tensor4D;
+      return {
+        x: () => tf.conv2dTranspose(dy, filter, x.shape, a.strides, a.pad, a.dimRoundingMode),
+        dy: () => tf.conv2d(x, filter, a.strides, a.pad, 'NHWC', 1, a.dimRoundingMode),
+      };
+    },
+  });
+}
+
 const quiet = <T>(f: () => T): T => {
   // registerGradient warns when it replaces a gradient; these replacements are deliberate.
   const warn = console.warn;

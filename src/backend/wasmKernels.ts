@@ -2,7 +2,8 @@
  * Gradient kernels that `@tensorflow/tfjs-backend-wasm` 4.x does not ship, written in JS
  * over the backend's heap, and two faster stand-ins (matMul with transpose flags, contiguous
  * slices). `UnsortedSegmentSum` is the gradient of every `gather` (so of
- * every embedding lookup); `Conv2DBackpropFilter` is the filter gradient of `conv2d`.
+ * every embedding lookup); `Conv2DBackpropFilter` is the filter gradient of `conv2d`, and
+ * `Conv2DBackpropInput` (its input gradient) replaces wasm's own, both as im2col and a matmul.
  * Both are checked against the cpu backend in test/backend.test.ts.
  */
 import { tf } from './tf.js';
@@ -41,50 +42,116 @@ function unsortedSegmentSum({ inputs, backend, attrs }: {
   return b.makeOutput([numSegments, ...x.shape.slice(idsShape.length)], x.dtype, undefined, out);
 }
 
+interface ConvAttrs {
+  strides: [number, number] | number; pad: 'valid' | 'same' | number;
+  dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
+/** Rows N·oH·oW, columns fh·fw·Cin: each output position's receptive field (zeros outside). */
+function im2col(xv: ArrayLike<number>, info: tf.backend_util.Conv2DInfo): Float32Array {
+  const { strideHeight, strideWidth, filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels, outHeight, outWidth } = info;
+  const k = filterHeight * filterWidth * inChannels;
+  const cols = new Float32Array(batchSize * outHeight * outWidth * k);
+  let o = 0;
+  for (let n = 0; n < batchSize; n++) {
+    for (let yR = 0; yR < outHeight; yR++) {
+      for (let yC = 0; yC < outWidth; yC++, o += k) {
+        for (let wR = 0; wR < filterHeight; wR++) {
+          const xR = yR * strideHeight - info.padInfo.top + wR;
+          if (xR < 0 || xR >= inHeight) continue;
+          for (let wC = 0; wC < filterWidth; wC++) {
+            const xC = yC * strideWidth - info.padInfo.left + wC;
+            if (xC < 0 || xC >= inWidth) continue;
+            const src = ((n * inHeight + xR) * inWidth + xC) * inChannels;
+            const dst = o + (wR * filterWidth + wC) * inChannels;
+            for (let c = 0; c < inChannels; c++) cols[dst + c] = xv[src + c];
+          }
+        }
+      }
+    }
+  }
+  return cols;
+}
+
+/** a·b (flags as BatchMatMul's) on the wasm backend for rank-2 host arrays; returns host data. */
+function hostMatMul(backend: unknown, a: Float32Array, aShape: [number, number], bInfo: tf.TensorInfo, bShape: [number, number], transposeA: boolean, transposeB: boolean): Float32Array {
+  const b = backend as WasmLike & { disposeData(id: object): void };
+  const kernel = tf.getKernel('BatchMatMul', 'wasm')!.kernelFunc;
+  const aInfo = b.makeOutput([1, ...aShape], 'float32', undefined, a);
+  const bView: tf.TensorInfo = { dataId: bInfo.dataId, shape: [1, ...bShape], dtype: 'float32' };
+  const out = kernel({ inputs: { a: aInfo, b: bView }, backend: backend as tf.KernelBackend, attrs: { transposeA, transposeB } }) as tf.TensorInfo;
+  const data = Float32Array.from(read(b, out));
+  b.disposeData(aInfo.dataId);
+  b.disposeData(out.dataId);
+  return data;
+}
+
+function convInfo(xShape: number[], filterShape: number[], a: ConvAttrs, what: string): tf.backend_util.Conv2DInfo {
+  if (a.dataFormat === 'NCHW') throw new Error(`vlmargin wasm ${what}: only NHWC is supported`);
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number], filterShape as [number, number, number, number], a.strides, 1, a.pad, a.dimRoundingMode, false, 'channelsLast');
+}
+
+/**
+ * dW = im2col(x)ᵀ · dy: the receptive fields gathered in JS, the product on the backend's
+ * matmul (a loop over every output position, tap and channel pair took 117 and 283 ms for the
+ * video stem's two convolutions at batch 32 × 4 frames).
+ */
 function conv2DBackpropFilter({ inputs, backend, attrs }: {
   inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap;
 }): tf.TensorInfo {
   const b = backend as WasmLike;
   const x = inputs.x as tf.TensorInfo;
   const dy = inputs.dy as tf.TensorInfo;
-  const a = attrs as unknown as {
-    strides: [number, number] | number; pad: 'valid' | 'same' | number;
-    dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil';
-    filterShape: [number, number, number, number];
-  };
-  if (a.dataFormat === 'NCHW') throw new Error('vlmargin wasm Conv2DBackpropFilter: only NHWC is supported');
-  const info = tf.backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], a.filterShape, a.strides, 1, a.pad, a.dimRoundingMode, false, 'channelsLast');
-  const { strideHeight, strideWidth, filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels,
-    outHeight, outWidth, outChannels } = info;
-  const padTop = info.padInfo.top;
-  const padLeft = info.padInfo.left;
-  const xv = read(b, x);
-  const dyv = read(b, dy);
-  const dw = new Float32Array(filterHeight * filterWidth * inChannels * outChannels);
+  const a = attrs as unknown as ConvAttrs & { filterShape: [number, number, number, number] };
+  const info = convInfo(x.shape, a.filterShape, a, 'Conv2DBackpropFilter');
+  const rows = info.batchSize * info.outHeight * info.outWidth;
+  const k = info.filterHeight * info.filterWidth * info.inChannels;
+  const cols = im2col(read(b, x), info);
+  const dw = hostMatMul(backend, cols, [rows, k], dy, [rows, info.outChannels], true, false);
+  return b.makeOutput([...a.filterShape], x.dtype, undefined, dw);
+}
+
+/**
+ * dX = col2im(dy · Wᵀ): the product on the backend's matmul, the scatter of each receptive
+ * field's gradient back onto the input in JS (wasm's own kernel took 105 ms for the stem's
+ * second convolution).
+ */
+function conv2DBackpropInput({ inputs, backend, attrs }: {
+  inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap;
+}): tf.TensorInfo {
+  const b = backend as WasmLike;
+  const dy = inputs.dy as tf.TensorInfo;
+  const filter = inputs.filter as tf.TensorInfo;
+  const a = attrs as unknown as ConvAttrs & { inputShape: [number, number, number, number] };
+  const info = convInfo(a.inputShape, filter.shape, a, 'Conv2DBackpropInput');
+  const { strideHeight, strideWidth, filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels } = info;
+  const rows = batchSize * outHeight * outWidth;
+  const k = filterHeight * filterWidth * inChannels;
+  const dyRows = Float32Array.from(read(b, dy));
+  // dCols [rows, k] = dy [rows, Cout] · Wᵀ, with W viewed as [k, Cout].
+  const filterView: tf.TensorInfo = { dataId: filter.dataId, shape: [k, outChannels], dtype: 'float32' };
+  const dCols = hostMatMul(backend, dyRows, [rows, outChannels], filterView, [k, outChannels], false, true);
+  const dx = new Float32Array(batchSize * inHeight * inWidth * inChannels);
+  let o = 0;
   for (let n = 0; n < batchSize; n++) {
     for (let yR = 0; yR < outHeight; yR++) {
-      for (let yC = 0; yC < outWidth; yC++) {
-        const dyBase = ((n * outHeight + yR) * outWidth + yC) * outChannels;
+      for (let yC = 0; yC < outWidth; yC++, o += k) {
         for (let wR = 0; wR < filterHeight; wR++) {
-          const xR = yR * strideHeight - padTop + wR;
+          const xR = yR * strideHeight - info.padInfo.top + wR;
           if (xR < 0 || xR >= inHeight) continue;
           for (let wC = 0; wC < filterWidth; wC++) {
-            const xC = yC * strideWidth - padLeft + wC;
+            const xC = yC * strideWidth - info.padInfo.left + wC;
             if (xC < 0 || xC >= inWidth) continue;
-            const xBase = ((n * inHeight + xR) * inWidth + xC) * inChannels;
-            const wBase = (wR * filterWidth + wC) * inChannels * outChannels;
-            for (let d1 = 0; d1 < inChannels; d1++) {
-              const xval = xv[xBase + d1];
-              const o = wBase + d1 * outChannels;
-              for (let d2 = 0; d2 < outChannels; d2++) dw[o + d2] += xval * dyv[dyBase + d2];
-            }
+            const dst = ((n * inHeight + xR) * inWidth + xC) * inChannels;
+            const src = o + (wR * filterWidth + wC) * inChannels;
+            for (let c = 0; c < inChannels; c++) dx[dst + c] += dCols[src + c];
           }
         }
       }
     }
   }
-  return b.makeOutput([...a.filterShape], x.dtype, undefined, dw);
+  return b.makeOutput([...a.inputShape], dy.dtype, undefined, dx);
 }
 
 /**
@@ -158,6 +225,8 @@ export function registerWasmKernels(): void {
   if (!tf.getKernel('Conv2DBackpropFilter', 'wasm')) {
     tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter as tf.KernelFunc });
   }
+  if (tf.getKernel('Conv2DBackpropInput', 'wasm')) tf.unregisterKernel('Conv2DBackpropInput', 'wasm');
+  tf.registerKernel({ kernelName: 'Conv2DBackpropInput', backendName: 'wasm', kernelFunc: conv2DBackpropInput as tf.KernelFunc });
   const slice = tf.getKernel('Slice', 'wasm');
   if (slice) {
     tf.unregisterKernel('Slice', 'wasm');

@@ -24,7 +24,6 @@
  *   text.ln_final.*   text.proj.weight [D_t, E]   logit_scale []
  */
 import { tf } from '../backend/tf.js';
-import { matMul } from '../backend/matMul.js';
 import type { DualEncoderConfig } from './configs.js';
 import { validateConfig } from './configs.js';
 import { activate, layerNorm, layerNormSpecs, linear, linearSpecs, patchEmbed } from './layers.js';
@@ -59,34 +58,14 @@ function frameDifferences(frames: tf.Tensor, input: 'difference' | 'foreground' 
 }
 
 /**
- * One 3×3 'same' convolution of stride 2 (even sides: no padding before, one pixel after, as
- * TensorFlow pads) with bias and the model's activation, as nine shifted views and one matmul.
- * tfjs has no gradient for Conv2DBackpropFilter or StridedSlice, so `tf.conv2d` would stop the
- * bilevel step's second-order pass; reshapes and rank ≤ 4 slices have gradients of any order.
+ * One 3×3 'same' convolution of stride 2 with bias and the model's activation. Its second
+ * order (the bilevel step through the stem) uses the filter gradient's gradient that
+ * src/backend/tf.ts registers.
  */
 function stemConv(params: Params, prefix: string, x: tf.Tensor4D, cfg: DualEncoderConfig): tf.Tensor4D {
   return tf.tidy(() => {
-    const [n, h, w, c] = x.shape;
-    if (h % 2 !== 0 || w % 2 !== 0) throw new Error(`convStem: feature map ${h}×${w} must have even sides`);
-    const weight = param(params, `${prefix}.weight`);
-    const cout = weight.shape[3] as number;
-    const ho = h / 2;
-    const wo = w / 2;
-    // Pad two after (one is TensorFlow's, one makes the sides even); the view
-    // [N, (H+2)/2, 2, ((W+2)/2)·2·C] splits each row index into (block, phase): input row
-    // 2i + dy is block i + (dy >> 1), phase dy & 1, and likewise for columns.
-    const padded = tf.pad(x, [[0, 0], [0, 2], [0, 2], [0, 0]]);
-    const hb = (h + 2) / 2;
-    const wb = (w + 2) / 2;
-    const rows = tf.reshape(padded, [n, hb, 2, wb * 2 * c]);
-    const cols: tf.Tensor[] = [];
-    for (let dy = 0; dy < 3; dy++) {
-      const r = tf.reshape(tf.slice(rows, [0, dy >> 1, dy & 1, 0], [n, ho, 1, wb * 2 * c]), [n * ho, wb, 2 * c]);
-      for (let dx = 0; dx < 3; dx++) cols.push(tf.slice(r, [0, dx >> 1, (dx & 1) * c], [n * ho, wo, c]));
-    }
-    const patches = tf.reshape(tf.concat(cols, 2), [n * ho * wo, 9 * c]);
-    const y = tf.add(matMul(patches, tf.reshape(weight, [9 * c, cout])), param(params, `${prefix}.bias`));
-    return tf.reshape(activate(y, cfg.activation), [n, ho, wo, cout]) as tf.Tensor4D;
+    const y = tf.add(tf.conv2d(x, param(params, `${prefix}.weight`) as tf.Tensor4D, 2, 'same'), param(params, `${prefix}.bias`));
+    return activate(y, cfg.activation) as tf.Tensor4D;
   });
 }
 
