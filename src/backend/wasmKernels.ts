@@ -47,28 +47,42 @@ interface ConvAttrs {
   dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil';
 }
 
-/** Rows N·oH·oW, columns fh·fw·Cin: each output position's receptive field (zeros outside). */
-function im2col(xv: ArrayLike<number>, info: tf.backend_util.Conv2DInfo): Float32Array {
+/**
+ * For each output position (rows N·oH·oW) and filter tap (fh·fw), the offset in x of the input
+ * pixel the tap reads (its first channel), or −1 where the tap falls in the padding: the one
+ * index map that im2col gathers through and col2im scatters through.
+ */
+function tapOffsets(info: tf.backend_util.Conv2DInfo): Int32Array {
   const { strideHeight, strideWidth, filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels, outHeight, outWidth } = info;
-  const k = filterHeight * filterWidth * inChannels;
-  const cols = new Float32Array(batchSize * outHeight * outWidth * k);
+  const taps = filterHeight * filterWidth;
+  const out = new Int32Array(batchSize * outHeight * outWidth * taps).fill(-1);
   let o = 0;
   for (let n = 0; n < batchSize; n++) {
     for (let yR = 0; yR < outHeight; yR++) {
-      for (let yC = 0; yC < outWidth; yC++, o += k) {
+      for (let yC = 0; yC < outWidth; yC++, o += taps) {
         for (let wR = 0; wR < filterHeight; wR++) {
           const xR = yR * strideHeight - info.padInfo.top + wR;
           if (xR < 0 || xR >= inHeight) continue;
           for (let wC = 0; wC < filterWidth; wC++) {
             const xC = yC * strideWidth - info.padInfo.left + wC;
-            if (xC < 0 || xC >= inWidth) continue;
-            const src = ((n * inHeight + xR) * inWidth + xC) * inChannels;
-            const dst = o + (wR * filterWidth + wC) * inChannels;
-            for (let c = 0; c < inChannels; c++) cols[dst + c] = xv[src + c];
+            if (xC >= 0 && xC < inWidth) out[o + wR * filterWidth + wC] = ((n * inHeight + xR) * inWidth + xC) * inChannels;
           }
         }
       }
     }
+  }
+  return out;
+}
+
+/** Rows N·oH·oW, columns fh·fw·Cin: each output position's receptive field (zeros outside). */
+function im2col(xv: ArrayLike<number>, info: tf.backend_util.Conv2DInfo, offsets: Int32Array): Float32Array {
+  const c = info.inChannels;
+  const cols = new Float32Array(offsets.length * c);
+  for (let t = 0; t < offsets.length; t++) {
+    const src = offsets[t];
+    if (src < 0) continue;
+    const dst = t * c;
+    for (let k = 0; k < c; k++) cols[dst + k] = xv[src + k];
   }
   return cols;
 }
@@ -107,7 +121,7 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: {
   const info = convInfo(x.shape, a.filterShape, a, 'Conv2DBackpropFilter');
   const rows = info.batchSize * info.outHeight * info.outWidth;
   const k = info.filterHeight * info.filterWidth * info.inChannels;
-  const cols = im2col(read(b, x), info);
+  const cols = im2col(read(b, x), info, tapOffsets(info));
   const dw = hostMatMul(backend, cols, [rows, k], dy, [rows, info.outChannels], true, false);
   return b.makeOutput([...a.filterShape], x.dtype, undefined, dw);
 }
@@ -125,7 +139,7 @@ function conv2DBackpropInput({ inputs, backend, attrs }: {
   const filter = inputs.filter as tf.TensorInfo;
   const a = attrs as unknown as ConvAttrs & { inputShape: [number, number, number, number] };
   const info = convInfo(a.inputShape, filter.shape, a, 'Conv2DBackpropInput');
-  const { strideHeight, strideWidth, filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels } = info;
+  const { filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels } = info;
   const rows = batchSize * outHeight * outWidth;
   const k = filterHeight * filterWidth * inChannels;
   const dyRows = Float32Array.from(read(b, dy));
@@ -133,23 +147,12 @@ function conv2DBackpropInput({ inputs, backend, attrs }: {
   const filterView: tf.TensorInfo = { dataId: filter.dataId, shape: [k, outChannels], dtype: 'float32' };
   const dCols = hostMatMul(backend, dyRows, [rows, outChannels], filterView, [k, outChannels], false, true);
   const dx = new Float32Array(batchSize * inHeight * inWidth * inChannels);
-  let o = 0;
-  for (let n = 0; n < batchSize; n++) {
-    for (let yR = 0; yR < outHeight; yR++) {
-      for (let yC = 0; yC < outWidth; yC++, o += k) {
-        for (let wR = 0; wR < filterHeight; wR++) {
-          const xR = yR * strideHeight - info.padInfo.top + wR;
-          if (xR < 0 || xR >= inHeight) continue;
-          for (let wC = 0; wC < filterWidth; wC++) {
-            const xC = yC * strideWidth - info.padInfo.left + wC;
-            if (xC < 0 || xC >= inWidth) continue;
-            const dst = ((n * inHeight + xR) * inWidth + xC) * inChannels;
-            const src = o + (wR * filterWidth + wC) * inChannels;
-            for (let c = 0; c < inChannels; c++) dx[dst + c] += dCols[src + c];
-          }
-        }
-      }
-    }
+  const offsets = tapOffsets(info);
+  for (let t = 0; t < offsets.length; t++) {
+    const dst = offsets[t];
+    if (dst < 0) continue;
+    const src = t * inChannels;
+    for (let c = 0; c < inChannels; c++) dx[dst + c] += dCols[src + c];
   }
   return b.makeOutput([...a.inputShape], dy.dtype, undefined, dx);
 }
