@@ -8,8 +8,8 @@
  *   vlmargin embed text  --model RUN --manifest M --split test --out t.safetensors
  *   node dist/experiments/attribute-probe.js --manifest M --videos v.safetensors --texts t.safetensors
  */
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { readManifest } from '../src/data/manifest.js';
 import { attributeAgreement, conceptMap } from '../src/eval/attributeProbe.js';
 import { readSafetensors } from '../src/train/safetensors.js';
 
@@ -28,12 +28,9 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { manifest: { type: 'string' }, videos: { type: 'string' }, texts: { type: 'string' } } });
   if (!values.manifest || !values.videos || !values.texts) throw new Error('usage: --manifest M.jsonl --videos V.safetensors --texts T.safetensors');
   const concepts = new Map<string, Map<string, string>>();
-  const lines = (await readFile(values.manifest, 'utf8')).split('\n');
-  lines.forEach((line, i) => {
-    if (!line.trim()) return;
-    const e = JSON.parse(line) as { id: string; concepts?: string[] };
-    if (e.concepts) concepts.set(e.id, conceptMap(e.concepts, `${values.manifest}:${i + 1}`));
-  });
+  for (const e of (await readManifest(values.manifest)).entries) {
+    if (e.concepts) concepts.set(e.id, conceptMap(e.concepts, `${values.manifest} entry '${e.id}'`));
+  }
   const videos = await load(values.videos);
   const texts = await load(values.texts);
   const r = attributeAgreement(texts.rows, texts.ids, videos.rows, videos.ids, concepts);

@@ -87,16 +87,17 @@ function im2col(xv: ArrayLike<number>, info: tf.backend_util.Conv2DInfo, offsets
   return cols;
 }
 
-/** a·b (flags as BatchMatMul's) on the wasm backend for rank-2 host arrays; returns host data. */
-function hostMatMul(backend: unknown, a: Float32Array, aShape: [number, number], bInfo: tf.TensorInfo, bShape: [number, number], transposeA: boolean, transposeB: boolean): Float32Array {
-  const b = backend as WasmLike & { disposeData(id: object): void };
+/**
+ * a·b (flags as BatchMatMul's) of two rank-2 views of backend buffers, on the backend's own
+ * matmul kernel; returns the product as host data.
+ */
+function backendMatMul(backend: unknown, a: tf.TensorInfo, aShape: [number, number], b: tf.TensorInfo, bShape: [number, number], transposeA: boolean, transposeB: boolean): Float32Array {
+  const w = backend as WasmLike & { disposeData(id: object): void };
   const kernel = tf.getKernel('BatchMatMul', 'wasm')!.kernelFunc;
-  const aInfo = b.makeOutput([1, ...aShape], 'float32', undefined, a);
-  const bView: tf.TensorInfo = { dataId: bInfo.dataId, shape: [1, ...bShape], dtype: 'float32' };
-  const out = kernel({ inputs: { a: aInfo, b: bView }, backend: backend as tf.KernelBackend, attrs: { transposeA, transposeB } }) as tf.TensorInfo;
-  const data = Float32Array.from(read(b, out));
-  b.disposeData(aInfo.dataId);
-  b.disposeData(out.dataId);
+  const view = (t: tf.TensorInfo, shape: [number, number]): tf.TensorInfo => ({ dataId: t.dataId, shape: [1, ...shape], dtype: 'float32' });
+  const out = kernel({ inputs: { a: view(a, aShape), b: view(b, bShape) }, backend: backend as tf.KernelBackend, attrs: { transposeA, transposeB } }) as tf.TensorInfo;
+  const data = Float32Array.from(read(w, out));
+  w.disposeData(out.dataId);
   return data;
 }
 
@@ -121,8 +122,9 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: {
   const info = convInfo(x.shape, a.filterShape, a, 'Conv2DBackpropFilter');
   const rows = info.batchSize * info.outHeight * info.outWidth;
   const k = info.filterHeight * info.filterWidth * info.inChannels;
-  const cols = im2col(read(b, x), info, tapOffsets(info));
-  const dw = hostMatMul(backend, cols, [rows, k], dy, [rows, info.outChannels], true, false);
+  const cols = b.makeOutput([rows, k], 'float32', undefined, im2col(read(b, x), info, tapOffsets(info)));
+  const dw = backendMatMul(backend, cols, [rows, k], dy, [rows, info.outChannels], true, false);
+  (backend as { disposeData(id: object): void }).disposeData(cols.dataId);
   return b.makeOutput([...a.filterShape], x.dtype, undefined, dw);
 }
 
@@ -142,10 +144,8 @@ function conv2DBackpropInput({ inputs, backend, attrs }: {
   const { filterHeight, filterWidth, batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels } = info;
   const rows = batchSize * outHeight * outWidth;
   const k = filterHeight * filterWidth * inChannels;
-  const dyRows = Float32Array.from(read(b, dy));
-  // dCols [rows, k] = dy [rows, Cout] · Wᵀ, with W viewed as [k, Cout].
-  const filterView: tf.TensorInfo = { dataId: filter.dataId, shape: [k, outChannels], dtype: 'float32' };
-  const dCols = hostMatMul(backend, dyRows, [rows, outChannels], filterView, [k, outChannels], false, true);
+  // dCols [rows, k] = dy [rows, Cout] · Wᵀ, with W viewed as [k, Cout]; both stay on the heap.
+  const dCols = backendMatMul(backend, dy, [rows, outChannels], filter, [k, outChannels], false, true);
   const dx = new Float32Array(batchSize * inHeight * inWidth * inChannels);
   const offsets = tapOffsets(info);
   for (let t = 0; t < offsets.length; t++) {

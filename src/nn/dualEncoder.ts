@@ -30,16 +30,16 @@ import { activate, layerNorm, layerNormSpecs, linear, linearSpecs, patchEmbed } 
 import { countParams, param, ParamStore, type ParamSpec, type Params } from './params.js';
 import { transformer, transformerSpecs, type BlockOptions, type Recompute } from './transformer.js';
 
-/** Channels of the convolutional stem: the frame's three in, D_v/4, then D_v/2. */
-function convStemShape(cfg: DualEncoderConfig): { cin: number; c1: number; c2: number } {
+/** Channels of the convolutional stem after its two convolutions: D_v/4, then D_v/2. */
+function convStemShape(cfg: DualEncoderConfig): { c1: number; c2: number } {
   const w = cfg.vision.width;
-  return { cin: 3, c1: Math.max(1, Math.floor(w / 4)), c2: Math.max(1, Math.floor(w / 2)) };
+  return { c1: Math.max(1, Math.floor(w / 4)), c2: Math.max(1, Math.floor(w / 2)) };
 }
 
 /**
  * Forward differences f[k+1] − f[k] of frames [B, T, H, W, C] as [B, T, H·W·C]; the last frame
  * takes the one before it, so every frame carries the motion with the same sign convention
- * (zeros for a single frame). The slices run on a rank-3 view: wasm slices rank ≤ 4 by rows but
+ * (at least two frames). The slices run on a rank-3 view: wasm slices rank ≤ 4 by rows but
  * rank 5 element by element in JavaScript, which made a training step about three times slower.
  * With `input: 'foreground'` the differences are of each frame's distance to the clip's mean
  * frame instead (docs/DESIGN.md §4).
@@ -47,7 +47,6 @@ function convStemShape(cfg: DualEncoderConfig): { cin: number; c1: number; c2: n
 function frameDifferences(frames: tf.Tensor, input: 'difference' | 'foreground' = 'difference'): tf.Tensor {
   const [b, t, h, w, c] = frames.shape;
   const pixels = h * w * c;
-  if (t < 2) return tf.zeros([b, t, pixels]);
   let flat = tf.reshape(frames, [b, t, pixels]);
   // `foreground`: |f[k] − mean over the clip's frames|, where a static background cancels and
   // a moving object leaves its unsigned footprint; its differences are then positive where the
@@ -98,7 +97,7 @@ export function dualEncoderSpecs(cfg: DualEncoderConfig): ParamSpec[] {
   if (conv) {
     // He initialisation: the convolutions feed a GELU.
     specs.push(
-      { name: 'video.stem.conv1.weight', shape: [3, 3, conv.cin, conv.c1], init: { kind: 'normal', std: (2 / (9 * conv.cin)) ** 0.5 } },
+      { name: 'video.stem.conv1.weight', shape: [3, 3, 3, conv.c1], init: { kind: 'normal', std: (2 / (9 * 3)) ** 0.5 } },
       { name: 'video.stem.conv1.bias', shape: [conv.c1], init: { kind: 'zeros' } },
       { name: 'video.stem.conv2.weight', shape: [3, 3, conv.c1, conv.c2], init: { kind: 'normal', std: (2 / (9 * conv.c1)) ** 0.5 } },
       { name: 'video.stem.conv2.bias', shape: [conv.c2], init: { kind: 'zeros' } },
@@ -197,18 +196,16 @@ export function videoFeatures(params: Params, frames: tf.Tensor, cfg: DualEncode
     const cls = tf.add(tf.fill([n, 1, v.width], 0), tf.reshape(param(params, 'video.class_embedding'), [1, 1, v.width]));
     let x = tf.add(tf.concat([cls, patches], 1), param(params, 'video.pos_embed'));
     const tokens = 1 + (v.imageSize / v.patchSize) ** 2;
-    if (v.attention === 'joint') {
+    const joint = v.attention === 'joint';
+    if (joint) {
       // One sequence of every frame's tokens per clip, each frame's tokens marked by its time
       // embedding, so a patch can attend to where the object is in the other frames.
       const time = tf.reshape(tf.slice(param(params, 'video.time_embed'), [0, 0], [t, v.width]), [1, t, 1, v.width]);
-      x = tf.reshape(tf.add(tf.reshape(x, [b, t, tokens, v.width]), time), [n, tokens, v.width]);
+      x = tf.reshape(tf.add(tf.reshape(x, [b, t, tokens, v.width]), time), [b, t * tokens, v.width]);
     }
     x = layerNorm(params, 'video.ln_pre', x, cfg.layerNormEps);
-    if (v.attention === 'joint') {
-      x = tf.reshape(transformer(params, 'video.blocks', tf.reshape(x, [b, t * tokens, v.width]), v.layers, blockOpts(cfg, v.heads, run)), [n, tokens, v.width]);
-    } else {
-      x = transformer(params, 'video.blocks', x, v.layers, blockOpts(cfg, v.heads, run));
-    }
+    x = transformer(params, 'video.blocks', x, v.layers, blockOpts(cfg, v.heads, run));
+    if (joint) x = tf.reshape(x, [n, tokens, v.width]);
     const frameTokens = layerNorm(params, 'video.ln_post', tf.reshape(tf.slice(x, [0, 0, 0], [n, 1, v.width]), [n, v.width]), cfg.layerNormEps);
     let seq = tf.reshape(frameTokens, [b, t, v.width]);
     if (temporal.pooling === 'transformer') {
